@@ -1,0 +1,3 @@
+from batond.cli import main
+
+raise SystemExit(main())

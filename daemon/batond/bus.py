@@ -1,0 +1,57 @@
+"""The bounded queue between the sources and the engine.
+
+Sources never block on it: ``offer`` returns False when it is full, and the
+source decides (MQTT drops and counts, HTTP answers 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from batond.events import Input
+from batond.metrics import Metrics
+
+__all__ = ["Bus"]
+
+
+class Bus:
+    def __init__(self, metrics: Metrics, maxsize: int = 10_000) -> None:
+        # arrival time (monotonic) travels with each item for event_to_action_seconds
+        self._queue: asyncio.Queue[tuple[Input, float]] = asyncio.Queue(maxsize)
+        self._metrics = metrics
+
+    def free(self) -> int:
+        return self._queue.maxsize - self._queue.qsize()
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def offer(self, item: Input) -> bool:
+        """Queue one accepted item; False (and counted as dropped) when full."""
+        try:
+            self._queue.put_nowait((item, time.monotonic()))
+        except asyncio.QueueFull:
+            self._metrics.events_dropped.labels(item.source or "unknown").inc()
+            return False
+        self._metrics.events_received.labels(item.source or "unknown").inc()
+        return True
+
+    def offer_all(self, items: list[Input]) -> bool:
+        """All or nothing: False (nothing queued, all counted dropped) when they do not fit."""
+        if len(items) > self.free():
+            for item in items:
+                self._metrics.events_dropped.labels(item.source or "unknown").inc()
+            return False
+        for item in items:
+            self.offer(item)
+        return True
+
+    async def get(self) -> tuple[Input, float]:
+        return await self._queue.get()
+
+    def get_nowait(self) -> tuple[Input, float] | None:
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None

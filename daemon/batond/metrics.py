@@ -1,0 +1,87 @@
+"""Every Prometheus metric of batond, in one place, on an injectable registry.
+
+Tests build ``Metrics(CollectorRegistry())`` and read values with
+``registry.get_sample_value(...)``. Label values are bounded: rule, playbook,
+action, source, reason, result, outcome; never a host or series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+_STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300)
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.events_received = Counter(
+            "batond_events_received", "Accepted samples and events, one per item", ["source"],
+            registry=r,
+        )
+        self.events_rejected = Counter(
+            "batond_events_rejected", "Invalid input items, dropped", ["source", "reason"],
+            registry=r,
+        )
+        self.events_dropped = Counter(
+            "batond_events_dropped", "Valid items dropped because the queue was full", ["source"],
+            registry=r,
+        )
+        self.queue_depth = Gauge("batond_queue_depth", "Items waiting for the engine", registry=r)
+        self.decisions = Counter(
+            "batond_decisions", "Decisions by rule; result is run or the suppression reason",
+            ["rule", "result"], registry=r,
+        )
+        self.runs = Counter(
+            "batond_runs", "Ended playbook runs", ["playbook", "outcome"], registry=r
+        )
+        self.runs_active = Gauge("batond_runs_active", "Playbook runs in progress", registry=r)
+        self.step_duration = Histogram(
+            "batond_step_duration_seconds", "Duration of one step attempt",
+            ["playbook", "action"], buckets=_STEP_BUCKETS, registry=r,
+        )
+        self.event_to_action = Histogram(
+            "batond_event_to_action_seconds",
+            "From the arrival of the deciding input to the start of the first action",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.rules_loaded = Gauge("batond_rules_loaded", "Rules in the active set", registry=r)
+        self.reloads = Counter(
+            "batond_reloads", "Rule reloads by result (ok, error)", ["result"], registry=r
+        )
+        self.mqtt_connected = Gauge(
+            "batond_mqtt_connected", "1 while connected to the MQTT broker", registry=r
+        )
+        self.mqtt_reconnects = Counter(
+            "batond_mqtt_reconnects", "MQTT connections made after the first", registry=r
+        )
+        self.anomaly_series = Gauge(
+            "batond_anomaly_series", "Series the anomaly model scores", registry=r
+        )
+        self.circuits_open = Gauge(
+            "batond_circuits_open", "Targets whose circuit is open", registry=r
+        )
+
+    def bind_gauges(
+        self,
+        *,
+        queue_depth: Callable[[], float] | None = None,
+        anomaly_series: Callable[[], float] | None = None,
+        circuits_open: Callable[[], float] | None = None,
+        runs_active: Callable[[], float] | None = None,
+    ) -> None:
+        """Read these gauges at scrape time from the components that own the numbers."""
+        for gauge, fn in (
+            (self.queue_depth, queue_depth),
+            (self.anomaly_series, anomaly_series),
+            (self.circuits_open, circuits_open),
+            (self.runs_active, runs_active),
+        ):
+            if fn is not None:
+                gauge.set_function(fn)

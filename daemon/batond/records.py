@@ -1,0 +1,71 @@
+"""The records that the runner writes and the journal keeps.
+
+``RunStore`` is the part of the journal the runner needs; ``journal.Journal``
+implements it on SQLite. Every call returns only once the record is durable
+(committed), so "a run's intent is written before its first action" holds by
+awaiting ``run_created`` and ``step_started`` before acting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+__all__ = ["OUTCOMES", "RUN_STATES", "STEP_STATUSES", "RunStore"]
+
+#: How every run ends (SPEC section 6).
+OUTCOMES = ("resolved", "unresolved", "failed", "timed_out", "cancelled", "denied", "interrupted")
+#: Run states as the API shows them.
+RUN_STATES = ("queued", "running", "waiting_approval", "done")
+#: How one step attempt ended.
+STEP_STATUSES = ("running", "ok", "failed", "timed_out", "skipped", "cancelled", "denied", "interrupted")
+
+
+class RunStore(Protocol):
+    async def run_created(
+        self,
+        *,
+        rule: str,
+        playbook: str,
+        key: str,
+        params: Mapping[str, Any],
+        labels: Mapping[str, str],
+        created_at: float,
+        decision_id: int | None = None,
+        incident_id: int | None = None,
+        resumes: int | None = None,
+        state: str = "queued",
+    ) -> int:
+        """Durably record a run's intent; returns its id."""
+        ...
+
+    async def run_state(self, run_id: int, state: str, at: float) -> None:
+        """queued -> running -> waiting_approval -> running ...; ``started_at`` is set at first running."""
+        ...
+
+    async def step_started(
+        self, run_id: int, path: str, action: str, attempt: int, started_at: float
+    ) -> int:
+        """Durably record that a step attempt is about to act; returns the step record id.
+
+        ``path`` names the step inside the run: ``restart``, ``on_failure/tell``,
+        ``fanout/branch1/ping``; ``attempt`` counts from 1.
+        """
+        ...
+
+    async def step_finished(
+        self,
+        step_id: int,
+        *,
+        status: str,
+        ended_at: float,
+        exit_code: int | None = None,
+        stdout: str = "",
+        stderr: str = "",
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record how a step attempt ended; outputs are tails (the journal truncates further)."""
+        ...
+
+    async def run_finished(self, run_id: int, outcome: str, ended_at: float) -> None:
+        ...
