@@ -20,6 +20,11 @@ class Bus:
         # arrival time (monotonic) travels with each item for event_to_action_seconds
         self._queue: asyncio.Queue[tuple[Input, float]] = asyncio.Queue(maxsize)
         self._metrics = metrics
+        self.closed = False
+
+    def close(self) -> None:
+        """Stop intake (shutdown): every further offer is refused and counted dropped."""
+        self.closed = True
 
     def free(self) -> int:
         return self._queue.maxsize - self._queue.qsize()
@@ -29,6 +34,9 @@ class Bus:
 
     def offer(self, item: Input) -> bool:
         """Queue one accepted item; False (and counted as dropped) when full."""
+        if self.closed:
+            self._metrics.events_dropped.labels(item.source or "unknown").inc()
+            return False
         try:
             self._queue.put_nowait((item, time.monotonic()))
         except asyncio.QueueFull:
@@ -39,7 +47,7 @@ class Bus:
 
     def offer_all(self, items: list[Input]) -> bool:
         """All or nothing: False (nothing queued, all counted dropped) when they do not fit."""
-        if len(items) > self.free():
+        if self.closed or len(items) > self.free():
             for item in items:
                 self._metrics.events_dropped.labels(item.source or "unknown").inc()
             return False

@@ -9,9 +9,10 @@ awaiting ``run_created`` and ``step_started`` before acting.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["OUTCOMES", "RUN_STATES", "STEP_STATUSES", "RunStore"]
+__all__ = ["OUTCOMES", "RUN_STATES", "STEP_STATUSES", "InterruptedRun", "RunStore"]
 
 #: How every run ends (SPEC section 6).
 OUTCOMES = ("resolved", "unresolved", "failed", "timed_out", "cancelled", "denied", "interrupted")
@@ -69,3 +70,31 @@ class RunStore(Protocol):
 
     async def run_finished(self, run_id: int, outcome: str, ended_at: float) -> None:
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptedRun:
+    """A run found unfinished after a crash, already recorded ``interrupted``.
+
+    ``in_flight`` are the step paths that had started and not ended (several
+    with parallel branches); ``completed`` the paths that ended ``ok``, in
+    order. A resumption is a new run with ``resumes=run_id``.
+    """
+
+    run_id: int
+    rule: str
+    playbook: str
+    key: str
+    params: Mapping[str, Any]
+    labels: Mapping[str, str]
+    created_at: float
+    state: str  # the state it was in: queued, running or waiting_approval
+    decision_id: int | None = None
+    incident_id: int | None = None
+    resumes: int | None = None
+    in_flight: tuple[str, ...] = ()
+    completed: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def last_completed(self) -> str | None:
+        return self.completed[-1] if self.completed else None

@@ -1,0 +1,203 @@
+"""The HTTP API (aiohttp): health, metrics, history, control, the web page.
+
+Mutating endpoints (every POST and DELETE, input included) need
+``Authorization: Bearer <token>`` when ``http.token_file`` is set; the check
+is one middleware so no route can forget it. Request bodies above
+``http.max_body`` get 413 from aiohttp itself.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from batond.errors import BatondError
+from batond.metrics import Metrics
+
+__all__ = ["Control", "build_app"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Control(Protocol):
+    """What the API asks of the running daemon (service.Daemon implements it)."""
+
+    def is_ready(self) -> bool: ...
+    def status(self) -> dict[str, Any]: ...
+    async def incidents(self, limit: int) -> dict[str, Any]: ...
+    async def runs(self, limit: int) -> dict[str, Any]: ...
+    async def run(self, run_id: int) -> dict[str, Any] | None: ...
+    async def feedback(self, incident_id: int, kind: str) -> dict[str, Any]: ...
+    def rules(self) -> dict[str, Any]: ...
+    def series(self, metric: str | None, host: str | None) -> dict[str, Any]: ...
+    async def silences(self) -> dict[str, Any]: ...
+    async def add_silence(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def expire_silence(self, silence_id: int) -> bool: ...
+    async def gate(self, run_id: int, verb: str) -> bool: ...
+    async def set_paused(self, paused: bool) -> dict[str, Any]: ...
+    async def reload(self) -> dict[str, Any]: ...
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return json_response({"error": message}, status)
+
+
+def _auth_middleware(token: str | None) -> Any:
+    expected = f"Bearer {token}".encode() if token else None
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if expected is not None and request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                resp = _error(401, "missing or wrong bearer token")
+                resp.headers["WWW-Authenticate"] = 'Bearer realm="batond"'
+                return resp
+        try:
+            return await handler(request)
+        except BatondError as exc:
+            return _error(400, str(exc))
+
+    return auth
+
+
+def _int(request: web.Request, name: str) -> int:
+    try:
+        return int(request.match_info[name])
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be an integer") from None
+
+
+def _limit(request: web.Request) -> int:
+    try:
+        return max(1, min(10_000, int(request.query.get("limit", "100"))))
+    except ValueError:
+        raise web.HTTPBadRequest(text="limit must be an integer") from None
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.read() or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise web.HTTPBadRequest(text=f"body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="body must be a JSON object")
+    return body
+
+
+def build_app(
+    control: Control,
+    metrics: Metrics,
+    *,
+    token: str | None,
+    max_body: int,
+    add_input_routes: Callable[[web.Application], None] | None = None,
+) -> web.Application:
+    app = web.Application(client_max_size=max_body, middlewares=[_auth_middleware(token)])
+    r = app.router
+
+    async def healthz(_: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        ready = control.is_ready()
+        return json_response({"ready": ready}, 200 if ready else 503)
+
+    async def metrics_page(_: web.Request) -> web.Response:
+        resp = web.Response(body=generate_latest(metrics.registry))
+        resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        resp.charset = "utf-8"
+        return resp
+
+    async def index(_: web.Request) -> web.Response:
+        page = resources.files("batond").joinpath("web/index.html").read_bytes()
+        return web.Response(body=page, content_type="text/html", charset="utf-8")
+
+    async def status(_: web.Request) -> web.Response:
+        return json_response(control.status())
+
+    async def incidents(request: web.Request) -> web.Response:
+        return json_response(await control.incidents(_limit(request)))
+
+    async def runs(request: web.Request) -> web.Response:
+        return json_response(await control.runs(_limit(request)))
+
+    async def run(request: web.Request) -> web.Response:
+        found = await control.run(_int(request, "id"))
+        return json_response(found) if found is not None else _error(404, "no such run")
+
+    async def feedback(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if body.get("feedback") != "false_positive":
+            return _error(400, 'feedback must be "false_positive"')
+        return json_response(await control.feedback(_int(request, "id"), "false_positive"))
+
+    async def rules(_: web.Request) -> web.Response:
+        return json_response(control.rules())
+
+    async def series(request: web.Request) -> web.Response:
+        q = request.query
+        return json_response(control.series(q.get("metric") or None, q.get("host") or None))
+
+    async def silences(_: web.Request) -> web.Response:
+        return json_response(await control.silences())
+
+    async def add_silence(request: web.Request) -> web.Response:
+        return json_response(await control.add_silence(await _json_body(request)), 201)
+
+    async def expire_silence(request: web.Request) -> web.Response:
+        if await control.expire_silence(_int(request, "id")):
+            return json_response({"expired": True})
+        return _error(404, "no such active silence")
+
+    def gate(verb: str) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            run_id = _int(request, "id")
+            if await control.gate(run_id, verb):
+                return json_response({"run": run_id, verb: True})
+            return _error(409, f"run {run_id} cannot be {verb}d now (unknown, done or not waiting)")
+
+        return handler
+
+    def pause(paused: bool) -> Handler:
+        async def handler(_: web.Request) -> web.Response:
+            return json_response(await control.set_paused(paused))
+
+        return handler
+
+    async def reload(_: web.Request) -> web.Response:
+        result = await control.reload()
+        return json_response(result, 200 if result.get("ok") else 400)
+
+    r.add_get("/", index)
+    r.add_get("/healthz", healthz)
+    r.add_get("/readyz", readyz)
+    r.add_get("/metrics", metrics_page)
+    r.add_get("/api/v1/status", status)
+    r.add_get("/api/v1/incidents", incidents)
+    r.add_post("/api/v1/incidents/{id}/feedback", feedback)
+    r.add_get("/api/v1/runs", runs)
+    r.add_get("/api/v1/runs/{id}", run)
+    for verb in ("approve", "deny", "cancel"):
+        r.add_post(f"/api/v1/runs/{{id}}/{verb}", gate(verb))
+    r.add_get("/api/v1/rules", rules)
+    r.add_get("/api/v1/series", series)
+    r.add_get("/api/v1/silences", silences)
+    r.add_post("/api/v1/silences", add_silence)
+    r.add_delete("/api/v1/silences/{id}", expire_silence)
+    r.add_post("/api/v1/pause", pause(True))
+    r.add_post("/api/v1/resume", pause(False))
+    r.add_post("/api/v1/reload", reload)
+    if add_input_routes is not None:
+        add_input_routes(app)
+    return app
