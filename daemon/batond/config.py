@@ -177,8 +177,16 @@ class _ConfigReader:
         f = self.r.mapping(
             node,
             (
-                "node", "state_dir", "rules", "models", "mode", "http",
-                "mqtt", "host", "governor", "journal",
+                "node",
+                "state_dir",
+                "rules",
+                "models",
+                "mode",
+                "http",
+                "mqtt",
+                "host",
+                "governor",
+                "journal",
             ),
             what="configuration mapping",
         )
@@ -226,34 +234,47 @@ class _ConfigReader:
 
     def mqtt(self, node: Node, node_name: str) -> MqttConfig | None:
         keys = (
-            "url", "client_id", "username", "password_file", "ca_file", "cert_file",
-            "key_file", "subscribe", "publish_prefix",
+            "url",
+            "client_id",
+            "username",
+            "password_file",
+            "ca_file",
+            "cert_file",
+            "key_file",
+            "subscribe",
+            "publish_prefix",
         )
         f = self.r.mapping(node, keys, what="mqtt mapping")
         if f is None:
             return None
-        url = MqttConfig.url
+        url = MqttConfig().url  # (the class attribute is a slot descriptor)
         if "url" in f:
             url = self.r.string(f["url"], "MQTT URL") or url
             parts = urlsplit(url)
             if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-                self.r.error(f["url"], f"MQTT url must be mqtt://HOST[:PORT] or mqtts://..., got {url!r}")
+                self.r.error(
+                    f["url"], f"MQTT url must be mqtt://HOST[:PORT] or mqtts://..., got {url!r}"
+                )
         cert = self.secret_file(f["cert_file"]) if "cert_file" in f else None
         key = self.secret_file(f["key_file"]) if "key_file" in f else None
         if (cert is None) != (key is None):
-            self.r.error(node, "cert_file and key_file go together")
+            lone = f["cert_file"] if "cert_file" in f else f["key_file"]
+            self.r.error(lone, "cert_file and key_file go together")
         username = self.r.string(f["username"], "user name") if "username" in f else None
         password = self.secret_file(f["password_file"]) if "password_file" in f else None
         if password is not None and username is None:
             self.r.error(f["password_file"], "password_file needs a username")
         subs: list[Subscription] = []
-        for item in self.r.seq(f["subscribe"], "list of subscriptions") or [] if "subscribe" in f else []:
+        for item in (
+            self.r.seq(f["subscribe"], "list of subscriptions") or [] if "subscribe" in f else []
+        ):
             sub = self.subscription(item)
             if sub is not None:
                 subs.append(sub)
         return MqttConfig(
             url=url,
-            client_id=(self.r.name(f["client_id"], "client id") or "") if "client_id" in f
+            client_id=(self.r.name(f["client_id"], "client id") or "")
+            if "client_id" in f
             else f"batond-{node_name}",
             username=username,
             password_file=password,
@@ -299,8 +320,12 @@ class _ConfigReader:
     def governor(self, node: Node) -> GovernorConfig:
         d = GovernorConfig()
         keys = (
-            "max_concurrent_runs", "max_runs", "per_target", "max_targets_fraction",
-            "min_fleet", "kill_switch_file",
+            "max_concurrent_runs",
+            "max_runs",
+            "per_target",
+            "max_targets_fraction",
+            "min_fleet",
+            "kill_switch_file",
         )
         f = self.r.mapping(node, keys, what="governor mapping")
         if f is None:
@@ -310,9 +335,12 @@ class _ConfigReader:
             if "max_concurrent_runs" in f
             else d.max_concurrent_runs,
             max_runs=self.rate(f["max_runs"], d.max_runs) if "max_runs" in f else d.max_runs,
-            per_target=self.rate(f["per_target"], d.per_target) if "per_target" in f else d.per_target,
-            max_targets_fraction=self.r.number(f["max_targets_fraction"], 0.0, 1.0)
-            or d.max_targets_fraction
+            per_target=self.rate(f["per_target"], d.per_target)
+            if "per_target" in f
+            else d.per_target,
+            max_targets_fraction=_or(
+                self.r.number(f["max_targets_fraction"], 0.0, 1.0), d.max_targets_fraction
+            )
             if "max_targets_fraction" in f
             else d.max_targets_fraction,
             min_fleet=self.r.integer(f["min_fleet"], 1) or d.min_fleet
@@ -332,11 +360,18 @@ class _ConfigReader:
             if rf is not None:
                 rd = RecordConfig()
                 record = RecordConfig(
-                    self.r.duration(rf["max_age"], 1.0) or rd.max_age if "max_age" in rf else rd.max_age,
+                    self.r.duration(rf["max_age"], 1.0) or rd.max_age
+                    if "max_age" in rf
+                    else rd.max_age,
                     self.r.size(rf["max_size"]) or rd.max_size if "max_size" in rf else rd.max_size,
                 )
         retention = self.r.duration(f["retention"], 1.0) if "retention" in f else d.retention
         return JournalConfig(retention or d.retention, record)
+
+
+def _or(value: float | None, default: float) -> float:
+    """``value`` unless it was invalid (None); unlike ``or``, keeps a valid 0."""
+    return default if value is None else value
 
 
 def _host_port(text: str) -> tuple[str, int] | None:

@@ -11,7 +11,10 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["Metrics"]
+__all__ = ["SOURCES", "Metrics"]
+
+#: The bounded values of the ``source`` label (SPEC section 4).
+SOURCES = ("mqtt", "http", "alertmanager", "host", "schedule")
 
 _STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
@@ -22,34 +25,46 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.events_received = Counter(
-            "batond_events_received", "Accepted samples and events, one per item", ["source"],
+            "batond_events_received",
+            "Accepted samples and events, one per item",
+            ["source"],
             registry=r,
         )
         self.events_rejected = Counter(
-            "batond_events_rejected", "Invalid input items, dropped", ["source", "reason"],
+            "batond_events_rejected",
+            "Invalid input items, dropped",
+            ["source", "reason"],
             registry=r,
         )
         self.events_dropped = Counter(
-            "batond_events_dropped", "Valid items dropped because the queue was full", ["source"],
+            "batond_events_dropped",
+            "Valid items dropped because the queue was full",
+            ["source"],
             registry=r,
         )
         self.queue_depth = Gauge("batond_queue_depth", "Items waiting for the engine", registry=r)
         self.decisions = Counter(
-            "batond_decisions", "Decisions by rule; result is run or the suppression reason",
-            ["rule", "result"], registry=r,
+            "batond_decisions",
+            "Decisions by rule; result is run or the suppression reason",
+            ["rule", "result"],
+            registry=r,
         )
         self.runs = Counter(
             "batond_runs", "Ended playbook runs", ["playbook", "outcome"], registry=r
         )
         self.runs_active = Gauge("batond_runs_active", "Playbook runs in progress", registry=r)
         self.step_duration = Histogram(
-            "batond_step_duration_seconds", "Duration of one step attempt",
-            ["playbook", "action"], buckets=_STEP_BUCKETS, registry=r,
+            "batond_step_duration_seconds",
+            "Duration of one step attempt",
+            ["playbook", "action"],
+            buckets=_STEP_BUCKETS,
+            registry=r,
         )
         self.event_to_action = Histogram(
             "batond_event_to_action_seconds",
             "From the arrival of the deciding input to the start of the first action",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.rules_loaded = Gauge("batond_rules_loaded", "Rules in the active set", registry=r)
         self.reloads = Counter(
@@ -67,6 +82,13 @@ class Metrics:
         self.circuits_open = Gauge(
             "batond_circuits_open", "Targets whose circuit is open", registry=r
         )
+
+        # Known label values start at 0, so rate() and alerts see them before the first change.
+        for result in ("ok", "error"):
+            self.reloads.labels(result)
+        for source in SOURCES:
+            self.events_received.labels(source)
+            self.events_dropped.labels(source)
 
     def bind_gauges(
         self,

@@ -25,11 +25,11 @@ __all__ = [
     "CompiledValue",
     "EvalError",
     "Template",
-    "compile_template",
     "compile_node",
+    "compile_template",
     "compile_value",
-    "text_mark",
     "render_value",
+    "text_mark",
     "text_of",
 ]
 

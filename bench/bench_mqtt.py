@@ -1,0 +1,163 @@
+"""MQTT ingest rate of batond's MqttSource over a real private Mosquitto, QoS 1.
+
+Two measurements per message shape (1 sample per message, 100 per message):
+
+- backlog: N messages are published (``mosquitto_pub -l -q 1``, C) while batond
+  is away; its persistent session keeps them in the broker; then MqttSource
+  connects and the time from connection to the last item on the bus is the
+  ingest rate, free of publisher speed.
+- live: MqttSource is connected while ``mosquitto_pub`` publishes.
+
+Each sample carries a sequence number as its value; a consumer drains the bus
+(in-process, like the engine) and checks that every number arrived exactly once.
+batond runs in this process on one thread (one core); broker and publisher are
+other processes.
+
+Run: .venv/bin/python bench/bench_mqtt.py [--messages N] [--batch-messages M]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from mqtt_broker import Mosquitto  # noqa: E402
+
+from batond.bus import Bus  # noqa: E402
+from batond.config import MqttConfig, Subscription  # noqa: E402
+from batond.events import Sample  # noqa: E402
+from batond.metrics import Metrics  # noqa: E402
+from batond.sources.mqtt import MqttSource  # noqa: E402
+
+
+def payload_lines(messages: int, batch: int) -> bytes:
+    lines = []
+    seq = 0
+    for _ in range(messages):
+        if batch == 1:
+            lines.append(orjson.dumps({"metric": "bench", "value": seq, "host": "h1"}))
+            seq += 1
+        else:
+            lines.append(
+                orjson.dumps([{"metric": "bench", "value": seq + i, "host": "h1"} for i in range(batch)])
+            )
+            seq += batch
+    return b"\n".join(lines) + b"\n"
+
+
+def publish(broker: Mosquitto, data: bytes) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-t", "bench/x",
+         "-q", "1", "-l", "-M", "1000"],
+        stdin=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(data)
+    proc.stdin.close()
+    return proc
+
+
+async def consume(bus: Bus, total: int, first: list[float]) -> tuple[float, bytearray, int]:
+    seen = bytearray(total)
+    dupes = 0
+    for n in range(total):
+        item, _ = await bus.get()
+        if n == 0:
+            first.append(time.perf_counter())
+        assert isinstance(item, Sample)
+        i = int(item.value)
+        if seen[i]:
+            dupes += 1
+        seen[i] = 1
+    return time.perf_counter(), seen, dupes
+
+
+async def run_case(folder: Path, messages: int, batch: int, mode: str) -> dict[str, float]:
+    total = messages * batch
+    data = payload_lines(messages, batch)
+    metrics = Metrics(CollectorRegistry())
+    bus = Bus(metrics)  # the daemon's default bound: a drop would show as lost
+    cfg = MqttConfig(url="", client_id=f"batond-bench-{mode}-{batch}",
+                     subscribe=(Subscription("bench/#", "json", 1),))
+    with Mosquitto(folder / f"{mode}-{batch}") as broker:
+        cfg = MqttConfig(url=broker.url, client_id=cfg.client_id, subscribe=cfg.subscribe)
+        if mode == "backlog":  # create the session, leave, let the broker queue
+            await session_once(cfg, bus, metrics)
+            proc = publish(broker, data)
+            await asyncio.to_thread(proc.wait)
+        source = MqttSource(cfg, bus, metrics)
+        started = asyncio.Event()
+        first: list[float] = []
+        consumer = asyncio.create_task(consume(bus, total, first))
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        task = asyncio.create_task(source.run(started))
+        await started.wait()
+        if mode == "live":
+            t0 = time.perf_counter()
+            c0 = time.process_time()
+            proc = publish(broker, data)
+        try:
+            end, seen, dupes = await asyncio.wait_for(consumer, 600)
+            cpu = time.process_time() - c0
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.to_thread(proc.wait)
+    elapsed = end - t0
+    return {
+        "messages": messages,
+        "samples": total,
+        "elapsed_s": elapsed,
+        "messages_per_s": messages / elapsed,
+        "samples_per_s": total / elapsed,
+        "cpu_s": cpu,
+        "samples_per_cpu_s": total / cpu,
+        "lost": total - sum(seen),
+        "duplicates": dupes,
+    }
+
+
+async def session_once(cfg: MqttConfig, bus: Bus, metrics: Metrics) -> None:
+    source = MqttSource(cfg, bus, metrics)
+    started = asyncio.Event()
+    task = asyncio.create_task(source.run(started))
+    await started.wait()
+    assert source.connected
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--batch-messages", type=int, default=20_000)
+    args = parser.parse_args()
+    print(f"python {sys.version.split()[0]}, one asyncio thread; mosquitto + mosquitto_pub "
+          "in other processes; QoS 1, payload JSON")
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("backlog", "live"):
+            for messages, batch in ((args.messages, 1), (args.batch_messages, 100)):
+                r = await run_case(Path(tmp), messages, batch, mode)
+                print(
+                    f"{mode:8s} batch={batch:<4d} messages={r['messages']:<7.0f} "
+                    f"samples={r['samples']:<8.0f} elapsed_s={r['elapsed_s']:.2f} "
+                    f"messages_per_s={r['messages_per_s']:,.0f} "
+                    f"samples_per_s={r['samples_per_s']:,.0f} cpu_s={r['cpu_s']:.2f} "
+                    f"samples_per_cpu_s={r['samples_per_cpu_s']:,.0f} lost={r['lost']:.0f} "
+                    f"duplicates={r['duplicates']:.0f}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,265 @@
+"""The ``context`` detector: novelty of value transitions, judged by likelihood.
+
+Per point, in O(1) and pure Python (a few microseconds):
+
+1. *Raw novelty.*  The value is quantised on the range learned from history
+   (``bins`` levels; several quantisers shifted by ``offsets`` of a bin, so a
+   value near a bin edge is not all-or-nothing).  The transition "previous
+   ``context`` levels -> this level" is looked up in a count memory; a
+   transition never seen before is novel.  Raw novelty is the fraction of
+   quantisers that found it novel.  A value beyond the learned range lands
+   in a level of its own, so new extremes are novel too.
+2. *Likelihood.*  The average raw novelty of the last ``short`` points is
+   compared with the mean and spread of that average over the last ``long``
+   points (as HTM's anomaly likelihood does): a burst of novelty in a series
+   that is usually predictable scores high, the same novelty in a noisy
+   series does not.  The tail probability is log-scaled into [0, 1].
+3. *Sensitivity and calibration.*  ``sensitivity`` scales the deviation
+   (0.5 leaves it alone; 0.25 needs twice the deviation for the same score);
+   the result is mapped so the model's default threshold 0.99 means a tail
+   probability of 1e-5.
+4. *Rest.*  After a score at or above the threshold, the next ``rest``
+   points score 0: one alert per onset, not one per point.
+
+Everything is causal: a point is scored before it is learned.  Retraining
+(:meth:`ContextDetector.fit`, run off the event loop) re-learns the range and
+the memory from the last ``history`` points, in numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from batond.anomaly.spec import ContextParams
+
+__all__ = ["ContextDetector", "Fit"]
+
+_LOG_TAIL = math.log(1e-10)  # log-likelihood 1e-10 maps to score 1
+_SQRT2 = math.sqrt(2.0)
+_LEVEL_CLAMP = 50  # levels beyond the range: at most this many bins out
+_KEY_BASE = 256  # one context level per byte of an int key
+_KEY_SHIFT = 64  # levels are >= -_LEVEL_CLAMP, so level + shift >= 0
+_MIN_LONG = 30  # points of raw-novelty history before likelihood is trusted
+_SD_FLOOR = 0.03  # a perfectly predictable series still needs a real burst
+_RANGE_SLACK = 0.25  # retrain once an end of the range moved by a quarter bin
+_CALIBRATION = 4.0  # score s -> 1 - 10**(-4 s): 0.5 (tail 1e-5) becomes 0.99
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    """A learned range and transition memory, built off the event loop."""
+
+    lo: float
+    span: float
+    memories: tuple[dict[int, int], ...]
+    contexts: tuple[tuple[int, ...], ...]
+    upto: int  # points seen when the history was taken
+
+
+class ContextDetector:
+    """Scores one series, point by point; state is plain data (persistable)."""
+
+    def __init__(
+        self, params: ContextParams, warmup: int, threshold: float, sensitivity: float
+    ) -> None:
+        self.params = params
+        self.warmup = max(warmup, params.context + 2)
+        self.threshold = threshold
+        self.sensitivity = sensitivity
+        self.seen = 0
+        self.lo = 0.0
+        self.span = 0.0  # 0 until the first fit: still warming up
+        self.memories: list[dict[int, int]] = [{} for _ in params.offsets]
+        self.contexts: list[deque[int]] = [deque(maxlen=params.context) for _ in params.offsets]
+        self.history: deque[float] = deque(maxlen=max(params.history, self.warmup))
+        self.short: deque[float] = deque(maxlen=params.short)
+        self.short_sum = 0.0
+        self.long: deque[float] = deque(maxlen=params.long)
+        self.long_sum = 0.0
+        self.long_sq = 0.0
+        self.resting = 0
+
+    # -- scoring ---------------------------------------------------------
+    def step(self, value: float) -> float:
+        """Score ``value`` from the past only, then learn it."""
+        self.seen += 1
+        self.history.append(value)
+        if self.span == 0.0:
+            if self.seen >= self.warmup:
+                self.apply(self.fit(list(self.history), self.seen))
+            return 0.0
+        raw = self._learn(value)
+        return self._judge(raw)
+
+    def _learn(self, value: float) -> float:
+        bins = self.params.bins
+        u = (value - self.lo) / self.span
+        novel = 0
+        for offset, memory, context in zip(
+            self.params.offsets, self.memories, self.contexts, strict=True
+        ):
+            level = _level(u, bins, offset)
+            key = _key(context, level)
+            count = memory.get(key, 0)
+            memory[key] = count + 1
+            context.append(level)
+            if count == 0:
+                novel += 1
+        return novel / len(self.memories)
+
+    def _judge(self, raw: float) -> float:
+        short = self.short
+        if len(short) == short.maxlen:
+            self.short_sum -= short[0]
+        short.append(raw)
+        self.short_sum += raw
+        average = self.short_sum / len(short)
+        score = self._tail_score(average)
+        long = self.long
+        if len(long) == long.maxlen:
+            old = long[0]
+            self.long_sum -= old
+            self.long_sq -= old * old
+        long.append(average)
+        self.long_sum += average
+        self.long_sq += average * average
+        if self.resting > 0:
+            self.resting -= 1
+            return 0.0
+        if score >= self.threshold:
+            self.resting = self.params.rest
+        return score
+
+    def _tail_score(self, average: float) -> float:
+        n = len(self.long)
+        if n < _MIN_LONG:
+            return 0.0
+        mean = self.long_sum / n
+        var = self.long_sq / n - mean * mean
+        sd = math.sqrt(var) if var > _SD_FLOOR * _SD_FLOOR else _SD_FLOOR
+        # sensitivity scales the evidence: at 0.5 a z of 6.4 saturates, at
+        # 0.25 it takes twice the deviation to reach the same score
+        z = (average - mean) / sd * (self.sensitivity / 0.5)
+        if z <= 0.0:  # no more novelty than usual: nothing to report
+            return 0.0
+        likelihood = 0.5 * math.erfc(-z / _SQRT2)
+        tail = math.log(1.0000000001 - likelihood) / _LOG_TAIL
+        if tail <= 0.0:
+            return 0.0
+        return 1.0 - math.pow(10.0, -_CALIBRATION * min(tail, 1.0))
+
+    # -- training --------------------------------------------------------
+    def training_input(self) -> tuple[list[float], int]:
+        """A copy of what :meth:`fit` needs; taken on the event loop."""
+        return list(self.history), self.seen
+
+    def range_moved(self) -> bool:
+        """Whether the history's range differs from the learned one (cheap: C min/max)."""
+        history = self.history
+        if not history or self.span == 0.0:
+            return False
+        lo, span = _range(min(history), max(history))
+        slack = self.span / self.params.bins * _RANGE_SLACK
+        return abs(lo - self.lo) > slack or abs(lo + span - self.lo - self.span) > slack
+
+    def fit(self, history: Sequence[float], upto: int) -> Fit:
+        """Learn range and memory from ``history`` (pure; safe in a thread)."""
+        import numpy as np  # lazily: only a model that trains pays for numpy
+
+        values = np.asarray(history, dtype=np.float64)
+        lo, span = _range(float(values.min()), float(values.max()))
+        u = (values - lo) / span
+        memories = []
+        contexts = []
+        width = self.params.context
+        for offset in self.params.offsets:
+            levels = np.clip(
+                np.floor(u * self.params.bins + offset),
+                -_LEVEL_CLAMP,
+                self.params.bins + _LEVEL_CLAMP,
+            ).astype(np.int64)
+            keys = np.zeros(len(levels), dtype=np.int64)
+            for back in range(width, 0, -1):
+                shifted = np.zeros(len(levels), dtype=np.int64)
+                shifted[back:] = levels[:-back] + _KEY_SHIFT
+                keys = keys * _KEY_BASE + shifted
+            keys = keys * _KEY_BASE + levels + _KEY_SHIFT
+            found, counts = np.unique(keys[width:], return_counts=True)
+            memories.append(dict(zip(found.tolist(), counts.tolist(), strict=True)))
+            contexts.append(tuple(levels[-width:].tolist()))
+        return Fit(lo, span, tuple(memories), tuple(contexts), upto)
+
+    def apply(self, fit: Fit) -> None:
+        """Adopt ``fit``, then learn the points that arrived while it was built."""
+        self.lo = fit.lo
+        self.span = fit.span
+        self.memories = [dict(m) for m in fit.memories]
+        width = self.params.context
+        self.contexts = [deque(c, maxlen=width) for c in fit.contexts]
+        missed = self.seen - fit.upto
+        if missed > 0:
+            for value in list(self.history)[-missed:]:
+                self._learn(value)
+
+    # -- persistence -----------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "seen": self.seen,
+            "lo": self.lo,
+            "span": self.span,
+            "sensitivity": self.sensitivity,
+            "memories": [sorted(m.items()) for m in self.memories],
+            "contexts": [list(c) for c in self.contexts],
+            "history": list(self.history),
+            "short": list(self.short),
+            "short_sum": self.short_sum,
+            "long": list(self.long),
+            "long_sum": self.long_sum,
+            "long_sq": self.long_sq,
+            "resting": self.resting,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Adopt :meth:`to_state` output; KeyError/TypeError/ValueError if malformed."""
+        width = self.params.context
+        if len(state["memories"]) != len(self.params.offsets):
+            raise ValueError("memory count differs from the model's offsets")
+        self.seen = int(state["seen"])
+        self.lo = float(state["lo"])
+        self.span = float(state["span"])
+        self.sensitivity = float(state["sensitivity"])
+        self.memories = [{int(k): int(c) for k, c in m} for m in state["memories"]]
+        self.contexts = [deque((int(x) for x in c), maxlen=width) for c in state["contexts"]]
+        self.history = deque((float(x) for x in state["history"]), maxlen=self.history.maxlen)
+        self.short = deque((float(x) for x in state["short"]), maxlen=self.params.short)
+        self.short_sum = float(state["short_sum"])
+        self.long = deque((float(x) for x in state["long"]), maxlen=self.params.long)
+        self.long_sum = float(state["long_sum"])
+        self.long_sq = float(state["long_sq"])
+        self.resting = int(state["resting"])
+
+
+def _range(lo: float, hi: float) -> tuple[float, float]:
+    """Origin and span of the quantiser; a flat history still gets a usable span."""
+    span = hi - lo
+    return lo, span if span > 0.0 else abs(lo) * 0.01 or 1.0
+
+
+def _level(u: float, bins: int, offset: float) -> int:
+    level = math.floor(u * bins + offset)
+    if level < -_LEVEL_CLAMP:
+        return -_LEVEL_CLAMP
+    if level > bins + _LEVEL_CLAMP:
+        return bins + _LEVEL_CLAMP
+    return level
+
+
+def _key(context: deque[int], level: int) -> int:
+    key = 0
+    for previous in context:
+        key = key * _KEY_BASE + previous + _KEY_SHIFT
+    return key * _KEY_BASE + level + _KEY_SHIFT

@@ -1,0 +1,301 @@
+"""The engine: inputs and a clock in, decisions and resolutions out.
+
+Incident semantics (SPEC section 5): a rule *fires* for a group (its
+``group_by`` key) when its condition becomes true; that opens an incident and
+makes one :class:`Decision`. It does not fire again for that key until the
+incident resolves (:class:`Resolved`). The governor then says whether the
+decision may start a run; a suppressed decision on a rule that only a run can
+resolve (events without ``resolve:``/``count:``, and ``all:``) resolves at
+once. Timers (``for:``, count windows, ``absent:``, schedules) fire from
+:meth:`Engine.tick` at their exact due time, whatever the input rate.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+from batond.engine.governor import Governor, target_class
+from batond.engine.index import MatchIndex
+from batond.engine.model import Rule, RuleSet, Schedule
+from batond.engine.state import RESOLVE, RuleState, state_for
+from batond.engine.types import Decision, Output, Resolved
+from batond.events import Input, Sample
+
+__all__ = ["Engine", "RuleSet"]
+
+STATE_VERSION = 1
+NO_RUN = "none"  # record_outcome: the decision's run never happened (replay)
+
+
+class Engine:
+    def __init__(self, rules: RuleSet, governor: Governor | None = None) -> None:
+        self.governor = governor if governor is not None else Governor()
+        self.rules = rules
+        self.states: dict[str, RuleState] = {}
+        self._timers: list[tuple[float, int, RuleState, str]] = []
+        self._seq = itertools.count()
+        self._schedule_next: dict[str, float | None] = {}
+        self._schedule_fp: dict[str, str] = {}
+        self.index: MatchIndex[tuple[RuleState, int]] = MatchIndex(())
+        self.replace_rules(rules)
+
+    # -- rules ---------------------------------------------------------------------
+    def replace_rules(self, rules: RuleSet) -> None:
+        """Swap the whole set; the state of rules whose definition did not change survives."""
+        old = self.states
+        self.states = {}
+        for rule in rules.rules:
+            kept = old.get(rule.name)
+            if kept is not None and kept.rule.fingerprint == rule.fingerprint:
+                kept.rule = rule
+                self.states[rule.name] = kept
+            else:
+                self.states[rule.name] = state_for(rule)
+        self._schedule_next = {
+            s.name: self._schedule_next.get(s.name)
+            if self._schedule_fp.get(s.name) == s.fingerprint
+            else None
+            for s in rules.schedules
+        }
+        self._schedule_fp = {s.name: s.fingerprint for s in rules.schedules}
+        self.rules = rules
+        self.index = MatchIndex(_index_entries(self.states.values()))
+
+    def resolves_by_run(self, rule: str) -> bool:
+        state = self.states.get(rule)
+        return state is not None and state.rule.resolves_by_run
+
+    # -- input -----------------------------------------------------------------------
+    def evaluate(self, item: Input, now: float, anomaly: float = 0.0) -> list[Output]:
+        """Decisions and resolutions that this input causes (timers are :meth:`tick`'s)."""
+        host = item.labels.get("host")
+        if host is not None:
+            self.governor.hosts_seen[host] = now
+        if type(item) is Sample:
+            hits = self.index.lookup("metric", item.metric, item.labels)
+        else:
+            hits = self.index.lookup("event", item.name, item.labels)  # type: ignore[union-attr]
+        out: list[Output] = []
+        for state, role in hits:
+            state.on_input(self, item, role, now, anomaly, out)
+        return out
+
+    def tick(self, now: float) -> list[Output]:
+        """Timers due at or before ``now``, in due order, then schedules."""
+        out: list[Output] = []
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            at, _, state, key = heapq.heappop(timers)
+            if self.states.get(state.rule.name) is not state or state.due.get(key) != at:
+                continue  # replaced rule, or a timer superseded by an earlier one
+            del state.due[key]
+            state.on_timer(self, key, at, now, out)
+        for schedule in self.rules.schedules:
+            self._tick_schedule(schedule, now, out)
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` must next run (None: only when an input comes)."""
+        times = [t for t in self._schedule_next.values() if t is not None]
+        if self._timers:
+            times.append(self._timers[0][0])
+        return min(times) if times else None
+
+    # -- callbacks for rule states (state.Host) --------------------------------------
+    def schedule(self, state: RuleState, key: str, at: float) -> None:
+        current = state.due.get(key)
+        if current is not None and current <= at:
+            return  # the earlier timer re-checks and moves itself on
+        state.due[key] = at
+        heapq.heappush(self._timers, (at, next(self._seq), state, key))
+
+    def decide(
+        self,
+        state: RuleState,
+        key: str,
+        labels: Mapping[str, str],
+        item: Input | None,
+        now: float,
+        out: list[Output],
+    ) -> None:
+        rule = state.rule
+        state.open[key] = now
+        state.fires += 1
+        state.last_fire = now
+        in_cooldown = key in state.last_run and now - state.last_run[key] < rule.cooldown
+        decision = self._decision(rule, key, labels, item, now, in_cooldown=in_cooldown)
+        if decision.suppressed is None:
+            state.last_run[key] = now
+        out.append(decision)
+        if decision.suppressed is not None and rule.resolves_by_run:
+            self.resolve(state, key, now, out)
+
+    def resolve(self, state: RuleState, key: str, now: float, out: list[Output]) -> None:
+        if state.open.pop(key, None) is not None:
+            out.append(Resolved(now, state.rule.name, key))
+
+    def _decision(
+        self,
+        rule: Rule | Schedule,
+        key: str,
+        labels: Mapping[str, str],
+        item: Input | None,
+        now: float,
+        *,
+        in_cooldown: bool,
+    ) -> Decision:
+        gov = self.governor
+        is_rule = isinstance(rule, Rule)
+        if is_rule and rule.order == "adaptive" and len(rule.run) > 1:  # type: ignore[union-attr]
+            candidates = gov.order(rule.name, rule.run, target_class(labels))
+        else:
+            candidates = rule.run
+        first = candidates[0]
+        mode = getattr(self.rules.playbooks.get(first), "mode", "single")
+        reason = gov.check(
+            labels, key, first, now, in_cooldown=in_cooldown, single=mode == "single", fleet=is_rule
+        )
+        if reason is None:
+            gov.admit(first, key, now)
+        return Decision(
+            ts=now,
+            rule=rule.name,
+            key=key,
+            target=key,
+            labels=labels,
+            candidates=candidates,
+            playbook=first if reason is None else None,
+            suppressed=reason,
+            params=rule.params,
+            severity=rule.severity,
+            item=item,
+            opens_incident=is_rule,
+        )
+
+    def _tick_schedule(self, schedule: Schedule, now: float, out: list[Output]) -> None:
+        due = self._schedule_next.get(schedule.name)
+        if due is None:
+            self._schedule_next[schedule.name] = schedule.cron.next_after(now)
+            return
+        if due > now:
+            return
+        labels = {"schedule": schedule.name}
+        out.append(self._decision(schedule, schedule.key, labels, None, due, in_cooldown=False))
+        self._schedule_next[schedule.name] = schedule.cron.next_after(now)
+
+    # -- feedback --------------------------------------------------------------------
+    def record_outcome(
+        self, rule: str, playbook: str, key: str, outcome: str, now: float
+    ) -> list[Output]:
+        """A run ended (``outcome`` of SPEC section 6, or ``none``: no run happened).
+
+        Feeds the statistics and circuits; resolves an incident that only its
+        run can resolve when the run resolved it (or never ran).
+        """
+        labels = _labels_of_key(key)
+        self.governor.record_outcome(rule, playbook, key, target_class(labels), outcome, now)
+        out: list[Output] = []
+        state = self.states.get(rule)
+        if state is not None and state.rule.resolves_by_run and outcome in ("resolved", NO_RUN):
+            self.resolve(state, key, now, out)
+        return out
+
+    def take_errors(self) -> list[tuple[str, str]]:
+        """(rule, message) of expression failures not yet taken, for the daemon's log.
+
+        A failing ``when:`` counts as false; the same message repeated is reported once.
+        """
+        out: list[tuple[str, str]] = []
+        for name, state in self.states.items():
+            if state.new_errors:
+                out.extend((name, m) for m in state.new_errors)
+                state.new_errors.clear()
+        return out
+
+    # -- views for the API -----------------------------------------------------------
+    def open_incident_count(self) -> int:
+        return sum(len(s.open) for s in self.states.values())
+
+    def describe_rules(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for rule in self.rules.rules:
+            state = self.states[rule.name]
+            out.append(
+                {
+                    "name": rule.name,
+                    "kind": rule.kind,
+                    "description": rule.description,
+                    "severity": rule.severity,
+                    "run": list(rule.run),
+                    "fires": state.fires,
+                    "last_fire": state.last_fire,
+                    "open_incidents": sorted(state.open),
+                    "eval_errors": state.eval_errors,
+                    "last_error": state.last_error or None,
+                    "resolve_rates": self.governor.resolve_rates(rule.name),
+                }
+            )
+        for schedule in self.rules.schedules:
+            out.append(
+                {
+                    "name": schedule.name,
+                    "kind": "schedule",
+                    "cron": schedule.cron.text,
+                    "run": list(schedule.run),
+                    "next": self._schedule_next.get(schedule.name),
+                    "resolve_rates": self.governor.resolve_rates(schedule.name),
+                }
+            )
+        return out
+
+    # -- persistence -----------------------------------------------------------------
+    def export_state(self) -> dict[str, Any]:
+        """JSON-serialisable state: incidents, timers, windows, cooldowns, governor."""
+        return {
+            "version": STATE_VERSION,
+            "rules": {
+                name: {"fingerprint": s.rule.fingerprint, **s.dump()}
+                for name, s in self.states.items()
+            },
+            "schedules": {
+                name: {"fingerprint": self._schedule_fp.get(name), "next": nxt}
+                for name, nxt in self._schedule_next.items()
+            },
+            "governor": self.governor.export_state(),
+        }
+
+    def import_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`export_state` gave; rules that changed since start afresh."""
+        if state.get("version") != STATE_VERSION:
+            return
+        for name, data in state.get("rules", {}).items():
+            rs = self.states.get(name)
+            if rs is None or data.get("fingerprint") != rs.rule.fingerprint:
+                continue
+            for key, at in rs.load(data):
+                self.schedule(rs, key, at)
+        for name, data in state.get("schedules", {}).items():
+            if self._schedule_fp.get(name) == data.get("fingerprint") and data.get("next"):
+                self._schedule_next[name] = float(data["next"])
+        self.governor.import_state(state.get("governor", {}))
+
+
+def _index_entries(states: Any) -> list[tuple[Any, tuple[RuleState, int]]]:
+    entries = []
+    for state in states:
+        for role, part in enumerate(state.rule.parts):
+            entries.append((part.match, (state, role)))
+        if state.rule.resolve is not None:
+            entries.append((state.rule.resolve.match, (state, RESOLVE)))
+    return entries
+
+
+def _labels_of_key(key: str) -> dict[str, str]:
+    out = {}
+    for part in key.split(","):
+        name, _, value = part.partition("=")
+        out[name] = value
+    return out

@@ -1,0 +1,135 @@
+"""The rule model: frozen types that rule files are read into.
+
+A rule's *kind* says how its condition is judged for a group:
+
+=========  ==================================================================
+``level``  a metric match with ``when:`` (and/or ``for:``): true while matching
+           samples pass ``when``; a false sample resolves (unless ``resolve:``)
+``edge``   an event match (or a metric match without ``when:``/``for:``): every
+           matching input that passes ``when`` fires; the run resolves it
+``count``  ``count: {at_least, within}`` over matching inputs that pass ``when``
+``absent`` no matching input for ``absent:`` seconds, for a group seen before
+``all``    every part of ``all:`` seen for the same key within ``within:``
+=========  ==================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from batond.engine.cron import Cron
+from batond.engine.expr import Expression
+from batond.yamlfile import Mark
+
+__all__ = [
+    "KINDS",
+    "NOT_LABELS",
+    "Count",
+    "Match",
+    "Part",
+    "Rule",
+    "RuleSet",
+    "Schedule",
+]
+
+KINDS = ("level", "edge", "count", "absent", "all")
+#: Names that are not labels (SPEC section 5): errors in ``group_by``.
+NOT_LABELS = ("metric", "value", "event", "ts")
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Equality on the input's kind and name and on some labels."""
+
+    kind: str  # "metric" | "event"
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def matches(self, kind: str, name: str, labels: Mapping[str, str]) -> bool:
+        return (
+            kind == self.kind
+            and name == self.name
+            and all(labels.get(k, "") == v for k, v in self.labels)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A match plus an optional ``when:`` (one part of ``all:``, or ``resolve:``)."""
+
+    match: Match
+    when: Expression | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    at_least: int
+    within: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    mark: Mark
+    kind: str
+    parts: tuple[Part, ...]  # one part, or the parts of all:
+    group_by: tuple[str, ...] = ("host",)
+    description: str = ""
+    for_s: float = 0.0
+    count: Count | None = None
+    absent: float | None = None
+    within: float = 0.0
+    cooldown: float = 0.0
+    severity: str = "warning"
+    resolve: Part | None = None
+    run: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    order: str = "adaptive"  # adaptive | fixed
+    fingerprint: str = ""  # identity of the definition: state survives a reload if equal
+
+    @property
+    def resolves_by_run(self) -> bool:
+        """Only a run (or a decision without one) can resolve this rule's incidents."""
+        return self.kind in ("edge", "all") and self.resolve is None
+
+    @property
+    def match(self) -> Match:
+        return self.parts[0].match
+
+    @property
+    def when(self) -> Expression | None:
+        return self.parts[0].when
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    name: str
+    mark: Mark
+    cron: Cron
+    run: tuple[str, ...]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    severity: str = "info"
+    fingerprint: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"schedule={self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    rules: tuple[Rule, ...] = ()
+    schedules: tuple[Schedule, ...] = ()
+    playbooks: Mapping[str, Any] = field(default_factory=dict)  # name -> playbooks.Playbook
+
+    @property
+    def rule_count(self) -> int:
+        return len(self.rules)
+
+    def rule(self, name: str) -> Rule | None:
+        for r in self.rules:
+            if r.name == name:
+                return r
+        return None

@@ -1,0 +1,345 @@
+"""Per-rule state: open incidents, ``for:`` timers, count windows, last-seen times.
+
+One class per rule kind (see :mod:`batond.engine.model`). Each reacts to a
+matching input (``on_input``) and to its timers (``on_timer``) by calling
+back into the engine (:class:`Host`) to decide, resolve and schedule. The
+state is plain data so that it can be exported as JSON and survive a reload
+or a restart.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from batond.engine.expr import Expression
+from batond.engine.model import Rule
+from batond.engine.types import Output
+from batond.events import Input, Sample
+
+__all__ = ["RESOLVE", "Host", "RuleState", "state_for"]
+
+RESOLVE = -1  # the role of a rule's resolve: part in the index
+
+
+class Host(Protocol):
+    """What a rule state needs from the engine."""
+
+    def decide(
+        self, state: RuleState, key: str, labels: Mapping[str, str], item: Input | None,
+        now: float, out: list[Output],
+    ) -> None: ...  # fmt: skip
+
+    def resolve(self, state: RuleState, key: str, now: float, out: list[Output]) -> None: ...
+
+    def schedule(self, state: RuleState, key: str, at: float) -> None: ...
+
+
+class RuleState:
+    """Common to every kind: open incidents, cooldown starts, counters."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.open: dict[str, float] = {}  # key -> opened at
+        self.last_run: dict[str, float] = {}  # key -> decision that started a run
+        self.due: dict[str, float] = {}  # key -> the timer pending in the engine's heap
+        self.fires = 0
+        self.last_fire: float | None = None
+        self.eval_errors = 0
+        self.last_error = ""
+        self.new_errors: list[str] = []  # not yet reported (Engine.take_errors)
+        if len(rule.group_by) == 1:
+            self._prefix: str | None = f"{rule.group_by[0]}="
+            self._label = rule.group_by[0]
+        else:
+            self._prefix = None
+
+    def key(self, labels: Mapping[str, str]) -> str:
+        if self._prefix is not None:
+            return self._prefix + labels.get(self._label, "")
+        return ",".join(f"{k}={labels.get(k, '')}" for k in self.rule.group_by)
+
+    def test(self, when: Expression | None, item: Input, now: float, anomaly: float) -> bool:
+        """``when:`` for this input; an evaluation error counts as false and is recorded."""
+        if when is None:
+            return True
+        try:
+            if type(item) is Sample:
+                return bool(when.fn(item.value, item.metric, item.labels, item.raw, anomaly, now))
+            return bool(when.fn(None, None, item.labels, item.raw, anomaly, now))
+        except Exception as exc:
+            self._eval_failed(when, exc)
+            return False
+
+    def _eval_failed(self, when: Expression, exc: Exception) -> None:
+        """Counted and kept for the API; the engine hands new messages to the daemon to log."""
+        message = f"{when.mark}: {when.text!r}: {type(exc).__name__}: {exc}"
+        self.eval_errors += 1
+        if message != self.last_error:
+            self.new_errors.append(message)
+        self.last_error = message
+
+    def on_input(
+        self, host: Host, item: Input, role: int, now: float, anomaly: float, out: list[Output]
+    ) -> None:
+        raise NotImplementedError
+
+    def on_timer(self, host: Host, key: str, at: float, now: float, out: list[Output]) -> None:
+        """A timer set with ``host.schedule`` came due (``at`` <= ``now``)."""
+
+    def resolve_part(
+        self, host: Host, item: Input, now: float, anomaly: float, out: list[Output]
+    ) -> None:
+        resolve = self.rule.resolve
+        if resolve is not None and self.test(resolve.when, item, now, anomaly):
+            key = self.key(item.labels)
+            if key in self.open:
+                host.resolve(self, key, now, out)
+
+    # -- persistence --------------------------------------------------------------
+    def dump(self) -> dict[str, Any]:
+        return {
+            "open": self.open,
+            "last_run": self.last_run,
+            "fires": self.fires,
+            "last_fire": self.last_fire,
+        }
+
+    def load(self, data: Mapping[str, Any]) -> list[tuple[str, float]]:
+        """Restore; returns the timers to schedule again."""
+        self.open = {str(k): float(v) for k, v in data.get("open", {}).items()}
+        self.last_run = {str(k): float(v) for k, v in data.get("last_run", {}).items()}
+        self.fires = int(data.get("fires", 0))
+        last = data.get("last_fire")
+        self.last_fire = None if last is None else float(last)
+        return []
+
+
+class LevelState(RuleState):
+    """True while matching samples pass ``when:``; ``for:`` delays the firing."""
+
+    def __init__(self, rule: Rule) -> None:
+        super().__init__(rule)
+        self.pending: dict[str, tuple[float, Mapping[str, str]]] = {}  # key -> first true
+
+    def on_input(
+        self, host: Host, item: Input, role: int, now: float, anomaly: float, out: list[Output]
+    ) -> None:
+        if role == RESOLVE:
+            self.resolve_part(host, item, now, anomaly, out)
+            return
+        rule = self.rule
+        key = self.key(item.labels)
+        if self.test(rule.parts[0].when, item, now, anomaly):
+            if key in self.open:
+                return
+            if rule.for_s <= 0:
+                host.decide(self, key, item.labels, item, now, out)
+            elif key not in self.pending:
+                self.pending[key] = (item.ts, item.labels)
+                host.schedule(self, key, item.ts + rule.for_s)
+            return
+        if self.pending:
+            self.pending.pop(key, None)
+        if key in self.open and rule.resolve is None:
+            host.resolve(self, key, now, out)
+
+    def on_timer(self, host: Host, key: str, at: float, now: float, out: list[Output]) -> None:
+        first = self.pending.get(key)
+        if first is None or key in self.open:
+            return
+        deadline = first[0] + self.rule.for_s
+        if deadline > at:
+            host.schedule(self, key, deadline)
+            return
+        del self.pending[key]
+        host.decide(self, key, first[1], None, max(at, deadline), out)
+
+    def dump(self) -> dict[str, Any]:
+        data = super().dump()
+        data["pending"] = {k: [ts, dict(labels)] for k, (ts, labels) in self.pending.items()}
+        return data
+
+    def load(self, data: Mapping[str, Any]) -> list[tuple[str, float]]:
+        super().load(data)
+        self.pending = {
+            str(k): (float(v[0]), {str(a): str(b) for a, b in v[1].items()})
+            for k, v in data.get("pending", {}).items()
+        }
+        return [(k, ts + self.rule.for_s) for k, (ts, _) in self.pending.items()]
+
+
+class EdgeState(RuleState):
+    """Each matching input that passes ``when:`` fires (while no incident is open)."""
+
+    def on_input(
+        self, host: Host, item: Input, role: int, now: float, anomaly: float, out: list[Output]
+    ) -> None:
+        if role == RESOLVE:
+            self.resolve_part(host, item, now, anomaly, out)
+            return
+        key = self.key(item.labels)
+        if key not in self.open and self.test(self.rule.parts[0].when, item, now, anomaly):
+            host.decide(self, key, item.labels, item, now, out)
+
+
+class CountState(RuleState):
+    """``count: {at_least, within}``: a sliding window of passing inputs per group."""
+
+    def __init__(self, rule: Rule) -> None:
+        super().__init__(rule)
+        assert rule.count is not None
+        self.at_least = rule.count.at_least
+        self.within = rule.count.within
+        self.windows: dict[str, deque[float]] = {}
+
+    def _prune(self, key: str, now: float) -> deque[float]:
+        window = self.windows.setdefault(key, deque())
+        while window and window[0] + self.within <= now:
+            window.popleft()
+        return window
+
+    def _falls_below_at(self, window: deque[float]) -> float:
+        return window[len(window) - self.at_least] + self.within
+
+    def on_input(
+        self, host: Host, item: Input, role: int, now: float, anomaly: float, out: list[Output]
+    ) -> None:
+        if not self.test(self.rule.parts[0].when, item, now, anomaly):
+            return
+        key = self.key(item.labels)
+        window = self._prune(key, now)
+        window.append(item.ts)
+        if key in self.open or len(window) < self.at_least:
+            return  # an open incident's timer follows the window by itself
+        host.decide(self, key, item.labels, item, now, out)
+        host.schedule(self, key, self._falls_below_at(window))
+
+    def on_timer(self, host: Host, key: str, at: float, now: float, out: list[Output]) -> None:
+        if key not in self.open:
+            return
+        window = self._prune(key, at)
+        if len(window) >= self.at_least:
+            host.schedule(self, key, self._falls_below_at(window))
+            return
+        if not window:
+            del self.windows[key]
+        host.resolve(self, key, at, out)
+
+    def dump(self) -> dict[str, Any]:
+        data = super().dump()
+        data["windows"] = {k: list(w) for k, w in self.windows.items() if w}
+        return data
+
+    def load(self, data: Mapping[str, Any]) -> list[tuple[str, float]]:
+        super().load(data)
+        self.windows = {
+            str(k): deque(float(t) for t in w) for k, w in data.get("windows", {}).items()
+        }
+        return [
+            (k, self._falls_below_at(w))
+            for k, w in self.windows.items()
+            if k in self.open and len(w) >= self.at_least
+        ] + [(k, 0.0) for k in self.open if len(self.windows.get(k, ())) < self.at_least]
+
+
+class AbsentState(RuleState):
+    """Fires for a group seen before once ``absent:`` passes without a matching input."""
+
+    def __init__(self, rule: Rule) -> None:
+        super().__init__(rule)
+        assert rule.absent is not None
+        self.absent = rule.absent
+        self.seen: dict[str, tuple[float, Mapping[str, str]]] = {}
+
+    def on_input(
+        self, host: Host, item: Input, role: int, now: float, anomaly: float, out: list[Output]
+    ) -> None:
+        if not self.test(self.rule.parts[0].when, item, now, anomaly):
+            return
+        key = self.key(item.labels)
+        if key in self.open:
+            host.resolve(self, key, now, out)
+        last = self.seen.get(key)
+        ts = item.ts if last is None else max(item.ts, last[0])
+        self.seen[key] = (ts, item.labels)
+        host.schedule(self, key, ts + self.absent)
+
+    def on_timer(self, host: Host, key: str, at: float, now: float, out: list[Output]) -> None:
+        seen = self.seen.get(key)
+        if seen is None or key in self.open:
+            return
+        deadline = seen[0] + self.absent
+        if deadline > at:
+            host.schedule(self, key, deadline)
+            return
+        host.decide(self, key, seen[1], None, deadline, out)
+
+    def dump(self) -> dict[str, Any]:
+        data = super().dump()
+        data["seen"] = {k: [ts, dict(labels)] for k, (ts, labels) in self.seen.items()}
+        return data
+
+    def load(self, data: Mapping[str, Any]) -> list[tuple[str, float]]:
+        super().load(data)
+        self.seen = {
+            str(k): (float(v[0]), {str(a): str(b) for a, b in v[1].items()})
+            for k, v in data.get("seen", {}).items()
+        }
+        return [(k, ts + self.absent) for k, (ts, _) in self.seen.items() if k not in self.open]
+
+
+class AllState(RuleState):
+    """Correlation: every part of ``all:`` seen for the same key within ``within:``."""
+
+    def __init__(self, rule: Rule) -> None:
+        super().__init__(rule)
+        self.slots: dict[str, list[float | None]] = {}
+
+    def on_input(
+        self, host: Host, item: Input, role: int, now: float, anomaly: float, out: list[Output]
+    ) -> None:
+        if role == RESOLVE:
+            self.resolve_part(host, item, now, anomaly, out)
+            return
+        key = self.key(item.labels)
+        if not self.test(self.rule.parts[role].when, item, now, anomaly):
+            slots = self.slots.get(key)
+            if slots is not None:  # a false sample: that part no longer holds
+                slots[role] = None
+            return
+        slots = self.slots.setdefault(key, [None] * len(self.rule.parts))
+        slots[role] = item.ts
+        if key in self.open:
+            return
+        oldest = now - self.rule.within
+        if all(ts is not None and ts >= oldest for ts in slots):
+            del self.slots[key]  # the correlation is used up by this firing
+            host.decide(self, key, item.labels, item, now, out)
+
+    def dump(self) -> dict[str, Any]:
+        data = super().dump()
+        data["slots"] = self.slots
+        return data
+
+    def load(self, data: Mapping[str, Any]) -> list[tuple[str, float]]:
+        super().load(data)
+        self.slots = {
+            str(k): [None if t is None else float(t) for t in v]
+            for k, v in data.get("slots", {}).items()
+        }
+        return []
+
+
+_KINDS: dict[str, type[RuleState]] = {
+    "level": LevelState,
+    "edge": EdgeState,
+    "count": CountState,
+    "absent": AbsentState,
+    "all": AllState,
+}
+
+
+def state_for(rule: Rule) -> RuleState:
+    return _KINDS[rule.kind](rule)

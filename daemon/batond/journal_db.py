@@ -1,0 +1,290 @@
+"""Opening the journal's SQLite file safely: checks, pragmas, schema migrations.
+
+Nothing here ever overwrites or deletes a file it cannot fully understand:
+a file that is not SQLite, fails ``quick_check``, belongs to another program
+or carries a newer schema raises ``StateError`` before anything is written.
+
+Durability: WAL with ``synchronous=NORMAL``. A commit is a ``write()`` into
+the WAL, so it survives the death of the process (SIGKILL, OOM kill) at any
+moment; only a power loss or kernel crash can lose the last few commits,
+never the database's consistency. ``FULL`` would fsync every commit and cost
+the runner's latency budget for a risk (power loss mid-remediation) that
+the restart's ``interrupted`` recovery covers anyway.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import IO
+
+from batond import __version__
+from batond.errors import StateError
+
+__all__ = ["APPLICATION_ID", "MIGRATIONS", "DbLock", "connect", "open_database"]
+
+#: Marks the file as a batond journal (``PRAGMA application_id``): "btnd".
+APPLICATION_ID = 0x62746E64
+_HEADER = b"SQLite format 3\x00"
+
+_V1 = """
+CREATE TABLE incidents (
+    id INTEGER PRIMARY KEY,
+    rule TEXT NOT NULL,
+    key TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('open', 'resolved')),
+    opened_at REAL NOT NULL,
+    resolved_at REAL,
+    labels TEXT NOT NULL DEFAULT '{}',
+    metric TEXT,
+    feedback TEXT,
+    feedback_at REAL
+);
+CREATE INDEX incidents_open ON incidents (rule, key) WHERE state = 'open';
+CREATE INDEX incidents_resolved_at ON incidents (resolved_at);
+
+CREATE TABLE decisions (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    rule TEXT NOT NULL,
+    key TEXT NOT NULL,
+    target TEXT NOT NULL,
+    playbook TEXT,
+    suppressed TEXT,
+    candidates TEXT NOT NULL DEFAULT '[]',
+    params TEXT NOT NULL DEFAULT '{}',
+    labels TEXT NOT NULL DEFAULT '{}',
+    severity TEXT NOT NULL,
+    item TEXT,
+    incident_id INTEGER REFERENCES incidents (id) ON DELETE SET NULL
+);
+CREATE INDEX decisions_ts ON decisions (ts);
+CREATE INDEX decisions_incident ON decisions (incident_id);
+
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    rule TEXT NOT NULL,
+    playbook TEXT NOT NULL,
+    key TEXT NOT NULL,
+    params TEXT NOT NULL DEFAULT '{}',
+    labels TEXT NOT NULL DEFAULT '{}',
+    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'waiting_approval', 'done')),
+    outcome TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    decision_id INTEGER REFERENCES decisions (id) ON DELETE SET NULL,
+    incident_id INTEGER REFERENCES incidents (id) ON DELETE SET NULL,
+    resumes INTEGER REFERENCES runs (id) ON DELETE SET NULL
+);
+CREATE INDEX runs_unfinished ON runs (state) WHERE state != 'done';
+CREATE INDEX runs_ended_at ON runs (ended_at);
+CREATE INDEX runs_decision ON runs (decision_id);
+CREATE INDEX runs_incident ON runs (incident_id);
+CREATE INDEX runs_resumes ON runs (resumes);
+
+CREATE TABLE steps (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    path TEXT NOT NULL,
+    action TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    exit_code INTEGER,
+    stdout TEXT NOT NULL DEFAULT '',
+    stderr TEXT NOT NULL DEFAULT '',
+    detail TEXT
+);
+CREATE INDEX steps_run ON steps (run_id);
+CREATE INDEX steps_running ON steps (run_id) WHERE status = 'running';
+
+CREATE TABLE approvals (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    verdict TEXT NOT NULL,
+    by TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX approvals_run ON approvals (run_id);
+
+CREATE TABLE silences (
+    id INTEGER PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    starts_at REAL NOT NULL,
+    ends_at REAL NOT NULL,
+    reason TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expired_at REAL
+);
+CREATE INDEX silences_ends_at ON silences (ends_at);
+
+-- named JSON documents: rule state (timers, counts, cooldowns, circuits,
+-- outcome statistics), pause, anything saved whole
+CREATE TABLE kv (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+#: Schema migrations; entry N-1 takes the schema from version N-1 to N. Append only.
+MIGRATIONS: tuple[str, ...] = (_V1,)
+
+
+class DbLock:
+    """An exclusive ``flock`` on ``journal.lock``: one batond per state_dir.
+
+    The kernel drops it when the process dies, so a SIGKILLed daemon never
+    leaves a stale lock behind.
+    """
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self._file: IO[str] | None = open(path, "a+", encoding="ascii")  # noqa: SIM115
+        except OSError as exc:
+            raise StateError(f"{path}: cannot open the journal lock: {exc.strerror}") from None
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.close()
+            raise StateError(
+                f"{path.parent}: the journal is in use by another batond process"
+            ) from None
+        self._file.truncate(0)
+        self._file.write(f"{os.getpid()}\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the flock
+            self._file = None
+
+
+def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit)."""
+    uri = f"file:{path}?mode={'ro' if read_only else 'rwc'}"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """The journal at ``path``, checked and migrated; creates it when absent."""
+    existing = _check_file(path)
+    if existing:
+        _check_contents(path)
+    try:
+        conn = connect(path)
+        try:
+            _configure(conn, new=not existing)
+            _migrate(conn, path)
+        except BaseException:
+            conn.close()
+            raise
+    except sqlite3.Error as exc:
+        raise StateError(f"{path}: cannot open the journal: {exc}") from None
+    return conn
+
+
+def _check_file(path: Path) -> bool:
+    """True when a non-empty file exists; raises StateError for what SQLite must not touch."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(len(_HEADER))
+    except FileNotFoundError:
+        return False
+    except IsADirectoryError:
+        raise StateError(f"{path}: is a directory, not a journal database") from None
+    except OSError as exc:
+        raise StateError(f"{path}: cannot read the journal: {exc.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise StateError(f"{path}: the journal is not writable by this user")
+    if not header:
+        return False  # an empty file is a new database to SQLite
+    if header != _HEADER:
+        raise StateError(
+            f"{path}: not a SQLite database (corrupted or another file); "
+            "it was left untouched: move it away or point state_dir elsewhere"
+        )
+    return True
+
+
+def _check_contents(path: Path) -> None:
+    """Integrity, ownership and schema version, all read-only."""
+    try:
+        conn = connect(path, read_only=True)
+    except sqlite3.Error as exc:
+        raise StateError(f"{path}: cannot open the journal: {exc}") from None
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise StateError(_corrupt(path, "; ".join(problems)))
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if app_id not in (0, APPLICATION_ID) or (tables and "schema_version" not in tables):
+            raise StateError(
+                f"{path}: a SQLite database of another program, not a batond journal; "
+                "it was left untouched"
+            )
+        version = _version(conn) if tables else 0
+    except sqlite3.DatabaseError as exc:
+        raise StateError(_corrupt(path, str(exc))) from None
+    finally:
+        conn.close()
+    if version > len(MIGRATIONS):
+        raise StateError(
+            f"{path}: journal schema version {version} is newer than this batond "
+            f"{__version__} understands (up to {len(MIGRATIONS)}); upgrade batond "
+            "or use another state_dir; the journal was left untouched"
+        )
+
+
+def _corrupt(path: Path, why: str) -> str:
+    return (
+        f"{path}: the journal is corrupted ({why}); it was left untouched: "
+        "keep a copy, then try `sqlite3 journal.db .recover` or move it away"
+    )
+
+
+def _version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def _configure(conn: sqlite3.Connection, *, new: bool) -> None:
+    if new:
+        # must precede the first table; lets pruning hand pages back to the file system
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StateError(f"cannot switch the journal to WAL mode (got {mode})")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")  # Journal checkpoints on its own thread
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+        "applied_at REAL NOT NULL, batond_version TEXT NOT NULL)"
+    )
+    current = _version(conn)
+    for version in range(current + 1, len(MIGRATIONS) + 1):
+        script = MIGRATIONS[version - 1]
+        record = f"INSERT INTO schema_version VALUES ({version}, {time.time()!r}, '{__version__}');"
+        try:
+            conn.executescript(f"BEGIN IMMEDIATE;\n{script}\n{record}\nCOMMIT;")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StateError(
+                f"{path}: migrating the journal to version {version} failed: {exc}"
+            ) from None

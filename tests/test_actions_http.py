@@ -1,0 +1,110 @@
+"""http and notify against a real aiohttp server on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from batond.actions import ActionContext, StepCall
+from batond.actions import http as http_action
+from batond.actions import notify as notify_action
+
+
+class Server:
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.seen.append(
+            {
+                "method": request.method,
+                "path": request.path,
+                "headers": dict(request.headers),
+                "body": body,
+            }
+        )
+        if request.path == "/health":
+            return web.json_response({"healthy": True, "n": 3})
+        if request.path == "/broken":
+            return web.Response(status=503, text="down")
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    srv = Server()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", srv.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    srv.url = f"http://127.0.0.1:{port}"
+    yield srv
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def ctx() -> AsyncIterator[ActionContext]:
+    c = ActionContext()
+    yield c
+    await c.close()
+
+
+async def _noop(state: str) -> None:
+    return None
+
+
+def call(ctx: ActionContext, **args: Any) -> StepCall:
+    return StepCall(1, "s", args, ctx, _noop)
+
+
+async def test_get_parses_json_and_checks_status(server: Server, ctx: ActionContext) -> None:
+    result = await http_action.run(call(ctx, url=server.url + "/health", expect_status=200))
+    assert result.ok and result.status == 200
+    assert result.json == {"healthy": True, "n": 3}
+    assert server.seen[0]["method"] == "GET"
+
+
+async def test_unexpected_status_fails(server: Server, ctx: ActionContext) -> None:
+    result = await http_action.run(call(ctx, url=server.url + "/broken"))
+    assert not result.ok and result.status == 503 and result.stdout == "down"
+    assert "expected 2xx" in result.detail
+    result = await http_action.run(call(ctx, url=server.url + "/broken", expect_status=[503]))
+    assert result.ok
+
+
+async def test_post_json_with_headers(server: Server, ctx: ActionContext) -> None:
+    result = await http_action.run(
+        call(
+            ctx,
+            method="PUT",
+            url=server.url + "/x",
+            headers={"X-Batond": "1"},
+            json={"a": [1, "two"]},
+        )
+    )
+    assert result.ok and result.status == 204
+    seen = server.seen[0]
+    assert seen["method"] == "PUT" and seen["headers"]["X-Batond"] == "1"
+    assert seen["body"] == b'{"a":[1,"two"]}'
+    assert seen["headers"]["Content-Type"] == "application/json"
+
+
+async def test_connection_refused_is_a_failed_step(ctx: ActionContext) -> None:
+    result = await http_action.run(call(ctx, url="http://127.0.0.1:1/x"))
+    assert not result.ok and result.status is None
+    assert "GET http://127.0.0.1:1/x" in result.detail
+
+
+async def test_notify_posts_a_slack_compatible_body(server: Server, ctx: ActionContext) -> None:
+    result = await notify_action.run(call(ctx, url=server.url + "/hook", text="disk on h1 full"))
+    assert result.ok
+    assert server.seen[0]["method"] == "POST"
+    assert server.seen[0]["body"] == b'{"text":"disk on h1 full"}'

@@ -1,0 +1,212 @@
+"""The journal's records and queries against a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from batond.engine.types import Decision
+from batond.events import Sample
+from batond.journal import OUTPUT_TAIL, Journal
+from batond.journal_db import MIGRATIONS
+from batond.records import RunStore
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
+    j = Journal.open(tmp_path / "state")
+    yield j
+    await j.close()
+
+
+def decision(ts: float = 100.0, *, suppressed: str | None = None, opens: bool = True) -> Decision:
+    item = Sample("disk_used_percent", 95.0, ts, {"host": "web-1", "mount": "/"}, {"x": 1})
+    return Decision(
+        ts=ts, rule="disk-full", key="host=web-1", target="host=web-1",
+        labels={"host": "web-1"}, candidates=("clean-tmp",),
+        playbook=None if suppressed else "clean-tmp", suppressed=suppressed,
+        params={"path": "/var/tmp"}, severity="critical", item=item, opens_incident=opens,
+    )  # fmt: skip
+
+
+async def test_new_journal_is_wal_with_current_schema(tmp_path: Path) -> None:
+    j = Journal.open(tmp_path / "state")
+    await j.close()
+    conn = sqlite3.connect(tmp_path / "state" / "journal.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    versions = [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")]
+    assert versions == list(range(1, len(MIGRATIONS) + 1))
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"incidents", "decisions", "runs", "steps", "approvals", "silences", "kv"} <= tables
+
+
+async def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
+    for _ in range(3):
+        await Journal.open(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / "journal.db")
+    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == len(MIGRATIONS)
+
+
+async def test_journal_satisfies_the_runstore_protocol(journal: Journal) -> None:
+    store: RunStore = journal  # mypy checks the shape; this checks it at run time too
+    assert callable(store.run_created)
+
+
+async def test_decision_opens_incident_and_resolve_closes_it(journal: Journal) -> None:
+    decision_id, incident_id = await journal.record_decision(decision())
+    assert incident_id is not None
+    incidents = (await journal.list_incidents())["incidents"]
+    assert incidents == [
+        {
+            "id": incident_id, "rule": "disk-full", "key": "host=web-1", "state": "open",
+            "severity": "critical", "opened_at": 100.0, "resolved_at": None,
+            "labels": {"host": "web-1"}, "metric": "disk_used_percent", "feedback": None,
+        }
+    ]  # fmt: skip
+    assert await journal.resolve_incident("disk-full", "host=web-1", 160.0) == incident_id
+    assert await journal.resolve_incident("disk-full", "host=web-1", 170.0) is None
+    found = await journal.get_incident(incident_id)
+    assert found is not None
+    assert (found["state"], found["resolved_at"]) == ("resolved", 160.0)
+    assert found["decisions"][0]["id"] == decision_id
+
+
+async def test_suppressed_decision_is_recorded_with_its_reason(journal: Journal) -> None:
+    await journal.record_decision(decision(suppressed="cooldown"))
+    _, incident_id = await journal.record_decision(decision(200.0, opens=False))
+    assert incident_id is None
+    rows = (await journal.list_decisions())["decisions"]
+    assert [(r["playbook"], r["suppressed"]) for r in rows] == [
+        ("clean-tmp", None),
+        (None, "cooldown"),
+    ]
+
+
+async def test_run_and_step_lifecycle_shows_in_api_shape(journal: Journal) -> None:
+    decision_id, incident_id = await journal.record_decision(decision())
+    run_id = await journal.run_created(
+        rule="disk-full", playbook="clean-tmp", key="host=web-1", params={"path": "/x"},
+        labels={"host": "web-1"}, created_at=100.0, decision_id=decision_id,
+        incident_id=incident_id,
+    )  # fmt: skip
+    run = await journal.get_run(run_id)
+    assert run is not None
+    assert (run["state"], run["outcome"], run["started_at"]) == ("queued", None, None)
+    await journal.run_state(run_id, "running", 101.0)
+    step_a = await journal.step_started(run_id, "clean", "exec", 1, 101.0)
+    await journal.step_finished(step_a, status="failed", ended_at=102.5, exit_code=3, stderr="no")
+    step_b = await journal.step_started(run_id, "clean", "exec", 2, 103.0)
+    await journal.step_finished(
+        step_b, status="ok", ended_at=104.0, exit_code=0, stdout="x" * (OUTPUT_TAIL + 10) + "END"
+    )
+    await journal.run_state(run_id, "waiting_approval", 104.0)
+    await journal.record_approval(run_id, "approve", "alice", 105.0)
+    await journal.run_state(run_id, "running", 105.0)
+    await journal.run_finished(run_id, "resolved", 106.0)
+
+    run = await journal.get_run(run_id)
+    assert run is not None
+    assert run["state"] == "done" and run["outcome"] == "resolved"
+    assert (run["started_at"], run["ended_at"]) == (101.0, 106.0)  # first running, kept
+    first, second = run["steps"]
+    assert first == {
+        "name": "clean", "path": "clean", "action": "exec", "attempt": 1, "status": "failed",
+        "started_at": 101.0, "ended_at": 102.5, "duration_s": 1.5, "exit_code": 3,
+        "stdout": "", "stderr": "no", "detail": None,
+    }  # fmt: skip
+    assert second["attempt"] == 2 and second["stdout"].endswith("END")
+    assert len(second["stdout"]) == OUTPUT_TAIL
+    assert run["approvals"] == [{"verdict": "approve", "by": "alice", "at": 105.0}]
+    listed = (await journal.list_runs())["runs"]
+    assert [r["id"] for r in listed] == [run_id] and len(listed[0]["steps"]) == 2
+
+
+async def test_lists_are_newest_first_and_limited(journal: Journal) -> None:
+    ids = []
+    for i in range(5):
+        ids.append(
+            await journal.run_created(
+                rule="r", playbook="p", key=f"k{i}", params={}, labels={}, created_at=float(i)
+            )
+        )
+        await journal.record_decision(decision(float(i)))
+    runs = (await journal.list_runs(3))["runs"]
+    assert [r["id"] for r in runs] == ids[::-1][:3]
+    assert len((await journal.list_incidents(2))["incidents"]) == 2
+    assert await journal.get_run(9999) is None
+    assert await journal.get_incident(9999) is None
+
+
+async def test_nested_step_path_name(journal: Journal) -> None:
+    run_id = await journal.run_created(
+        rule="r", playbook="p", key="k", params={}, labels={}, created_at=1.0, state="running"
+    )
+    await journal.step_started(run_id, "fanout/branch1/ping", "exec", 1, 2.0)
+    run = await journal.get_run(run_id)
+    assert run is not None and run["started_at"] == 1.0
+    assert run["steps"][0]["name"] == "ping" and run["steps"][0]["duration_s"] is None
+
+
+async def test_silences_add_list_expire(journal: Journal) -> None:
+    a = await journal.add_silence({"host": "web-1"}, 100.0, 200.0, "maintenance", "bob")
+    b = await journal.add_silence({"rule": "x"}, 150.0, 300.0, "later")
+    active = await journal.list_silences(120.0)
+    assert [s["id"] for s in active] == [a]
+    assert active[0]["matchers"] == {"host": "web-1"} and active[0]["created_by"] == "bob"
+    assert {s["id"] for s in await journal.list_silences(160.0)} == {a, b}
+    assert await journal.expire_silence(a, 170.0)
+    assert not await journal.expire_silence(a, 171.0)  # already ended
+    assert not await journal.expire_silence(424242, 171.0)
+    assert [s["id"] for s in await journal.list_silences(180.0)] == [b]
+    assert len(await journal.list_silences(180.0, include_expired=True)) == 2
+
+
+async def test_pause_feedback_and_state_survive_reopen(tmp_path: Path) -> None:
+    j = Journal.open(tmp_path)
+    assert not await j.is_paused()
+    assert await j.load_rule_state() is None
+    _, incident_id = await j.record_decision(decision())
+    await j.set_paused(True)
+    state = {"cooldowns": {"disk-full": {"host=web-1": 1000.0}}, "open": [["disk-full", "k"]]}
+    await j.save_rule_state(state)
+    assert incident_id is not None and await j.feedback(incident_id, "false_positive")
+    assert not await j.feedback(9999, "false_positive")
+    await j.close()
+
+    j = Journal.open(tmp_path)
+    try:
+        assert await j.is_paused()
+        assert await j.load_rule_state() == state
+        found = await j.get_incident(incident_id)
+        assert found is not None and found["feedback"] == "false_positive"
+        await j.set_paused(False)
+        assert not await j.is_paused()
+    finally:
+        await j.close()
+
+
+async def test_closed_journal_refuses_writes(tmp_path: Path) -> None:
+    from batond.errors import StateError
+
+    j = Journal.open(tmp_path)
+    await j.close()
+    with pytest.raises(StateError, match="closed"):
+        await j.set_paused(True)
+
+
+async def test_reconcile_resolves_incidents_the_engine_forgot(journal: Journal) -> None:
+    _, kept = await journal.record_decision(decision(100.0))
+    other = Decision(
+        ts=101.0, rule="other", key="host=web-2", target="host=web-2", labels={},
+        candidates=("p",), playbook="p", suppressed=None,
+    )  # fmt: skip
+    _, stale = await journal.record_decision(other)
+    assert await journal.reconcile_incidents({("disk-full", "host=web-1")}, 500.0) == [stale]
+    states = {
+        i["id"]: (i["state"], i["resolved_at"])
+        for i in (await journal.list_incidents())["incidents"]
+    }
+    assert states == {kept: ("open", None), stale: ("resolved", 500.0)}
