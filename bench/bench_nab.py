@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import re
 import subprocess
 import sys
@@ -59,6 +60,26 @@ def streaming_cost(data_dir: Path) -> tuple[float, int]:
     return elapsed / len(samples) * 1e6, len(samples)
 
 
+def leave_one_category_out(scorer: Path, results: str, labels: str) -> float:
+    """Normalised score when each category is scored at the threshold tuned on the others."""
+    spec = importlib.util.spec_from_file_location("nab_score", scorer)
+    assert spec is not None and spec.loader is not None
+    nab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nab)
+    files, _ = nab.load_corpus(results, labels)
+    weights = nab.PROFILES["standard"]
+    raw = null = perfect = 0.0
+    for category in sorted({layout.relpath.split("/")[0] for layout, _ in files}):
+        test = [(lay, sc) for lay, sc in files if lay.relpath.split("/")[0] == category]
+        train = [(lay, sc) for lay, sc in files if lay.relpath.split("/")[0] != category]
+        thresholds, raws, _ = nab.sweep_thresholds(train, weights)
+        threshold = float(thresholds[int(raws.argmax())])
+        raw += sum(nab.score_file(lay, sc, threshold, weights)["raw"] for lay, sc in test)
+        null -= sum(int(lay.counted.sum()) for lay, _ in test)
+        perfect += sum(lay.n_windows for lay, _ in test)
+    return 100.0 * (raw - null) / (perfect - null)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=Path("/work/shared/nab-data"))
@@ -84,10 +105,12 @@ def main() -> int:
         tuned = last_value(tuned_out, "nab_standard")
         tuned_threshold = re.findall(r"^threshold=(\S+)", tuned_out, re.M)[-1]
         fixed = last_value(run([*score, "--threshold", threshold]), "nab_standard")
+        loco = leave_one_category_out(args.scorer, out, labels)
     observe_us, points = streaming_cost(args.data / "data")
     print()
     print(f"NAB standard, threshold tuned by the scorer ({tuned_threshold}): {tuned}")
     print(f"NAB standard, model's default threshold ({threshold}):        {fixed}")
+    print(f"NAB standard, threshold tuned leave-one-category-out: {loco:.2f}")
     print(
         f"backtest cost: {elapsed / rows * 1e6:.1f} us/point ({rows} rows, {elapsed:.2f} s,"
         " CSV read/write and retraining included)"

@@ -18,13 +18,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from mqtt_broker import free_port
 from prometheus_client import CollectorRegistry
 
 from batond.bus import Bus
 from batond.events import Event
 from batond.metrics import Metrics
 from batond.sources.http import add_input_routes
+from mqtt_broker import free_port
 
 pytestmark = [
     pytest.mark.slow,
@@ -49,8 +49,8 @@ receivers:
 """
 
 
-async def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_ready(url: str, proc: subprocess.Popen[bytes], within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
             assert proc.poll() is None, "alertmanager exited"
@@ -78,14 +78,19 @@ async def amtool(am_url: str, *args: str) -> None:
     assert proc.returncode == 0, out.decode()
 
 
-async def next_alert(bus: Bus, status: str, timeout: float = 90.0) -> Event:
+async def next_alert(bus: Bus, status: str, within: float = 90.0) -> Event:
     async def go() -> Event:
         while True:
             item, _ = await bus.get()
             if isinstance(item, Event) and item.labels.get("status") == status:
                 return item
 
-    return await asyncio.wait_for(go(), timeout)
+    return await asyncio.wait_for(go(), within)
+
+
+def start_alertmanager(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as err:
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
 
 
 def rfc3339(t: datetime) -> str:
@@ -112,7 +117,7 @@ async def test_firing_and_resolved_alerts_arrive(
     config.write_text(CONFIG.format(url=hook))
     port = free_port()
     am_url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
+    proc = start_alertmanager(
         [
             "prometheus-alertmanager",
             f"--config.file={config}",
@@ -121,8 +126,7 @@ async def test_firing_and_resolved_alerts_arrive(
             "--cluster.listen-address=",
             "--log.level=warn",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "am.log").open("wb"),
+        tmp_path / "am.log",
     )
     try:
         await wait_ready(am_url, proc)

@@ -9,6 +9,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from anomaly_series import wave
 from batond.anomaly import DEFAULT_SPEC
 from batond.anomaly.backtest import score_rows
@@ -90,12 +92,32 @@ def test_a_single_file_and_a_named_model_from_the_config(tmp_path: Path) -> None
     assert "no model 'nope' in the config (models: strict)" in missing.stderr
 
 
-def test_bad_input_is_reported_with_its_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "rows,message",
+    [
+        ("2024-01-01 00:00:00,1\n2024-01-01 00:05:00,abc\n", ":3: value 'abc' is not a number"),
+        ("2024-01-01 00:00:00,1\nyesterday,2\n", ":3: timestamp 'yesterday' is neither"),
+        ("", ""),
+    ],
+)
+def test_bad_input_is_reported_with_its_line(tmp_path: Path, rows: str, message: str) -> None:
     bad = tmp_path / "bad.csv"
-    bad.write_text("timestamp,value\n2024-01-01 00:00:00,1\n2024-01-01 00:05:00,abc\n")
+    bad.write_text(("timestamp,value\n" if rows else "time,v\n") + rows)
     done = backtest(bad, "--out", tmp_path / "out")
     assert done.returncode == 1
-    assert f"{bad}:3: value 'abc' is not a number" in done.stderr
+    assert f"{bad}{message or ':1: expected a header'}" in done.stderr
+    assert done.stdout == ""
+
+
+def test_epoch_second_timestamps_are_accepted_and_written_as_read(tmp_path: Path) -> None:
+    series = tmp_path / "epoch.csv"
+    series.write_text(
+        "timestamp,value\n" + "".join(f"{1700000000 + 60 * i},{i % 7}\n" for i in range(300))
+    )
+    done = backtest(series, "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    rows = read_out(tmp_path / "out" / "epoch.csv")
+    assert rows[5]["timestamp"] == "1700000300" and rows[5]["value"] == "5"
 
 
 def test_progress_is_shown_on_a_terminal(tmp_path: Path) -> None:

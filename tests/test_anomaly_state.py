@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -91,3 +92,35 @@ def test_a_model_changed_since_learning_is_set_aside_with_a_note(tmp_path: Path)
     kept = ModelSet([replace(SPEC, sensitivity=0.3)])
     load_state(kept, tmp_path)
     assert kept.series_count() == 1 and kept.state_notes == []
+
+
+def test_reload_keeps_learned_series_whose_model_still_applies() -> None:
+    data = points(wave(600))
+    other = replace(SPEC, name="mem", match_metrics=("memory_percent",))
+    models = ModelSet([SPEC, other])
+    feed(models, data[:500])
+    models.observe(Sample("memory_percent", 1.0, 1.0, {"host": "a"}))
+    models.feedback_false_positive("cpu_percent", {"host": "a"})
+    lowered = models.series(metric="cpu_percent")[0]["sensitivity"]
+
+    # same cpu model with a new sensitivity and an extra metric; mem model changed params
+    models.replace_specs(
+        ModelSet(
+            [
+                replace(SPEC, sensitivity=0.25, match_metrics=("cpu_percent", "load_1m")),
+                replace(other, params=ContextParams(bins=5)),
+            ]
+        )
+    )
+    [cpu] = models.series(metric="cpu_percent")
+    assert cpu["sensitivity"] == pytest.approx(lowered / 2)
+    assert models.series(metric="memory_percent") == []
+    assert models.state_notes == [
+        "memory_percent {'host': 'a'}: model 'mem' is gone or changed; the series learns afresh"
+    ]
+    # the kept series goes on from what it learned: no new warm-up
+    models.observe(Sample("cpu_percent", data[500][1], data[500][0], {"host": "a"}))
+    body = json.loads(models.export_state().split(b"\n", 1)[1])
+    [kept] = [s for s in body["series"] if s["metric"] == "cpu_percent"]
+    assert kept["detector"]["seen"] == 501
+    assert kept["detector"]["span"] > 0.0  # trained, not warming up again

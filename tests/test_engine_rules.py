@@ -477,3 +477,12 @@ def test_decision_carries_rule_settings(tmp_path: Path) -> None:
     assert d.candidates == ("fix", "alt") and d.playbook == "fix"
     assert d.labels["role"] == "web" and d.target == d.key == "host=h1"
     assert d.item is not None and d.opens_incident
+
+
+def test_due_timers_fire_before_an_input_even_without_tick(tmp_path: Path) -> None:
+    from batond.events import item_from_json
+
+    engine = make_engine(tmp_path, LEVEL_FOR)
+    assert engine.evaluate(item_from_json(sample("temp", 95, 10), 10, "t"), 10) == []
+    out = engine.evaluate(item_from_json(sample("other", 1, 50), 50, "t"), 50)
+    assert [(o.ts, o.rule) for o in out] == [(40.0, "hot")]

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine_support import GENEROUS, drive, event, make_engine, sample, write_rules
-
 from batond.engine.engine import Engine
 from batond.engine.governor import Governor
 from batond.rulefiles import load_rules
+from engine_support import GENEROUS, drive, event, make_engine, sample, write_rules
 
 RULES = """
 rules:

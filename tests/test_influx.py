@@ -18,7 +18,11 @@ def test_the_spec_example() -> None:
     (s,), errors = parse("cpu,host=web-1 usage_idle=12.5 1700000000000000000")
     assert errors == []
     assert (s.metric, s.value, s.labels, s.ts, s.source) == (
-        "cpu_usage_idle", 12.5, {"host": "web-1"}, 1700000000.0, "mqtt",
+        "cpu_usage_idle",
+        12.5,
+        {"host": "web-1"},
+        1700000000.0,
+        "mqtt",
     )
     assert s.raw == {"metric": "cpu_usage_idle", "value": 12.5, "ts": 1700000000.0, "host": "web-1"}
 
@@ -29,13 +33,17 @@ def test_fields_types_and_optional_timestamp() -> None:
     )
     assert errors == []
     assert {s.metric: s.value for s in samples} == {
-        "disk_used": 1.0, "disk_free": 2.0, "disk_ok": 1.0, "disk_bad": 0.0, "disk_ratio": -1500.0,
+        "disk_used": 1.0,
+        "disk_free": 2.0,
+        "disk_ok": 1.0,
+        "disk_bad": 0.0,
+        "disk_ratio": -1500.0,
     }
     assert all(s.ts == 99.0 and s.labels == {"host": "a", "dev": "sda"} for s in samples)
 
 
 def test_escapes() -> None:
-    (s,), errors = parse(r'my\ meas\,ure,tag\ key=v\,a\=l\ ue field\=k\ ey=3 5000000000')
+    (s,), errors = parse(r"my\ meas\,ure,tag\ key=v\,a\=l\ ue field\=k\ ey=3 5000000000")
     assert errors == []
     assert s.metric == "my meas,ure_field=k ey"
     assert s.labels == {"tag key": "v,a=l ue"}

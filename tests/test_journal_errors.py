@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -96,3 +97,16 @@ async def test_second_process_on_the_same_state_dir_is_refused(tmp_path: Path) -
     finally:
         await j.close()
     await Journal.open(tmp_path).close()  # the lock went with the first journal
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes whatever the mode says")
+async def test_unreadable_journal_is_reported(tmp_path: Path) -> None:
+    path = await make_journal(tmp_path, runs=1)
+    before = digest(path)
+    path.chmod(0o200)
+    try:
+        with pytest.raises(StateError, match="cannot read the journal"):
+            Journal.open(tmp_path)
+    finally:
+        path.chmod(0o600)
+    assert digest(path) == before

@@ -56,27 +56,27 @@ async def test_concurrent_writers_and_readers(tmp_path: Path) -> None:
 
 
 async def test_prune_keeps_open_and_unfinished_and_the_loop_responsive(tmp_path: Path) -> None:
-    j = Journal.open(tmp_path)
     old, now, retention = 1000.0, 1000.0 + 40 * 86400, 30 * 86400.0
-
-    def fill(conn: sqlite3.Connection) -> None:  # bulk history, written directly for speed
+    Journal.open(tmp_path).close_sync()
+    conn = sqlite3.connect(tmp_path / "journal.db")  # bulk history, written directly for speed
+    with conn:
         conn.executemany(
             "INSERT INTO runs (rule, playbook, key, state, outcome, created_at, ended_at)"
             " VALUES ('r', 'p', 'k', 'done', 'resolved', ?, ?)",
             [(old, old + 1)] * (PRUNE_BATCH * 8),
         )
-        conn.executemany(
+        conn.execute(
             "INSERT INTO steps (run_id, path, action, attempt, status, started_at, stdout)"
             " SELECT id, 's', 'exec', 1, 'ok', ?, ? FROM runs",
-            [(old, "y" * 500)],
+            (old, "y" * 500),
         )
         conn.executemany(
             "INSERT INTO incidents (rule, key, severity, state, opened_at, resolved_at)"
             " VALUES ('r', 'k', 'warning', 'resolved', ?, ?)",
             [(old, old + 5)] * PRUNE_BATCH * 3,
         )
-
-    await j._write(fill)
+    conn.close()
+    j = Journal.open(tmp_path)
     keep_open = await j.record_decision(
         Decision(ts=old, rule="r", key="k", target="k", labels={}, candidates=(),
                  playbook=None, suppressed="paused")

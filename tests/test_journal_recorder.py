@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from pathlib import Path
 
 import orjson
+import pytest
 
+from batond import recorder
 from batond.config import RecordConfig
 from batond.events import Event, Sample, item_from_json
 from batond.recorder import Recorder, recorded_files
@@ -88,9 +92,31 @@ def test_deletes_files_older_than_max_age(tmp_path: Path) -> None:
     assert fresh.exists() and other.exists()
 
 
-def test_flushes_after_a_second_even_when_quiet(tmp_path: Path) -> None:
+async def test_flushes_within_a_second_when_input_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recorder, "FLUSH_SECONDS", 0.05)
     rec = Recorder(tmp_path, RecordConfig(max_age=3600, max_size=1 << 20))
     rec.append(Event("e", 1.0, {}))
-    rec.flush()  # what housekeeping does each second
+    assert lines(tmp_path) == []
+    deadline = time.monotonic() + 30
+    while not lines(tmp_path):  # the recorder's own timer writes it; no flush() call
+        assert time.monotonic() < deadline, "buffered input never written"
+        await asyncio.sleep(0.01)
     assert lines(tmp_path) == [{"event": "e", "ts": 1.0}]
+    rec.close()
+
+
+def test_ages_are_enforced_between_rotations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recorder, "ENFORCE_SECONDS", 0.0)
+    rec = Recorder(tmp_path, RecordConfig(max_age=60, max_size=1 << 30), clock=Clock(100_000.0))
+    old = tmp_path / "inputs-0000000001000.jsonl"  # e.g. left by a previous run
+    old.write_text('{"event": "e", "ts": 1.0}\n')
+    os.utime(old, (1000.0, 1000.0))
+    rec.append(Event("e", 99_999.0, {}))
+    rec.flush()  # no rotation happened, the age check still ran
+    assert not old.exists()
+    assert len(recorded_files(tmp_path)) == 1
     rec.close()

@@ -89,6 +89,7 @@ WRITER = r"""
 import asyncio, sys, time
 from pathlib import Path
 from batond.engine.types import Decision
+from batond.engine.types import Decision
 from batond.journal import Journal
 
 def say(*words):
@@ -100,8 +101,13 @@ async def main():
     await j.recover_interrupted(time.time())
     say("ready")
     while True:
+        decision = Decision(ts=time.time(), rule="r", key="k", target="k", labels={},
+                            candidates=("p",), playbook="p", suppressed=None)
+        decision_id, incident_id = await j.record_decision(decision)  # posted, not awaited
         run = await j.run_created(rule="r", playbook="p", key="k", params={}, labels={},
-                                  created_at=time.time(), state="running")
+                                  created_at=time.time(), state="running",
+                                  decision_id=decision_id, incident_id=incident_id)
+        say("decision", decision_id)  # committed before the run (FIFO)
         say("run", run)
         for name in ("a", "b", "c"):
             step = await j.step_started(run, name, "exec", 1, time.time())
@@ -147,12 +153,15 @@ def test_sigkill_at_random_points_loses_no_committed_record(tmp_path: Path) -> N
     conn = sqlite3.connect(f"file:{state / 'journal.db'}?mode=ro", uri=True)
     try:
         runs = dict(conn.execute("SELECT id, outcome FROM runs").fetchall())
+        decisions = {r[0] for r in conn.execute("SELECT id FROM decisions")}
         steps = dict(conn.execute("SELECT id, status FROM steps").fetchall())
     finally:
         conn.close()
     assert sum(1 for w, _ in reported if w == "done") > 10  # the writer did make progress
     for word, num in reported:
-        if word == "run":
+        if word == "decision":
+            assert num in decisions
+        elif word == "run":
             assert num in runs
         elif word == "step":
             assert num in steps
@@ -219,6 +228,7 @@ async def main():
     for out in engine.record_outcome("nginx-down", "restart", "host=w1", "resolved", 1001.0):
         await j.resolve_incident(out.rule, out.key, out.ts)
     await j.save_rule_state(engine.export_state())
+    await j.flush()  # posted writes commit within milliseconds; the kill comes "minutes" later
     print("saved", flush=True)
     await asyncio.sleep(3600)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -210,3 +211,99 @@ async def test_reconcile_resolves_incidents_the_engine_forgot(journal: Journal) 
         for i in (await journal.list_incidents())["incidents"]
     }
     assert states == {kept: ("open", None), stale: ("resolved", 500.0)}
+
+
+async def test_posted_decision_commits_before_a_later_awaited_write(tmp_path: Path) -> None:
+    j = Journal.open(tmp_path)
+    try:
+        decision_id, incident_id = await j.record_decision(decision())
+        await j.run_created(
+            rule="r", playbook="p", key="k", params={}, labels={}, created_at=1.0,
+            decision_id=decision_id, incident_id=incident_id,
+        )  # fmt: skip
+        # seen by an independent connection, no barrier involved
+        conn = sqlite3.connect(f"file:{tmp_path / 'journal.db'}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT incident_id FROM decisions WHERE id = ?", (decision_id,))
+            assert row.fetchone() == (incident_id,)
+        finally:
+            conn.close()
+    finally:
+        await j.close()
+
+
+async def test_ids_are_never_reused_across_restarts_and_pruning(tmp_path: Path) -> None:
+    j = Journal.open(tmp_path)
+    for i in range(3):
+        await j.record_decision(decision(float(i)))
+        assert await j.resolve_incident("disk-full", "host=web-1", 50.0) == i + 1
+    assert (await j.prune(10.0, 10_000.0))["decisions"] == 3
+    await j.close()
+    j = Journal.open(tmp_path)
+    try:
+        decision_id, incident_id = await j.record_decision(decision(20_000.0))
+        assert decision_id == 4 and incident_id == 4
+        # the open incident is known after a restart: resolving it needs no lookup
+        await j.close()
+        j = Journal.open(tmp_path)
+        assert await j.resolve_incident("disk-full", "host=web-1", 20_001.0) == incident_id
+    finally:
+        await j.close()
+
+
+async def test_saves_of_the_same_state_coalesce_and_the_last_wins(journal: Journal) -> None:
+    for i in range(200):
+        await journal.save_rule_state({"n": i})
+    assert await journal.load_rule_state() == {"n": 199}
+
+
+async def test_save_rule_state_soon_exports_once_per_loop_turn(tmp_path: Path) -> None:
+    j = Journal.open(tmp_path)
+    exports = 0
+
+    def export() -> dict[str, int]:
+        nonlocal exports
+        exports += 1
+        return {"exports": exports}
+
+    for _ in range(100):  # a burst of decisions handled without yielding
+        j.save_rule_state_soon(export)
+    assert exports == 0
+    await asyncio.sleep(0)
+    assert exports == 1
+    assert await j.load_rule_state() == {"exports": 1}
+    j.save_rule_state_soon(export)
+    await j.close()  # a save still scheduled is not lost at close
+    j = Journal.open(tmp_path)
+    try:
+        assert await j.load_rule_state() == {"exports": 2}
+    finally:
+        await j.close()
+
+
+async def test_a_new_incident_for_the_same_key_ends_the_older_one(journal: Journal) -> None:
+    _, first = await journal.record_decision(decision(100.0))
+    _, second = await journal.record_decision(decision(200.0))
+    states = {i["id"]: i["state"] for i in (await journal.list_incidents())["incidents"]}
+    assert states == {first: "resolved", second: "open"}
+
+
+async def test_a_failing_write_fails_alone_in_its_group(journal: Journal) -> None:
+    from batond.errors import StateError
+
+    async def good(i: int) -> int:
+        return await journal.run_created(
+            rule="r", playbook="p", key=f"k{i}", params={}, labels={}, created_at=float(i)
+        )
+
+    async def bad() -> int:  # no such decision: a foreign key violation
+        return await journal.run_created(
+            rule="r", playbook="p", key="bad", params={}, labels={}, created_at=0.0,
+            decision_id=999,
+        )  # fmt: skip
+
+    results = await asyncio.gather(good(1), bad(), good(2), good(3), return_exceptions=True)
+    assert isinstance(results[1], StateError) and "FOREIGN KEY" in str(results[1])
+    ok = [r for r in results if isinstance(r, int)]
+    assert len(ok) == 3
+    assert sorted(r["id"] for r in (await journal.list_runs())["runs"]) == sorted(ok)

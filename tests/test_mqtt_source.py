@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiomqtt
 import orjson
 import pytest
-from mqtt_broker import Certs, Mosquitto, make_certs
 from prometheus_client import CollectorRegistry
 
 from batond.bus import Bus
@@ -20,6 +19,7 @@ from batond.errors import ActionError
 from batond.events import Event, Input, Sample
 from batond.metrics import Metrics
 from batond.sources.mqtt import MqttSource, topic_matches
+from mqtt_broker import Certs, Mosquitto, make_certs
 
 SUBS = (
     Subscription("metrics/#", "json", 1),
@@ -57,19 +57,23 @@ async def running(source: MqttSource) -> AsyncIterator[asyncio.Task[None]]:
             await task
 
 
-async def take(bus: Bus, n: int, timeout: float = 30.0) -> list[Input]:
+async def take(bus: Bus, n: int, within: float = 30.0) -> list[Input]:
     async def go() -> list[Input]:
         return [(await bus.get())[0] for _ in range(n)]
 
-    return await asyncio.wait_for(go(), timeout)
+    return await asyncio.wait_for(go(), within)
 
 
-async def until(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+async def until(predicate: Callable[[], bool], within: float = 30.0) -> None:
+    """Poll state that changes outside this loop's control (a broker, a metric) with a deadline."""
+
     async def go() -> None:
-        while not predicate():
+        while True:
+            if predicate():
+                return
             await asyncio.sleep(0.02)
 
-    await asyncio.wait_for(go(), timeout)
+    await asyncio.wait_for(go(), within)
 
 
 def value(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
@@ -152,13 +156,10 @@ async def test_malformed_messages_are_counted_and_never_stop_intake(broker: Mosq
 async def test_full_bus_drops_and_counts(broker: Mosquitto) -> None:
     cfg = MqttConfig(url=broker.url, client_id="batond-t3", subscribe=SUBS)
     source, bus, metrics = make_source(cfg, maxsize=2)
-    async with running(source):
-        async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
-            payload = orjson.dumps([{"metric": "m", "value": i} for i in range(5)])
-            await pub.publish("metrics/x", payload, 1)
-            await until(
-                lambda: value(metrics, "batond_events_dropped_total", {"source": "mqtt"}) == 3
-            )
+    async with running(source), aiomqtt.Client("127.0.0.1", broker.port) as pub:
+        payload = orjson.dumps([{"metric": "m", "value": i} for i in range(5)])
+        await pub.publish("metrics/x", payload, 1)
+        await until(lambda: value(metrics, "batond_events_dropped_total", {"source": "mqtt"}) == 3)
     assert bus.depth() == 2
 
 
@@ -296,7 +297,7 @@ async def test_messages_published_while_batond_is_away_arrive_later(broker: Mosq
 async def test_down_broker_does_not_block_start_and_is_joined_later(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker")
     cfg = MqttConfig(url=broker.url, client_id="batond-late", subscribe=SUBS)
-    source, bus, metrics = make_source(cfg)
+    source, _bus, metrics = make_source(cfg)
     async with running(source):
         assert not source.connected
         with pytest.raises(ActionError):

@@ -205,8 +205,12 @@ async def test_resume_or_escalate_an_interrupted_run(
     )
     h = Harness(tmp_path, load_playbooks(text))
     try:
+        old_id = await h.journal.run_created(
+            rule="r1", playbook="p", key="host=h1", params={"x": 7}, labels={}, created_at=1.0
+        )
+        await h.journal.run_finished(old_id, "interrupted", 2.0)
         old = InterruptedRun(
-            run_id=41, rule="r1", playbook="p", key="host=h1", params={"x": 7},
+            run_id=old_id, rule="r1", playbook="p", key="host=h1", params={"x": 7},
             labels={"host": "h1"}, created_at=1.0, state="running",
             in_flight=("two",), completed=("one",),
         )  # fmt: skip
@@ -214,7 +218,7 @@ async def test_resume_or_escalate_an_interrupted_run(
         (ended,) = await h.outcomes(1)
         assert ended.outcome == "resolved"
         assert sorted(p.name for p in out.iterdir()) == expected
-        assert (await h.run(ended.run_id))["resumes"] == 41
+        assert (await h.run(ended.run_id))["resumes"] == old_id
     finally:
         await h.close()
 
@@ -245,6 +249,7 @@ async def test_replaced_playbooks_apply_to_new_runs_only(tmp_path: Path) -> None
             load_playbooks("""\
 playbooks:
   - name: p
+    mode: parallel
     steps: [{name: other, action: exec, with: {argv: ["true"]}}]
 """)
         )

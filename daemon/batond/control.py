@@ -60,7 +60,8 @@ class DaemonControl:
         """Rules, playbooks and models from the config; raises ConfigError."""
         from batond.rulefiles import load_rules
 
-        self.rules_set = load_rules(list(self.config.rules))
+        # with built-in defaults (no config file) the /etc paths may not exist yet
+        self.rules_set = load_rules(list(self.config.rules), missing_ok=self.config.path is None)
         self.models = self._load_models()
 
     def _load_models(self) -> ModelSet:
@@ -139,7 +140,10 @@ class DaemonControl:
     # -- the decision path ---------------------------------------------------
     def evaluate(self, item: Input, now: float) -> list[Output]:
         score = self.models.observe(item) if isinstance(item, Sample) else 0.0
-        return self.engine.evaluate(item, now, score)
+        outputs = self.engine.evaluate(item, now, score)
+        for rule, message in self.engine.take_errors():
+            log.warning("rule %s: expression failed (counted false): %s", rule, message)
+        return outputs
 
     async def on_decision(self, decision: Decision, arrived: float | None) -> None:
         assert self.journal is not None
@@ -324,7 +328,9 @@ class DaemonControl:
         from batond.rulefiles import load_rules
 
         try:
-            new_rules = await asyncio.to_thread(load_rules, list(self.config.rules))
+            new_rules = await asyncio.to_thread(
+                load_rules, list(self.config.rules), self.config.path is None
+            )
             new_models = await asyncio.to_thread(self._load_models)
         except ConfigError as exc:
             self.metrics.reloads.labels("error").inc()

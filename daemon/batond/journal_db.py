@@ -32,7 +32,7 @@ _HEADER = b"SQLite format 3\x00"
 
 _V1 = """
 CREATE TABLE incidents (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- ids are never reused, even after pruning
     rule TEXT NOT NULL,
     key TEXT NOT NULL,
     severity TEXT NOT NULL,
@@ -48,7 +48,7 @@ CREATE INDEX incidents_open ON incidents (rule, key) WHERE state = 'open';
 CREATE INDEX incidents_resolved_at ON incidents (resolved_at);
 
 CREATE TABLE decisions (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
     rule TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -66,7 +66,7 @@ CREATE INDEX decisions_ts ON decisions (ts);
 CREATE INDEX decisions_incident ON decisions (incident_id);
 
 CREATE TABLE runs (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     rule TEXT NOT NULL,
     playbook TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -88,7 +88,7 @@ CREATE INDEX runs_incident ON runs (incident_id);
 CREATE INDEX runs_resumes ON runs (resumes);
 
 CREATE TABLE steps (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     path TEXT NOT NULL,
     action TEXT NOT NULL,
@@ -105,7 +105,7 @@ CREATE INDEX steps_run ON steps (run_id);
 CREATE INDEX steps_running ON steps (run_id) WHERE status = 'running';
 
 CREATE TABLE approvals (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     verdict TEXT NOT NULL,
     by TEXT NOT NULL,
@@ -114,7 +114,7 @@ CREATE TABLE approvals (
 CREATE INDEX approvals_run ON approvals (run_id);
 
 CREATE TABLE silences (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     matchers TEXT NOT NULL,
     starts_at REAL NOT NULL,
     ends_at REAL NOT NULL,

@@ -7,15 +7,17 @@ history in order, and each file is a valid ``batond replay`` input on its own.
 Each line is the input as received (its JSON types kept) with ``ts`` filled in.
 
 Lines are buffered and written whole with one ``write()`` once 64 KiB are
-pending or a second has passed (checked on every append, and by ``flush()``,
-which the daemon's housekeeping calls), so the cost per input is one
-``orjson.dumps``. A SIGKILL loses at most that unwritten second. A file is
-closed at ``file_size`` bytes; files whose last write is older than
-``max_age``, and the oldest files beyond ``max_size`` in total, are deleted.
+pending or a second after the first buffered line (a timer on the running
+event loop), so the cost per input is about one ``orjson.dumps``. A SIGKILL
+loses at most that unwritten second. A file is closed at ``file_size``
+bytes; files whose last write is older than ``max_age``, and the oldest files
+beyond ``max_size`` in total, are deleted (checked at each rotation and at
+least every minute).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -35,6 +37,8 @@ log = logging.getLogger("batond.recorder")
 
 FLUSH_BYTES = 64 * 1024
 FLUSH_SECONDS = 1.0
+#: How often, at most, the age and size bounds are checked between rotations.
+ENFORCE_SECONDS = 60.0
 _PREFIX = "inputs-"
 _SUFFIX = ".jsonl"
 
@@ -71,7 +75,8 @@ class Recorder:
         self._clock = clock
         self._buffer: list[bytes] = []
         self._pending = 0
-        self._last_flush = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_enforce = time.monotonic()
         self._fd: int | None = None
         self._path: Path | None = None
         self._written = 0
@@ -85,15 +90,38 @@ class Recorder:
         self.enforce_bounds()
 
     def append(self, item: Input) -> None:
-        line = orjson.dumps(input_json(item), option=orjson.OPT_APPEND_NEWLINE)
+        raw = item.raw
+        if raw and "ts" not in raw:
+            # the common case (ts from arrival): splice ts in rather than copy the dict
+            line = b'%s,"ts":%r}\n' % (orjson.dumps(raw)[:-1], item.ts)
+        else:
+            line = orjson.dumps(input_json(item), option=orjson.OPT_APPEND_NEWLINE)
+        if not self._buffer:
+            self._schedule_flush()
         self._buffer.append(line)
         self._pending += len(line)
-        if self._pending >= FLUSH_BYTES or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+        if self._pending >= FLUSH_BYTES:
             self.flush()
 
+    def _schedule_flush(self) -> None:
+        """Buffered lines reach the file within a second even if no more input comes."""
+        if self._timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a script, a test): flush() and close() still write
+            return
+
+        def due() -> None:
+            self._timer = None
+            self.flush()
+
+        self._timer = loop.call_later(FLUSH_SECONDS, due)
+
     def flush(self) -> None:
-        """Write what is buffered; rotate and enforce the bounds when a file is full."""
-        self._last_flush = time.monotonic()
+        """Write what is buffered; rotate and enforce the bounds when due."""
+        if time.monotonic() - self._last_enforce >= ENFORCE_SECONDS:
+            self.enforce_bounds()  # ages pass even when files fill slowly
         if not self._buffer:
             return
         data = b"".join(self._buffer)
@@ -118,11 +146,15 @@ class Recorder:
             self.enforce_bounds()
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.flush()
         self._close_file()
 
     def enforce_bounds(self) -> None:
         """Delete files past ``max_age``, then the oldest beyond ``max_size``."""
+        self._last_enforce = time.monotonic()
         now = self._clock()
         files = []
         for path in recorded_files(self.directory):

@@ -11,7 +11,9 @@ resolve resolves at the decision. The last stderr line is
 input read.
 
 Fast path: without anomaly models, an input that the match index rules out
-(the usual case) is never turned into a Sample or Event.
+(the usual case) is never turned into a Sample or Event, so it is only
+checked for being a JSON object with a numeric ``ts``; ``events`` counts the
+inputs read, ``rejected`` the lines skipped.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ class _Replay:
             try:
                 item = item_from_json(obj, now, "replay")
             except InputError as exc:
+                self.events -= 1
                 self.reject(lineno, str(exc))
                 continue
             score = models.observe(item) if models is not None and type(item) is Sample else 0.0

@@ -177,12 +177,10 @@ class _Loader:
 
 
 def _playbook_references(playbooks: Mapping[str, Any]) -> list[Problem]:
-    import batond.playbooks as pb
+    """``escalate:`` and nested playbook names across all files (the playbooks module's check)."""
+    from batond.playbooks import check_references
 
-    check: Callable[[Mapping[str, Any]], list[Problem]] | None = getattr(
-        pb, "check_references", None
-    )
-    return check(playbooks) if check is not None else []
+    return check_references(playbooks)
 
 
 class _FileReader:

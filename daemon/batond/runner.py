@@ -20,23 +20,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from batond.actions import ACTIONS, ActionContext, ActionResult, Denied, StepCall
-from batond.engine.expr import EvalError
+from batond.actions import ActionContext
 from batond.engine.types import Decision
-from batond.errors import ActionError
 from batond.events import Sample
 from batond.metrics import Metrics
-from batond.playbooks import Playbook, Step, render_args
+from batond.playbooks import Playbook
 from batond.records import InterruptedRun, RunStore
-from batond.yamlfile import format_duration
+from batond.runsteps import Origin, Run, StepExecutor, uncancel
 
-__all__ = ["MAX_NESTING", "RunEnded", "Runner"]
+__all__ = ["RunEnded", "Runner"]
 
 log = logging.getLogger("batond.runner")
 
-MAX_NESTING = 8  # nested playbook steps deeper than this fail (a loop check at run time)
 _NOT_RESOLVED = ("unresolved", "failed", "timed_out")  # outcomes that try the next candidate
-_COMPENSATE = ("failed", "timed_out")  # outcomes that run on_failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,83 +51,10 @@ class RunEnded:
     escalation: bool  # this run was an escalate: playbook
 
 
-@dataclass(frozen=True, slots=True)
-class _Origin:
-    """What a decision (or an interrupted run) gives every run of its chain."""
-
-    rule: str
-    key: str
-    target: str
-    labels: Mapping[str, str]
-    params: Mapping[str, Any]
-    severity: str = "warning"
-    event: Any = None
-    value: float | None = None
-    metric: str | None = None
-    decision_id: int | None = None
-    incident_id: int | None = None
-    verify_by_run: bool = False
-
-
-@dataclass(eq=False)
-class _Run:
-    origin: _Origin
-    playbook: Playbook
-    playbooks: Mapping[str, Playbook]  # the version the run started with
-    escalation: bool = False
-    resumes: int | None = None
-    start_at: int = 0  # first step index (a resumption)
-    id: int = 0
-    state: str = "queued"
-    started_at: float = 0.0
-    arrived: float | None = None  # monotonic arrival of the deciding input (first run only)
-    stop_reason: str | None = None  # cancelled | interrupted, set before cancelling the task
-    task: asyncio.Task[Any] | None = None
-    deadline: float = 0.0  # loop time of the run timeout
-    key_ready: asyncio.Future[None] | None = None  # set while waiting for its key (queued)
-    after: list[asyncio.Event] = field(default_factory=list)  # restart: predecessors' ends
-    has_slot: bool = False
-    resolved: asyncio.Event = field(default_factory=asyncio.Event)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def slot(self) -> tuple[str, str]:
-        return (self.playbook.name, self.origin.key)
-
-    def cancel_status(self) -> str:
-        """Why the task was cancelled: an operator, shutdown, or the run deadline."""
-        if self.stop_reason is not None:
-            return self.stop_reason
-        if asyncio.get_running_loop().time() >= self.deadline > 0:
-            return "timed_out"
-        return "cancelled"  # e.g. a sibling branch of a parallel step was denied
-
-
-class _Stopped(Exception):
-    """Ends a run's steps with ``outcome`` (denied; interrupted at a step boundary)."""
-
-    def __init__(self, outcome: str) -> None:
-        super().__init__(outcome)
-        self.outcome = outcome
-
-
 @dataclass(eq=False)
 class _KeyRuns:
-    active: list[_Run] = field(default_factory=list)
-    waiting: deque[_Run] = field(default_factory=deque)
-
-
-@dataclass(frozen=True, slots=True)
-class _Scope:
-    """What templates of one step list see besides the run: its params and step results."""
-
-    params: Mapping[str, Any]
-    results: dict[str, dict[str, Any]]
-    depth: int = 0
-
-
-_SKIPPED = ActionResult(ok=False, detail="skipped: when: was false").view()
-_EARLIER = ActionResult(ok=True, detail="done before the interruption").view()
+    active: list[Run] = field(default_factory=list)
+    waiting: deque[Run] = field(default_factory=deque)
 
 
 class Runner:
@@ -154,13 +77,16 @@ class Runner:
         self._max_concurrent = max(1, max_concurrent)
         self._clock = clock
         self._keys: dict[tuple[str, str], _KeyRuns] = {}
-        self._watch: dict[tuple[str, str], set[_Run]] = {}
-        self._by_id: dict[int, _Run] = {}
-        self._runs: set[_Run] = set()
+        self._watch: dict[tuple[str, str], set[Run]] = {}
+        self._by_id: dict[int, Run] = {}
+        self._runs: set[Run] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running = 0  # runs holding one of max_concurrent slots
-        self._slot_waiters: deque[tuple[_Run, asyncio.Future[None]]] = deque()
+        self._slot_waiters: deque[tuple[Run, asyncio.Future[None]]] = deque()
         self._closing = False
+        self._exec = StepExecutor(
+            store=store, metrics=metrics, ctx=actions, clock=clock, closing=lambda: self._closing
+        )
 
     # -- control ---------------------------------------------------------------
     async def serve(self) -> None:
@@ -191,7 +117,7 @@ class Runner:
         if pb is None:
             log.error("rule %s: no playbook %r", decision.rule, names[0])
             return False
-        run = _Run(origin, pb, self._playbooks, arrived=arrived)
+        run = Run(origin, pb, self._playbooks, arrived=arrived)
         if not self._admit(run):
             return False
         self._spawn(self._chain(origin, names, first=run))
@@ -238,7 +164,7 @@ class Runner:
                 "interrupted run %s: no playbook %r", interrupted.run_id, interrupted.playbook
             )
             return False
-        origin = _Origin(
+        origin = Origin(
             rule=interrupted.rule,
             key=interrupted.key,
             target=interrupted.key,
@@ -248,7 +174,7 @@ class Runner:
         )
         index = _resume_index(pb, interrupted)
         if pb.on_interrupt == "resume" and index is not None:
-            run = _Run(origin, pb, self._playbooks, resumes=interrupted.run_id, start_at=index)
+            run = Run(origin, pb, self._playbooks, resumes=interrupted.run_id, start_at=index)
             if not self._admit(run):
                 return False
             self._spawn(self._chain(origin, [pb.name], first=run))
@@ -259,7 +185,7 @@ class Runner:
                 "interrupted run %s of %s: nothing to escalate to", interrupted.run_id, pb.name
             )
             return False
-        run = _Run(origin, target, self._playbooks, escalation=True, resumes=interrupted.run_id)
+        run = Run(origin, target, self._playbooks, escalation=True, resumes=interrupted.run_id)
         if not self._admit(run):
             return False
         self._spawn(self._single(run))
@@ -280,7 +206,7 @@ class Runner:
             await asyncio.wait(list(self._tasks), timeout=self._ctx.kill_grace + 5.0)
 
     # -- admission (synchronous: a second start in the same tick sees the first) --
-    def _admit(self, run: _Run) -> bool:
+    def _admit(self, run: Run) -> bool:
         pb = run.playbook
         slot = self._keys.setdefault(run.slot, _KeyRuns())
         busy = slot.active or slot.waiting
@@ -310,7 +236,7 @@ class Runner:
         self._metrics.runs_active.inc()
         return True
 
-    def _release(self, run: _Run) -> None:
+    def _release(self, run: Run) -> None:
         slot = self._keys.get(run.slot)
         if slot is not None:
             if run in slot.active:
@@ -348,7 +274,7 @@ class Runner:
             run.has_slot = True
             fut.set_result(None)
 
-    async def _global_slot(self, run: _Run) -> None:
+    async def _global_slot(self, run: Run) -> None:
         if run.has_slot:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -356,7 +282,7 @@ class Runner:
         self._wake_slot_waiter()
         await fut
 
-    def _stop(self, run: _Run, reason: str) -> None:
+    def _stop(self, run: Run, reason: str) -> None:
         if run.done.is_set() or run.stop_reason is not None:
             return
         run.stop_reason = reason
@@ -374,16 +300,16 @@ class Runner:
             log.error("run task failed", exc_info=task.exception())
 
     # -- chains -----------------------------------------------------------------
-    async def _chain(self, origin: _Origin, names: Sequence[str], first: _Run) -> None:
+    async def _chain(self, origin: Origin, names: Sequence[str], first: Run) -> None:
         """Candidates in order until one resolves; then escalate when none did."""
         tried: list[Playbook] = []
-        run: _Run | None = first
+        run: Run | None = first
         for i, name in enumerate(names):
             if run is None:
                 pb = first.playbooks.get(name)
                 if pb is None or self._closing:
                     continue
-                run = _Run(origin, pb, first.playbooks)
+                run = Run(origin, pb, first.playbooks)
                 if not self._admit(run):
                     break
             outcome = await self._go(run)
@@ -396,14 +322,14 @@ class Runner:
             if not more:
                 return
         if escalate := _escalation(tried, first.playbooks):
-            esc = _Run(origin, escalate, first.playbooks, escalation=True)
+            esc = Run(origin, escalate, first.playbooks, escalation=True)
             if not self._closing and self._admit(esc):
                 self._ended(esc, await self._go(esc), final=True)
 
-    async def _single(self, run: _Run) -> None:
+    async def _single(self, run: Run) -> None:
         self._ended(run, await self._go(run), final=True)
 
-    def _ended(self, run: _Run, outcome: str, *, final: bool) -> None:
+    def _ended(self, run: Run, outcome: str, *, final: bool) -> None:
         if self._on_outcome is None or not run.id:
             return
         ended = RunEnded(
@@ -416,7 +342,7 @@ class Runner:
             log.exception("outcome callback failed for run %s", run.id)
 
     # -- one run ----------------------------------------------------------------
-    async def _go(self, run: _Run) -> str:
+    async def _go(self, run: Run) -> str:
         """Record, wait for its turn, execute, record the outcome."""
         run.task = asyncio.current_task()
         o = run.origin
@@ -438,7 +364,7 @@ class Runner:
         except asyncio.CancelledError:
             if run.stop_reason is None and not self._closing:
                 raise
-            _uncancel()
+            uncancel()
             outcome = run.stop_reason or "interrupted"
         finally:
             self._release(run)
@@ -447,7 +373,7 @@ class Runner:
             self._metrics.runs.labels(run.playbook.name, outcome).inc()
         return outcome
 
-    async def _queued_then_execute(self, run: _Run, ready: bool) -> str:
+    async def _queued_then_execute(self, run: Run, ready: bool) -> str:
         if not ready:
             if run.key_ready is not None:
                 await run.key_ready
@@ -457,226 +383,14 @@ class Runner:
             run.state = "running"
             await self._store.run_state(run.id, "running", self._clock())
         run.state = "running"
-        return await self._execute(run)
-
-    async def _execute(self, run: _Run) -> str:
-        pb = run.playbook
-        scope = _Scope(run.origin.params, {})
-        loop = asyncio.get_running_loop()
-        run.deadline = loop.time() + pb.timeout
-        try:
-            try:
-                async with asyncio.timeout_at(run.deadline):
-                    ok = await self._steps(run, pb.steps, "", scope, start_at=run.start_at)
-                    outcome = await self._verify(run) if ok else "failed"
-            except TimeoutError:
-                outcome = "timed_out"
-        except _Stopped as stop:
-            outcome = stop.outcome
-        except asyncio.CancelledError:
-            if run.stop_reason is None and not self._closing:
-                raise
-            _uncancel()
-            outcome = run.stop_reason or "interrupted"
-        if outcome in _COMPENSATE and pb.on_failure and not self._closing:
-            await self._compensate(run, scope)
-        return outcome
-
-    async def _compensate(self, run: _Run, scope: _Scope) -> None:
-        """on_failure steps; they have their own timeouts, not the run's spent one."""
-        try:
-            await self._steps(run, run.playbook.on_failure, "on_failure/", scope)
-        except _Stopped:
-            pass
-        except asyncio.CancelledError:
-            if run.stop_reason is None and not self._closing:
-                raise
-            _uncancel()
-
-    async def _verify(self, run: _Run) -> str:
-        within = run.playbook.verify_within
-        if run.origin.verify_by_run or within is None or run.resolved.is_set():
-            return "resolved"
-        try:
-            async with asyncio.timeout(within):
-                await run.resolved.wait()
-        except TimeoutError:
-            return "unresolved"
-        return "resolved"
-
-    # -- steps ------------------------------------------------------------------
-    async def _steps(
-        self, run: _Run, steps: Sequence[Step], prefix: str, scope: _Scope, start_at: int = 0
-    ) -> bool:
-        """Run ``steps`` in order; False when one failed without ``continue_on_error``."""
-        for i, step in enumerate(steps):
-            if i < start_at:
-                scope.results[step.name] = dict(_EARLIER)
-                continue
-            if self._closing:
-                raise _Stopped("interrupted")
-            path = prefix + step.name
-            if step.when is not None and not self._when(run, step, scope):
-                await self._record_skip(run, step, path)
-                scope.results[step.name] = dict(_SKIPPED)
-                continue
-            result = await self._step(run, step, path, scope)
-            if not result.ok and not step.continue_on_error:
-                return False
-        return True
-
-    def _when(self, run: _Run, step: Step, scope: _Scope) -> bool:
-        assert step.when is not None
-        try:
-            return bool(step.when.evaluate(self._env(run, scope)))
-        except EvalError as exc:
-            log.warning("run %s step %s: when: %s (counted as false)", run.id, step.name, exc)
-            return False
-
-    async def _record_skip(self, run: _Run, step: Step, path: str) -> None:
-        now = self._clock()
-        step_id = await self._store.step_started(run.id, path, step.action, 1, now)
-        await self._store.step_finished(
-            step_id, status="skipped", ended_at=now, detail={"detail": "when: was false"}
-        )
-
-    async def _step(self, run: _Run, step: Step, path: str, scope: _Scope) -> ActionResult:
-        """All attempts of one step (retry with doubling backoff); the last result."""
-        result = ActionResult(ok=False)
-        for attempt in range(1, step.retry.attempts + 1):
-            if attempt > 1:
-                if self._closing:
-                    raise _Stopped("interrupted")
-                await asyncio.sleep(step.retry.delay(attempt - 1))
-            result = await self._attempt(run, step, path, attempt, scope)
-            if result.ok:
-                break
-        scope.results[step.name] = result.view()
-        return result
-
-    async def _attempt(
-        self, run: _Run, step: Step, path: str, attempt: int, scope: _Scope
-    ) -> ActionResult:
-        failure: ActionResult | None = None
-        try:
-            args = render_args(step, self._env(run, scope))
-        except (EvalError, TypeError, ValueError, AttributeError) as exc:
-            args, failure = {}, ActionResult(ok=False, detail=f"template: {exc}")
-        step_id = await self._store.step_started(run.id, path, step.action, attempt, self._clock())
-        if run.arrived is not None:
-            self._metrics.event_to_action.observe(max(0.0, time.monotonic() - run.arrived))
-            run.arrived = None
-        t0 = time.perf_counter()
-        status = "failed"
-        try:
-            if failure is not None:
-                result = failure
-            else:
-                async with asyncio.timeout(step.timeout):
-                    result = await self._act(run, step, path, args, scope)
-            status = "ok" if result.ok else "failed"
-        except TimeoutError:
-            result = ActionResult(
-                ok=False, detail=f"timed out after {format_duration(step.timeout)}"
-            )
-            status = "timed_out"
-        except ActionError as exc:
-            result = ActionResult(ok=False, detail=str(exc))
-        except Denied as exc:
-            await self._finish_step(
-                run, step, step_id, "denied", ActionResult(False, detail=str(exc)), t0
-            )
-            raise _Stopped("denied") from None
-        except asyncio.CancelledError:
-            reason = run.cancel_status()
-            await self._finish_step(
-                run, step, step_id, reason, ActionResult(False, detail=reason), t0
-            )
-            raise
-        except _Stopped as stop:  # a nested playbook or branch was denied / interrupted
-            await self._finish_step(run, step, step_id, stop.outcome, ActionResult(False), t0)
-            raise
-        except Exception as exc:  # an action bug must fail the step, not kill the runner
-            log.exception("run %s step %s: action %s crashed", run.id, path, step.action)
-            result = ActionResult(ok=False, detail=f"{type(exc).__name__}: {exc}")
-        await self._finish_step(run, step, step_id, status, result, t0)
-        return result
-
-    async def _finish_step(
-        self, run: _Run, step: Step, step_id: int, status: str, result: ActionResult, t0: float
-    ) -> None:
-        self._metrics.step_duration.labels(run.playbook.name, step.action).observe(
-            time.perf_counter() - t0
-        )
-        detail: dict[str, Any] = {}
-        if result.detail:
-            detail["detail"] = result.detail
-        if result.status is not None:
-            detail["status"] = result.status
-        await self._store.step_finished(
-            step_id, status=status, ended_at=self._clock(), exit_code=result.exit_code,
-            stdout=result.stdout, stderr=result.stderr, detail=detail or None,
-        )  # fmt: skip
-
-    async def _act(
-        self, run: _Run, step: Step, path: str, args: dict[str, Any], scope: _Scope
-    ) -> ActionResult:
-        if step.action == "parallel":
-            return await self._parallel(run, step, path, scope)
-        if step.action == "playbook":
-            return await self._nested(run, path, args, scope)
-        call = StepCall(run.id, path, args, self._ctx, lambda state: self._set_state(run, state))
-        return await ACTIONS[step.action](call)
-
-    async def _parallel(self, run: _Run, step: Step, path: str, scope: _Scope) -> ActionResult:
-        """Every branch runs to its end; ok when all succeeded."""
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = [
-                    tg.create_task(self._steps(run, branch, f"{path}/{i}/", scope))
-                    for i, branch in enumerate(step.branches, 1)
-                ]
-        except BaseExceptionGroup as group:  # a branch was denied or interrupted
-            raise _first_of(group) from None
-        failed = [i for i, t in enumerate(tasks, 1) if not t.result()]
-        return ActionResult(ok=not failed, detail=f"failed branches: {failed}" if failed else "")
-
-    async def _nested(
-        self, run: _Run, path: str, args: Mapping[str, Any], scope: _Scope
-    ) -> ActionResult:
-        """A nested playbook's steps (and its on_failure) inside this run."""
-        name = str(args.get("name"))
-        target = run.playbooks.get(name)
-        if target is None:
-            raise ActionError(f"no playbook named {name!r}")
-        if scope.depth >= MAX_NESTING:
-            raise ActionError(f"playbooks nested deeper than {MAX_NESTING}")
-        extra = args.get("params")
-        params = {**scope.params, **(extra if isinstance(extra, Mapping) else {})}
-        inner = _Scope(params, {}, scope.depth + 1)
-        ok = await self._steps(run, target.steps, path + "/", inner)
-        if not ok and target.on_failure:
-            await self._steps(run, target.on_failure, path + "/on_failure/", inner)
-        return ActionResult(ok=ok, detail="" if ok else f"playbook {name} failed")
-
-    async def _set_state(self, run: _Run, state: str) -> None:
-        run.state = state
-        await self._store.run_state(run.id, state, self._clock())
-
-    def _env(self, run: _Run, scope: _Scope) -> dict[str, Any]:
-        o = run.origin
-        return {
-            "value": o.value, "metric": o.metric, "labels": o.labels, "event": o.event,
-            "anomaly": None, "now": self._clock(), "steps": scope.results,
-            "params": scope.params, "rule": o.rule, "key": o.key, "severity": o.severity,
-        }  # fmt: skip
+        return await self._exec.execute(run)
 
 
 def _origin_of(
     decision: Decision, decision_id: int | None, incident_id: int | None, verify_by_run: bool
-) -> _Origin:
+) -> Origin:
     item = decision.item
-    return _Origin(
+    return Origin(
         rule=decision.rule,
         key=decision.key,
         target=decision.target,
@@ -698,22 +412,6 @@ def _escalation(tried: Sequence[Playbook], playbooks: Mapping[str, Playbook]) ->
         if pb.escalate and pb.escalate in playbooks:
             return playbooks[pb.escalate]
     return None
-
-
-def _first_of(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The exception that ends a parallel step: a stop first, else the first one."""
-    stops = group.subgroup(_Stopped)
-    found: BaseException = stops if stops is not None else group
-    while isinstance(found, BaseExceptionGroup):
-        found = found.exceptions[0]
-    return found
-
-
-def _uncancel() -> None:
-    """A stop we asked for was handled: the task goes on (to record the outcome)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        task.uncancel()
 
 
 def _resume_index(pb: Playbook, run: InterruptedRun) -> int | None:

@@ -124,8 +124,17 @@ class Daemon(DaemonControl):
             if self._reload_requested.is_set() and not self._stop.is_set():
                 self._reload_requested.clear()
                 self.notifier.reloading()
-                result = await self.reload()
+                result = await self._reload_guarded()
                 self.notifier.ready(self._status_line(result))
+
+    async def _reload_guarded(self) -> dict[str, Any]:
+        """A bug met while reloading must not stop a daemon that runs fine on the old set."""
+        try:
+            return await self.reload()
+        except Exception:
+            log.exception("reload failed, old rules kept")
+            self.metrics.reloads.labels("error").inc()
+            return {"ok": False}
 
     async def _shutdown(self) -> None:
         self.ready = False

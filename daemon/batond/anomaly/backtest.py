@@ -126,19 +126,18 @@ def _read_csv(path: Path) -> list[tuple[str, str, float, float]]:
 
 
 def _epoch(text: str, path: Path, line: int) -> float:
+    """ISO 8601 (naive means UTC), or epoch seconds."""
     try:
+        if "-" in text[1:]:  # a date; a leading "-" alone is a negative number
+            moment = datetime.fromisoformat(text.strip())
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            return moment.timestamp()
         return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise InputError(
             "bad_csv", f"{path}:{line}: timestamp {text!r} is neither ISO 8601 nor epoch seconds"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _write_csv(path: Path, table: list[tuple[str, str, float, float]], scores: list[float]) -> None:

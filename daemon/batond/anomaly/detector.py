@@ -17,13 +17,14 @@ Per point, in O(1) and pure Python (a few microseconds):
 3. *Sensitivity and calibration.*  ``sensitivity`` scales the deviation
    (0.5 leaves it alone; 0.25 needs twice the deviation for the same score);
    the result is mapped so the model's default threshold 0.99 means a tail
-   probability of 1e-5.
+   probability of about 5e-4.
 4. *Rest.*  After a score at or above the threshold, the next ``rest``
    points score 0: one alert per onset, not one per point.
 
 Everything is causal: a point is scored before it is learned.  Retraining
 (:meth:`ContextDetector.fit`, run off the event loop) re-learns the range and
-the memory from the last ``history`` points, in numpy.
+the memory from the last ``history`` points, in numpy; it is only worth doing
+when that range moved (:meth:`ContextDetector.range_moved`).
 """
 
 from __future__ import annotations
@@ -40,13 +41,14 @@ __all__ = ["ContextDetector", "Fit"]
 
 _LOG_TAIL = math.log(1e-10)  # log-likelihood 1e-10 maps to score 1
 _SQRT2 = math.sqrt(2.0)
+_U_CLAMP = 1e6  # range units; far beyond the level clamp
 _LEVEL_CLAMP = 50  # levels beyond the range: at most this many bins out
 _KEY_BASE = 256  # one context level per byte of an int key
 _KEY_SHIFT = 64  # levels are >= -_LEVEL_CLAMP, so level + shift >= 0
 _MIN_LONG = 30  # points of raw-novelty history before likelihood is trusted
 _SD_FLOOR = 0.03  # a perfectly predictable series still needs a real burst
 _RANGE_SLACK = 0.25  # retrain once an end of the range moved by a quarter bin
-_CALIBRATION = 4.0  # score s -> 1 - 10**(-4 s): 0.5 (tail 1e-5) becomes 0.99
+_CALIBRATION = 6.0  # score s -> 1 - 10**(-6 s): 0.99 is s = 1/3, a tail of 10**(-10/3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,9 @@ class ContextDetector:
         self.memories: list[dict[int, int]] = [{} for _ in params.offsets]
         self.contexts: list[deque[int]] = [deque(maxlen=params.context) for _ in params.offsets]
         self.history: deque[float] = deque(maxlen=max(params.history, self.warmup))
+        # extremes of the history and the point (by `seen`) where each last occurred,
+        # kept up to date per point so checking for a moved range costs O(1)
+        self.low, self.low_at, self.high, self.high_at = math.inf, 0, -math.inf, 0
         self.short: deque[float] = deque(maxlen=params.short)
         self.short_sum = 0.0
         self.long: deque[float] = deque(maxlen=params.long)
@@ -88,6 +93,7 @@ class ContextDetector:
         """Score ``value`` from the past only, then learn it."""
         self.seen += 1
         self.history.append(value)
+        self._track_extremes(value)
         if self.span == 0.0:
             if self.seen >= self.warmup:
                 self.apply(self.fit(list(self.history), self.seen))
@@ -98,6 +104,8 @@ class ContextDetector:
     def _learn(self, value: float) -> float:
         bins = self.params.bins
         u = (value - self.lo) / self.span
+        if not -_U_CLAMP < u < _U_CLAMP:  # keeps floor() finite for absurd values
+            u = _U_CLAMP if u > 0.0 else -_U_CLAMP
         novel = 0
         for offset, memory, context in zip(
             self.params.offsets, self.memories, self.contexts, strict=True
@@ -157,12 +165,30 @@ class ContextDetector:
         """A copy of what :meth:`fit` needs; taken on the event loop."""
         return list(self.history), self.seen
 
+    def _track_extremes(self, value: float) -> None:
+        if value <= self.low:
+            self.low, self.low_at = value, self.seen
+        if value >= self.high:
+            self.high, self.high_at = value, self.seen
+        oldest = self.seen - len(self.history)  # points up to here have left the history
+        if self.low_at <= oldest or self.high_at <= oldest:
+            self._rescan_extremes()
+
+    def _rescan_extremes(self) -> None:
+        """Extremes of the history, each at its latest occurrence."""
+        self.low, self.low_at, self.high, self.high_at = math.inf, 0, -math.inf, 0
+        first = self.seen - len(self.history) + 1
+        for at, value in enumerate(self.history, first):
+            if value <= self.low:
+                self.low, self.low_at = value, at
+            if value >= self.high:
+                self.high, self.high_at = value, at
+
     def range_moved(self) -> bool:
-        """Whether the history's range differs from the learned one (cheap: C min/max)."""
-        history = self.history
-        if not history or self.span == 0.0:
+        """Whether the history's range differs from the learned one by a quarter bin."""
+        if not self.history or self.span == 0.0:
             return False
-        lo, span = _range(min(history), max(history))
+        lo, span = _range(self.low, self.high)
         slack = self.span / self.params.bins * _RANGE_SLACK
         return abs(lo - self.lo) > slack or abs(lo + span - self.lo - self.span) > slack
 
@@ -235,6 +261,7 @@ class ContextDetector:
         self.memories = [{int(k): int(c) for k, c in m} for m in state["memories"]]
         self.contexts = [deque((int(x) for x in c), maxlen=width) for c in state["contexts"]]
         self.history = deque((float(x) for x in state["history"]), maxlen=self.history.maxlen)
+        self._rescan_extremes()
         self.short = deque((float(x) for x in state["short"]), maxlen=self.params.short)
         self.short_sum = float(state["short_sum"])
         self.long = deque((float(x) for x in state["long"]), maxlen=self.params.long)

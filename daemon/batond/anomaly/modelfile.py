@@ -9,10 +9,10 @@
           role: web                     # any other key: label that must be equal
         series_by: [host]               # labels that tell series apart (default [host])
         detector: context               # the only detector (default)
-        params: {bins: 6, offsets: [0, 0.5], context: 1, short: 10, long: 400,
+        params: {bins: 7, offsets: [0, 0.5], context: 1, short: 10, long: 400,
                  rest: 30, history: 3000}
         sensitivity: 0.5                # (0, 1]; lower needs stronger evidence
-        warmup: 300                     # points learned before scoring
+        warmup: 200                     # points learned before scoring
         retrain: 1h                     # re-learn range and memory this often
         threshold: 0.99                 # default alert threshold, (0, 1]
 

@@ -15,6 +15,7 @@ jobs inline at event time, so its scores equal the daemon's.
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,13 +26,14 @@ from batond.anomaly.spec import ModelSpec
 from batond.errors import StateError
 from batond.events import Sample
 
-__all__ = ["FEEDBACK_FACTOR", "MIN_SENSITIVITY", "STATE_VERSION", "ModelSet"]
+__all__ = ["FEEDBACK_FACTOR", "MAX_SERIES", "MIN_SENSITIVITY", "STATE_VERSION", "ModelSet"]
 
 STATE_VERSION = 1
 STATE_MAGIC = b"batond-anomaly-state"
 FEEDBACK_FACTOR = 0.7  # each false positive multiplies the series' sensitivity by this
 MIN_SENSITIVITY = 0.05
 RECENT_POINTS = 500  # per series, for GET /api/v1/series
+MAX_SERIES = 10_000  # a label with unbounded values in series_by must not exhaust memory
 
 SeriesKey = tuple[str, tuple[str, ...]]
 Job = Callable[[], Callable[[], None]]
@@ -53,14 +55,55 @@ class _Series:
 class ModelSet:
     """Scores samples of the series its models cover."""
 
-    def __init__(self, specs: Sequence[ModelSpec] = ()) -> None:
+    def __init__(self, specs: Sequence[ModelSpec] = (), max_series: int = MAX_SERIES) -> None:
+        self.max_series = max_series  # beyond it new series are not scored: bounded memory
+        self._series: dict[SeriesKey, _Series] = {}
+        self.state_notes: list[str] = []  # why learned state was set aside (import, reload)
+        self._index(specs)
+
+    def prepare(self) -> None:
+        """Import numpy now (a one-off ~0.1 s) so a series' first fit never pays it.
+
+        For a worker thread at start-up: the first fit of a series (at the end
+        of its warm-up) runs inline in :meth:`observe`, and would otherwise
+        import numpy on the event loop.
+        """
+        if self.specs:
+            import numpy  # noqa: F401
+
+    def _index(self, specs: Sequence[ModelSpec]) -> None:
         self.specs = tuple(specs)
         self._by_metric: dict[str, list[ModelSpec]] = {}
         for spec in self.specs:
             for metric in spec.match_metrics:
                 self._by_metric.setdefault(metric, []).append(spec)
-        self._series: dict[SeriesKey, _Series] = {}
-        self.state_notes: list[str] = []  # why learned state was set aside on import
+
+    def replace_specs(self, new: ModelSet | Sequence[ModelSpec]) -> None:
+        """Adopt reloaded models, keeping what each series learned where it still applies.
+
+        A series keeps its state when a model of the same name still covers its
+        metric with the same ``series_by`` and the same learned-structure
+        fingerprint; its feedback-lowered sensitivity keeps its ratio to the
+        model's.  Other series start afresh (``state_notes`` says why).
+        """
+        specs = new.specs if isinstance(new, ModelSet) else tuple(new)
+        old = self._series
+        self._index(specs)
+        self._series = {}
+        self.state_notes = []
+        by_name = {spec.name: spec for spec in specs}
+        for key, series in old.items():
+            spec = by_name.get(series.spec.name)
+            if spec is None or not _still_applies(series, spec):
+                self.state_notes.append(
+                    f"{series.metric} {series.labels}: model {series.spec.name!r} is gone or"
+                    " changed; the series learns afresh"
+                )
+                continue
+            detector = series.detector
+            detector.sensitivity *= spec.sensitivity / series.spec.sensitivity
+            series.spec = spec
+            self._series[key] = series
 
     # -- scoring ---------------------------------------------------------
     def observe(self, sample: Sample) -> float:
@@ -68,6 +111,8 @@ class ModelSet:
         specs = self._by_metric.get(sample.metric)
         if specs is None:
             return 0.0
+        if not math.isfinite(sample.value):
+            return 0.0  # nothing to learn from; sources reject these anyway
         series = self._series_for(sample, specs)
         if series is None:
             return 0.0
@@ -78,14 +123,17 @@ class ModelSet:
         return score
 
     def _series_for(self, sample: Sample, specs: list[ModelSpec]) -> _Series | None:
+        labels = sample.labels
         for spec in specs:
-            if not spec.covers(sample.labels):
+            if spec.match_labels and not spec.covers(labels):
                 continue
-            labels = {k: sample.labels.get(k, "") for k in spec.series_by}
-            key = (sample.metric, tuple(labels.values()))
+            key = (sample.metric, tuple([labels.get(k, "") for k in spec.series_by]))
             series = self._series.get(key)
             if series is None:
-                series = _Series(spec, sample.metric, labels, _new_detector(spec))
+                if len(self._series) >= self.max_series:
+                    return None
+                named = dict(zip(spec.series_by, key[1], strict=True))
+                series = _Series(spec, sample.metric, named, _new_detector(spec))
                 self._series[key] = series
             return series
         return None
@@ -207,6 +255,14 @@ class ModelSet:
         )
 
 
+def _still_applies(series: _Series, spec: ModelSpec) -> bool:
+    return (
+        series.metric in spec.match_metrics
+        and tuple(series.labels) == spec.series_by
+        and spec.fingerprint() == series.spec.fingerprint()
+    )
+
+
 def _new_detector(spec: ModelSpec) -> ContextDetector:
     return ContextDetector(spec.params, spec.warmup, spec.threshold, spec.sensitivity)
 
@@ -216,7 +272,11 @@ def _job(series: _Series) -> Job:
     history, upto = detector.training_input()
 
     def work() -> Callable[[], None]:
-        fit = detector.fit(history, upto)
+        try:
+            fit = detector.fit(history, upto)
+        except BaseException:
+            series.training = False  # a plain flag: lets the next retrain try again
+            raise
 
         def apply() -> None:
             series.training = False

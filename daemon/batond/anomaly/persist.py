@@ -8,14 +8,22 @@ from pathlib import Path
 from batond.anomaly.modelset import ModelSet
 from batond.errors import StateError
 
-__all__ = ["STATE_FILE", "load_state", "save_state"]
+__all__ = ["STATE_FILE", "load_state", "save_state", "write_state"]
 
 STATE_FILE = "anomaly.state"
 
 
 def save_state(model_set: ModelSet, state_dir: Path) -> None:
-    """Write the state next to its final name, fsync, then rename over it."""
-    data = model_set.export_state()
+    """Export and write the state (call on the thread that feeds the model set)."""
+    write_state(model_set.export_state(), state_dir)
+
+
+def write_state(data: bytes, state_dir: Path) -> None:
+    """Write exported state next to its final name, fsync, then rename over it.
+
+    Safe in a worker thread: export on the event loop (``export_state`` reads
+    live per-series state), then ``await asyncio.to_thread(write_state, ...)``.
+    """
     path = Path(state_dir) / STATE_FILE
     tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
     try:

@@ -35,7 +35,7 @@ class ContextParams:
     an alert; ``history``: points kept for retraining.
     """
 
-    bins: int = 6
+    bins: int = 7
     offsets: tuple[float, ...] = (0.0, 0.5)
     context: int = 1
     short: int = 10
@@ -68,7 +68,7 @@ class ModelSpec:
     detector: str = "context"
     params: ContextParams = ContextParams()
     sensitivity: float = 0.5
-    warmup: int = 300
+    warmup: int = 200
     retrain: float = 3600.0
     threshold: float = 0.99
 

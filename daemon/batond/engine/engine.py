@@ -39,6 +39,7 @@ class Engine:
         self._seq = itertools.count()
         self._schedule_next: dict[str, float | None] = {}
         self._schedule_fp: dict[str, str] = {}
+        self._schedule_due: float | None = None  # soonest schedule (-inf: not yet placed)
         self.index: MatchIndex[tuple[RuleState, int]] = MatchIndex(())
         self.replace_rules(rules)
 
@@ -61,6 +62,7 @@ class Engine:
             for s in rules.schedules
         }
         self._schedule_fp = {s.name: s.fingerprint for s in rules.schedules}
+        self._schedule_due = float("-inf") if rules.schedules else None
         self.rules = rules
         self.index = MatchIndex(_index_entries(self.states.values()))
 
@@ -70,7 +72,11 @@ class Engine:
 
     # -- input -----------------------------------------------------------------------
     def evaluate(self, item: Input, now: float, anomaly: float = 0.0) -> list[Output]:
-        """Decisions and resolutions that this input causes (timers are :meth:`tick`'s)."""
+        """Decisions and resolutions that this input causes.
+
+        Timers that came due by ``now`` fire first (so a busy input stream never
+        delays a ``for:`` decision), as :meth:`tick` would.
+        """
         host = item.labels.get("host")
         if host is not None:
             self.governor.hosts_seen[host] = now
@@ -78,7 +84,12 @@ class Engine:
             hits = self.index.lookup("metric", item.metric, item.labels)
         else:
             hits = self.index.lookup("event", item.name, item.labels)  # type: ignore[union-attr]
-        out: list[Output] = []
+        timers = self._timers
+        due = self._schedule_due
+        if (timers and timers[0][0] <= now) or (due is not None and due <= now):
+            out = self.tick(now)
+        else:
+            out = []
         for state, role in hits:
             state.on_input(self, item, role, now, anomaly, out)
         return out
@@ -93,8 +104,11 @@ class Engine:
                 continue  # replaced rule, or a timer superseded by an earlier one
             del state.due[key]
             state.on_timer(self, key, at, now, out)
-        for schedule in self.rules.schedules:
-            self._tick_schedule(schedule, now, out)
+        if self.rules.schedules:
+            for schedule in self.rules.schedules:
+                self._tick_schedule(schedule, now, out)
+            times = [t for t in self._schedule_next.values() if t is not None]
+            self._schedule_due = min(times) if times else None
         return out
 
     def next_deadline(self) -> float | None:
@@ -187,6 +201,11 @@ class Engine:
         self._schedule_next[schedule.name] = schedule.cron.next_after(now)
 
     # -- feedback --------------------------------------------------------------------
+    def run_started(self, rule: str, playbook: str, key: str, now: float) -> None:
+        """A run of a later candidate started (the decision's own playbook is counted at
+        the decision). Only its ``already_running`` bookkeeping; ended by record_outcome."""
+        self.governor.mark_running(playbook, key)
+
     def record_outcome(
         self, rule: str, playbook: str, key: str, outcome: str, now: float
     ) -> list[Output]:

@@ -61,7 +61,7 @@ RULE_NAMES = ("value", "metric", "labels", "event", "anomaly", "now")
 #: Names a playbook template sees.
 TEMPLATE_NAMES = (*RULE_NAMES, "steps", "params", "rule", "key", "severity")
 
-_MAX_REPEAT = 100_000  # "x" * n beyond this many items is refused (memory)
+_MAX_REPEAT = 100_000  # "x" * n giving more items than this is refused (memory)
 
 
 class EvalError(Exception):
@@ -124,10 +124,10 @@ def _item(obj: Any, key: Any) -> Any:
 
 
 def _mul(a: Any, b: Any) -> Any:
-    if isinstance(a, str | list | tuple) or isinstance(b, str | list | tuple):
-        n = b if isinstance(a, str | list | tuple) else a
-        if isinstance(n, int) and n > _MAX_REPEAT:
-            raise EvalError(f"repetition by {n} is too large")
+    """``*``, refusing repetitions that would build huge strings or lists (event data)."""
+    seq, n = (a, b) if isinstance(a, str | list | tuple) else (b, a)
+    if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > _MAX_REPEAT:
+        raise EvalError(f"repetition to {len(seq) * n} items is too large")
     return operator.mul(a, b)
 
 
@@ -194,10 +194,12 @@ def compile_expression(text: str, mark: Mark, names: Sequence[str] = RULE_NAMES)
     names = tuple(names)
     try:
         tree = _parse(text.strip())
+        body = _Compiler(text, mark, names).visit(tree.body)
     except SyntaxError as exc:
         line, col = _position_of_syntax_error(text, exc)
         raise _error(mark, text, line, col, f"expression syntax: {exc.msg}") from None
-    body = _Compiler(text, mark, names).visit(tree.body)
+    except (RecursionError, MemoryError):
+        raise _error(mark, text, 1, 1, "expression is too deeply nested") from None
     lam = ast.Expression(
         ast.Lambda(
             ast.arguments(

@@ -113,6 +113,7 @@ class Governor:
         self._active: dict[tuple[str, str], int] = {}  # (playbook, key) -> runs
         self._stats: dict[tuple[str, str, str], list[int]] = {}  # -> [resolved, total]
         self._rng = random.Random(seed)
+        self._clock = float("-inf")  # the latest time the governor was told about
 
     # -- settings from the daemon -------------------------------------------
     def set_paused(self, paused: bool) -> None:
@@ -134,6 +135,7 @@ class Governor:
         fleet: bool = True,
     ) -> str | None:
         """The suppression reason, or None when a run may start (then call :meth:`admit`)."""
+        self._clock = max(self._clock, now)
         if self.paused:
             return "paused"
         if self.shadow:
@@ -159,6 +161,11 @@ class Governor:
         """A run starts for ``target`` now."""
         self._runs.append(now)
         self._target_runs.setdefault(target, deque()).append(now)
+        key = (playbook, target)
+        self._active[key] = self._active.get(key, 0) + 1
+
+    def mark_running(self, playbook: str, target: str) -> None:
+        """A later candidate of a decision's list started (the first was admitted)."""
         key = (playbook, target)
         self._active[key] = self._active.get(key, 0) + 1
 
@@ -208,6 +215,7 @@ class Governor:
     def record_outcome(
         self, rule: str, playbook: str, target: str, cls: str, outcome: str, now: float
     ) -> None:
+        self._clock = max(self._clock, now)
         self.run_ended(playbook, target)
         if outcome not in ("resolved", *_NOT_RESOLVED):
             return  # cancelled, denied, interrupted, unknown: no evidence either way
@@ -247,9 +255,10 @@ class Governor:
 
     # -- circuits for the API ------------------------------------------------------
     def open_circuits(self, now: float | None = None) -> list[dict[str, Any]]:
-        if now is not None:
-            for target in list(self._circuits):
-                self._circuit_open(target, now)
+        """Circuits open at ``now`` (default: the latest time of a check or outcome)."""
+        at = self._clock if now is None else now
+        for target in list(self._circuits):
+            self._circuit_open(target, at)
         per = self.settings.per_target_per
         return [
             {"target": t, "opened_at": at, "closes_at": at + per}

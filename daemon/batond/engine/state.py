@@ -76,7 +76,7 @@ class RuleState:
         """Counted and kept for the API; the engine hands new messages to the daemon to log."""
         message = f"{when.mark}: {when.text!r}: {type(exc).__name__}: {exc}"
         self.eval_errors += 1
-        if message != self.last_error:
+        if message != self.last_error and len(self.new_errors) < 100:  # bounded if never taken
             self.new_errors.append(message)
         self.last_error = message
 
@@ -237,11 +237,14 @@ class CountState(RuleState):
         self.windows = {
             str(k): deque(float(t) for t in w) for k, w in data.get("windows", {}).items()
         }
-        return [
-            (k, self._falls_below_at(w))
-            for k, w in self.windows.items()
-            if k in self.open and len(w) >= self.at_least
-        ] + [(k, 0.0) for k in self.open if len(self.windows.get(k, ())) < self.at_least]
+        return [(k, self._resolve_due(k)) for k in self.open]
+
+    def _resolve_due(self, key: str) -> float:
+        """When an open incident's count falls (or fell) below ``at_least``."""
+        window = self.windows.get(key)
+        if window is not None and len(window) >= self.at_least:
+            return self._falls_below_at(window)
+        return window[-1] + self.within if window else self.open[key]
 
 
 class AbsentState(RuleState):

@@ -59,6 +59,10 @@ class HostSource:
             cfg.processes, node, bus, metrics, interval=cfg.interval, clock=clock
         )
 
+    @property
+    def state(self) -> str:
+        return "running"
+
     async def run(self, started: asyncio.Event) -> None:
         """Sample until cancelled; the process watch runs alongside."""
         psutil.cpu_percent(None)  # primes the counter: the first real reading is a delta

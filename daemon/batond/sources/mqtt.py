@@ -79,10 +79,18 @@ class MqttSource:
         self._client: aiomqtt.Client | None = None
         self._formats: dict[str, _Parser | None] = {}
         self.connections = 0
+        self._attempted = False
 
     @property
     def connected(self) -> bool:
         return self._client is not None
+
+    @property
+    def state(self) -> str:
+        """For status: connected, connecting (no attempt finished yet) or disconnected."""
+        if self._client is not None:
+            return "connected"
+        return "disconnected" if self._attempted else "connecting"
 
     async def run(self, started: asyncio.Event) -> None:
         """Connect, subscribe and take messages until cancelled; reconnect on any failure."""
@@ -97,6 +105,7 @@ class MqttSource:
                 log.error("MQTT %s: cannot connect: %s", self._cfg.url, exc)
             finally:
                 self._client = None
+                self._attempted = True
                 self._metrics.mqtt_connected.set(0)
             if not started.is_set():
                 log.warning(
@@ -119,7 +128,10 @@ class MqttSource:
             if self.connections > 1:
                 self._metrics.mqtt_reconnects.inc()
             for sub in self._cfg.subscribe:
-                await client.subscribe(sub.topic, qos=sub.qos, timeout=self._timeout)
+                granted = await client.subscribe(sub.topic, qos=sub.qos, timeout=self._timeout)
+                codes = [code if isinstance(code, int) else code.value for code in granted]
+                if any(code >= 0x80 for code in codes):  # e.g. an ACL: say so, keep the rest
+                    log.error("MQTT broker refused the subscription to %r", sub.topic)
             self._client = client
             self._metrics.mqtt_connected.set(1)
             log.info(

@@ -1,0 +1,158 @@
+"""Event -> first action at a given input rate: the engine's and the runner's share.
+
+Inputs arrive at ``--rate`` per second (by default 1,000): samples that the
+rules evaluate and that fire nothing, and every ``--run-every``-th input an
+event that makes the real Engine decide a run (each for its own incident key,
+the governor's limits opened wide). Each decision goes to a real Runner (real
+SQLite journal in a temp dir, the real ``exec`` of ``true``). The time is taken
+from the input's arrival (``time.monotonic()`` just before the engine sees it,
+as the bus stamps it) to the moment the exec action is called, after the run's
+intent and the step's start are journaled (the write-ahead path). The service's
+own ``record_decision`` write before ``Runner.start`` is not part of this path.
+
+Run: .venv/bin/python bench/bench_runner.py [--rate 1000] [--seconds 10] [--run-every 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+import batond.actions
+from batond.actions import ActionContext, ActionResult, StepCall
+from batond.actions.execute import run as exec_run
+from batond.config import GovernorConfig, RateLimit
+from batond.engine.engine import Engine
+from batond.engine.governor import Governor
+from batond.engine.types import Decision
+from batond.events import Event, Input, Sample
+from batond.journal import Journal
+from batond.metrics import Metrics
+from batond.rulefiles import load_rules
+from batond.runner import RunEnded, Runner
+
+RULES = """\
+rules:
+  - name: bench-fail
+    match: {event: bench.fail}
+    group_by: [seq]
+    run: bench
+  - name: bench-high
+    match: {metric: bench_value}
+    when: value > 1000000
+    run: bench
+
+playbooks:
+  - name: bench
+    mode: single
+    steps:
+      - {name: act, action: exec, with: {argv: ["true", "{{ labels.seq }}"]}, timeout: 30s}
+"""
+WIDE = RateLimit(10**9, 1.0)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def make_input(i: int, run_every: int) -> Input:
+    now = time.time()
+    if i % run_every == 0:
+        labels = {"host": "bench", "seq": str(i)}
+        return Event("bench.fail", now, labels, {"event": "bench.fail", **labels}, "http")
+    labels = {"host": "bench"}
+    raw = {"metric": "bench_value", "value": 1.0, **labels}
+    return Sample("bench_value", 1.0, now, labels, raw, "http")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=1000.0, help="inputs per second")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--run-every", type=int, default=100, help="one input in N starts a run")
+    args = parser.parse_args()
+
+    to_action: list[float] = []
+    arrivals: dict[str, float] = {}
+
+    async def timed_exec(call: StepCall) -> ActionResult:
+        to_action.append(time.monotonic() - arrivals[call.args["argv"][1]])
+        return await exec_run(call)
+
+    # the runner looks actions up in this dict at each step
+    batond.actions.ACTIONS["exec"] = timed_exec  # type: ignore[index]
+
+    ended: list[RunEnded] = []
+    all_ended = asyncio.Condition()
+
+    def on_outcome(run: RunEnded) -> None:
+        ended.append(run)
+
+        async def note() -> None:
+            async with all_ended:
+                all_ended.notify_all()
+
+        asyncio.get_running_loop().create_task(note())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rules_file = Path(tmp) / "bench.yaml"
+        rules_file.write_text(RULES)
+        ruleset = load_rules([rules_file])
+        governor = Governor(
+            GovernorConfig(
+                max_concurrent_runs=256, max_runs=WIDE, per_target=WIDE,
+                max_targets_fraction=1.0, min_fleet=10**9,
+            )
+        )  # fmt: skip
+        engine = Engine(ruleset, governor)
+        journal = Journal.open(Path(tmp) / "state")
+        runner = Runner(
+            playbooks=ruleset.playbooks,
+            store=journal,
+            metrics=Metrics(CollectorRegistry()),
+            actions=ActionContext(),
+            on_outcome=on_outcome,
+            max_concurrent=256,
+        )
+        loop = asyncio.get_running_loop()
+        n = int(args.rate * args.seconds)
+        t0 = loop.time()
+        started = time.perf_counter()
+        decisions = 0
+        for i in range(n):
+            delay = t0 + i / args.rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            item = make_input(i, args.run_every)
+            arrived = time.monotonic()
+            arrivals[str(i)] = arrived
+            for out in engine.evaluate(item, time.time()):
+                if isinstance(out, Decision) and out.playbook is not None:
+                    decisions += 1
+                    runner.start(out, arrived=arrived, verify_by_run=True)
+        async with all_ended:
+            await all_ended.wait_for(lambda: len(ended) >= decisions)
+        elapsed = time.perf_counter() - started
+        await runner.shutdown(5)
+        await journal.close()
+    ms = [v * 1000 for v in to_action]
+    print(
+        f"inputs={n} rate={args.rate:.0f}/s run_every={args.run_every} decisions={decisions} "
+        f"first_actions={len(ms)} elapsed_s={elapsed:.2f}"
+    )
+    print(
+        "event->first action (ms): "
+        f"p50={statistics.median(ms):.3f} p95={pct(ms, 0.95):.3f} "
+        f"p99={pct(ms, 0.99):.3f} max={max(ms):.3f}"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,190 @@
+"""Run the real ``batond run`` as a subprocess for end-to-end tests.
+
+The daemon gets a config in a temporary folder (state there too), a free
+loopback port and, optionally, a ``NOTIFY_SOCKET`` the test listens on.
+Waiting is polling with a generous deadline: the daemon is an external process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BATOND", "DaemonProcess", "HttpResult", "free_port", "http", "write_config"]
+
+#: the console script of the environment running the tests
+BATOND = str(Path(sys.executable).with_name("batond"))
+START_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def write_config(
+    folder: Path,
+    port: int,
+    *,
+    rules: str = "",
+    token: str | None = None,
+    http_extra: str = "",
+    extra: str = "",
+) -> Path:
+    """``folder/batond.yaml`` with state in ``folder/state`` and rules in ``folder/rules``."""
+    (folder / "rules").mkdir(parents=True, exist_ok=True)
+    (folder / "models").mkdir(exist_ok=True)
+    if rules:
+        (folder / "rules" / "rules.yaml").write_text(textwrap.dedent(rules).lstrip())
+    lines = [
+        "node: test-node",
+        "state_dir: state",
+        "rules: [rules]",
+        "models: [models]",
+        "http:",
+        f"  listen: 127.0.0.1:{port}",
+    ]
+    if token is not None:
+        (folder / "token").write_text(token + "\n")
+        lines.append("  token_file: token")
+    lines += [f"  {line}" for line in http_extra.splitlines()]
+    lines += ["host:", "  interval: 1s"]
+    path = folder / "batond.yaml"
+    path.write_text("\n".join(lines) + "\n" + textwrap.dedent(extra))
+    return path
+
+
+class HttpResult:
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+
+def http(
+    method: str,
+    url: str,
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> HttpResult:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return HttpResult(resp.status, resp.read(), dict(resp.headers))
+    except urllib.error.HTTPError as exc:
+        return HttpResult(exc.code, exc.read(), dict(exc.headers))
+
+
+class DaemonProcess:
+    """One ``batond run -c CONFIG``; output goes to files next to the config."""
+
+    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.stdout = config.parent / "daemon.out"
+        self.stderr = config.parent / "daemon.err"
+        full_env = dict(os.environ)
+        for inherited in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            full_env.pop(inherited, None)  # (pytest itself may run under systemd)
+        full_env.update(env or {})
+        with self.stdout.open("ab") as out, self.stderr.open("ab") as err:
+            self.proc = subprocess.Popen(
+                [BATOND, "run", "-c", str(config)],
+                stdout=out,
+                stderr=err,
+                env=full_env,
+                cwd=config.parent,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.stderr.read_text(errors="replace")
+
+    def get(self, path: str, **kw: Any) -> HttpResult:
+        return http("GET", self.url + path, **kw)
+
+    def post(self, path: str, data: Any = None, token: str | None = None) -> HttpResult:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        body = json.dumps(data if data is not None else {}).encode()
+        return http("POST", self.url + path, body=body, headers=headers)
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"batond exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                if self.get("/readyz", timeout=2).status == 200:
+                    return
+            except OSError:
+                pass  # not listening yet
+            time.sleep(0.05)
+        raise AssertionError(f"batond not ready within {timeout}s:\n{self.log()}")
+
+    def wait_for(self, check: Any, timeout: float = 30.0, what: str = "condition") -> Any:
+        """Poll ``check()`` until it returns something truthy."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = check()
+            if found:
+                return found
+            if self.proc.poll() is not None:
+                raise AssertionError(f"batond exited {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log()}")
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        for family in text_string_to_metric_families(self.get("/metrics").text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == (labels or {}):
+                    return float(sample.value)
+        return None
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM and wait; SIGKILL if it does not exit in time (then fail loudly)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"batond ignored SIGTERM for {timeout}s") from None
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
