@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from batond.bus import Bus
     from batond.engine.engine import Engine, RuleSet
     from batond.journal import Journal
+    from batond.records import InterruptedRun
     from batond.recorder import Recorder
     from batond.runner import Runner, RunEnded
     from batond.sources.mqtt import MqttSource
@@ -53,7 +54,7 @@ class DaemonControl:
         self.runner: Runner
         self.rules_set: RuleSet
         self.models: ModelSet
-        self._run_decisions: dict[int, Decision] = {}
+        self._interrupted: list[InterruptedRun] = []
 
     # -- building ----------------------------------------------------------
     def load_definitions(self) -> None:
@@ -75,6 +76,8 @@ class DaemonControl:
 
         self.journal = await asyncio.to_thread(Journal.open, self.config.state_dir)
         self.paused_by_journal = await self.journal.is_paused()
+        # before anything can start a run: in-flight runs of the last life become interrupted
+        self._interrupted = await self.journal.recover_interrupted(time.time())
         state = await self.journal.load_rule_state()
         self._saved_rule_state = state
         if self.config.journal.record is not None:
@@ -133,9 +136,10 @@ class DaemonControl:
         add_input_routes(app, self.bus, self.metrics)
 
     async def resume_interrupted(self) -> None:
-        assert self.journal is not None
-        for record in await self.journal.recover_interrupted(time.time()):
+        """Resume or escalate what the last life left interrupted (per on_interrupt:)."""
+        for record in self._interrupted:
             await self.runner.resume(record)
+        self._interrupted = []
 
     # -- the decision path ---------------------------------------------------
     def evaluate(self, item: Input, now: float) -> list[Output]:
