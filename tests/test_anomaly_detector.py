@@ -153,3 +153,26 @@ def test_the_number_of_series_is_capped() -> None:
     assert models.series_count() == 3
     assert models.observe(Sample("cpu_percent", 1.0, 2.0, {"host": "a"})) == 0.0
     assert [s["labels"]["host"] for s in models.series()] == ["a", "b", "c"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=5, max_size=200),
+    st.integers(min_value=1, max_value=3),
+)
+def test_the_numpy_fit_counts_exactly_what_streaming_learning_counts(
+    values: list[float], context: int
+) -> None:
+    """Retraining (numpy) and per-point learning (pure Python) must agree on every level."""
+    params = ContextParams(bins=7, offsets=(0.0, 0.5), context=context)
+    detector = ContextDetector(params, warmup=10, threshold=0.99, sensitivity=0.5)
+    fit = detector.fit(values, len(values))
+    replay = ContextDetector(params, warmup=10, threshold=0.99, sensitivity=0.5)
+    replay.lo, replay.span = fit.lo, fit.span
+    for value in values[:context]:  # seed the contexts as the fit's first counted point sees them
+        replay._learn(value)
+    replay.memories = [{} for _ in params.offsets]
+    for value in values[context:]:
+        replay._learn(value)
+    assert replay.memories == list(fit.memories)
+    assert [tuple(c) for c in replay.contexts] == list(fit.contexts)

@@ -124,3 +124,16 @@ def test_reload_keeps_learned_series_whose_model_still_applies() -> None:
     [kept] = [s for s in body["series"] if s["metric"] == "cpu_percent"]
     assert kept["detector"]["seen"] == 501
     assert kept["detector"]["span"] > 0.0  # trained, not warming up again
+
+
+def test_a_model_with_other_series_labels_starts_afresh(tmp_path: Path) -> None:
+    models = ModelSet([SPEC])
+    feed(models, points(wave(300)))
+    save_state(models, tmp_path)
+    regrouped = ModelSet([replace(SPEC, series_by=("host", "core"))])
+    load_state(regrouped, tmp_path)
+    assert regrouped.series_count() == 0
+    assert regrouped.state_notes == [
+        "cpu_percent {'host': 'a'}: model 'cpu' now tells series apart by ['host', 'core'];"
+        " the series learns afresh"
+    ]

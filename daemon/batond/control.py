@@ -91,6 +91,13 @@ class DaemonControl:
         except BatondError as exc:
             log.warning("anomaly model state not loaded: %s", exc)
 
+    async def reconcile(self) -> None:
+        """Close journal incidents the restored engine does not hold open (a kill in between)."""
+        assert self.journal is not None
+        open_keys = {(name, key) for name, st in self.engine.states.items() for key in st.open}
+        await self.journal.reconcile_incidents(open_keys, time.time())
+        await self._refresh_silences()
+
     def build_runtime(self) -> None:
         from batond.actions import ActionContext
         from batond.engine.engine import Engine
@@ -315,10 +322,14 @@ class DaemonControl:
         self.engine.governor.set_silences(await self.journal.list_silences(time.time()))
 
     async def gate(self, run_id: int, verb: str) -> bool:
+        assert self.journal is not None
         method = {"approve": self.runner.approve, "deny": self.runner.deny}.get(
             verb, self.runner.cancel
         )
-        return bool(method(run_id))
+        if not method(run_id):
+            return False
+        await self.journal.record_approval(run_id, verb)
+        return True
 
     async def set_paused(self, paused: bool) -> dict[str, Any]:
         assert self.journal is not None

@@ -5,9 +5,11 @@ one resolves; when none does, the ``escalate:`` playbook runs. Each run is
 written to the journal before its first action and each step attempt before
 it acts (write-ahead), so a crash loses nothing.
 
-The path from :meth:`Runner.start` to the first action has no thread hop and
-no polling: ``start`` admits the run synchronously and creates its task; the
-task writes the intent and starts the action in the same loop.
+The runner adds no thread hop and no polling between :meth:`Runner.start` and
+the first action: ``start`` admits the run synchronously (so a second decision
+in the same loop iteration already sees it) and creates its task; the task
+awaits the journal's two write-ahead records and starts the action. Step
+execution itself lives in :mod:`batond.runsteps`.
 """
 
 from __future__ import annotations

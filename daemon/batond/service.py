@@ -61,6 +61,7 @@ class Daemon(DaemonControl):
         await self.open_journal()
         self.bus = Bus(self.metrics)
         self.build_runtime()
+        await self.reconcile()
         self._install_signal_handlers()
         async with asyncio.TaskGroup() as tg:
             self._spawn(tg, "http", self._serve_http)
@@ -228,8 +229,9 @@ class Daemon(DaemonControl):
                 await self.on_decision(out, arrived)
             elif isinstance(out, Resolved):
                 await self.on_resolved(out)
-        if outputs:
-            await self.save_state()
+        if outputs and self.journal is not None:
+            # coalesced: a storm of decisions costs a few state exports, not one each
+            self.journal.save_rule_state_soon(self.engine.export_state)
 
     async def _housekeeping(self, started: asyncio.Event) -> None:
         started.set()

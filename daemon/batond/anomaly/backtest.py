@@ -74,7 +74,7 @@ def _run(paths: list[Path], out: Path, spec: ModelSpec) -> int:
     rows = 0
     for i, (path, rel) in enumerate(inputs, 1):
         if progress:
-            print(f"\r[{i}/{len(inputs)}] {rel}", end="", file=sys.stderr, flush=True)
+            print(f"\r[{i}/{len(inputs)}] {rel}\x1b[K", end="", file=sys.stderr, flush=True)
         table = _read_csv(path)
         scores = score_rows(spec, [(ts, value) for _, _, ts, value in table])
         _write_csv(out / rel, table, scores)

@@ -198,7 +198,10 @@ class ContextDetector:
 
         values = np.asarray(history, dtype=np.float64)
         lo, span = _range(float(values.min()), float(values.max()))
-        u = (values - lo) / span
+        with np.errstate(over="ignore", invalid="ignore"):  # absurd values: clamped below
+            u = (values - lo) / span
+        # the same clamp as _learn: out-of-range (and NaN from inf/inf) to an end
+        u = np.where(np.abs(u) < _U_CLAMP, u, np.where(u > 0.0, _U_CLAMP, -_U_CLAMP))
         memories = []
         contexts = []
         width = self.params.context

@@ -35,7 +35,7 @@ MIN_SENSITIVITY = 0.05
 RECENT_POINTS = 500  # per series, for GET /api/v1/series
 MAX_SERIES = 10_000  # a label with unbounded values in series_by must not exhaust memory
 
-SeriesKey = tuple[str, tuple[str, ...]]
+SeriesKey = tuple[str, str, tuple[str, ...]]  # model name, metric, series_by values
 Job = Callable[[], Callable[[], None]]
 
 
@@ -101,7 +101,8 @@ class ModelSet:
                 )
                 continue
             detector = series.detector
-            detector.sensitivity *= spec.sensitivity / series.spec.sensitivity
+            scaled = detector.sensitivity * spec.sensitivity / series.spec.sensitivity
+            detector.sensitivity = min(1.0, max(MIN_SENSITIVITY, scaled))
             series.spec = spec
             self._series[key] = series
 
@@ -127,12 +128,12 @@ class ModelSet:
         for spec in specs:
             if spec.match_labels and not spec.covers(labels):
                 continue
-            key = (sample.metric, tuple([labels.get(k, "") for k in spec.series_by]))
+            key = (spec.name, sample.metric, tuple([labels.get(k, "") for k in spec.series_by]))
             series = self._series.get(key)
             if series is None:
                 if len(self._series) >= self.max_series:
                     return None
-                named = dict(zip(spec.series_by, key[1], strict=True))
+                named = dict(zip(spec.series_by, key[2], strict=True))
                 series = _Series(spec, sample.metric, named, _new_detector(spec))
                 self._series[key] = series
             return series
@@ -171,7 +172,7 @@ class ModelSet:
         for spec in self._by_metric.get(metric, ()):
             if not spec.covers(labels):
                 continue
-            key = (metric, tuple(labels.get(k, "") for k in spec.series_by))
+            key = (spec.name, metric, tuple(labels.get(k, "") for k in spec.series_by))
             series = self._series.get(key)
             if series is None:
                 return False
@@ -246,12 +247,19 @@ class ModelSet:
             )
             return
         labels = {str(k): str(v) for k, v in item["labels"].items()}
+        if tuple(labels) != spec.series_by:
+            self.state_notes.append(
+                f"{where}: model {name!r} now tells series apart by {list(spec.series_by)};"
+                " the series learns afresh"
+            )
+            return
         detector = _new_detector(spec)
         detector.load_state(item["detector"])
-        key = (str(item["metric"]), tuple(labels.get(k, "") for k in spec.series_by))
+        metric = str(item["metric"])
+        key = (spec.name, metric, tuple(labels.get(k, "") for k in spec.series_by))
         trained = item.get("trained_at")
         self._series[key] = _Series(
-            spec, key[0], labels, detector, trained_at=None if trained is None else float(trained)
+            spec, metric, labels, detector, trained_at=None if trained is None else float(trained)
         )
 
 
