@@ -90,6 +90,8 @@ class DaemonControl:
             load_state(self.models, self.config.state_dir)
         except BatondError as exc:
             log.warning("anomaly model state not loaded: %s", exc)
+        for note in self.models.state_notes:
+            log.info("anomaly model: %s", note)
 
     async def reconcile(self) -> None:
         """Close journal incidents the restored engine does not hold open (a kill in between)."""
@@ -227,14 +229,18 @@ class DaemonControl:
         if self.journal is not None:
             await self.journal.prune(self.config.journal.retention, now)
 
+    async def save_models(self) -> None:
+        """Export on the loop (it reads live series), write in a thread."""
+        from batond.anomaly.persist import write_state
+
+        try:
+            await asyncio.to_thread(write_state, self.models.export_state(), self.config.state_dir)
+        except (OSError, BatondError) as exc:
+            log.warning("anomaly model state not saved: %s", exc)
+
     async def close(self) -> None:
         if self.journal is not None:
-            from batond.anomaly.persist import save_state
-
-            try:
-                await asyncio.to_thread(save_state, self.models, self.config.state_dir)
-            except (OSError, BatondError) as exc:
-                log.warning("anomaly model state not saved: %s", exc)
+            await self.save_models()
             await self.journal.close()
             self.journal = None
         if self.recorder is not None:
@@ -280,6 +286,8 @@ class DaemonControl:
         labels = incident.get("labels") or {}
         metric = incident.get("metric") or labels.get("metric", "")
         adjusted = self.models.feedback_false_positive(metric, labels)
+        if adjusted:
+            await self.save_models()  # feedback must survive a crash
         return {"incident": incident_id, "feedback": kind, "model_adjusted": adjusted}
 
     def rules(self) -> dict[str, Any]:

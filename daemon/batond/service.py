@@ -40,6 +40,7 @@ STOP_GRACE_S = 20.0
 #: How often housekeeping runs (kill switch file, rule state, model training, pruning).
 HOUSEKEEPING_S = 1.0
 PRUNE_EVERY_S = 3600.0
+MODEL_SAVE_EVERY_S = 300.0
 
 
 class Daemon(DaemonControl):
@@ -76,6 +77,8 @@ class Daemon(DaemonControl):
             self.ready = True
             self.notifier.ready(self._status_line())
             log.info("ready: %s", self._status_line())
+            # numpy for the anomaly model loads after READY, off the loop
+            await asyncio.to_thread(self.models.prepare)
             await self._until_stopped()
             await self._shutdown()
             watchdog.cancel()
@@ -235,7 +238,8 @@ class Daemon(DaemonControl):
 
     async def _housekeeping(self, started: asyncio.Event) -> None:
         started.set()
-        last_prune = 0.0
+        last_prune = last_model_save = time.time()
+        await self.prune(last_prune)
         while True:
             now = time.time()
             self.refresh_pause()
@@ -243,6 +247,9 @@ class Daemon(DaemonControl):
             if now - last_prune >= PRUNE_EVERY_S:
                 last_prune = now
                 await self.prune(now)
+            if now - last_model_save >= MODEL_SAVE_EVERY_S:
+                last_model_save = now
+                await self.save_models()
             await asyncio.sleep(HOUSEKEEPING_S)
 
 
