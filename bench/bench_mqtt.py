@@ -172,7 +172,7 @@ async def session_once(cfg: MqttConfig, bus: Bus, metrics: Metrics) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=50_000)
-    parser.add_argument("--batch-messages", type=int, default=20_000)
+    parser.add_argument("--batch-messages", type=int, default=2_000)
     args = parser.parse_args()
     print(
         f"python {sys.version.split()[0]}, one asyncio thread; mosquitto + mosquitto_pub "

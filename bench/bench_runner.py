@@ -11,16 +11,19 @@ intent and the step's start are journaled (the write-ahead path). The service's
 own ``record_decision`` write before ``Runner.start`` is not part of this path.
 
 Run: .venv/bin/python bench/bench_runner.py [--rate 1000] [--seconds 10] [--run-every 100]
+     [--store journal|memory]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -57,6 +60,28 @@ playbooks:
 WIDE = RateLimit(10**9, 1.0)
 
 
+class MemoryStore:
+    """Records nothing: the write-ahead records cost zero here."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+
+    async def run_created(self, **kw: Any) -> int:
+        return next(self._ids)
+
+    async def run_state(self, run_id: int, state: str, at: float) -> None:
+        return None
+
+    async def step_started(self, *args: Any) -> int:
+        return next(self._ids)
+
+    async def step_finished(self, step_id: int, **kw: Any) -> None:
+        return None
+
+    async def run_finished(self, run_id: int, outcome: str, ended_at: float) -> None:
+        return None
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -77,6 +102,12 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="inputs per second")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--run-every", type=int, default=100, help="one input in N starts a run")
+    parser.add_argument(
+        "--store",
+        choices=["journal", "memory"],
+        default="journal",
+        help="memory: no journal writes, to show the engine's and runner's own share",
+    )
     args = parser.parse_args()
 
     to_action: list[float] = []
@@ -115,7 +146,7 @@ async def main() -> None:
         journal = Journal.open(Path(tmp) / "state")
         runner = Runner(
             playbooks=ruleset.playbooks,
-            store=journal,
+            store=journal if args.store == "journal" else MemoryStore(),
             metrics=Metrics(CollectorRegistry()),
             actions=ActionContext(),
             on_outcome=on_outcome,
@@ -144,7 +175,8 @@ async def main() -> None:
         await journal.close()
     ms = [v * 1000 for v in to_action]
     print(
-        f"inputs={n} rate={args.rate:.0f}/s run_every={args.run_every} decisions={decisions} "
+        f"store={args.store} inputs={n} rate={args.rate:.0f}/s run_every={args.run_every} "
+        f"decisions={decisions} "
         f"first_actions={len(ms)} elapsed_s={elapsed:.2f}"
     )
     print(

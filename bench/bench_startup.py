@@ -106,10 +106,16 @@ def one_start(folder: Path, nice: int | None = None) -> tuple[float, float, floa
 
 
 def import_profile(folder: Path, top: int = 15) -> None:
+    """The imports done before READY=1 (the daemon is killed the moment it says READY)."""
     port = free_port()
     config = write_config(folder, port)
+    sock_path = folder / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(60)
     code = "import sys; from batond.cli import main; sys.exit(main())"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["NOTIFY_SOCKET"] = str(sock_path)
     proc = subprocess.Popen(
         [sys.executable, "-X", "importtime", "-c", code, "run", "-c", str(config)],
         env=env,
@@ -117,27 +123,25 @@ def import_profile(folder: Path, top: int = 15) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not readyz(port) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.terminate()
+    while "READY=1" not in sock.recv(4096).decode().split("\n"):
+        pass
+    proc.kill()
     _, err = proc.communicate(timeout=60)
+    sock.close()
     rows = []
     for line in err.splitlines():
         if line.startswith("import time:") and "|" in line and "self [us]" not in line:
             _, cumulative, name = line[len("import time:") :].split("|")
             rows.append((int(cumulative), name.rstrip()))
     top_level = [r for r in rows if not r[1].startswith("   ")]  # outermost imports
-    print(f"\nslowest top-level imports of one start (cumulative, {len(rows)} modules):")
+    print(f"\nslowest top-level imports before READY=1 (cumulative, {len(rows)} modules):")
     for us, name in sorted(top_level, reverse=True)[:top]:
         print(f"  {us / 1000:8.1f} ms  {name.strip()}")
-    heavy = [
-        n.strip() for _, n in rows if n.strip().split(".")[0] in ("sklearn", "scipy", "pandas")
-    ]
-    print(
-        f"heavy numeric modules imported at start: {len(heavy)}"
-        + (f" ({heavy[0]}...)" if heavy else "")
+    heavy = sorted(
+        {n.strip().split(".")[0] for _, n in rows}
+        & {"numpy", "sklearn", "scipy", "pandas", "aiomqtt"}
     )
+    print(f"heavy modules imported before READY=1: {', '.join(heavy) or 'none'}")
 
 
 def main() -> None:

@@ -24,6 +24,13 @@ __all__ = ["BATOND", "DaemonProcess", "HttpResult", "free_port", "http", "write_
 
 #: the console script of the environment running the tests
 BATOND = str(Path(sys.executable).with_name("batond"))
+#: ``batond`` as the console script runs it, plus a stack dump of every thread on
+#: SIGUSR1 so that a daemon that hangs in a test says where
+_RUN_WITH_STACK_DUMPS = (
+    "import faulthandler, signal, sys; "
+    "faulthandler.register(signal.SIGUSR1, all_threads=True); "
+    "from batond.cli import main; sys.exit(main())"
+)
 START_TIMEOUT_S = 60.0
 
 
@@ -113,7 +120,7 @@ class DaemonProcess:
         full_env.update(env or {})
         with self.stdout.open("ab") as out, self.stderr.open("ab") as err:
             self.proc = subprocess.Popen(
-                [BATOND, "run", "-c", str(config)],
+                [sys.executable, "-c", _RUN_WITH_STACK_DUMPS, "run", "-c", str(config)],
                 stdout=out,
                 stderr=err,
                 env=full_env,
@@ -179,9 +186,13 @@ class DaemonProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)  # where is it stuck?
+                time.sleep(2)
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(f"batond ignored SIGTERM for {timeout}s") from None
+                raise AssertionError(
+                    f"batond ignored SIGTERM for {timeout}s:\n{self.log()}"
+                ) from None
         return self.proc.returncode
 
     def kill(self) -> None:

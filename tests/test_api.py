@@ -259,3 +259,18 @@ def test_reload_over_http(daemon: DaemonProcess) -> None:
     r = daemon.post("/api/v1/reload", token=TOKEN)
     assert (r.status, r.json()["ok"]) == (200, True)
     assert daemon.metric("batond_reloads_total", {"result": "ok"}) == before + 1
+
+
+def test_page_script_parses(tmp_path: Path) -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is missing: cannot syntax-check the page's script")
+    page = (Path(__file__).parent.parent / "daemon/batond/web/index.html").read_text()
+    scripts = re.findall(r"<script>(.*?)</script>", page, re.S)
+    assert len(scripts) == 1
+    script = tmp_path / "page.js"
+    script.write_text(scripts[0])
+    done = subprocess.run(
+        [node, "--check", str(script)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr

@@ -257,3 +257,21 @@ def test_sigint_also_stops_cleanly(tmp_path: Path) -> None:
         assert d.proc.wait(UNIT_STOP_TIMEOUT_S) == 0, d.log()
     finally:
         d.kill()
+
+
+def test_a_component_that_cannot_start_means_no_ready_and_exit_1(
+    tmp_path: Path, listener: NotifyListener
+) -> None:
+    with socket.socket() as taken:  # someone else listens on the configured port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, port, rules=RULES)
+        d = DaemonProcess(config, port, env={"NOTIFY_SOCKET": listener.address})
+        try:
+            assert d.proc.wait(60) == 1, d.log()
+        finally:
+            d.kill()
+    assert "address already in use" in d.log()
+    listener.wait_for("STOPPING=1", timeout=10)
+    assert "READY=1" not in listener.lines()

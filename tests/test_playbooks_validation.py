@@ -210,3 +210,20 @@ def test_schema_comes_from_the_same_key_tables() -> None:
         assert set(by_action[action]["properties"]) == set(keys)
         assert by_action[action].get("required", []) == list(required)
         assert by_action[action]["additionalProperties"] is False
+
+
+def test_the_spec_example_and_shipped_examples_validate_against_the_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from pathlib import Path
+
+    import yaml
+
+    schema = json.loads(json.dumps(PLAYBOOK_SCHEMA))
+    docs = [yaml.safe_load(SPEC_EXAMPLE)]
+    examples = Path(__file__).resolve().parent.parent / "rules" / "examples"
+    docs += [yaml.safe_load(p.read_text()) for p in sorted(examples.glob("*/*.yaml"))]
+    for doc in docs:
+        jsonschema.validate(doc["playbooks"], schema)
+    bad = yaml.safe_load(SPEC_EXAMPLE.replace("verb: restart", "verb: restart, shell: yes"))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad["playbooks"], schema)

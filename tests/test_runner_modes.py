@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from batond.config import GovernorConfig
+from batond.engine.engine import Engine
+from batond.engine.governor import Governor
+from batond.engine.types import Decision
+from batond.events import Event
 from batond.records import InterruptedRun
+from batond.rulefiles import load_rules
 from runner_support import Harness, decision, load_playbooks
 
 GATE = """\
@@ -259,5 +266,28 @@ playbooks:
         h.runner.approve(first)
         ended2 = (await h.outcomes(2))[1]
         assert [s["path"] for s in (await h.run(ended2.run_id))["steps"]] == ["hold", "act"]
+    finally:
+        await h.close()
+
+
+async def test_shadow_mode_decides_and_records_but_executes_nothing(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    marker = tmp_path / "ran"
+    rules.write_text(f"""\
+rules:
+  - {{name: down, match: {{event: process.exited, name: demo}}, run: p}}
+playbooks:
+  - name: p
+    steps: [{{name: a, action: exec, with: {{argv: [touch, {str(marker)!r}]}}}}]
+""")
+    ruleset = load_rules([rules])
+    engine = Engine(ruleset, Governor(GovernorConfig(), shadow=True))
+    h = Harness(tmp_path, ruleset.playbooks)
+    try:
+        item = Event("process.exited", time.time(), {"host": "h1", "name": "demo"}, {}, "http")
+        (d,) = [o for o in engine.evaluate(item, time.time()) if isinstance(o, Decision)]
+        assert (d.playbook, d.suppressed, d.result) == (None, "shadow", "shadow")
+        assert not h.runner.start(d)
+        assert (await h.journal.list_runs())["runs"] == [] and not marker.exists()
     finally:
         await h.close()

@@ -167,3 +167,22 @@ async def test_watchdog_returns_at_once_when_not_configured(manager: Manager) ->
     n = Notifier({"NOTIFY_SOCKET": manager.address})
     await asyncio.wait_for(n.watchdog(), 5)
     assert manager.nothing_pending()
+
+
+def test_a_zero_watchdog_timeout_is_no_watchdog() -> None:
+    # (a ping loop with interval 0 would spin the event loop)
+    assert Notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "0"}).watchdog_interval is None
+
+
+def test_the_process_environment_is_cleaned_for_children(
+    manager: Manager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", manager.address)
+    monkeypatch.setenv("WATCHDOG_USEC", "4000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    n = Notifier()
+    assert n.watchdog_interval == 2.0
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        assert name not in os.environ  # commands started by actions do not inherit them
+    n.ready()
+    assert manager.receive() == ["READY=1"]

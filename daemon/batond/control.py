@@ -120,6 +120,7 @@ class DaemonControl:
             metrics=self.metrics,
             actions=ActionContext(mqtt_publish=publish),
             on_outcome=self.on_run_ended,
+            on_candidate=lambda rule, pb, key: self.engine.run_started(rule, pb, key, time.time()),
             max_concurrent=self.config.governor.max_concurrent_runs,
         )
         self.metrics.bind_gauges(
@@ -181,10 +182,16 @@ class DaemonControl:
             await self._publish_incident(incident_id)
 
     def on_run_ended(self, ended: RunEnded) -> None:
-        """Outcome feedback: stats, circuits, incidents only a run can resolve."""
-        outputs = self.engine.record_outcome(
-            ended.rule, ended.playbook, ended.key, ended.outcome, time.time()
-        )
+        """Outcome feedback: stats, circuits, incidents only a run can resolve.
+
+        An escalation (paging someone) says nothing about whether remediation
+        works, so it feeds no statistics and resolves nothing.
+        """
+        outputs: list[Output] = []
+        if not ended.escalation:
+            outputs = self.engine.record_outcome(
+                ended.rule, ended.playbook, ended.key, ended.outcome, time.time()
+            )
         task = asyncio.ensure_future(self._after_run(ended, outputs))
         task.add_done_callback(_log_failure)
 

@@ -68,6 +68,7 @@ class Runner:
         metrics: Metrics,
         actions: ActionContext,
         on_outcome: Callable[[RunEnded], None] | None = None,
+        on_candidate: Callable[[str, str, str], None] | None = None,
         max_concurrent: int = 4,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -76,6 +77,8 @@ class Runner:
         self._metrics = metrics
         self._ctx = actions
         self._on_outcome = on_outcome
+        # (rule, playbook, key) of a later candidate that starts: the governor counts it running
+        self._on_candidate = on_candidate
         self._max_concurrent = max(1, max_concurrent)
         self._clock = clock
         self._keys: dict[tuple[str, str], _KeyRuns] = {}
@@ -314,6 +317,8 @@ class Runner:
                 run = Run(origin, pb, first.playbooks)
                 if not self._admit(run):
                     break
+                if self._on_candidate is not None:
+                    self._on_candidate(origin.rule, pb.name, origin.key)
             outcome = await self._go(run)
             tried.append(run.playbook)
             more = outcome in _NOT_RESOLVED and not self._closing

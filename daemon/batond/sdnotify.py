@@ -15,10 +15,17 @@ import time
 
 __all__ = ["Notifier"]
 
+_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
 
 class Notifier:
     def __init__(self, environ: dict[str, str] | None = None) -> None:
-        env = os.environ if environ is None else environ
+        if environ is None:
+            # Taken out of the process environment, as sd_notify(unset_environment=1)
+            # does: the commands that actions run must not inherit our channel.
+            env = {k: os.environ.pop(k) for k in _VARIABLES if k in os.environ}
+        else:
+            env = environ
         address = env.get("NOTIFY_SOCKET", "")
         self._address: str | bytes | None = None
         if address.startswith("@"):  # abstract namespace
@@ -30,7 +37,7 @@ class Notifier:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         usec = env.get("WATCHDOG_USEC", "")
         pid = env.get("WATCHDOG_PID", "")
-        enabled = usec.isdigit() and (not pid or pid == str(os.getpid()))
+        enabled = usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid()))
         #: seconds between WATCHDOG=1 pings (half the timeout), or None when no watchdog
         self.watchdog_interval: float | None = int(usec) / 2e6 if enabled else None
 

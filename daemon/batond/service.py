@@ -73,12 +73,13 @@ class Daemon(DaemonControl):
             self._spawn(tg, "housekeeping", self._housekeeping)
             watchdog = tg.create_task(self.notifier.watchdog(), name="watchdog")
             await self._wait_started()
-            await self.resume_interrupted()
-            self.ready = True
-            self.notifier.ready(self._status_line())
-            log.info("ready: %s", self._status_line())
-            # numpy for the anomaly model loads after READY, off the loop
-            await asyncio.to_thread(self.models.prepare)
+            if not self._stop.is_set():  # a component that failed to start: never READY
+                await self.resume_interrupted()
+                self.ready = True
+                self.notifier.ready(self._status_line())
+                log.info("ready: %s", self._status_line())
+                # numpy for the anomaly model loads after READY, off the loop
+                await asyncio.to_thread(self.models.prepare)
             await self._until_stopped()
             await self._shutdown()
             watchdog.cancel()

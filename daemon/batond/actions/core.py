@@ -58,10 +58,14 @@ class Denied(Exception):
 
 
 class Approvals:
-    """Runs waiting at an approval step, by run id; ``batond approve/deny`` settle them."""
+    """Runs waiting at an approval step, by run id; ``batond approve/deny`` settle them.
+
+    A run with approval steps in parallel branches waits at each; one verdict
+    settles all of them.
+    """
 
     def __init__(self) -> None:
-        self._waiting: dict[int, asyncio.Future[bool]] = {}
+        self._waiting: dict[int, list[asyncio.Future[bool]]] = {}
 
     def waiting(self) -> list[int]:
         return sorted(self._waiting)
@@ -69,20 +73,22 @@ class Approvals:
     async def wait(self, run_id: int) -> bool:
         """True when approved, False when denied; the step's timeout bounds it."""
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting[run_id] = fut
+        self._waiting.setdefault(run_id, []).append(fut)
         try:
             return await fut
         finally:
-            if self._waiting.get(run_id) is fut:
-                del self._waiting[run_id]
+            futures = self._waiting.get(run_id, [])
+            if fut in futures:
+                futures.remove(fut)
+                if not futures:
+                    del self._waiting[run_id]
 
     def settle(self, run_id: int, approved: bool) -> bool:
         """False when the run is not waiting for approval."""
-        fut = self._waiting.pop(run_id, None)
-        if fut is None or fut.done():
-            return False
-        fut.set_result(approved)
-        return True
+        futures = [f for f in self._waiting.pop(run_id, []) if not f.done()]
+        for fut in futures:
+            fut.set_result(approved)
+        return bool(futures)
 
 
 @dataclass
