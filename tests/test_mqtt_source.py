@@ -311,3 +311,12 @@ async def test_down_broker_does_not_block_start_and_is_joined_later(tmp_path: Pa
                 await source.publish("out/x", b'{"hello": 1}')
                 message = await asyncio.wait_for(anext(aiter(sub.messages)), 30)
             assert message.payload == b'{"hello": 1}'
+
+
+def test_backoff_is_capped_exponential_with_jitter() -> None:
+    source, _, _ = make_source(MqttConfig(client_id="x"))  # backoff 0.05 .. 0.5 s
+    first = [source._delay(0) for _ in range(50)]
+    late = [source._delay(12) for _ in range(50)]
+    assert all(0.025 <= d <= 0.05 for d in first)
+    assert all(0.25 <= d <= 0.5 for d in late)  # capped
+    assert len(set(late)) > 1  # jittered: reconnecting clients do not move in step

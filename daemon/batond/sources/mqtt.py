@@ -96,13 +96,15 @@ class MqttSource:
         """Connect, subscribe and take messages until cancelled; reconnect on any failure."""
         failures = 0
         while True:
+            before = self.connections
             try:
                 await self._session(started)
-                failures = 0  # a clean end (broker closed the session): retry soon
             except aiomqtt.MqttError as exc:
                 log.warning("MQTT %s: %s", self._cfg.url, exc or type(exc).__name__)
             except (OSError, ssl.SSLError) as exc:  # certificate or secret files
                 log.error("MQTT %s: cannot connect: %s", self._cfg.url, exc)
+            except Exception:  # whatever it is, input must keep trying to flow
+                log.exception("MQTT %s: unexpected failure", self._cfg.url)
             finally:
                 self._client = None
                 self._attempted = True
@@ -112,6 +114,8 @@ class MqttSource:
                     "MQTT broker %s not reachable yet; retrying in the background", self._cfg.url
                 )
                 started.set()
+            if self.connections > before:
+                failures = 0  # the backoff grows only over failed attempts in a row
             delay = self._delay(failures)
             failures += 1
             await asyncio.sleep(delay)
