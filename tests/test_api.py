@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from batond.api import build_app
 from batond.bus import Bus
@@ -96,7 +96,7 @@ def test_readyz(daemon: DaemonProcess) -> None:
 def test_metrics_exposition(daemon: DaemonProcess) -> None:
     r = daemon.get("/metrics")
     assert r.status == 200
-    assert r.headers["Content-Type"].startswith("text/plain")
+    assert r.headers["Content-Type"] == CONTENT_TYPE_LATEST  # e.g. text/plain; version=...
     for name, (kind, _) in SPEC_METRICS.items():
         declared = name.removesuffix("_total") if kind == "counter" else name
         assert re.search(rf"^# TYPE ({name}|{declared}) {kind}$", r.text, re.M), name

@@ -114,10 +114,9 @@ def build_app(
         return json_response({"ready": ready}, 200 if ready else 503)
 
     async def metrics_page(_: web.Request) -> web.Response:
-        resp = web.Response(body=generate_latest(metrics.registry))
-        resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-        resp.charset = "utf-8"
-        return resp
+        # the exposition's own content type, version included: scrapers pick the parser by it
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def index(_: web.Request) -> web.Response:
         page = resources.files("batond").joinpath("web/index.html").read_bytes()

@@ -40,7 +40,10 @@ _COMMANDS = {
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "-c", "--config", metavar="CONFIG", default=None,
+        "-c",
+        "--config",
+        metavar="CONFIG",
+        default=None,
         help="configuration file (default /etc/batond/batond.yaml; built-in defaults if absent)",
     )
 
@@ -49,7 +52,8 @@ def _client_args(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
     _config_arg(p)
     p.add_argument("--url", default=os.environ.get("BATOND_URL"), help="daemon URL ($BATOND_URL)")
     p.add_argument(
-        "--token-file", default=os.environ.get("BATOND_TOKEN_FILE"),
+        "--token-file",
+        default=os.environ.get("BATOND_TOKEN_FILE"),
         help="file holding the API token ($BATOND_TOKEN_FILE)",
     )
     if json_flag:
@@ -68,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate config, rules, playbooks and models")
     _config_arg(p)
-    p.add_argument("paths", nargs="*", metavar="PATH", help="check these files or folders on their own")
+    p.add_argument(
+        "paths", nargs="*", metavar="PATH", help="check these files or folders on their own"
+    )
 
     p = sub.add_parser("replay", help="feed recorded events through the rules; execute nothing")
     p.add_argument("events", metavar="EVENTS.jsonl")

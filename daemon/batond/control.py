@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     from batond.bus import Bus
     from batond.engine.engine import Engine, RuleSet
     from batond.journal import Journal
-    from batond.records import InterruptedRun
     from batond.recorder import Recorder
-    from batond.runner import Runner, RunEnded
+    from batond.records import InterruptedRun
+    from batond.runner import RunEnded, Runner
     from batond.sources.mqtt import MqttSource
 
 __all__ = ["DaemonControl"]
@@ -133,7 +133,9 @@ class DaemonControl:
     def _build_sources(self) -> None:
         from batond.sources.host import HostSource
 
-        self.sources["host"] = HostSource(self.config.host, self.config.node, self.bus, self.metrics)
+        self.sources["host"] = HostSource(
+            self.config.host, self.config.node, self.bus, self.metrics
+        )
         if self.config.mqtt is not None:
             from batond.sources.mqtt import MqttSource
 
@@ -311,8 +313,10 @@ class DaemonControl:
         assert self.journal is not None
         matchers = body.get("matchers")
         reason = body.get("reason")
-        if not isinstance(matchers, dict) or not matchers or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in matchers.items()
+        if (
+            not isinstance(matchers, dict)
+            or not matchers
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in matchers.items())
         ):
             raise BatondError('"matchers" must be a non-empty object of strings')
         if not isinstance(reason, str) or not reason.strip():

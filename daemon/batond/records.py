@@ -19,7 +19,16 @@ OUTCOMES = ("resolved", "unresolved", "failed", "timed_out", "cancelled", "denie
 #: Run states as the API shows them.
 RUN_STATES = ("queued", "running", "waiting_approval", "done")
 #: How one step attempt ended.
-STEP_STATUSES = ("running", "ok", "failed", "timed_out", "skipped", "cancelled", "denied", "interrupted")
+STEP_STATUSES = (
+    "running",
+    "ok",
+    "failed",
+    "timed_out",
+    "skipped",
+    "cancelled",
+    "denied",
+    "interrupted",
+)
 
 
 class RunStore(Protocol):
@@ -41,7 +50,10 @@ class RunStore(Protocol):
         ...
 
     async def run_state(self, run_id: int, state: str, at: float) -> None:
-        """queued -> running -> waiting_approval -> running ...; ``started_at`` is set at first running."""
+        """queued -> running -> waiting_approval -> running ...
+
+        ``started_at`` is set when the run first becomes running.
+        """
         ...
 
     async def step_started(
@@ -68,8 +80,7 @@ class RunStore(Protocol):
         """Record how a step attempt ended; outputs are tails (the journal truncates further)."""
         ...
 
-    async def run_finished(self, run_id: int, outcome: str, ended_at: float) -> None:
-        ...
+    async def run_finished(self, run_id: int, outcome: str, ended_at: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,9 @@ log = logging.getLogger("batond")
 
 #: How long running steps may go on after SIGTERM before they are recorded interrupted.
 STOP_GRACE_S = 20.0
+#: How long a request still in progress at stop may take (aiohttp's default, 60 s, would
+#: not fit in the unit's TimeoutStopSec after STOP_GRACE_S).
+HTTP_SHUTDOWN_S = 5.0
 #: How often housekeeping runs (kill switch file, rule state, model training, pruning).
 HOUSEKEEPING_S = 1.0
 PRUNE_EVERY_S = 3600.0
@@ -192,7 +195,9 @@ class Daemon(DaemonControl):
             max_body=self.config.http.max_body,
             add_input_routes=self.add_input_routes,
         )
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_S
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.config.http.host, self.config.http.port, reuse_address=True)
         try:

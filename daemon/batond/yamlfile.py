@@ -21,8 +21,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from batond.errors import ConfigError, Problem
 
 __all__ = [
-    "Mark",
     "MappingNode",
+    "Mark",
     "Node",
     "Reader",
     "ScalarNode",
@@ -88,7 +88,9 @@ def parse_size(text: str) -> int:
     """``"1MiB"`` -> 1048576 bytes; ValueError otherwise."""
     m = _SIZE.fullmatch(text.strip())
     if m is None:
-        raise ValueError(f"invalid size {text!r}: expected <integer><unit> with units B, KiB, MiB, GiB")
+        raise ValueError(
+            f"invalid size {text!r}: expected <integer><unit> with units B, KiB, MiB, GiB"
+        )
     return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
 
 
@@ -239,12 +241,18 @@ class Reader:
             return None
         return value
 
-    def number(self, node: Node, minimum: float | None = None, maximum: float | None = None) -> float | None:
+    def number(
+        self, node: Node, minimum: float | None = None, maximum: float | None = None
+    ) -> float | None:
         value = self.plain(node)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             self.error(node, f"expected a number, got {_kind(node)}")
             return None
-        if minimum is not None and value < minimum or maximum is not None and value > maximum:
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             self.error(node, f"must be between {minimum} and {maximum}, got {value}")
             return None
         return float(value)
