@@ -34,7 +34,9 @@ from batond.events import item_from_json
 from batond.journal import PRUNE_BATCH, Journal
 from batond.recorder import Recorder
 
-WORKLOAD = Path(os.environ.get("BATOND_WORKLOAD", "/work/shared/workload"))
+WORKLOAD = Path(
+    os.environ.get("BATOND_WORKLOAD", Path(__file__).resolve().parents[2] / "shared" / "workload")
+)
 
 
 def pct(values: list[float], q: float) -> float:

@@ -82,8 +82,14 @@ def leave_one_category_out(scorer: Path, results: str, labels: str) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=Path("/work/shared/nab-data"))
-    ap.add_argument("--scorer", type=Path, default=Path("/work/shared/nab/nab_score.py"))
+    ap.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "nab-data"
+    )
+    ap.add_argument(
+        "--scorer",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "nab" / "nab_score.py",
+    )
     ap.add_argument("--model", help="a model of the config's models: (default: built-in)")
     ap.add_argument("-c", "--config")
     args = ap.parse_args()

@@ -29,7 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-WORKLOAD = Path(os.environ.get("BATOND_WORKLOAD", "/work/shared/workload"))
+WORKLOAD = Path(
+    os.environ.get("BATOND_WORKLOAD", Path(__file__).resolve().parents[2] / "shared" / "workload")
+)
 BATOND = Path(sys.executable).with_name("batond")
 BASE_TS = 1767225600.0
 GOAL_EVENTS_PER_S = 200_000

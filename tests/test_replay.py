@@ -13,7 +13,8 @@ import pytest
 
 from engine_support import PLAYBOOKS
 
-WORKLOAD = Path("/work/shared/workload")
+# the shared folder lies beside the checkout (in CI too)
+WORKLOAD = Path(__file__).resolve().parents[2] / "shared" / "workload"
 SUMMARY = re.compile(r"^events=(\d+) decisions=(\d+) elapsed_s=[0-9.]+ events_per_s=\d+$")
 
 RULES = """
