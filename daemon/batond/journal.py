@@ -2,8 +2,10 @@
 
 ``Journal`` implements ``records.RunStore`` (the runner's write-ahead
 records: each call returns once committed, so a run's intent and each step's
-start are durable before the action begins) and the queries behind the API
-(SPEC section 9 shapes: newest first, integer ids, epoch-second times).
+start are durable before the action begins; those two commit on the event
+loop's thread when the writer is free, see ``journal_io.Database.write_ahead``)
+and the queries behind the API (SPEC section 9 shapes: newest first, integer
+ids, epoch-second times).
 
 Decisions, incident changes and rule state are *posted*: their ids are given
 here, in-process (this process holds the journal's lock, so it alone
@@ -259,7 +261,7 @@ class Journal:
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-        return await self._write(job)
+        return await self._db.write_ahead(job)
 
     async def run_state(self, run_id: int, state: str, at: float) -> None:
         def job(conn: sqlite3.Connection) -> None:
@@ -283,7 +285,7 @@ class Journal:
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-        return await self._write(job)
+        return await self._db.write_ahead(job)
 
     async def step_finished(
         self,

@@ -158,15 +158,12 @@ class LevelState(RuleState):
 
     def dump(self) -> dict[str, Any]:
         data = super().dump()
-        data["pending"] = {k: [ts, dict(labels)] for k, (ts, labels) in self.pending.items()}
+        data["pending"] = _dump_stamped(self.pending)
         return data
 
     def load(self, data: Mapping[str, Any]) -> list[tuple[str, float]]:
         super().load(data)
-        self.pending = {
-            str(k): (float(v[0]), {str(a): str(b) for a, b in v[1].items()})
-            for k, v in data.get("pending", {}).items()
-        }
+        self.pending = _load_stamped(data.get("pending", {}))
         return [(k, ts + self.rule.for_s) for k, (ts, _) in self.pending.items()]
 
 
@@ -281,15 +278,12 @@ class AbsentState(RuleState):
 
     def dump(self) -> dict[str, Any]:
         data = super().dump()
-        data["seen"] = {k: [ts, dict(labels)] for k, (ts, labels) in self.seen.items()}
+        data["seen"] = _dump_stamped(self.seen)
         return data
 
     def load(self, data: Mapping[str, Any]) -> list[tuple[str, float]]:
         super().load(data)
-        self.seen = {
-            str(k): (float(v[0]), {str(a): str(b) for a, b in v[1].items()})
-            for k, v in data.get("seen", {}).items()
-        }
+        self.seen = _load_stamped(data.get("seen", {}))
         return [(k, ts + self.absent) for k, (ts, _) in self.seen.items() if k not in self.open]
 
 
@@ -346,3 +340,14 @@ _KINDS: dict[str, type[RuleState]] = {
 
 def state_for(rule: Rule) -> RuleState:
     return _KINDS[rule.kind](rule)
+
+
+def _dump_stamped(stamped: Mapping[str, tuple[float, Mapping[str, str]]]) -> dict[str, Any]:
+    """key -> (ts, labels) as JSON-ready lists."""
+    return {k: [ts, dict(labels)] for k, (ts, labels) in stamped.items()}
+
+
+def _load_stamped(data: Mapping[str, Any]) -> dict[str, tuple[float, Mapping[str, str]]]:
+    return {
+        str(k): (float(v[0]), {str(a): str(b) for a, b in v[1].items()}) for k, v in data.items()
+    }
