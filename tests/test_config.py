@@ -150,8 +150,11 @@ def test_every_problem_of_a_file_is_reported_in_order(tmp_path: Path) -> None:
     ]
 
 
-def test_absent_file_gives_the_defaults(tmp_path: Path) -> None:
-    config = load_config(tmp_path / "missing.yaml")
+def test_absent_default_file_gives_the_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("batond.config.DEFAULT_CONFIG_PATH", str(tmp_path / "missing.yaml"))
+    config = load_config(None)
     assert config == Config(node=config.node)
     assert config.path is None
     assert config.state_dir == Path("/var/lib/batond")
@@ -165,11 +168,19 @@ def test_absent_file_gives_the_defaults(tmp_path: Path) -> None:
     assert config.journal.record is None
 
 
-def test_absent_file_is_an_error_when_it_must_exist(tmp_path: Path) -> None:
+def test_a_named_file_that_is_absent_is_an_error(tmp_path: Path) -> None:
     missing = tmp_path / "missing.yaml"
     with pytest.raises(ConfigError) as info:
-        load_config(missing, must_exist=True)
+        load_config(missing)
     assert str(info.value).startswith(f"{missing}:1:1: cannot read")
+
+
+def test_an_empty_secret_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("\n")
+    path = write(tmp_path, "http:\n  token_file: token\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}:2:15: secret file '{tmp_path / 'token'}' is empty"
 
 
 def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:

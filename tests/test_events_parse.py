@@ -46,6 +46,8 @@ keys = st.sampled_from(
 ) | st.text(max_size=6)
 objects = st.dictionaries(keys, json_values, max_size=6)
 
+NOW = 5_000_000_000.0  # a receiver clock later than every generated stamp (2**62 ns)
+
 
 def check(items: list[Input], errors: list[InputError]) -> None:
     assert all(isinstance(e, InputError) and e.reason for e in errors)
@@ -129,14 +131,14 @@ def test_line_protocol_round_trip(
     )
     body = ",".join(f"{escape(k, ',= ')}={v!r}" for k, v in fields.items())
     line = f"{series} {body}" + (f" {stamp}" if stamp is not None else "")
-    items, errors = parse_influx(line.encode(), 7.0, "mqtt")
+    items, errors = parse_influx(line.encode(), NOW, "mqtt")
     assert errors == []
     assert {i.metric: i.value for i in items if isinstance(i, Sample)} == {
         f"{measurement}_{k}": v for k, v in fields.items()
     }
     for item in items:
         assert item.labels == tags
-        assert item.ts == (7.0 if stamp is None else stamp / 1e9)
+        assert item.ts == (NOW if stamp is None else stamp / 1e9)
 
 
 @SETTINGS
@@ -181,3 +183,28 @@ def test_rejections_are_counted_always_and_logged_once_a_minute(
         "batond_events_rejected_total", {"source": "mqtt", "reason": "bad_json"}
     )
     assert count == 6
+
+
+def test_a_ts_far_ahead_of_the_clock_is_rejected() -> None:
+    now = 1_800_000_000.0
+    items, errors = parse_json_payload(
+        b'[{"metric": "m", "value": 1, "ts": 1800000200}, {"metric": "m", "value": 1, "ts": 1e12}]',
+        now,
+        "http",
+    )
+    assert [i.ts for i in items] == [1_800_000_200.0]  # a little ahead is fine
+    assert [e.reason for e in errors] == ["ts_in_future"]
+
+
+def test_one_bad_line_of_ndjson_costs_only_itself() -> None:
+    items, errors = parse_json_payload(
+        b'{"metric": "a", "value": 1}\n{bad\n{"metric": "b", "value": 2}\n', 5.0, "mqtt"
+    )
+    assert [i.metric for i in items if isinstance(i, Sample)] == ["a", "b"]
+    assert [e.reason for e in errors] == ["bad_json"]
+
+
+def test_a_single_bad_document_is_bad_json() -> None:
+    items, errors = parse_json_payload(b'{"metric": "a", "value": 1', 5.0, "mqtt")
+    assert items == []
+    assert [e.reason for e in errors] == ["bad_json"]

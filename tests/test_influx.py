@@ -7,9 +7,11 @@ import pytest
 from batond.events import Sample
 from batond.influx import parse_influx
 
+NOW = 4_000_000_000.0  # a receiver clock later than every stamp below
+
 
 def parse(text: str | bytes) -> tuple[list[Sample], list[str]]:
-    items, errors = parse_influx(text.encode() if isinstance(text, str) else text, 99.0, "mqtt")
+    items, errors = parse_influx(text.encode() if isinstance(text, str) else text, NOW, "mqtt")
     assert all(isinstance(i, Sample) for i in items)
     return [i for i in items if isinstance(i, Sample)], [e.reason for e in errors]
 
@@ -39,7 +41,7 @@ def test_fields_types_and_optional_timestamp() -> None:
         "disk_bad": 0.0,
         "disk_ratio": -1500.0,
     }
-    assert all(s.ts == 99.0 and s.labels == {"host": "a", "dev": "sda"} for s in samples)
+    assert all(s.ts == NOW and s.labels == {"host": "a", "dev": "sda"} for s in samples)
 
 
 def test_escapes() -> None:
@@ -59,7 +61,7 @@ def test_string_field_with_escaped_quote_and_spaces() -> None:
 def test_many_lines_comments_blank_and_crlf() -> None:
     samples, errors = parse("# comment\r\n\r\ncpu v=1\r\nmem v=2 3000000000\n\n")
     assert errors == []
-    assert [(s.metric, s.ts) for s in samples] == [("cpu_v", 99.0), ("mem_v", 3.0)]
+    assert [(s.metric, s.ts) for s in samples] == [("cpu_v", NOW), ("mem_v", 3.0)]
 
 
 @pytest.mark.parametrize(

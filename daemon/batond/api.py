@@ -53,7 +53,9 @@ def _error(status: int, message: str) -> web.Response:
 
 
 def _auth_middleware(token: str | None) -> Any:
-    expected = f"Bearer {token}".encode() if token else None
+    if token is not None and not token:
+        raise ValueError("an empty API token would disable authentication")
+    expected = f"Bearer {token}".encode() if token is not None else None
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -140,6 +140,8 @@ def load_config(path: str | Path | None, *, must_exist: bool = False) -> Config:
     """
     if path is None:
         path = DEFAULT_CONFIG_PATH
+    else:
+        must_exist = True  # a file named on the command line is never silently replaced
     path = Path(path)
     if not path.exists() and not must_exist:
         return Config()
@@ -169,8 +171,16 @@ class _ConfigReader:
 
     def secret_file(self, node: Node) -> Path | None:
         p = self.path(node)
-        if p is not None and not p.is_file():
-            self.r.error(node, f"secret file {str(p)!r} does not exist or is not a file")
+        if p is None:
+            return None
+        try:
+            empty = not read_secret(p)
+        except (OSError, UnicodeDecodeError) as exc:
+            self.r.error(node, f"secret file {str(p)!r} cannot be read: {exc.__class__.__name__}")
+            return p
+        if empty:
+            # an empty token would otherwise mean "no authentication" to a careless reader
+            self.r.error(node, f"secret file {str(p)!r} is empty")
         return p
 
     def config(self, node: Node, path: Path) -> Config | None:

@@ -18,10 +18,12 @@ import orjson
 from batond.errors import InputError
 
 __all__ = [
+    "MAX_FUTURE_S",
     "SOURCES",
     "Event",
     "Input",
     "Sample",
+    "check_not_future",
     "item_from_json",
     "label_text",
     "parse_json_payload",
@@ -66,13 +68,27 @@ def label_text(value: object) -> str | None:
     return None
 
 
+#: How far ahead of the receiver's clock an input's ``ts`` may be. Beyond it the
+#: input is rejected: one sender with a wrong clock would otherwise hold a group's
+#: time windows in the future and blind its rules.
+MAX_FUTURE_S = 300.0
+
+
+def check_not_future(ts: float, now: float) -> float:
+    if ts > now + MAX_FUTURE_S:
+        raise InputError(
+            "ts_in_future", f"ts {ts} is more than {MAX_FUTURE_S:.0f}s ahead of this host's clock"
+        )
+    return ts
+
+
 def _timestamp(obj: dict[str, Any], now: float) -> float:
     ts = obj.get("ts")
     if ts is None:
         return now
     if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
         raise InputError("bad_ts", f"ts must be a finite number of epoch seconds, got {ts!r}")
-    return float(ts)
+    return check_not_future(float(ts), now)
 
 
 def item_from_json(obj: object, now: float, source: str) -> Input:
@@ -128,21 +144,20 @@ def parse_json_payload(
     Returns the valid items and one error per invalid item. A payload that is
     not JSON at all is a single ``bad_json`` error.
     """
+    items: list[Input] = []
+    errors: list[InputError] = []
     try:
         docs: list[object] = [orjson.loads(payload)]
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as whole:
         docs = []
-        for line in payload.splitlines():
-            if not line.strip():
-                continue
+        lines = [line for line in payload.splitlines() if line.strip()]
+        if len(lines) < 2:  # not newline-delimited: the whole payload is bad
+            return [], [InputError("bad_json", str(whole) if lines else "empty payload")]
+        for line in lines:  # one bad line costs only itself
             try:
                 docs.append(orjson.loads(line))
             except orjson.JSONDecodeError as exc:
-                return [], [InputError("bad_json", str(exc))]
-        if not docs:
-            return [], [InputError("bad_json", "empty payload")]
-    items: list[Input] = []
-    errors: list[InputError] = []
+                errors.append(InputError("bad_json", str(exc)))
     for doc in docs:
         for obj in doc if isinstance(doc, list) else (doc,):
             try:

@@ -21,7 +21,7 @@ import math
 import re
 
 from batond.errors import InputError
-from batond.events import Input, Sample
+from batond.events import Input, Sample, check_not_future
 
 __all__ = ["parse_influx"]
 
@@ -71,7 +71,7 @@ def _line(line: str, now: float, source: str, out: list[Input]) -> None:
     if not measurement:
         raise InputError("bad_measurement", f"empty measurement in {line[:80]!r}")
     tags = _tags(series_parts[1:])
-    ts = now if stamp is None else _timestamp(stamp)
+    ts = now if stamp is None else check_not_future(_timestamp(stamp), now)
     numeric = 0
     for field in fields:
         key, value = _pair(field, "bad_field")
