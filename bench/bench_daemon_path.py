@@ -158,11 +158,15 @@ async def main() -> None:
             n, failed = await post_inputs(url, args.rate, args.seconds, args.run_every)
             elapsed = time.perf_counter() - started
             await asyncio.sleep(1.0)  # the last runs' first actions
-            with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
-                buckets, total = histogram(resp.read().decode())
+            async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as resp:
+                buckets, total = histogram(await resp.text())
         finally:
             proc.terminate()
-            proc.wait(60)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                print("batond did not stop within 60 s of SIGTERM: killed", file=sys.stderr)
     shares = " ".join(f"<={b * 1000:g}ms:{c / total:.2%}" for b, c in buckets[:5] if total)
     print(
         f"daemon path: inputs={n} failed_posts={failed} rate={args.rate:.0f}/s "

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -295,3 +297,88 @@ def test_a_request_stuck_in_progress_does_not_hold_up_the_stop(tmp_path: Path) -
         assert took < 30, f"stop took {took:.1f}s"
     finally:
         d.kill()
+
+
+def test_sighup_rereads_the_config_and_keeps_it_when_broken(tmp_path: Path) -> None:
+    d = start(tmp_path)
+    try:
+        d.wait_ready()
+        assert d.get("/api/v1/status").json()["mode"] == "enforce"
+        config = tmp_path / "batond.yaml"
+        good = config.read_text()
+
+        config.write_text(good + "mode: shadow\n")
+        d.signal(signal.SIGHUP)
+        d.wait_for(
+            lambda: d.get("/api/v1/status").json()["mode"] == "shadow",
+            what="the new mode from the re-read config",
+        )
+
+        config.write_text(good + "mode: enforce\nbogus_key: 1\n")
+        d.signal(signal.SIGHUP)
+        d.wait_for(
+            lambda: d.metric("batond_reloads_total", {"result": "error"}) == 1.0,
+            what="the broken config to be rejected",
+        )
+        assert d.get("/api/v1/status").json()["mode"] == "shadow"  # the running one kept
+        assert f"{config}:" in d.log() and "unknown key 'bogus_key'" in d.log()
+        assert d.stop() == 0, d.log()
+    finally:
+        d.kill()
+
+
+def saved_rule_state(db: Path) -> bytes:
+    """The engine state the daemon last committed (read-only, beside the running daemon)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        row = conn.execute("SELECT value FROM kv WHERE name = 'rule_state'").fetchone()
+    return bytes(row[0]) if row else b""
+
+
+FOR_RULE = """
+rules:
+  - name: hot
+    match: {metric: temp}
+    when: value > 90
+    for: 3s
+    run: noop
+playbooks:
+  - name: noop
+    steps:
+      - {name: pause, action: wait, with: {duration: 0s}}
+"""
+
+
+def test_a_pending_for_timer_survives_sigkill(tmp_path: Path) -> None:
+    d = start(tmp_path, rules=FOR_RULE)
+    try:
+        d.wait_ready()
+        first = time.time()
+        assert d.post("/api/v1/events", {"metric": "temp", "value": 95, "host": "h1"}).status == 202
+        # the timer is pending (no decision yet); wait until its state has been saved
+        d.wait_for(
+            lambda: d.metric("batond_events_received_total", {"source": "http"}) == 1.0,
+            what="the sample to be taken in",
+        )
+        d.wait_for(
+            lambda: b'"h1"' in saved_rule_state(tmp_path / "state" / "journal.db"),
+            what="the pending timer to be saved (changed rule state is saved each second)",
+        )
+        assert d.metric("batond_decisions_total", {"rule": "hot", "result": "run"}) is None
+        d.proc.kill()
+        d.proc.wait()
+    finally:
+        d.kill()
+    d2 = DaemonProcess(d.config, d.port)
+    try:
+        d2.wait_ready()
+        # no new sample: the restored timer alone fires, 3 s after the first true sample
+        incidents = d2.wait_for(
+            lambda: d2.get("/api/v1/incidents").json()["incidents"],
+            timeout=30,
+            what="the restored for: timer to fire",
+        )
+        assert [(i["rule"], i["key"]) for i in incidents] == [("hot", "host=h1")]
+        assert incidents[0]["opened_at"] >= first + 3.0
+        assert d2.stop() == 0, d2.log()
+    finally:
+        d2.kill()

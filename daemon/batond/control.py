@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batond.config import Config
+from batond.config import Config, load_config
 from batond.engine.types import Decision, Output, Resolved
 from batond.errors import BatondError, ConfigError
 from batond.events import Input, Sample
@@ -55,6 +55,8 @@ class DaemonControl:
         self.rules_set: RuleSet
         self.models: ModelSet
         self._interrupted: list[InterruptedRun] = []
+        self.pause_checked = 0.0  # monotonic time of the last kill switch file check
+        self.state_dirty = False  # inputs changed rule state since it was last saved
 
     # -- building ----------------------------------------------------------
     def load_definitions(self) -> None:
@@ -65,11 +67,12 @@ class DaemonControl:
         self.rules_set = load_rules(list(self.config.rules), missing_ok=self.config.path is None)
         self.models = self._load_models()
 
-    def _load_models(self) -> ModelSet:
+    def _load_models(self, config: Config | None = None) -> ModelSet:
         from batond.anomaly import ModelSet
         from batond.anomaly.modelfile import load_models
 
-        return ModelSet(load_models([p for p in self.config.models if p.exists()]))
+        paths = (config or self.config).models
+        return ModelSet(load_models([p for p in paths if p.exists()]))
 
     async def open_journal(self) -> None:
         from batond.journal import Journal
@@ -164,6 +167,8 @@ class DaemonControl:
     async def on_decision(self, decision: Decision, arrived: float | None) -> None:
         assert self.journal is not None
         self.metrics.decisions.labels(decision.rule, decision.result).inc()
+        if not decision.opens_incident:  # a schedule came due: the schedule source's input
+            self.metrics.events_received.labels("schedule").inc()
         decision_id, incident_id = await self.journal.record_decision(decision)
         if decision.playbook is not None:
             self.runner.start(
@@ -228,6 +233,7 @@ class DaemonControl:
         kill_file = self.config.governor.kill_switch_file
         by_file = kill_file is not None and kill_file.exists()
         self.engine.governor.set_paused(self.paused_by_journal or by_file)
+        self.pause_checked = time.monotonic()
 
     async def train_models(self, now: float) -> None:
         for job in self.models.training_jobs(now):
@@ -358,18 +364,20 @@ class DaemonControl:
         return {"paused": self.engine.governor.paused}
 
     async def reload(self) -> dict[str, Any]:
-        """Validate the new rules, playbooks and models; swap whole or keep the old."""
+        """Validate the new config, rules, playbooks and models; swap whole or keep the old."""
         from batond.rulefiles import load_rules
 
         try:
-            new_rules = await asyncio.to_thread(
-                load_rules, list(self.config.rules), self.config.path is None
-            )
-            new_models = await asyncio.to_thread(self._load_models)
+            config = self.config
+            if config.path is not None:
+                config = await asyncio.to_thread(load_config, config.path)
+            new_rules = await asyncio.to_thread(load_rules, list(config.rules), config.path is None)
+            new_models = await asyncio.to_thread(self._load_models, config)
         except ConfigError as exc:
             self.metrics.reloads.labels("error").inc()
-            log.error("reload rejected, old rules kept:\n%s", exc)
+            log.error("reload rejected, old configuration and rules kept:\n%s", exc)
             return {"ok": False, "errors": [str(p) for p in exc.problems]}
+        restart_needed = self._apply_config(config)
         self.rules_set = new_rules
         self.engine.replace_rules(new_rules)
         self.runner.replace_playbooks(new_rules.playbooks)
@@ -377,7 +385,28 @@ class DaemonControl:
         self.metrics.rules_loaded.set(new_rules.rule_count)
         self.metrics.reloads.labels("ok").inc()
         log.info("reloaded: %d rules, %d playbooks", new_rules.rule_count, len(new_rules.playbooks))
-        return {"ok": True, "rules": new_rules.rule_count, "playbooks": len(new_rules.playbooks)}
+        return {
+            "ok": True,
+            "rules": new_rules.rule_count,
+            "playbooks": len(new_rules.playbooks),
+            "restart_needed": restart_needed,
+        }
+
+    def _apply_config(self, new: Config) -> list[str]:
+        """Adopt what can change while running; name what needs a restart."""
+        from batond.engine.governor import GovernorSettings
+
+        old = self.config
+        fixed = ("node", "state_dir", "http", "mqtt", "host")
+        restart_needed = [name for name in fixed if getattr(old, name) != getattr(new, name)]
+        for name in restart_needed:
+            log.warning("config: %s changed; it takes effect after a restart", name)
+        governor = self.engine.governor
+        governor.settings = GovernorSettings.of(new.governor)
+        governor.shadow = new.mode == "shadow"
+        self.config = new
+        self.refresh_pause()
+        return restart_needed
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:

@@ -156,6 +156,8 @@ class Database:
 
     def _count_write(self) -> None:
         self._writes += 1
+        if self._closed:  # closing: the checkpointer takes no more work
+            return
         if self._writes >= CHECKPOINT_EVERY and (self._ckpt is None or self._ckpt.done()):
             self._writes = 0
             self._ckpt = self._checkpointer.submit(self._checkpoint)

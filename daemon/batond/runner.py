@@ -8,8 +8,10 @@ it acts (write-ahead), so a crash loses nothing.
 The runner adds no thread hop and no polling between :meth:`Runner.start` and
 the first action: ``start`` admits the run synchronously (so a second decision
 in the same loop iteration already sees it) and creates its task; the task
-awaits the journal's two write-ahead records and starts the action. Step
-execution itself lives in :mod:`batond.runsteps`.
+awaits the journal's two write-ahead records (committed on the loop's own
+thread when the journal's writer is free: no hop there either, see
+``journal_io.Database.write_ahead``) and starts the action. Step execution
+itself lives in :mod:`batond.runsteps`.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ HTTP_SHUTDOWN_S = 5.0
 HOUSEKEEPING_S = 1.0
 PRUNE_EVERY_S = 3600.0
 MODEL_SAVE_EVERY_S = 300.0
+KILL_SWITCH_CHECK_S = 0.1
 
 
 class Daemon(DaemonControl):
@@ -223,6 +224,9 @@ class Daemon(DaemonControl):
                 await self.handle(self.engine.tick(time.time()), None)
                 continue
             now = time.time()
+            if arrived - self.pause_checked >= KILL_SWITCH_CHECK_S:
+                self.refresh_pause()  # the kill switch file acts within 0.1 s, not a second
+            self.state_dirty = True
             try:
                 outputs = self.evaluate(item, now)
             except Exception:  # a bug in one evaluation must not stop the daemon
@@ -253,6 +257,11 @@ class Daemon(DaemonControl):
             if now - last_prune >= PRUNE_EVERY_S:
                 last_prune = now
                 await self.prune(now)
+            if self.state_dirty and self.journal is not None:
+                # pending for: timers, count windows and absent: groups change without a
+                # decision; saved each second they survive a SIGKILL (a second's loss at most)
+                self.state_dirty = False
+                self.journal.save_rule_state_soon(self.engine.export_state)
             if now - last_model_save >= MODEL_SAVE_EVERY_S:
                 last_model_save = now
                 await self.save_models()

@@ -1,0 +1,121 @@
+"""Write-ahead records: committed on the loop's thread when the writer is free, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from batond.engine.types import Decision
+from batond.errors import StateError
+from batond.journal import Journal
+from batond.journal_db import connect, open_database
+from batond.journal_io import Database
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    path = tmp_path / "journal.db"
+    database = Database(path, open_database(path))
+    database.run_sync(lambda c: c.execute("CREATE TABLE log (n INTEGER PRIMARY KEY, what TEXT)"))
+    yield database
+    await asyncio.to_thread(database.close)
+
+
+def logging_job(what: str, threads: list[int] | None = None) -> Callable[[sqlite3.Connection], int]:
+    def job(conn: sqlite3.Connection) -> int:
+        if threads is not None:
+            threads.append(threading.get_ident())
+        cur = conn.execute("INSERT INTO log (what) VALUES (?)", (what,))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    return job
+
+
+def committed(path: Path) -> list[str]:
+    """What another connection sees: only committed rows."""
+    conn = connect(path)
+    try:
+        return [r[0] for r in conn.execute("SELECT what FROM log ORDER BY n")]
+    finally:
+        conn.close()
+
+
+async def test_write_ahead_commits_on_the_loop_thread_after_what_was_posted(db: Database) -> None:
+    loop_thread = threading.get_ident()
+    seen: list[str] = []
+    inline = 0
+    # the writer thread may still hold the connection for a moment after a
+    # commit (then write_ahead queues instead): some of these must run inline
+    for i in range(20):
+        threads: list[int] = []
+        db.post(logging_job(f"posted{i}"))
+        await db.write_ahead(logging_job(f"ahead{i}", threads))
+        seen += [f"posted{i}", f"ahead{i}"]
+        assert committed(db.path) == seen  # durable, and behind what was posted first
+        inline += threads == [loop_thread]
+    assert inline > 0
+
+
+async def test_write_ahead_does_not_hold_the_loop_behind_a_long_write(db: Database) -> None:
+    started, release = threading.Event(), threading.Event()
+    safety = threading.Timer(20.0, release.set)  # a blocked loop could not set it
+    safety.start()
+
+    def long_job(conn: sqlite3.Connection) -> None:
+        started.set()
+        release.wait()
+        conn.execute("INSERT INTO log (what) VALUES ('long')")
+
+    try:
+        long_write = asyncio.ensure_future(db.write(long_job))
+        assert await asyncio.to_thread(started.wait, 30.0)
+        threads: list[int] = []
+        t0 = time.monotonic()
+        ahead = asyncio.ensure_future(db.write_ahead(logging_job("ahead", threads)))
+        await asyncio.sleep(0.05)
+        held = time.monotonic() - t0
+        assert not ahead.done()
+        release.set()
+        await asyncio.wait_for(asyncio.gather(long_write, ahead), 30.0)
+    finally:
+        release.set()
+        safety.cancel()
+    assert held < 5.0  # the loop went on while the writer was busy
+    assert threads and threads != [threading.get_ident()]  # it went through the writer
+    assert committed(db.path) == ["long", "ahead"]
+
+
+def a_decision() -> Decision:
+    return Decision(
+        ts=1.0, rule="r", key="k", target="k", labels={}, candidates=("p",),
+        playbook="p", suppressed=None,
+    )  # fmt: skip
+
+
+async def test_a_failing_write_ahead_fails_alone(tmp_path: Path) -> None:
+    j = Journal.open(tmp_path)
+    try:
+        decision_id, _ = await j.record_decision(a_decision())  # posted, not yet committed
+        with pytest.raises(StateError, match="FOREIGN KEY"):
+            await j.step_started(4242, "s", "exec", 1, 2.0)  # no such run
+        run_id = await j.run_created(
+            rule="r", playbook="p", key="k", params={}, labels={}, created_at=2.0,
+            decision_id=decision_id, state="running",
+        )  # fmt: skip
+        step_id = await j.step_started(run_id, "s", "exec", 1, 2.0)
+        conn = connect(j.path)
+        try:  # committed: another connection sees the decision, the run and the step
+            assert conn.execute("SELECT id FROM decisions").fetchall() == [(decision_id,)]
+            assert conn.execute("SELECT decision_id FROM runs").fetchall() == [(decision_id,)]
+            assert conn.execute("SELECT id, run_id FROM steps").fetchall() == [(step_id, run_id)]
+        finally:
+            conn.close()
+    finally:
+        await j.close()
