@@ -32,6 +32,13 @@ class Server:
             return web.json_response({"healthy": True, "n": 3})
         if request.path == "/broken":
             return web.Response(status=503, text="down")
+        if request.path == "/huge":  # 8 MiB, streamed
+            resp = web.StreamResponse()
+            await resp.prepare(request)
+            for _ in range(8):
+                await resp.write(b"x" * (1 << 20))
+            await resp.write_eof()
+            return resp
         return web.Response(status=204)
 
 
@@ -108,3 +115,26 @@ async def test_notify_posts_a_slack_compatible_body(server: Server, ctx: ActionC
     assert result.ok
     assert server.seen[0]["method"] == "POST"
     assert server.seen[0]["body"] == b'{"text":"disk on h1 full"}'
+
+
+def test_redacted_urls_keep_no_secrets() -> None:
+    from batond.actions.http import redact
+
+    url = "https://user:pw@hooks.example:8443/services/T0/B0/SECRET?token=x"
+    assert redact(url) == "https://hooks.example:8443/services/T0/B0/SECRET"
+    assert redact(url, keep_path=False) == "https://hooks.example:8443/…"
+
+
+async def test_a_huge_response_is_read_only_up_to_the_cap(
+    server: Server, ctx: ActionContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("batond.actions.http.MAX_BODY_BYTES", 1000)
+    result = await http_action.run(call(ctx, url=server.url + "/huge"))
+    assert result.ok and result.status == 200
+    assert len(result.stdout) == 1000  # of 8 MiB sent; without the cap: the 4 KiB tail
+
+
+async def test_a_failed_notify_does_not_show_the_webhook_path(ctx: ActionContext) -> None:
+    result = await notify_action.run(call(ctx, url="http://127.0.0.1:1/services/T0/SECRET"))
+    assert not result.ok
+    assert "SECRET" not in result.detail and "http://127.0.0.1:1/…" in result.detail

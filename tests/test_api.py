@@ -274,3 +274,15 @@ def test_page_script_parses(tmp_path: Path) -> None:
         [node, "--check", str(script)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_unknown_runs_and_incidents_are_404_with_a_json_reason(daemon: DaemonProcess) -> None:
+    for path in ("/api/v1/runs/999999/approve", "/api/v1/runs/999999/cancel"):
+        got = daemon.post(path, token=TOKEN)
+        assert got.status == 404 and got.json() == {"error": "no run 999999"}
+    got = daemon.post(
+        "/api/v1/incidents/999999/feedback", {"feedback": "false_positive"}, token=TOKEN
+    )
+    assert got.status == 404 and got.json() == {"error": "no incident 999999"}
+    got = daemon.get("/api/v1/runs/abc")
+    assert got.status == 400 and got.json() == {"error": "id must be an integer"}

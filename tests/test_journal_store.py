@@ -307,3 +307,11 @@ async def test_a_failing_write_fails_alone_in_its_group(journal: Journal) -> Non
     ok = [r for r in results if isinstance(r, int)]
     assert len(ok) == 3
     assert sorted(r["id"] for r in (await journal.list_runs())["runs"]) == sorted(ok)
+
+
+def test_a_new_journal_is_private_to_its_owner(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path)
+    try:
+        assert (tmp_path / "journal.db").stat().st_mode & 0o777 == 0o600
+    finally:
+        journal.close_sync()

@@ -33,6 +33,7 @@ class Control(Protocol):
     async def incidents(self, limit: int) -> dict[str, Any]: ...
     async def runs(self, limit: int) -> dict[str, Any]: ...
     async def run(self, run_id: int) -> dict[str, Any] | None: ...
+    async def incident(self, incident_id: int) -> dict[str, Any] | None: ...
     async def feedback(self, incident_id: int, kind: str) -> dict[str, Any]: ...
     def rules(self) -> dict[str, Any]: ...
     def series(self, metric: str | None, host: str | None) -> dict[str, Any]: ...
@@ -67,33 +68,37 @@ def _auth_middleware(token: str | None) -> Any:
                 return resp
         try:
             return await handler(request)
-        except BatondError as exc:
+        except (BatondError, _Invalid) as exc:
             return _error(400, str(exc))
 
     return auth
+
+
+class _Invalid(Exception):
+    """A request the API refuses with 400 and a JSON reason."""
 
 
 def _int(request: web.Request, name: str) -> int:
     try:
         return int(request.match_info[name])
     except ValueError:
-        raise web.HTTPBadRequest(text=f"{name} must be an integer") from None
+        raise _Invalid(f"{name} must be an integer") from None
 
 
 def _limit(request: web.Request) -> int:
     try:
         return max(1, min(10_000, int(request.query.get("limit", "100"))))
     except ValueError:
-        raise web.HTTPBadRequest(text="limit must be an integer") from None
+        raise _Invalid("limit must be an integer") from None
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = orjson.loads(await request.read() or b"{}")
     except orjson.JSONDecodeError as exc:
-        raise web.HTTPBadRequest(text=f"body is not JSON: {exc}") from None
+        raise _Invalid(f"body is not JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="body must be a JSON object")
+        raise _Invalid("body must be a JSON object")
     return body
 
 
@@ -141,7 +146,10 @@ def build_app(
         body = await _json_body(request)
         if body.get("feedback") != "false_positive":
             return _error(400, 'feedback must be "false_positive"')
-        return json_response(await control.feedback(_int(request, "id"), "false_positive"))
+        incident_id = _int(request, "id")
+        if await control.incident(incident_id) is None:
+            return _error(404, f"no incident {incident_id}")
+        return json_response(await control.feedback(incident_id, "false_positive"))
 
     async def rules(_: web.Request) -> web.Response:
         return json_response(control.rules())
@@ -164,9 +172,11 @@ def build_app(
     def gate(verb: str) -> Handler:
         async def handler(request: web.Request) -> web.Response:
             run_id = _int(request, "id")
+            if await control.run(run_id) is None:
+                return _error(404, f"no run {run_id}")
             if await control.gate(run_id, verb):
                 return json_response({"run": run_id, verb: True})
-            return _error(409, f"run {run_id} cannot be {verb}d now (unknown, done or not waiting)")
+            return _error(409, f"run {run_id}: {verb} is not possible now (done, or not waiting)")
 
         return handler
 

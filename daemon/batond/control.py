@@ -292,6 +292,10 @@ class DaemonControl:
         assert self.journal is not None
         return await self.journal.get_run(run_id)
 
+    async def incident(self, incident_id: int) -> dict[str, Any] | None:
+        assert self.journal is not None
+        return await self.journal.get_incident(incident_id)
+
     async def feedback(self, incident_id: int, kind: str) -> dict[str, Any]:
         assert self.journal is not None
         incident = await self.journal.get_incident(incident_id)

@@ -181,6 +181,9 @@ def open_database(path: Path) -> sqlite3.Connection:
     existing = _check_file(path)
     if existing:
         _check_contents(path)
+    else:
+        # step outputs and approvals are private: owner only (SQLite gives -wal/-shm the same)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     try:
         conn = connect(path)
         try:

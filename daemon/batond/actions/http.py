@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
@@ -11,7 +12,10 @@ import orjson
 from batond.actions.core import TAIL_BYTES, ActionResult, StepCall
 from batond.errors import ActionError
 
-__all__ = ["request", "run"]
+__all__ = ["MAX_BODY_BYTES", "redact", "request", "run"]
+
+#: Most of a response body that is read (for ``steps.NAME.json`` and the output tail).
+MAX_BODY_BYTES = 1 << 20
 
 
 async def run(call: StepCall) -> ActionResult:
@@ -41,18 +45,23 @@ async def request(
     body: Any = None,
     has_body: bool = False,
     expect: Any = None,
+    secret_path: bool = False,
 ) -> ActionResult:
     data = orjson.dumps(body) if has_body else None
     hdrs = dict(headers)
     if data is not None:
         hdrs.setdefault("Content-Type", "application/json")
+    shown = redact(url, keep_path=not secret_path)
+    where = f"{method} {shown}"
     try:
         async with session.request(method, url, data=data, headers=hdrs) as resp:
-            raw = await resp.read()
+            # a huge response must not blow up the daemon: keep what is useful, drop the rest
+            raw = await resp.content.read(MAX_BODY_BYTES)
             status = resp.status
             ctype = resp.content_type
     except (aiohttp.ClientError, ValueError) as exc:
-        return ActionResult(ok=False, detail=f"{method} {url}: {type(exc).__name__}: {exc}")
+        error = str(exc).replace(url, shown)
+        return ActionResult(ok=False, detail=f"{where}: {type(exc).__name__}: {error}")
     parsed = None
     if ctype == "application/json" or ctype.endswith("+json"):
         try:
@@ -61,8 +70,22 @@ async def request(
             parsed = None
     ok = _expected(status, expect)
     text = raw[-TAIL_BYTES:].decode("utf-8", errors="replace")
-    detail = "" if ok else f"{method} {url}: status {status}, expected {_describe(expect)}"
+    detail = "" if ok else f"{where}: status {status}, expected {_describe(expect)}"
     return ActionResult(ok, status=status, json=parsed, stdout=text, detail=detail)
+
+
+def redact(url: str, keep_path: bool = True) -> str:
+    """The URL without what often holds a secret: user info, query, and (webhooks) the path.
+
+    Step details are shown by the API and published over MQTT, and a
+    Slack-style webhook URL is a credential.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    path = parts.path if keep_path or parts.path in ("", "/") else "/…"
+    return urlunsplit((parts.scheme, host, path, "", ""))
 
 
 def _expected(status: int, expect: Any) -> bool:

@@ -15,5 +15,11 @@ async def run(call: StepCall) -> ActionResult:
         raise ActionError("notify: url must be a non-empty string")
     text = str(call.args.get("text") or "")
     return await request(
-        call.ctx.session(), "POST", url, headers={}, body={"text": text}, has_body=True
+        call.ctx.session(),
+        "POST",
+        url,
+        headers={},
+        body={"text": text},
+        has_body=True,
+        secret_path=True,  # the webhook path is the credential
     )
