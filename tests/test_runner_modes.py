@@ -178,6 +178,19 @@ playbooks:
         await h.close()
 
 
+async def test_shutdown_does_not_wait_for_an_approval(tmp_path: Path) -> None:
+    h = moded(tmp_path, "single")
+    try:
+        h.runner.start(decision("p"))
+        await holding(h, 1)
+        # a long grace, yet the stop is prompt: nobody approves during a stop
+        await asyncio.wait_for(h.runner.shutdown(600.0), timeout=30.0)
+        (ended,) = await h.outcomes(1)
+        assert ended.outcome == "interrupted"
+    finally:
+        await h.close()
+
+
 RESUMABLE = """\
 playbooks:
   - name: p

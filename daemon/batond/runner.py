@@ -202,7 +202,8 @@ class Runner:
         """No new runs; running steps may finish within ``grace``; the rest end ``interrupted``."""
         self._closing = True
         for run in list(self._runs):
-            if run.state == "queued":
+            # nobody will approve during a stop: waiting would only hold it up
+            if run.state in ("queued", "waiting_approval"):
                 self._stop(run, "interrupted")
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
