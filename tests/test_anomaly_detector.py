@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from dataclasses import replace
@@ -50,6 +51,21 @@ def test_a_spike_is_scored_above_the_threshold_and_quiet_data_below() -> None:
     assert max(scores[1200:1210]) >= SPEC.threshold
     quiet = scores[SPEC.warmup : 1200]
     assert sum(s >= SPEC.threshold for s in quiet) <= 2
+
+
+def test_a_lone_spike_scores_highest_on_its_own_sample() -> None:
+    """A rule ``value > X and anomaly > 0.99`` must see the spike itself, not the point after.
+
+    Flat noise around 10 with one spike to 60.8: the transition into the spike
+    used to score ~0.98 and the (equally novel) transition back ~0.9999.
+    """
+    for seed in range(4):
+        rng = random.Random(seed)
+        values = [10.0 + rng.gauss(0.0, 0.5) for _ in range(800)]
+        values[700] = 60.8
+        scores = score_rows(DEFAULT_SPEC, points(values))
+        assert scores[700] >= DEFAULT_SPEC.threshold, seed
+        assert scores[700] == max(scores[690:720]), seed
 
 
 def test_warmup_points_score_zero() -> None:

@@ -60,16 +60,33 @@ def test_another_format_version_is_rejected_with_a_clear_message(tmp_path: Path)
     save_state(models, tmp_path)
     path = tmp_path / STATE_FILE
     data = path.read_bytes()
-    path.write_bytes(data.replace(b" v1\n", b" v99\n", 1))
+    path.write_bytes(data.replace(b" v2\n", b" v99\n", 1))
     with pytest.raises(StateError) as info:
         load_state(ModelSet([SPEC]), tmp_path)
     message = str(info.value)
     assert str(path) in message
-    assert "format version 99, this batond reads version 1" in message
-    assert path.read_bytes() == data.replace(b" v1\n", b" v99\n", 1)  # nothing overwritten
+    assert "format version 99, this batond reads version 2" in message
+    assert path.read_bytes() == data.replace(b" v2\n", b" v99\n", 1)  # nothing overwritten
 
 
-@pytest.mark.parametrize("data", [b"", b"garbage\n{}", b"batond-anomaly-state v1\n{not json"])
+def test_a_version_1_file_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    """v1 kept float arrays as JSON lists; v2 keeps them as base64 float64."""
+    (tmp_path / STATE_FILE).write_bytes(b'batond-anomaly-state v1\n{"series":[]}')
+    with pytest.raises(StateError, match="format version 1, this batond reads version 2"):
+        load_state(ModelSet([SPEC]), tmp_path)
+
+
+def test_a_corrupt_float_array_is_a_state_error() -> None:
+    models = ModelSet([SPEC])
+    feed(models, points(wave(300)))
+    header, body = models.export_state().split(b"\n", 1)
+    data = json.loads(body)
+    data["series"][0]["detector"]["history"] = "not base64!"
+    with pytest.raises(StateError, match="malformed series entry"):
+        ModelSet([SPEC]).import_state(header + b"\n" + json.dumps(data).encode())
+
+
+@pytest.mark.parametrize("data", [b"", b"garbage\n{}", b"batond-anomaly-state v2\n{not json"])
 def test_unreadable_state_is_a_state_error(tmp_path: Path, data: bytes) -> None:
     (tmp_path / STATE_FILE).write_bytes(data)
     with pytest.raises(StateError, match="anomaly state"):

@@ -49,7 +49,7 @@ def test_records_inputs_as_received_with_ts(tmp_path: Path) -> None:
         {"event": "process.exited", "ts": 1003.0, "name": "nginx"},
     ]
     # every line is an input again, with the same ts and labels
-    again = [item_from_json(obj, 0.0, "replay") for obj in got]
+    again = [item_from_json(obj, 2000.0, "replay") for obj in got]
     assert [i.ts for i in again] == [1000.0, 5.0, 1002.0, 1003.0]
     assert again[0].labels == {"host": "web-1", "seq": "17"}
     assert received == {"metric": "cpu", "value": 93.5, "host": "web-1", "seq": 17}  # not mutated

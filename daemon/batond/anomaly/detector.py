@@ -8,7 +8,11 @@ Per point, in O(1) and pure Python (a few microseconds):
    ``context`` levels -> this level" is looked up in a count memory; a
    transition never seen before is novel.  Raw novelty is the fraction of
    quantisers that found it novel.  A value beyond the learned range lands
-   in a level of its own, so new extremes are novel too.
+   in a level of its own, so new extremes are novel too.  A novel point
+   beyond the range by more than the range's own width counts
+   ``_FAR_WEIGHT`` times: such a spike is evidence on its own, so it is
+   scored high on its own sample, not one point later when the (equally
+   novel) transition back out of it would have added the rest.
 2. *Likelihood.*  The average raw novelty of the last ``short`` points is
    compared with the mean and spread of that average over the last ``long``
    points (as HTM's anomaly likelihood does): a burst of novelty in a series
@@ -25,16 +29,25 @@ Everything is causal: a point is scored before it is learned.  Retraining
 (:meth:`ContextDetector.fit`, run off the event loop) re-learns the range and
 the memory from the last ``history`` points, in numpy; it is only worth doing
 when that range moved (:meth:`ContextDetector.range_moved`).
+
+Memory: the history and the long window are :class:`~batond.anomaly.ring.Ring`
+buffers (8 bytes a value, no object per point); the memories hold one entry
+per distinct transition, a few dozen for a usual series and at most
+``_MAX_TRANSITIONS`` per quantiser.
 """
 
 from __future__ import annotations
 
+import base64
 import math
+import sys
+from array import array
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from batond.anomaly.ring import Ring
 from batond.anomaly.spec import ContextParams
 
 __all__ = ["ContextDetector", "Fit"]
@@ -45,9 +58,15 @@ _U_CLAMP = 1e6  # range units; far beyond the level clamp
 _LEVEL_CLAMP = 50  # levels beyond the range: at most this many bins out
 _KEY_BASE = 256  # one context level per byte of an int key
 _KEY_SHIFT = 64  # levels are >= -_LEVEL_CLAMP, so level + shift >= 0
+# transitions remembered per quantiser: bounds a series' memory (a usual one has a
+# few dozen; beyond the cap a new transition is still novel, just not remembered)
+_MAX_TRANSITIONS = 2048
 _MIN_LONG = 30  # points of raw-novelty history before likelihood is trusted
 _SD_FLOOR = 0.03  # a perfectly predictable series still needs a real burst
 _RANGE_SLACK = 0.25  # retrain once an end of the range moved by a quarter bin
+_FAR = 1.0  # range widths beyond the learned range that make a point "far"
+_FAR_HIGH = 1.0 + _FAR
+_FAR_WEIGHT = 3.0  # raw novelty of a novel far point (NAB 70.3; at 1, 70.2 and spikes lag a point)
 _CALIBRATION = 6.0  # score s -> 1 - 10**(-6 s): 0.99 is s = 1/3, a tail of 10**(-10/3)
 
 
@@ -77,13 +96,13 @@ class ContextDetector:
         self.span = 0.0  # 0 until the first fit: still warming up
         self.memories: list[dict[int, int]] = [{} for _ in params.offsets]
         self.contexts: list[deque[int]] = [deque(maxlen=params.context) for _ in params.offsets]
-        self.history: deque[float] = deque(maxlen=max(params.history, self.warmup))
+        self.history = Ring(max(params.history, self.warmup))
         # extremes of the history and the point (by `seen`) where each last occurred,
         # kept up to date per point so checking for a moved range costs O(1)
         self.low, self.low_at, self.high, self.high_at = math.inf, 0, -math.inf, 0
-        self.short: deque[float] = deque(maxlen=params.short)
+        self.short: deque[float] = deque(maxlen=params.short)  # tiny: a deque is faster
         self.short_sum = 0.0
-        self.long: deque[float] = deque(maxlen=params.long)
+        self.long = Ring(params.long)
         self.long_sum = 0.0
         self.long_sq = 0.0
         self.resting = 0
@@ -96,7 +115,7 @@ class ContextDetector:
         self._track_extremes(value)
         if self.span == 0.0:
             if self.seen >= self.warmup:
-                self.apply(self.fit(list(self.history), self.seen))
+                self.apply(self.fit(self.history.to_array(), self.seen))
             return 0.0
         raw = self._learn(value)
         return self._judge(raw)
@@ -104,19 +123,27 @@ class ContextDetector:
     def _learn(self, value: float) -> float:
         bins = self.params.bins
         u = (value - self.lo) / self.span
-        if not -_U_CLAMP < u < _U_CLAMP:  # keeps floor() finite for absurd values
-            u = _U_CLAMP if u > 0.0 else -_U_CLAMP
-        novel = 0
+        if -_FAR <= u <= _FAR_HIGH:
+            weight = 1.0
+        else:
+            weight = _FAR_WEIGHT
+            if not -_U_CLAMP < u < _U_CLAMP:  # keeps floor() finite for absurd values
+                u = _U_CLAMP if u > 0.0 else -_U_CLAMP
+        scaled = u * bins
+        novel = 0.0
         for offset, memory, context in zip(
             self.params.offsets, self.memories, self.contexts, strict=True
         ):
-            level = _level(u, bins, offset)
+            level = math.floor(scaled + offset)
+            if not -_LEVEL_CLAMP <= level <= bins + _LEVEL_CLAMP:
+                level = _level(u, bins, offset)
             key = _key(context, level)
             count = memory.get(key, 0)
-            memory[key] = count + 1
+            if count or len(memory) < _MAX_TRANSITIONS:
+                memory[key] = count + 1
             context.append(level)
             if count == 0:
-                novel += 1
+                novel += weight
         return novel / len(self.memories)
 
     def _judge(self, raw: float) -> float:
@@ -127,12 +154,10 @@ class ContextDetector:
         self.short_sum += raw
         average = self.short_sum / len(short)
         score = self._tail_score(average)
-        long = self.long
-        if len(long) == long.maxlen:
-            old = long[0]
+        old = self.long.append(average)
+        if old is not None:
             self.long_sum -= old
             self.long_sq -= old * old
-        long.append(average)
         self.long_sum += average
         self.long_sq += average * average
         if self.resting > 0:
@@ -161,9 +186,9 @@ class ContextDetector:
         return 1.0 - math.pow(10.0, -_CALIBRATION * min(tail, 1.0))
 
     # -- training --------------------------------------------------------
-    def training_input(self) -> tuple[list[float], int]:
-        """A copy of what :meth:`fit` needs; taken on the event loop."""
-        return list(self.history), self.seen
+    def training_input(self) -> tuple[Sequence[float], int]:
+        """A copy of what :meth:`fit` needs; taken on the event loop (a memcpy)."""
+        return self.history.to_array(), self.seen
 
     def _track_extremes(self, value: float) -> None:
         if value <= self.low:
@@ -218,6 +243,9 @@ class ContextDetector:
                 keys = keys * _KEY_BASE + shifted
             keys = keys * _KEY_BASE + levels + _KEY_SHIFT
             found, counts = np.unique(keys[width:], return_counts=True)
+            if len(found) > _MAX_TRANSITIONS:  # keep the most frequent (a pathological series)
+                top = np.sort(np.argsort(-counts, kind="stable")[:_MAX_TRANSITIONS])
+                found, counts = found[top], counts[top]
             memories.append(dict(zip(found.tolist(), counts.tolist(), strict=True)))
             contexts.append(tuple(levels[-width:].tolist()))
         return Fit(lo, span, tuple(memories), tuple(contexts), upto)
@@ -231,7 +259,7 @@ class ContextDetector:
         self.contexts = [deque(c, maxlen=width) for c in fit.contexts]
         missed = self.seen - fit.upto
         if missed > 0:
-            for value in list(self.history)[-missed:]:
+            for value in self.history.last(missed):
                 self._learn(value)
 
     # -- persistence -----------------------------------------------------
@@ -243,10 +271,10 @@ class ContextDetector:
             "sensitivity": self.sensitivity,
             "memories": [sorted(m.items()) for m in self.memories],
             "contexts": [list(c) for c in self.contexts],
-            "history": list(self.history),
-            "short": list(self.short),
+            "history": _encode(self.history.to_array()),
+            "short": _encode(array("d", self.short)),
             "short_sum": self.short_sum,
-            "long": list(self.long),
+            "long": _encode(self.long.to_array()),
             "long_sum": self.long_sum,
             "long_sq": self.long_sq,
             "resting": self.resting,
@@ -263,11 +291,11 @@ class ContextDetector:
         self.sensitivity = float(state["sensitivity"])
         self.memories = [{int(k): int(c) for k, c in m} for m in state["memories"]]
         self.contexts = [deque((int(x) for x in c), maxlen=width) for c in state["contexts"]]
-        self.history = deque((float(x) for x in state["history"]), maxlen=self.history.maxlen)
+        self.history = Ring(self.history.capacity, _decode(state["history"]))
         self._rescan_extremes()
-        self.short = deque((float(x) for x in state["short"]), maxlen=self.params.short)
+        self.short = deque(_decode(state["short"]), maxlen=self.params.short)
         self.short_sum = float(state["short_sum"])
-        self.long = deque((float(x) for x in state["long"]), maxlen=self.params.long)
+        self.long = Ring(self.params.long, _decode(state["long"]))
         self.long_sum = float(state["long_sum"])
         self.long_sq = float(state["long_sq"])
         self.resting = int(state["resting"])
@@ -293,3 +321,23 @@ def _key(context: deque[int], level: int) -> int:
     for previous in context:
         key = key * _KEY_BASE + previous + _KEY_SHIFT
     return key * _KEY_BASE + level + _KEY_SHIFT
+
+
+def _encode(values: array[float]) -> str:
+    """Base64 of little-endian float64: exact, and far smaller and faster than a JSON list."""
+    if sys.byteorder == "big":
+        values.byteswap()
+    return base64.b64encode(values.tobytes()).decode("ascii")
+
+
+def _decode(text: object) -> array[float]:
+    if not isinstance(text, str):
+        raise TypeError("expected base64 float64 data")
+    data = base64.b64decode(text, validate=True)
+    if len(data) % 8:
+        raise ValueError("float64 data whose length is not a multiple of 8")
+    values = array("d")
+    values.frombytes(data)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values

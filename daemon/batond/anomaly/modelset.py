@@ -10,30 +10,48 @@ jobs; a job runs in a worker thread (it only reads a copy of the history
 taken when the job was made) and returns an *apply* callback, to be run back
 on the loop, that swaps the new fit in.  ``batond backtest`` runs the same
 jobs inline at event time, so its scores equal the daemon's.
+
+Memory is bounded twice: by the number of series (``max_series``) and by the
+points they may hold in total (``max_points_total``, 8 bytes a point: each
+series reserves its history, its likelihood windows and its recent points
+when it is created).  A sample of a series that would break either bound is
+not scored; :meth:`ModelSet.refused_count` counts those samples and
+``notify`` (if given) hears about the 1st, 10th, 100th... of them.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from batond.anomaly.detector import ContextDetector
+from batond.anomaly.ring import Ring
 from batond.anomaly.spec import ModelSpec
 from batond.errors import StateError
 from batond.events import Sample
 
-__all__ = ["FEEDBACK_FACTOR", "MAX_SERIES", "MIN_SENSITIVITY", "STATE_VERSION", "ModelSet"]
+__all__ = [
+    "FEEDBACK_FACTOR",
+    "MAX_POINTS_TOTAL",
+    "MAX_SERIES",
+    "MIN_SENSITIVITY",
+    "STATE_VERSION",
+    "ModelSet",
+    "series_points",
+]
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # v2: float arrays as base64 float64 (v1: JSON lists)
 STATE_MAGIC = b"batond-anomaly-state"
 FEEDBACK_FACTOR = 0.7  # each false positive multiplies the series' sensitivity by this
 MIN_SENSITIVITY = 0.05
-RECENT_POINTS = 500  # per series, for GET /api/v1/series
+RECENT_POINTS = 500  # per series (at most its history), for GET /api/v1/series
 MAX_SERIES = 10_000  # a label with unbounded values in series_by must not exhaust memory
+# 8-byte points all series may reserve together (~400 MB): every series at the default
+# history of 3000 fits under MAX_SERIES; at a history of 17280, about 2,600 series do
+MAX_POINTS_TOTAL = 50_000_000
 
 SeriesKey = tuple[str, str, tuple[str, ...]]  # model name, metric, series_by values
 Job = Callable[[], Callable[[], None]]
@@ -45,19 +63,46 @@ class _Series:
     metric: str
     labels: dict[str, str]
     detector: ContextDetector
-    recent: deque[tuple[float, float, float]] = field(
-        default_factory=lambda: deque(maxlen=RECENT_POINTS)
-    )
     trained_at: float | None = None  # event time of the last (re)training
     training: bool = False
+    # recent times and scores; their values are the newest of the detector's history
+    recent_ts: Ring = field(init=False)
+    recent_scores: Ring = field(init=False)
+
+    def __post_init__(self) -> None:
+        size = _recent_size(self.spec)
+        self.recent_ts = Ring(size)
+        self.recent_scores = Ring(size)
+
+    def recent(self, limit: int) -> list[list[float]]:
+        n = min(len(self.recent_ts), limit)
+        if n <= 0:
+            return []
+        values = self.detector.history.last(n)
+        return [
+            [ts, value, score]
+            for ts, value, score in zip(
+                self.recent_ts.last(n), values, self.recent_scores.last(n), strict=True
+            )
+        ]
 
 
 class ModelSet:
     """Scores samples of the series its models cover."""
 
-    def __init__(self, specs: Sequence[ModelSpec] = (), max_series: int = MAX_SERIES) -> None:
+    def __init__(
+        self,
+        specs: Sequence[ModelSpec] = (),
+        max_series: int = MAX_SERIES,
+        max_points_total: int = MAX_POINTS_TOTAL,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
         self.max_series = max_series  # beyond it new series are not scored: bounded memory
+        self.max_points_total = max_points_total
+        self.notify = notify  # hears why samples go unscored (the daemon logs it)
         self._series: dict[SeriesKey, _Series] = {}
+        self._points = 0  # reserved by the series, against max_points_total
+        self._refused = 0
         self.state_notes: list[str] = []  # why learned state was set aside (import, reload)
         self._index(specs)
 
@@ -90,6 +135,7 @@ class ModelSet:
         old = self._series
         self._index(specs)
         self._series = {}
+        self._points = 0
         self.state_notes = []
         by_name = {spec.name: spec for spec in specs}
         for key, series in old.items():
@@ -105,6 +151,7 @@ class ModelSet:
             detector.sensitivity = min(1.0, max(MIN_SENSITIVITY, scaled))
             series.spec = spec
             self._series[key] = series
+            self._points += series_points(spec)
 
     # -- scoring ---------------------------------------------------------
     def observe(self, sample: Sample) -> float:
@@ -118,7 +165,8 @@ class ModelSet:
         if series is None:
             return 0.0
         score = series.detector.step(sample.value)
-        series.recent.append((sample.ts, sample.value, score))
+        series.recent_ts.append(sample.ts)
+        series.recent_scores.append(score)
         if series.trained_at is None and series.detector.span:
             series.trained_at = sample.ts
         return score
@@ -131,16 +179,51 @@ class ModelSet:
             key = (spec.name, sample.metric, tuple([labels.get(k, "") for k in spec.series_by]))
             series = self._series.get(key)
             if series is None:
-                if len(self._series) >= self.max_series:
-                    return None
                 named = dict(zip(spec.series_by, key[2], strict=True))
+                full = self._full(spec)
+                if full:
+                    self._refuse(f"{sample.metric} {named}", full)
+                    return None
                 series = _Series(spec, sample.metric, named, _new_detector(spec))
-                self._series[key] = series
+                self._add(key, series)
             return series
         return None
 
+    def _full(self, spec: ModelSpec) -> str:
+        """Why a new series of ``spec`` does not fit ("" if it does)."""
+        if len(self._series) >= self.max_series:
+            return f"the series cap ({self.max_series} series) is reached"
+        if self._points + series_points(spec) > self.max_points_total:
+            return (
+                f"it would need {series_points(spec)} more points than the"
+                f" {self.max_points_total - self._points} left of max_points_total"
+                f" ({self.max_points_total})"
+            )
+        return ""
+
+    def _add(self, key: SeriesKey, series: _Series) -> None:
+        self._series[key] = series
+        self._points += series_points(series.spec)
+
+    def _refuse(self, where: str, why: str) -> None:
+        self._refused += 1
+        count = self._refused
+        if self.notify is not None and count == 10 ** (len(str(count)) - 1):
+            self.notify(
+                f"{where}: not scored: {why}; {count} sample(s) refused so far"
+                " (further refusals are reported at 10x counts)"
+            )
+
     def series_count(self) -> int:
         return len(self._series)
+
+    def points_reserved(self) -> int:
+        """Points (8 bytes each) the series reserve, against ``max_points_total``."""
+        return self._points
+
+    def refused_count(self) -> int:
+        """Samples not scored because their new series would break a memory bound."""
+        return self._refused
 
     def series(
         self, metric: str | None = None, host: str | None = None, limit: int = 200
@@ -152,7 +235,7 @@ class ModelSet:
                 continue
             if host is not None and s.labels.get("host") != host:
                 continue
-            points = list(s.recent)[-limit:] if limit > 0 else []
+            points = s.recent(limit)
             out.append(
                 {
                     "metric": s.metric,
@@ -160,7 +243,7 @@ class ModelSet:
                     "model": s.spec.name,
                     "threshold": s.spec.threshold,
                     "sensitivity": s.detector.sensitivity,
-                    "points": [[ts, v, sc] for ts, v, sc in points],
+                    "points": points,
                 }
             )
         out.sort(key=lambda d: (d["metric"], sorted(d["labels"].items())))
@@ -258,9 +341,17 @@ class ModelSet:
         metric = str(item["metric"])
         key = (spec.name, metric, tuple(labels.get(k, "") for k in spec.series_by))
         trained = item.get("trained_at")
-        self._series[key] = _Series(
+        series = _Series(
             spec, metric, labels, detector, trained_at=None if trained is None else float(trained)
         )
+        old = self._series.pop(key, None)
+        if old is not None:
+            self._points -= series_points(old.spec)
+        full = self._full(spec)
+        if full:
+            self.state_notes.append(f"{where}: state dropped: {full}")
+            return
+        self._add(key, series)
 
 
 def _still_applies(series: _Series, spec: ModelSpec) -> bool:
@@ -269,6 +360,21 @@ def _still_applies(series: _Series, spec: ModelSpec) -> bool:
         and tuple(series.labels) == spec.series_by
         and spec.fingerprint() == series.spec.fingerprint()
     )
+
+
+def history_capacity(spec: ModelSpec) -> int:
+    """Points of history a series of ``spec`` keeps (the detector's rule)."""
+    return max(spec.params.history, spec.warmup, spec.params.context + 2)
+
+
+def _recent_size(spec: ModelSpec) -> int:
+    return min(RECENT_POINTS, history_capacity(spec))
+
+
+def series_points(spec: ModelSpec) -> int:
+    """8-byte points one series of ``spec`` reserves: history, windows, recent points."""
+    params = spec.params
+    return history_capacity(spec) + params.long + params.short + 2 * _recent_size(spec)
 
 
 def _new_detector(spec: ModelSpec) -> ContextDetector:
