@@ -51,6 +51,7 @@ MUTATING = [
     ("POST", "/api/v1/pause"),
     ("POST", "/api/v1/resume"),
     ("POST", "/api/v1/reload"),
+    ("POST", "/api/v1/circuits/host%3Dnone/reset"),
 ]
 READ_ONLY = [
     "/",
@@ -166,6 +167,7 @@ def test_the_list_covers_every_mutating_route() -> None:
             info = route.resource.get_info() if route.resource else {}
             routes.add((route.method, info.get("path") or info.get("formatter")))
     expected = {(m, re.sub(r"/999(?=/|$)", "/{id}", p)) for m, p in MUTATING}
+    expected = {(m, re.sub(r"circuits/[^/]+", "circuits/{target}", p)) for m, p in expected}
     assert routes == expected
 
 

@@ -463,6 +463,31 @@ CASES = [
         "bad regular expression: unterminated character set at position 0",
     ),
     (
+        "regex_from_event_data",
+        (
+            "rules:",
+            "  - name: a",
+            "    match: {event: x}",
+            "    when: matches(event.msg, event.pat)",
+            "    run: fix",
+        ),
+        "4:30",
+        "matches(): the regex must be a string literal",
+    ),
+    (
+        "regex_nested_repeat",
+        (
+            "rules:",
+            "  - name: a",
+            "    match: {event: x}",
+            '    when: matches(event.msg, "(a+)+$")',
+            "    run: fix",
+        ),
+        "4:30",
+        "matches(): nested unbounded repeats (like '(a+)+') can take exponential time; "
+        "rewrite it, or make the inner repeat possessive ('a++') or atomic",
+    ),
+    (
         "dup_schedule",
         (
             "rules:",

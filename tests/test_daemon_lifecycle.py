@@ -382,3 +382,41 @@ def test_a_pending_for_timer_survives_sigkill(tmp_path: Path) -> None:
         assert d2.stop() == 0, d2.log()
     finally:
         d2.kill()
+
+
+QUEUE_OF_ONE = """
+rules:
+  - {name: a, match: {event: a}, run: gated}
+  - {name: b, match: {event: b}, run: gated}
+  - {name: c, match: {event: c}, run: gated}
+playbooks:
+  - name: gated
+    mode: queued
+    max: 1
+    steps:
+      - {name: hold, action: approval, timeout: 60s}
+"""
+
+
+def test_a_run_the_runner_refuses_does_not_leave_its_incident_open(tmp_path: Path) -> None:
+    d = start(tmp_path, rules=QUEUE_OF_ONE)
+    try:
+        d.wait_ready()
+        for name in ("a", "b", "c"):  # a runs, b waits in the queue of one, c is refused
+            assert d.post("/api/v1/events", {"event": name, "host": "h"}).status == 202
+            d.wait_for(
+                lambda n=name: any(
+                    i["rule"] == n for i in d.get("/api/v1/incidents").json()["incidents"]
+                ),
+                what=f"the incident of rule {name}",
+            )
+
+        def states() -> dict[str, str]:
+            return {i["rule"]: i["state"] for i in d.get("/api/v1/incidents").json()["incidents"]}
+
+        # no run will ever end for c: its incident (resolved only by a run) must not stay open
+        d.wait_for(lambda: states().get("c") == "resolved", what="c's incident to resolve")
+        assert states()["a"] == "open" and states()["b"] == "open"
+        assert d.stop() == 0, d.log()
+    finally:
+        d.kill()

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from batond.config import GovernorConfig, RateLimit
+from batond.engine import governor as governor_module
 from batond.engine.governor import (
     CIRCUIT_STREAK,
+    HOSTS_SEEN_S,
     Governor,
     GovernorSettings,
     Silence,
@@ -102,9 +104,10 @@ def test_blast_radius_counts_targets_against_hosts_seen() -> None:
         g.hosts_seen[f"web-{i}"] = 0.0
     g.admit("fix", "host=web-0", 0.0)
     g.admit("fix", "host=web-1", 0.0)  # 2 of 10 hosts: the limit
-    assert g.check(LABELS, "host=web-2", "fix", 1.0) == "blast_radius"
+    web2 = {"host": "web-2"}
+    assert g.check(web2, "host=web-2", "fix", 1.0) == "blast_radius"
     assert g.check(LABELS, "host=web-1", "fix", 1.0, single=False) is None  # not a new target
-    assert g.check(LABELS, "host=web-2", "fix", 1.0, fleet=False) is None  # schedules
+    assert g.check(web2, "host=web-2", "fix", 1.0, fleet=False) is None  # schedules
 
 
 def test_blast_radius_waits_for_min_fleet() -> None:
@@ -204,3 +207,116 @@ def test_later_candidates_count_as_running(tmp_path: Path) -> None:
     assert engine.governor.check(LABELS, "host=h1", "alt", 1.0) == "already_running"
     engine.record_outcome("down", "alt", "host=h1", "resolved", 2.0)
     assert engine.governor.check(LABELS, "host=h1", "alt", 3.0) is None
+
+
+def test_blast_radius_counts_hosts_not_incident_keys(tmp_path: Path) -> None:
+    """Three services of one host are one host acted on, not three (SPEC section 3)."""
+    settings = GovernorSettings(max_targets_fraction=0.2, min_fleet=10, max_runs_count=100)
+    engine = make_engine(
+        tmp_path,
+        "rules: [{name: down, match: {event: e}, group_by: [host, svc], run: fix}]",
+        Governor(settings),
+    )
+    for i in range(10):
+        engine.governor.hosts_seen[f"web-{i}"] = 0.0
+    script = [event("e", 1.0, host="web-1", svc=s) for s in ("nginx", "redis", "cron")]
+    script += [event("e", 2.0, host="web-2", svc="nginx")]  # 2 of 10 hosts: still allowed
+    script += [event("e", 3.0, host="web-3", svc="nginx")]  # a third host: beyond 20%
+    assert [d[-1] for d in drive(engine, script) if d[0] == "D"] == [
+        "fix", "fix", "fix", "fix", "blast_radius",
+    ]  # fmt: skip
+
+
+def test_blast_radius_falls_back_to_the_key_without_a_host_label() -> None:
+    g = Governor(GovernorSettings(max_targets_fraction=0.2, min_fleet=10, max_runs_count=100))
+    for i in range(10):
+        g.hosts_seen[f"web-{i}"] = 0.0
+    g.admit("fix", "svc=a", 0.0, "svc=a")
+    g.admit("fix", "svc=b", 0.0, "svc=b")
+    assert g.check({"svc": "a"}, "svc=a", "fix", 1.0, single=False) is None
+    assert g.check({"svc": "c"}, "svc=c", "fix", 1.0) == "blast_radius"
+
+
+def test_hosts_seen_are_pruned_after_the_window_and_capped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(governor_module, "HOSTS_SEEN_MAX", 50)
+    g = Governor(WIDE)
+    for i in range(40):
+        g.note_host(f"old-{i}", 0.0)
+    g.note_host("old-0", 10.0)  # seen again: now the most recent of them
+    for i in range(30):
+        g.note_host(f"new-{i}", 100.0)
+    # over the cap: the least recently seen go first, one seen again survives
+    assert len(g.hosts_seen) == 50
+    assert "old-0" in g.hosts_seen and "old-1" not in g.hosts_seen
+    g.prune(100.0 + HOSTS_SEEN_S - 1)
+    assert len(g.hosts_seen) == 30  # the old ones (seen at 0 and 10) are past the hour
+    assert g.export_state()["hosts_seen"].keys() == {f"new-{i}" for i in range(30)}
+
+
+def test_stale_hosts_are_not_exported() -> None:
+    g = Governor(WIDE)
+    g.note_host("gone", 0.0)
+    g.note_host("here", HOSTS_SEEN_S + 5.0)
+    g.check(LABELS, "k", "fix", HOSTS_SEEN_S + 5.0)  # the clock
+    assert g.export_state()["hosts_seen"] == {"here": HOSTS_SEEN_S + 5.0}
+
+
+def test_fake_hosts_beyond_the_cap_cannot_dilute_the_blast_radius(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(governor_module, "HOSTS_SEEN_MAX", 100)
+    g = Governor(GovernorSettings(max_targets_fraction=0.2, min_fleet=10, max_runs_count=1000))
+    for i in range(10_000):
+        g.note_host(f"fake-{i}", float(i) / 1000)
+    assert len(g.hosts_seen) == 100  # 20 hosts acted on at most, not 2,000
+    for i in range(20):
+        g.admit("fix", f"host=web-{i}", 11.0)
+    assert g.check({"host": "web-99"}, "host=web-99", "fix", 11.0) == "blast_radius"
+
+
+def test_prune_forgets_empty_windows_closed_circuits_and_old_streaks() -> None:
+    g = Governor(GovernorSettings(per_target_per=100.0, max_runs_per=100.0, min_fleet=1000))
+    for i in range(1000):
+        g.admit("fix", f"host=h{i}", 0.0)
+        g.run_ended("fix", f"host=h{i}")
+        g.record_outcome("r", "fix", f"host=h{i}", "", "failed", 0.0)  # a streak of 1
+    for _ in range(CIRCUIT_STREAK):
+        g.record_outcome("r", "fix", "host=h0", "", "failed", 0.0)
+    assert g.take_escalation("host=h0")
+    g.prune(50.0)
+    assert len(g.export_state()["streaks"]) == 1000  # too early: all kept
+    g.prune(200.0)
+    state = g.export_state()
+    assert state["target_runs"] == {} and state["acted"] == {}
+    assert state["circuits"] == {} and state["streaks"] == {} and state["escalated"] == {}
+    assert g._target_runs == {} and g._streak_at == {} and g._escalated == {}
+
+
+def test_an_open_circuit_escalates_once_per_opening() -> None:
+    g = Governor(GovernorSettings(per_target_per=100.0, min_fleet=1000))
+    assert not g.take_escalation("k")  # no circuit
+    for _ in range(CIRCUIT_STREAK):
+        g.record_outcome("r", "fix", "k", "", "failed", 0.0)
+    assert g.check(LABELS, "k", "fix", 1.0) == "circuit_open"
+    assert g.take_escalation("k")
+    assert g.check(LABELS, "k", "fix", 2.0) == "circuit_open"
+    assert not g.take_escalation("k")  # the same opening: no second page
+    h = Governor(GovernorSettings(per_target_per=100.0, min_fleet=1000))
+    h.import_state(g.export_state())  # nor after a restart
+    assert not h.take_escalation("k")
+    assert g.reset_circuit("k")
+    for _ in range(CIRCUIT_STREAK):
+        g.record_outcome("r", "fix", "k", "", "failed", 3.0)
+    assert g.take_escalation("k")  # a new opening pages again
+
+
+def test_schedule_runs_are_outside_the_blast_radius(tmp_path: Path) -> None:
+    settings = GovernorSettings(max_targets_fraction=0.2, min_fleet=10, max_runs_count=100)
+    g = Governor(settings)
+    for i in range(10):
+        g.hosts_seen[f"web-{i}"] = 0.0
+    g.admit("backup", "schedule=nightly", 0.0, "")
+    g.admit("backup", "schedule=weekly", 0.0, "")
+    assert g.check({"host": "web-1"}, "host=web-1", "fix", 1.0) is None

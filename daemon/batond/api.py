@@ -42,6 +42,7 @@ class Control(Protocol):
     async def expire_silence(self, silence_id: int) -> bool: ...
     async def gate(self, run_id: int, verb: str) -> bool: ...
     async def set_paused(self, paused: bool) -> dict[str, Any]: ...
+    async def reset_circuit(self, target: str) -> bool: ...
     async def reload(self) -> dict[str, Any]: ...
 
 
@@ -186,6 +187,12 @@ def build_app(
 
         return handler
 
+    async def reset_circuit(request: web.Request) -> web.Response:
+        target = request.match_info["target"]
+        if await control.reset_circuit(target):
+            return json_response({"target": target, "reset": True})
+        return _error(404, f"no open circuit for {target!r}")
+
     async def reload(_: web.Request) -> web.Response:
         result = await control.reload()
         return json_response(result, 200 if result.get("ok") else 400)
@@ -209,6 +216,8 @@ def build_app(
     r.add_post("/api/v1/pause", pause(True))
     r.add_post("/api/v1/resume", pause(False))
     r.add_post("/api/v1/reload", reload)
+    # a target is an incident key ("host=web-1,svc=a"): any text, percent-encoded
+    r.add_post("/api/v1/circuits/{target:.+}/reset", reset_circuit)
     if add_input_routes is not None:
         add_input_routes(app)
     return app

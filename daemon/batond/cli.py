@@ -28,6 +28,7 @@ _COMMANDS = {
     "incidents": "batond.client:incidents",
     "runs": "batond.client:runs",
     "silence": "batond.client:silence",
+    "circuit": "batond.client:circuit",
     "approve": "batond.client:approve",
     "deny": "batond.client:deny",
     "cancel": "batond.client:cancel",
@@ -108,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = ssub.add_parser("expire", help="end a silence now")
     sp.add_argument("id", type=int, metavar="ID")
     _client_args(sp)
+
+    p = sub.add_parser("circuit", help="circuits of targets whose runs keep failing")
+    csub = p.add_subparsers(dest="circuit_command", metavar="ACTION", required=True)
+    _client_args(csub.add_parser("list", help="list open circuits"))
+    cp = csub.add_parser("reset", help="close a target's circuit: automatic runs resume")
+    cp.add_argument("target", metavar="TARGET", help="the target (incident key) as listed")
+    _client_args(cp)
 
     for name, text in (
         ("approve", "approve a run waiting at an approval step"),

@@ -16,6 +16,7 @@ import json
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "ClientError",
     "approve",
     "cancel",
+    "circuit",
     "deny",
     "feedback",
     "incidents",
@@ -298,6 +300,25 @@ def _matchers(value: Any) -> str:
     if isinstance(value, dict):
         return ",".join(f"{k}={v}" for k, v in value.items())
     return str(value)
+
+
+def circuit(args: argparse.Namespace) -> int:
+    action = args.circuit_command
+
+    def body(api: Api) -> None:
+        if action == "list":
+            doc = {"open_circuits": api.call("GET", "/api/v1/status").get("open_circuits", [])}
+            rows = [
+                (c.get("target"), when(c.get("opened_at")), when(c.get("closes_at")))
+                for c in doc["open_circuits"]
+            ]
+            _emit(args, doc, table(("TARGET", "OPENED", "CLOSES"), rows))
+        else:
+            target = urllib.parse.quote(args.target, safe="")
+            doc = api.call("POST", f"/api/v1/circuits/{target}/reset", {})
+            _emit(args, doc, f"circuit of {args.target} reset")
+
+    return _command(args, body)
 
 
 def _gate(args: argparse.Namespace, verb: str, done: str) -> int:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from batond.config import Config, load_config
+from batond.engine.engine import NO_RUN
 from batond.engine.types import Decision, Output, Resolved
 from batond.errors import BatondError, ConfigError
 from batond.events import Input, Sample
@@ -72,7 +73,8 @@ class DaemonControl:
         from batond.anomaly.modelfile import load_models
 
         paths = (config or self.config).models
-        return ModelSet(load_models([p for p in paths if p.exists()]))
+        specs = load_models([p for p in paths if p.exists()])
+        return ModelSet(specs, notify=lambda note: log.warning("anomaly model: %s", note))
 
     async def open_journal(self) -> None:
         from batond.journal import Journal
@@ -171,15 +173,30 @@ class DaemonControl:
             self.metrics.events_received.labels("schedule").inc()
         decision_id, incident_id = await self.journal.record_decision(decision)
         if decision.playbook is not None:
-            self.runner.start(
+            started = self.runner.start(
                 decision,
                 decision_id=decision_id,
                 incident_id=incident_id,
                 arrived=arrived,
                 verify_by_run=self.engine.resolves_by_run(decision.rule),
             )
+            if not started:  # the runner refused (its mode, or stopping): no run will end
+                await self.handle_outputs(
+                    self.engine.record_outcome(
+                        decision.rule, decision.playbook, decision.key, NO_RUN, time.time()
+                    )
+                )
+        elif decision.suppressed == "circuit_open" and self.engine.governor.take_escalation(
+            decision.target
+        ):  # SPEC section 7: escalation instead, once per opening of the circuit
+            self.runner.escalate_only(decision, decision_id=decision_id, incident_id=incident_id)
         if incident_id is not None:
             await self._publish_incident(incident_id)
+
+    async def handle_outputs(self, outputs: list[Output]) -> None:
+        for out in outputs:
+            if isinstance(out, Resolved):
+                await self.on_resolved(out)
 
     async def on_resolved(self, resolved: Resolved) -> None:
         assert self.journal is not None
@@ -203,9 +220,7 @@ class DaemonControl:
         task.add_done_callback(_log_failure)
 
     async def _after_run(self, ended: RunEnded, outputs: list[Output]) -> None:
-        for out in outputs:
-            if isinstance(out, Resolved):
-                await self.on_resolved(out)
+        await self.handle_outputs(outputs)
         await self.save_state()
         await self._publish("runs", ended.run_id, await self.run(ended.run_id))
 
@@ -358,6 +373,15 @@ class DaemonControl:
         if not method(run_id):
             return False
         await self.journal.record_approval(run_id, verb)
+        return True
+
+    async def reset_circuit(self, target: str) -> bool:
+        """An operator closes ``target``'s circuit; False when it was not open."""
+        assert self.journal is not None
+        if not self.engine.governor.reset_circuit(target):
+            return False
+        self.journal.save_rule_state_soon(self.engine.export_state)
+        log.info("circuit of %s reset by an operator", target)
         return True
 
     async def set_paused(self, paused: bool) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import IO, Any
 import orjson
 
 from batond.engine.engine import NO_RUN, Engine
-from batond.engine.governor import Governor
+from batond.engine.governor import HOST_RESOLUTION_S, Governor
 from batond.engine.types import Decision, Output
 from batond.errors import ConfigError, InputError
 from batond.events import Sample, item_from_json
@@ -85,6 +85,8 @@ class _Replay:
         loads = orjson.loads
         could_match = engine.index.could_match
         seen = engine.governor.hosts_seen
+        note_host = engine.governor.note_host  # bounded: prunes and caps what it keeps
+        resolution = HOST_RESOLUTION_S
         models = self.models
         now = float("-inf")
         deadline: float | None = None
@@ -109,7 +111,9 @@ class _Replay:
             self.events += 1
             host = obj.get("host")
             if type(host) is str:
-                seen[host] = now
+                last = seen.get(host)
+                if last is None or now - last >= resolution:
+                    note_host(host, now)
             if not started or (deadline is not None and now >= deadline):
                 started = True
                 self.emit(engine.tick(now))

@@ -130,6 +130,25 @@ class Runner:
         self._spawn(self._chain(origin, names, first=run))
         return True
 
+    def escalate_only(
+        self, decision: Decision, *, decision_id: int | None = None, incident_id: int | None = None
+    ) -> bool:
+        """Run only the ``escalate:`` playbook of the first candidate naming one (an
+        escalation run): what a target whose circuit is open gets instead of a run."""
+        if self._closing:
+            return False
+        pbs = self._playbooks
+        for name in decision.candidates:
+            pb = pbs.get(name)
+            if pb is not None and pb.escalate and pb.escalate in pbs:
+                origin = _origin_of(decision, decision_id, incident_id, False)
+                run = Run(origin, pbs[pb.escalate], pbs, escalation=True)
+                if not self._admit(run):
+                    return False
+                self._spawn(self._single(run))
+                return True
+        return False
+
     def incident_resolved(self, rule: str, key: str) -> None:
         """The incident resolved: ``verify:`` waits of its runs end ``resolved``."""
         for run in self._watch.get((rule, key), ()):

@@ -17,8 +17,9 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from batond.engine.governor import Governor, target_class
+from batond.engine.governor import HOST_RESOLUTION_S, Governor, target_class
 from batond.engine.index import MatchIndex
+from batond.engine.keys import split_key
 from batond.engine.model import Rule, RuleSet, Schedule
 from batond.engine.state import RESOLVE, RuleState, state_for
 from batond.engine.types import Decision, Output, Resolved
@@ -28,6 +29,7 @@ __all__ = ["Engine", "RuleSet"]
 
 STATE_VERSION = 1
 NO_RUN = "none"  # record_outcome: the decision's run never happened (replay)
+SWEEP_S = 60.0  # housekeeping of per-key state, at most this often (engine clock)
 
 
 class Engine:
@@ -40,6 +42,8 @@ class Engine:
         self._schedule_next: dict[str, float | None] = {}
         self._schedule_fp: dict[str, str] = {}
         self._schedule_due: float | None = None  # soonest schedule (-inf: not yet placed)
+        self._sweep_at = float("-inf")  # next housekeeping (see _sweep)
+        self._wake_at = float("-inf")  # the sooner of the two: one test per input
         self.index: MatchIndex[tuple[RuleState, int]] = MatchIndex(())
         self.replace_rules(rules)
 
@@ -63,6 +67,7 @@ class Engine:
         }
         self._schedule_fp = {s.name: s.fingerprint for s in rules.schedules}
         self._schedule_due = float("-inf") if rules.schedules else None
+        self._wake_at = float("-inf")
         self.rules = rules
         self.index = MatchIndex(_index_entries(self.states.values()))
 
@@ -79,17 +84,16 @@ class Engine:
         """
         host = item.labels.get("host")
         if host is not None:
-            self.governor.hosts_seen[host] = now
+            last = self.governor.hosts_seen.get(host)
+            if last is None or now - last >= HOST_RESOLUTION_S:
+                self.governor.note_host(host, now)
         if type(item) is Sample:
             hits = self.index.lookup("metric", item.metric, item.labels)
         else:
             hits = self.index.lookup("event", item.name, item.labels)  # type: ignore[union-attr]
         timers = self._timers
-        due = self._schedule_due
-        if (timers and timers[0][0] <= now) or (due is not None and due <= now):
-            out = self.tick(now)
-        else:
-            out = []
+        due = (timers and timers[0][0] <= now) or self._wake_at <= now
+        out = self.tick(now) if due else []
         for state, role in hits:
             state.on_input(self, item, role, now, anomaly, out)
         return out
@@ -109,7 +113,19 @@ class Engine:
                 self._tick_schedule(schedule, now, out)
             times = [t for t in self._schedule_next.values() if t is not None]
             self._schedule_due = min(times) if times else None
+        if now >= self._sweep_at:
+            self._sweep(now)
+        due = self._schedule_due
+        self._wake_at = self._sweep_at if due is None else min(due, self._sweep_at)
         return out
+
+    def _sweep(self, now: float) -> None:
+        """Drop per-key state that can no longer matter, so that it stays bounded
+        however many hosts and groups come and go (amortised: every SWEEP_S)."""
+        self._sweep_at = now + SWEEP_S
+        self.governor.prune(now)
+        for state in self.states.values():
+            state.prune(now)
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` must next run (None: only when an input comes)."""
@@ -141,7 +157,7 @@ class Engine:
         state.last_fire = now
         in_cooldown = key in state.last_run and now - state.last_run[key] < rule.cooldown
         decision = self._decision(rule, key, labels, item, now, in_cooldown=in_cooldown)
-        if decision.suppressed is None:
+        if decision.suppressed is None and rule.cooldown > 0:
             state.last_run[key] = now
         out.append(decision)
         if decision.suppressed is not None and rule.resolves_by_run:
@@ -173,7 +189,7 @@ class Engine:
             labels, key, first, now, in_cooldown=in_cooldown, single=mode == "single", fleet=is_rule
         )
         if reason is None:
-            gov.admit(first, key, now)
+            gov.admit(first, key, now, (labels.get("host") or key) if is_rule else "")
         return Decision(
             ts=now,
             rule=rule.name,
@@ -214,7 +230,7 @@ class Engine:
         Feeds the statistics and circuits; resolves an incident that only its
         run can resolve when the run resolved it (or never ran).
         """
-        labels = _labels_of_key(key)
+        labels = split_key(key)
         self.governor.record_outcome(rule, playbook, key, target_class(labels), outcome, now)
         out: list[Output] = []
         state = self.states.get(rule)
@@ -310,11 +326,3 @@ def _index_entries(states: Any) -> list[tuple[Any, tuple[RuleState, int]]]:
         if state.rule.resolve is not None:
             entries.append((state.rule.resolve.match, (state, RESOLVE)))
     return entries
-
-
-def _labels_of_key(key: str) -> dict[str, str]:
-    out = {}
-    for part in key.split(","):
-        name, _, value = part.partition("=")
-        out[name] = value
-    return out

@@ -15,7 +15,8 @@ subscripts ``x["y"]``/``x[0]``/``x[1:3]``, and calls of these functions only:
 
 ==========================  ===================================================
 ``matches(text, regex)``    ``re.search``; the text is made a string, None never
-                            matches; a literal regex is compiled once at load
+                            matches; the regex must be a string literal (compiled
+                            once at load: event data never becomes a pattern)
 ``abs min max len round``   as in Python
 ``int float str bool``      conversions
 ``lower(s) upper(s)``       case of a string (None gives ``""``)
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -60,6 +62,10 @@ __all__ = [
 RULE_NAMES = ("value", "metric", "labels", "event", "anomaly", "now")
 #: Names a playbook template sees.
 TEMPLATE_NAMES = (*RULE_NAMES, "steps", "params", "rule", "key", "severity")
+
+# the parsed form of a pattern, to spot nested repeats (CPython's own parser; no stubs)
+sre_parse: Any = importlib.import_module("re._parser")
+sre_c: Any = importlib.import_module("re._constants")
 
 _MAX_REPEAT = 100_000  # "x" * n giving more items than this is refused (memory)
 
@@ -369,16 +375,48 @@ class _Compiler(ast.NodeTransformer):
             raise self.fail(node, "matches(text, regex) takes two arguments")
         pattern = args[1]
         if not (isinstance(pattern, ast.Constant) and isinstance(pattern.value, str)):
-            target = ast.Name("__b_f_matches", ast.Load())
-            return ast.copy_location(ast.Call(target, args, []), node)
+            # a pattern from event data could be a catastrophic one ("(a+)+$") and hang
+            raise self.fail(node.args[1], "matches(): the regex must be a string literal")
         try:
             compiled = re.compile(pattern.value)
         except re.error as exc:
             raise self.fail(node.args[1], f"bad regular expression: {exc}") from None
+        if _nested_repeat(sre_parse.parse(pattern.value)):
+            raise self.fail(
+                node.args[1],
+                "matches(): nested unbounded repeats (like '(a+)+') can take exponential "
+                "time; rewrite it, or make the inner repeat possessive ('a++') or atomic",
+            )
         self.regex_count += 1
         name = ast.Name(f"__b_re_{self.regex_count}", ast.Load())
         name._batond_regex = _literal_matcher(compiled)  # type: ignore[attr-defined]
         return ast.copy_location(ast.Call(name, [args[0]], []), node)
+
+
+_REPEATS = (sre_c.MAX_REPEAT, sre_c.MIN_REPEAT)
+_LOOKAROUNDS = (sre_c.ASSERT, sre_c.ASSERT_NOT)
+
+
+def _nested_repeat(parsed: Any, inside: bool = False) -> bool:
+    """An unbounded repeat inside another one (possessive and atomic parts are safe)."""
+    for op, av in parsed:
+        deeper = inside
+        if op in _REPEATS:
+            unbounded = av[1] == sre_c.MAXREPEAT
+            if unbounded and inside:
+                return True
+            children, deeper = [av[2]], inside or unbounded
+        elif op is sre_c.SUBPATTERN:
+            children = [av[3]]
+        elif op in _LOOKAROUNDS:
+            children = [av[1]]
+        elif op is sre_c.BRANCH:
+            children = av[1]
+        else:
+            continue
+        if any(_nested_repeat(child, deeper) for child in children):
+            return True
+    return False
 
 
 def _literal_matcher(pattern: re.Pattern[str]) -> Callable[[object], bool]:

@@ -4,7 +4,9 @@ One class per rule kind (see :mod:`batond.engine.model`). Each reacts to a
 matching input (``on_input``) and to its timers (``on_timer``) by calling
 back into the engine (:class:`Host`) to decide, resolve and schedule. The
 state is plain data so that it can be exported as JSON and survive a reload
-or a restart.
+or a restart. Every per-key table is bounded: ``prune`` (the engine's
+housekeeping) drops what can no longer matter, and groups remembered for
+``absent:`` are capped at ``MAX_GROUPS`` per rule.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from batond.engine.expr import Expression
+from batond.engine.keys import escape, incident_key
 from batond.engine.model import Rule
 from batond.engine.types import Output
 from batond.events import Input, Sample
@@ -21,6 +24,8 @@ from batond.events import Input, Sample
 __all__ = ["RESOLVE", "Host", "RuleState", "state_for"]
 
 RESOLVE = -1  # the role of a rule's resolve: part in the index
+MAX_GROUPS = 100_000  # groups an absent: rule remembers (the least recently seen go first)
+_KEY_CACHE = 10_000  # keys of one-label rules kept ready (cleared when full: bounded)
 
 
 class Host(Protocol):
@@ -50,15 +55,29 @@ class RuleState:
         self.last_error = ""
         self.new_errors: list[str] = []  # not yet reported (Engine.take_errors)
         if len(rule.group_by) == 1:
-            self._prefix: str | None = f"{rule.group_by[0]}="
+            self._prefix: str | None = f"{escape(rule.group_by[0])}="
             self._label = rule.group_by[0]
         else:
             self._prefix = None
+        self._keys: dict[str, str] = {}  # value -> key of a one-label group_by (a cache)
 
     def key(self, labels: Mapping[str, str]) -> str:
+        """The incident key (:mod:`batond.engine.keys`; values escaped)."""
         if self._prefix is not None:
-            return self._prefix + labels.get(self._label, "")
-        return ",".join(f"{k}={labels.get(k, '')}" for k in self.rule.group_by)
+            value = labels.get(self._label, "")
+            key = self._keys.get(value)
+            if key is None:
+                if len(self._keys) >= _KEY_CACHE:
+                    self._keys.clear()
+                key = self._keys[value] = self._prefix + escape(value)
+            return key
+        return incident_key(self.rule.group_by, labels)
+
+    def prune(self, now: float) -> None:
+        """Forget cooldown starts whose cooldown has passed (kinds add their own)."""
+        cooldown = self.rule.cooldown
+        if self.last_run:
+            self.last_run = {k: t for k, t in self.last_run.items() if now - t < cooldown}
 
     def test(self, when: Expression | None, item: Input, now: float, anomaly: float) -> bool:
         """``when:`` for this input; an evaluation error counts as false and is recorded."""
@@ -197,6 +216,16 @@ class CountState(RuleState):
             window.popleft()
         return window
 
+    def prune(self, now: float) -> None:
+        super().prune(now)
+        stale = [
+            k
+            for k, w in self.windows.items()
+            if k not in self.open and (not w or w[-1] + self.within <= now)
+        ]
+        for key in stale:
+            del self.windows[key]
+
     def _falls_below_at(self, window: deque[float]) -> float:
         return window[len(window) - self.at_least] + self.within
 
@@ -261,10 +290,18 @@ class AbsentState(RuleState):
         key = self.key(item.labels)
         if key in self.open:
             host.resolve(self, key, now, out)
-        last = self.seen.get(key)
+        last = self.seen.pop(key, None)  # re-inserted: least recently seen first
         ts = item.ts if last is None else max(item.ts, last[0])
         self.seen[key] = (ts, item.labels)
         host.schedule(self, key, ts + self.absent)
+
+    def prune(self, now: float) -> None:
+        super().prune(now)
+        excess = len(self.seen) - MAX_GROUPS
+        if excess > 0:
+            oldest = [k for k in self.seen if k not in self.open][:excess]
+            for key in oldest:
+                del self.seen[key]
 
     def on_timer(self, host: Host, key: str, at: float, now: float, out: list[Output]) -> None:
         seen = self.seen.get(key)
@@ -314,6 +351,15 @@ class AllState(RuleState):
         if all(ts is not None and ts >= oldest for ts in slots):
             del self.slots[key]  # the correlation is used up by this firing
             host.decide(self, key, item.labels, item, now, out)
+
+    def prune(self, now: float) -> None:
+        super().prune(now)
+        oldest = now - self.rule.within
+        stale = [
+            k for k, slots in self.slots.items() if all(t is None or t < oldest for t in slots)
+        ]
+        for key in stale:
+            del self.slots[key]
 
     def dump(self) -> dict[str, Any]:
         data = super().dump()
