@@ -112,112 +112,121 @@ def build_app(
     add_input_routes: Callable[[web.Application], None] | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=max_body, middlewares=[_auth_middleware(token)])
-    r = app.router
+    _Routes(control, metrics).add_to(app.router)
+    if add_input_routes is not None:
+        add_input_routes(app)
+    return app
 
-    async def healthz(_: web.Request) -> web.Response:
+
+class _Routes:
+    """One small handler per endpoint of SPEC section 9."""
+
+    def __init__(self, control: Control, metrics: Metrics) -> None:
+        self.control = control
+        self.metrics = metrics
+
+    def add_to(self, r: web.UrlDispatcher) -> None:
+        r.add_get("/", self.index)
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/readyz", self.readyz)
+        r.add_get("/metrics", self.metrics_page)
+        r.add_get("/api/v1/status", self.status)
+        r.add_get("/api/v1/incidents", self.incidents)
+        r.add_post("/api/v1/incidents/{id}/feedback", self.feedback)
+        r.add_get("/api/v1/runs", self.runs)
+        r.add_get("/api/v1/runs/{id}", self.run)
+        for verb in ("approve", "deny", "cancel"):
+            r.add_post(f"/api/v1/runs/{{id}}/{verb}", self.gate(verb))
+        r.add_get("/api/v1/rules", self.rules)
+        r.add_get("/api/v1/series", self.series)
+        r.add_get("/api/v1/silences", self.silences)
+        r.add_post("/api/v1/silences", self.add_silence)
+        r.add_delete("/api/v1/silences/{id}", self.expire_silence)
+        r.add_post("/api/v1/pause", self.pause(True))
+        r.add_post("/api/v1/resume", self.pause(False))
+        r.add_post("/api/v1/reload", self.reload)
+        # a target is an incident key ("host=web-1,svc=a"): any text, percent-encoded
+        r.add_post("/api/v1/circuits/{target:.+}/reset", self.reset_circuit)
+
+    async def healthz(self, _: web.Request) -> web.Response:
         return json_response({"status": "ok"})
 
-    async def readyz(_: web.Request) -> web.Response:
-        ready = control.is_ready()
+    async def readyz(self, _: web.Request) -> web.Response:
+        ready = self.control.is_ready()
         return json_response({"ready": ready}, 200 if ready else 503)
 
-    async def metrics_page(_: web.Request) -> web.Response:
+    async def metrics_page(self, _: web.Request) -> web.Response:
         # the exposition's own content type, version included: scrapers pick the parser by it
-        body = generate_latest(metrics.registry)
+        body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def index(_: web.Request) -> web.Response:
+    async def index(self, _: web.Request) -> web.Response:
         page = resources.files("batond").joinpath("web/index.html").read_bytes()
         return web.Response(body=page, content_type="text/html", charset="utf-8")
 
-    async def status(_: web.Request) -> web.Response:
-        return json_response(control.status())
+    async def status(self, _: web.Request) -> web.Response:
+        return json_response(self.control.status())
 
-    async def incidents(request: web.Request) -> web.Response:
-        return json_response(await control.incidents(_limit(request)))
+    async def incidents(self, request: web.Request) -> web.Response:
+        return json_response(await self.control.incidents(_limit(request)))
 
-    async def runs(request: web.Request) -> web.Response:
-        return json_response(await control.runs(_limit(request)))
+    async def runs(self, request: web.Request) -> web.Response:
+        return json_response(await self.control.runs(_limit(request)))
 
-    async def run(request: web.Request) -> web.Response:
-        found = await control.run(_int(request, "id"))
+    async def run(self, request: web.Request) -> web.Response:
+        found = await self.control.run(_int(request, "id"))
         return json_response(found) if found is not None else _error(404, "no such run")
 
-    async def feedback(request: web.Request) -> web.Response:
+    async def feedback(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
         if body.get("feedback") != "false_positive":
             return _error(400, 'feedback must be "false_positive"')
         incident_id = _int(request, "id")
-        if await control.incident(incident_id) is None:
+        if await self.control.incident(incident_id) is None:
             return _error(404, f"no incident {incident_id}")
-        return json_response(await control.feedback(incident_id, "false_positive"))
+        return json_response(await self.control.feedback(incident_id, "false_positive"))
 
-    async def rules(_: web.Request) -> web.Response:
-        return json_response(control.rules())
+    async def rules(self, _: web.Request) -> web.Response:
+        return json_response(self.control.rules())
 
-    async def series(request: web.Request) -> web.Response:
+    async def series(self, request: web.Request) -> web.Response:
         q = request.query
-        return json_response(control.series(q.get("metric") or None, q.get("host") or None))
+        return json_response(self.control.series(q.get("metric") or None, q.get("host") or None))
 
-    async def silences(_: web.Request) -> web.Response:
-        return json_response(await control.silences())
+    async def silences(self, _: web.Request) -> web.Response:
+        return json_response(await self.control.silences())
 
-    async def add_silence(request: web.Request) -> web.Response:
-        return json_response(await control.add_silence(await _json_body(request)), 201)
+    async def add_silence(self, request: web.Request) -> web.Response:
+        return json_response(await self.control.add_silence(await _json_body(request)), 201)
 
-    async def expire_silence(request: web.Request) -> web.Response:
-        if await control.expire_silence(_int(request, "id")):
+    async def expire_silence(self, request: web.Request) -> web.Response:
+        if await self.control.expire_silence(_int(request, "id")):
             return json_response({"expired": True})
         return _error(404, "no such active silence")
 
-    def gate(verb: str) -> Handler:
+    def gate(self, verb: str) -> Handler:
         async def handler(request: web.Request) -> web.Response:
             run_id = _int(request, "id")
-            if await control.run(run_id) is None:
+            if await self.control.run(run_id) is None:
                 return _error(404, f"no run {run_id}")
-            if await control.gate(run_id, verb):
+            if await self.control.gate(run_id, verb):
                 return json_response({"run": run_id, verb: True})
             return _error(409, f"run {run_id}: {verb} is not possible now (done, or not waiting)")
 
         return handler
 
-    def pause(paused: bool) -> Handler:
+    def pause(self, paused: bool) -> Handler:
         async def handler(_: web.Request) -> web.Response:
-            return json_response(await control.set_paused(paused))
+            return json_response(await self.control.set_paused(paused))
 
         return handler
 
-    async def reset_circuit(request: web.Request) -> web.Response:
+    async def reset_circuit(self, request: web.Request) -> web.Response:
         target = request.match_info["target"]
-        if await control.reset_circuit(target):
+        if await self.control.reset_circuit(target):
             return json_response({"target": target, "reset": True})
         return _error(404, f"no open circuit for {target!r}")
 
-    async def reload(_: web.Request) -> web.Response:
-        result = await control.reload()
+    async def reload(self, _: web.Request) -> web.Response:
+        result = await self.control.reload()
         return json_response(result, 200 if result.get("ok") else 400)
-
-    r.add_get("/", index)
-    r.add_get("/healthz", healthz)
-    r.add_get("/readyz", readyz)
-    r.add_get("/metrics", metrics_page)
-    r.add_get("/api/v1/status", status)
-    r.add_get("/api/v1/incidents", incidents)
-    r.add_post("/api/v1/incidents/{id}/feedback", feedback)
-    r.add_get("/api/v1/runs", runs)
-    r.add_get("/api/v1/runs/{id}", run)
-    for verb in ("approve", "deny", "cancel"):
-        r.add_post(f"/api/v1/runs/{{id}}/{verb}", gate(verb))
-    r.add_get("/api/v1/rules", rules)
-    r.add_get("/api/v1/series", series)
-    r.add_get("/api/v1/silences", silences)
-    r.add_post("/api/v1/silences", add_silence)
-    r.add_delete("/api/v1/silences/{id}", expire_silence)
-    r.add_post("/api/v1/pause", pause(True))
-    r.add_post("/api/v1/resume", pause(False))
-    r.add_post("/api/v1/reload", reload)
-    # a target is an incident key ("host=web-1,svc=a"): any text, percent-encoded
-    r.add_post("/api/v1/circuits/{target:.+}/reset", reset_circuit)
-    if add_input_routes is not None:
-        add_input_routes(app)
-    return app
