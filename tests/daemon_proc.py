@@ -186,7 +186,9 @@ class DaemonProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGUSR1)  # where is it stuck?
+                self.proc.send_signal(signal.SIGUSR2)  # which asyncio task waits where?
+                time.sleep(1)
+                self.proc.send_signal(signal.SIGUSR1)  # and every thread's stack
                 time.sleep(2)
                 self.proc.kill()
                 self.proc.wait()

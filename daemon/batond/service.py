@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import logging
 import signal
 import sys
@@ -175,6 +176,7 @@ class Daemon(DaemonControl):
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        loop.add_signal_handler(signal.SIGUSR2, _log_tasks)
 
     def _status_line(self, reload_result: dict[str, Any] | None = None) -> str:
         s = self.status()
@@ -218,8 +220,11 @@ class Daemon(DaemonControl):
         while True:
             deadline = self.engine.next_deadline()
             timeout = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.time()))
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+            # lands as its timeout fires, and the engine task then never stops (seen here)
             try:
-                item, arrived = await asyncio.wait_for(self.bus.get(), timeout)
+                async with asyncio.timeout(timeout):
+                    item, arrived = await self.bus.get()
             except TimeoutError:
                 await self.handle(self.engine.tick(time.time()), None)
                 continue
@@ -266,6 +271,15 @@ class Daemon(DaemonControl):
                 last_model_save = now
                 await self.save_models()
             await asyncio.sleep(HOUSEKEEPING_S)
+
+
+def _log_tasks() -> None:
+    """SIGUSR2: every asyncio task and where it waits, for "why does it not stop?"."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        out.write(f"\n{task!r}\n")
+        task.print_stack(limit=8, file=out)
+    log.warning("tasks on SIGUSR2:%s", out.getvalue())
 
 
 async def _run(config: Config) -> int:
