@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 
 from batond.errors import InputError
 from batond.events import Input, Sample, check_not_future
@@ -89,18 +90,24 @@ def _line(line: str, now: float, source: str, out: list[Input]) -> None:
         raise InputError("no_numeric_field", f"only string fields in {line[:80]!r}")
 
 
-def _split_series(line: str) -> tuple[str, str]:
-    """The measurement+tags part (up to the first unescaped space) and the rest."""
-    i = 0
-    n = len(line)
+def _unescaped(text: str, sep: str, start: int = 0) -> Iterator[int]:
+    """Indexes of ``sep`` in ``text`` from ``start`` that no backslash escapes."""
+    i = start
+    n = len(text)
     while i < n:
-        c = line[i]
+        c = text[i]
         if c == "\\":
             i += 2
             continue
-        if c == " ":
-            return line[:i], line[i + 1 :]
+        if c == sep:
+            yield i
         i += 1
+
+
+def _split_series(line: str) -> tuple[str, str]:
+    """The measurement+tags part (up to the first unescaped space) and the rest."""
+    for i in _unescaped(line, " "):
+        return line[:i], line[i + 1 :]
     return line, ""
 
 
@@ -108,17 +115,9 @@ def _split_series_parts(series: str) -> list[str]:
     """Measurement and ``key=value`` tags, split at unescaped commas."""
     parts: list[str] = []
     start = 0
-    i = 0
-    n = len(series)
-    while i < n:
-        c = series[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == ",":
-            parts.append(series[start:i])
-            start = i + 1
-        i += 1
+    for i in _unescaped(series, ","):
+        parts.append(series[start:i])
+        start = i + 1
     parts.append(series[start:])
     return parts
 
@@ -163,15 +162,8 @@ def _split_fields(tail: str, line: str) -> tuple[list[str], str | None]:
 
 
 def _closing_quote(text: str, i: int, line: str) -> int:
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == '"':
-            return i
-        i += 1
+    for end in _unescaped(text, '"', i):
+        return end
     raise InputError("bad_string", f"unterminated string in {line[:80]!r}")
 
 
