@@ -181,7 +181,7 @@ class DaemonControl:
                 verify_by_run=self.engine.resolves_by_run(decision.rule),
             )
             if not started:  # the runner refused (its mode, or stopping): no run will end
-                await self.handle_outputs(
+                await self.handle(
                     self.engine.record_outcome(
                         decision.rule, decision.playbook, decision.key, NO_RUN, time.time()
                     )
@@ -193,10 +193,15 @@ class DaemonControl:
         if incident_id is not None:
             await self._publish_incident(incident_id)
 
-    async def handle_outputs(self, outputs: list[Output]) -> None:
+    async def handle(self, outputs: list[Output], arrived: float | None = None) -> None:
+        """Act on what the engine said: decisions, resolved incidents."""
         for out in outputs:
-            if isinstance(out, Resolved):
+            if isinstance(out, Decision):
+                await self.on_decision(out, arrived)
+            elif isinstance(out, Resolved):
                 await self.on_resolved(out)
+        if outputs:
+            self.save_state_soon()
 
     async def on_resolved(self, resolved: Resolved) -> None:
         assert self.journal is not None
@@ -220,8 +225,8 @@ class DaemonControl:
         task.add_done_callback(_log_failure)
 
     async def _after_run(self, ended: RunEnded, outputs: list[Output]) -> None:
-        await self.handle_outputs(outputs)
-        await self.save_state()
+        await self.handle(outputs)
+        self.save_state_soon()  # statistics and circuits changed even without outputs
         await self._publish("runs", ended.run_id, await self.run(ended.run_id))
 
     async def _publish_incident(self, incident_id: int) -> None:
@@ -238,6 +243,11 @@ class DaemonControl:
             await self.mqtt.publish(f"{cfg.publish_prefix}/{kind}/{obj_id}", orjson.dumps(obj), 1)
         except BatondError as exc:
             log.warning("publishing %s/%s failed: %s", kind, obj_id, exc)
+
+    def save_state_soon(self) -> None:
+        """Coalesced: a storm of changes costs a few state exports, not one each."""
+        if self.journal is not None:
+            self.journal.save_rule_state_soon(self.engine.export_state)
 
     async def save_state(self) -> None:
         if self.journal is not None:
@@ -377,10 +387,9 @@ class DaemonControl:
 
     async def reset_circuit(self, target: str) -> bool:
         """An operator closes ``target``'s circuit; False when it was not open."""
-        assert self.journal is not None
         if not self.engine.governor.reset_circuit(target):
             return False
-        self.journal.save_rule_state_soon(self.engine.export_state)
+        self.save_state_soon()
         log.info("circuit of %s reset by an operator", target)
         return True
 

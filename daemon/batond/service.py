@@ -27,7 +27,6 @@ from batond.api import build_app
 from batond.bus import Bus
 from batond.config import Config, load_config, read_secret
 from batond.control import DaemonControl
-from batond.engine.types import Decision, Output, Resolved
 from batond.errors import BatondError, ConfigError
 from batond.metrics import Metrics
 from batond.sdnotify import Notifier
@@ -241,16 +240,6 @@ class Daemon(DaemonControl):
                 self.recorder.append(item)
             await self.handle(outputs, arrived)
 
-    async def handle(self, outputs: list[Output], arrived: float | None) -> None:
-        for out in outputs:
-            if isinstance(out, Decision):
-                await self.on_decision(out, arrived)
-            elif isinstance(out, Resolved):
-                await self.on_resolved(out)
-        if outputs and self.journal is not None:
-            # coalesced: a storm of decisions costs a few state exports, not one each
-            self.journal.save_rule_state_soon(self.engine.export_state)
-
     async def _housekeeping(self, started: asyncio.Event) -> None:
         started.set()
         last_prune = last_model_save = time.time()
@@ -262,11 +251,11 @@ class Daemon(DaemonControl):
             if now - last_prune >= PRUNE_EVERY_S:
                 last_prune = now
                 await self.prune(now)
-            if self.state_dirty and self.journal is not None:
+            if self.state_dirty:
                 # pending for: timers, count windows and absent: groups change without a
                 # decision; saved each second they survive a SIGKILL (a second's loss at most)
                 self.state_dirty = False
-                self.journal.save_rule_state_soon(self.engine.export_state)
+                self.save_state_soon()
             if now - last_model_save >= MODEL_SAVE_EVERY_S:
                 last_model_save = now
                 await self.save_models()
