@@ -28,11 +28,11 @@ from pathlib import Path
 
 import orjson
 
-from batond.config import RecordConfig
 from batond.engine.types import Decision
 from batond.events import item_from_json
-from batond.journal import PRUNE_BATCH, Journal
-from batond.recorder import Recorder
+from batond.intake.recorder import Recorder
+from batond.journal.facade import PRUNE_BATCH, Journal
+from batond.load.config import RecordConfig
 
 WORKLOAD = Path(
     os.environ.get("BATOND_WORKLOAD", Path(__file__).resolve().parents[2] / "shared" / "workload")
@@ -303,7 +303,7 @@ async def bench_engine_path(
     journaling of decisions + rule state, and with the recorder."""
     from batond.engine.engine import Engine
     from batond.engine.governor import Governor
-    from batond.rulefiles import load_rules
+    from batond.load.rulefiles import load_rules
 
     ruleset = load_rules([rules])
     n = len(objs)

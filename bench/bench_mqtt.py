@@ -35,11 +35,11 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from batond.bus import Bus
-from batond.config import MqttConfig, Subscription
 from batond.events import Sample
+from batond.intake.bus import Bus
+from batond.intake.mqtt import MqttSource
+from batond.load.config import MqttConfig, Subscription
 from batond.metrics import Metrics
-from batond.sources.mqtt import MqttSource
 from mqtt_broker import Mosquitto
 
 IDLE_S = 10.0

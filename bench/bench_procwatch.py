@@ -22,10 +22,10 @@ import uuid
 
 from prometheus_client import CollectorRegistry
 
-from batond.bus import Bus
 from batond.events import Event
+from batond.intake.bus import Bus
+from batond.intake.procwatch import ProcessWatch
 from batond.metrics import Metrics
-from batond.sources.procwatch import ProcessWatch
 
 
 def spawn(name: str) -> subprocess.Popen[bytes]:

@@ -27,18 +27,18 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-import batond.actions
-from batond.actions import ActionContext, ActionResult, StepCall
-from batond.actions.execute import run as exec_run
-from batond.config import GovernorConfig, RateLimit
+import batond.remedy.actions
 from batond.engine.engine import Engine
 from batond.engine.governor import Governor
 from batond.engine.types import Decision
 from batond.events import Event, Input, Sample
-from batond.journal import Journal
+from batond.journal.facade import Journal
+from batond.load.config import GovernorConfig, RateLimit
+from batond.load.rulefiles import load_rules
 from batond.metrics import Metrics
-from batond.rulefiles import load_rules
-from batond.runner import RunEnded, Runner
+from batond.remedy.actions import ActionContext, ActionResult, StepCall
+from batond.remedy.actions.execute import run as exec_run
+from batond.remedy.runner import RunEnded, Runner
 
 RULES = """\
 rules:
@@ -118,7 +118,7 @@ async def main() -> None:
         return await exec_run(call)
 
     # the runner looks actions up in this dict at each step
-    batond.actions.ACTIONS["exec"] = timed_exec  # type: ignore[index]
+    batond.remedy.actions.ACTIONS["exec"] = timed_exec  # type: ignore[index]
 
     ended: list[RunEnded] = []
     all_ended = asyncio.Condition()

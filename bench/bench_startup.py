@@ -113,7 +113,7 @@ def import_profile(folder: Path, top: int = 15) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
     sock.settimeout(60)
-    code = "import sys; from batond.cli import main; sys.exit(main())"
+    code = "import sys; from batond.commands.cli import main; sys.exit(main())"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["NOTIFY_SOCKET"] = str(sock_path)
     proc = subprocess.Popen(

@@ -29,7 +29,7 @@ BATOND = str(Path(sys.executable).with_name("batond"))
 _RUN_WITH_STACK_DUMPS = (
     "import faulthandler, signal, sys; "
     "faulthandler.register(signal.SIGUSR1, all_threads=True); "
-    "from batond.cli import main; sys.exit(main())"
+    "from batond.commands.cli import main; sys.exit(main())"
 )
 START_TIMEOUT_S = 60.0
 

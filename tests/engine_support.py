@@ -21,7 +21,7 @@ from batond.engine.engine import Engine
 from batond.engine.governor import Governor, GovernorSettings
 from batond.engine.types import Decision, Output
 from batond.events import item_from_json
-from batond.rulefiles import load_rules
+from batond.load.rulefiles import load_rules
 
 PLAYBOOKS = """
 playbooks:

@@ -17,14 +17,14 @@ from typing import Any
 import psutil
 from prometheus_client import CollectorRegistry
 
-from batond.actions import ActionContext
 from batond.engine.types import Decision
 from batond.events import Event
-from batond.journal import Journal
+from batond.journal.facade import Journal
+from batond.load.playbooks import Playbook, check_references, read_playbooks
+from batond.load.yamlfile import compose_text
 from batond.metrics import Metrics
-from batond.playbooks import Playbook, check_references, read_playbooks
-from batond.runner import RunEnded, Runner
-from batond.yamlfile import compose_text
+from batond.remedy.actions import ActionContext
+from batond.remedy.runner import RunEnded, Runner
 
 __all__ = [
     "ARGV_JSON",

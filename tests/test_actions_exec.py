@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from batond.actions.core import TAIL_BYTES
-from batond.actions.execute import run_argv
+from batond.remedy.actions.core import TAIL_BYTES
+from batond.remedy.actions.execute import run_argv
 from runner_support import ARGV_JSON, Harness, decision, load_playbooks, read_pids, wait_gone
 
 INJECTIONS = [

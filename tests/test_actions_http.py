@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from batond.actions import ActionContext, StepCall
-from batond.actions import http as http_action
-from batond.actions import notify as notify_action
+from batond.remedy.actions import ActionContext, StepCall
+from batond.remedy.actions import http as http_action
+from batond.remedy.actions import notify as notify_action
 
 
 class Server:
@@ -118,7 +118,7 @@ async def test_notify_posts_a_slack_compatible_body(server: Server, ctx: ActionC
 
 
 def test_redacted_urls_keep_no_secrets() -> None:
-    from batond.actions.http import redact
+    from batond.remedy.actions.http import redact
 
     url = "https://user:pw@hooks.example:8443/services/T0/B0/SECRET?token=x"
     assert redact(url) == "https://hooks.example:8443/services/T0/B0/SECRET"
@@ -128,7 +128,7 @@ def test_redacted_urls_keep_no_secrets() -> None:
 async def test_a_huge_response_is_read_only_up_to_the_cap(
     server: Server, ctx: ActionContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("batond.actions.http.MAX_BODY_BYTES", 1000)
+    monkeypatch.setattr("batond.remedy.actions.http.MAX_BODY_BYTES", 1000)
     result = await http_action.run(call(ctx, url=server.url + "/huge"))
     assert result.ok and result.status == 200
     assert len(result.stdout) == 1000  # of 8 MiB sent; without the cap: the 4 KiB tail

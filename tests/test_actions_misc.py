@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from batond.actions import ActionContext, StepCall
-from batond.actions import ansible as ansible_action
-from batond.actions import mqtt as mqtt_action
-from batond.actions import signal as signal_action
-from batond.actions import systemd as systemd_action
 from batond.errors import ActionError
+from batond.remedy.actions import ActionContext, StepCall
+from batond.remedy.actions import ansible as ansible_action
+from batond.remedy.actions import mqtt as mqtt_action
+from batond.remedy.actions import signal as signal_action
+from batond.remedy.actions import systemd as systemd_action
 from runner_support import ARGV_JSON, gone, wait_gone
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from anomaly_series import wave
 from batond.anomaly import DEFAULT_SPEC
-from batond.anomaly.backtest import score_rows
+from batond.commands.backtest import score_rows
 
 BATOND = [sys.executable, "-m", "batond"]
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from anomaly_series import points, wave
 from batond.anomaly import DEFAULT_SPEC, ContextParams, ModelSet, ModelSpec
-from batond.anomaly.backtest import score_rows
 from batond.anomaly.detector import ContextDetector
+from batond.commands.backtest import score_rows
 from batond.events import Sample
 
 SPEC = replace(DEFAULT_SPEC, name="cpu", match_metrics=("cpu_percent",), retrain=6 * 3600.0)

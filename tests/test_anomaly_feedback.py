@@ -8,8 +8,8 @@ from pathlib import Path
 
 from anomaly_series import points, wave
 from batond.anomaly import DEFAULT_SPEC, ModelSet
-from batond.anomaly.persist import load_state, save_state
 from batond.events import Sample
+from batond.journal.model_state import load_state, save_state
 
 SPEC = replace(DEFAULT_SPEC, name="cpu", match_metrics=("cpu_percent",))
 

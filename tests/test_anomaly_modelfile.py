@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from batond.anomaly import DEFAULT_SPEC, ContextParams
-from batond.anomaly.modelfile import check_model_paths, load_models
 from batond.errors import ConfigError
+from batond.load.modelfile import check_model_paths, load_models
 
 REPO = Path(__file__).resolve().parent.parent
 

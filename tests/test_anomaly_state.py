@@ -10,9 +10,9 @@ import pytest
 
 from anomaly_series import points, wave
 from batond.anomaly import DEFAULT_SPEC, ContextParams, ModelSet
-from batond.anomaly.persist import STATE_FILE, load_state, save_state
 from batond.errors import StateError
 from batond.events import Sample
+from batond.journal.model_state import STATE_FILE, load_state, save_state
 
 SPEC = replace(DEFAULT_SPEC, name="cpu", match_metrics=("cpu_percent",))
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
-from batond.api import build_app
-from batond.bus import Bus
+from batond.intake.bus import Bus
 from batond.metrics import Metrics
+from batond.runtime.api import build_app
 from daemon_proc import DaemonProcess, free_port, http, write_config
 from test_metrics import SPEC_METRICS
 
@@ -151,7 +151,7 @@ def test_the_right_token_passes(daemon: DaemonProcess, method: str, path: str) -
 
 
 def test_the_list_covers_every_mutating_route() -> None:
-    from batond.sources.http import add_input_routes
+    from batond.intake.http import add_input_routes
 
     metrics = Metrics(CollectorRegistry())
     app = build_app(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from batond.check import check_paths
+from batond.commands.check import check_paths
 from engine_support import PLAYBOOKS
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from batond import __version__
-from batond.cli import _COMMANDS, main
+from batond.commands.cli import _COMMANDS, main
 
 SPEC_COMMANDS = {
     "run", "check", "replay", "backtest", "status", "incidents", "runs", "silence",
@@ -75,7 +75,7 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
 
 
 def test_options_follow_the_command(capsys: pytest.CaptureFixture[str]) -> None:
-    from batond.cli import build_parser
+    from batond.commands.cli import build_parser
 
     args = build_parser().parse_args(["runs", "--json", "--url", "http://x:1", "7"])
     assert (args.command, args.json, args.url, args.id) == ("runs", True, "http://x:1", 7)

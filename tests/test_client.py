@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from batond.cli import main
+from batond.commands.cli import main
 
 RUN = {
     "id": 7, "rule": "disk-full", "playbook": "clean-tmp", "key": "host=web-1", "state": "done",

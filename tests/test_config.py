@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from batond.config import (
+from batond.errors import ConfigError
+from batond.load.config import (
     Config,
     GovernorConfig,
     HttpConfig,
@@ -17,7 +18,6 @@ from batond.config import (
     load_config,
     read_secret,
 )
-from batond.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str, name: str = "batond.yaml") -> Path:
@@ -153,7 +153,7 @@ def test_every_problem_of_a_file_is_reported_in_order(tmp_path: Path) -> None:
 def test_absent_default_file_gives_the_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("batond.config.DEFAULT_CONFIG_PATH", str(tmp_path / "missing.yaml"))
+    monkeypatch.setattr("batond.load.config.DEFAULT_CONFIG_PATH", str(tmp_path / "missing.yaml"))
     config = load_config(None)
     assert config == Config(node=config.node)
     assert config.path is None

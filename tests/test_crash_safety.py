@@ -12,7 +12,6 @@ to a decision or resumes an interrupted run.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -29,14 +28,7 @@ from typing import Any
 
 import pytest
 
-from batond.records import OUTCOMES
-
-
-def _daemon_integrated() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ("batond.service", "batond.runner"))
-
-
-pytestmark = pytest.mark.skipif(not _daemon_integrated(), reason="daemon not integrated yet")
+from batond.remedy.records import OUTCOMES
 
 ITERATIONS = 24
 RULES = """

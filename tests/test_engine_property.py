@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from batond.engine.engine import Engine
 from batond.engine.governor import Governor
 from batond.events import item_from_json
-from batond.rulefiles import load_rules
+from batond.load.rulefiles import load_rules
 from engine_support import GENEROUS, write_rules
 
 HOSTS = ("a", "b", "c")

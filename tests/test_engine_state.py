@@ -7,7 +7,7 @@ from pathlib import Path
 
 from batond.engine.engine import Engine
 from batond.engine.governor import Governor
-from batond.rulefiles import load_rules
+from batond.load.rulefiles import load_rules
 from engine_support import GENEROUS, drive, event, make_engine, sample, write_rules
 
 RULES = """

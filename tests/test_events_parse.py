@@ -14,10 +14,10 @@ from prometheus_client import CollectorRegistry
 
 from batond.errors import InputError
 from batond.events import Event, Input, Sample, parse_json_payload
-from batond.influx import parse_influx
+from batond.intake import Rejections
+from batond.intake.http import parse_alertmanager
+from batond.intake.influx import parse_influx
 from batond.metrics import Metrics
-from batond.sources import Rejections
-from batond.sources.http import parse_alertmanager
 
 PARSERS = [parse_json_payload, parse_influx, parse_alertmanager]
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -169,7 +169,7 @@ def test_rejections_are_counted_always_and_logged_once_a_minute(
     now = [0.0]
     metrics = Metrics(CollectorRegistry())
     rejections = Rejections(metrics, "mqtt", clock=lambda: now[0])
-    with caplog.at_level(logging.WARNING, logger="batond.sources"):
+    with caplog.at_level(logging.WARNING, logger="batond.intake"):
         for _ in range(5):
             rejections.reject(InputError("bad_json", "nope"))
         rejections.reject(InputError("bad_value", "x"))

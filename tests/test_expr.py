@@ -17,8 +17,7 @@ from batond.engine.expr import (
     EvalError,
     compile_expression,
 )
-from batond.errors import ConfigError
-from batond.yamlfile import Mark
+from batond.errors import ConfigError, Mark
 
 MARK = Mark("rules.yaml", 7, 11)
 CTX: dict[str, Any] = {

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from batond.config import GovernorConfig, RateLimit
 from batond.engine import governor as governor_module
 from batond.engine.governor import (
     CIRCUIT_STREAK,
@@ -16,6 +15,7 @@ from batond.engine.governor import (
     Silence,
     target_class,
 )
+from batond.load.config import GovernorConfig, RateLimit
 from engine_support import drive, event, make_engine
 
 LABELS = {"host": "web-1", "service": "nginx"}

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from batond.bus import Bus
-from batond.config import HostConfig
 from batond.events import Event, Sample
+from batond.intake.bus import Bus
+from batond.intake.host import HostSource
+from batond.intake.procwatch import ProcessWatch, process_names
+from batond.load.config import HostConfig
 from batond.metrics import Metrics
-from batond.sources.host import HostSource
-from batond.sources.procwatch import ProcessWatch, process_names
 
 AGREED = {
     "cpu_percent",

@@ -12,10 +12,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
-from batond.bus import Bus
 from batond.events import Event, Input, Sample
+from batond.intake.bus import Bus
+from batond.intake.http import add_input_routes
 from batond.metrics import Metrics
-from batond.sources.http import add_input_routes
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from batond.events import Sample
-from batond.influx import parse_influx
+from batond.intake.influx import parse_influx
 
 NOW = 4_000_000_000.0  # a receiver clock later than every stamp below
 

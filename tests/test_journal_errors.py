@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from batond.errors import StateError
-from batond.journal import Journal
-from batond.journal_db import MIGRATIONS
+from batond.journal.db import MIGRATIONS
+from batond.journal.facade import Journal
 
 
 def digest(path: Path) -> str:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from batond.engine.types import Decision
-from batond.journal import PRUNE_BATCH, Journal
+from batond.journal.facade import PRUNE_BATCH, Journal
 
 
 async def one_run(j: Journal, worker: int, n: int) -> int:

@@ -10,10 +10,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from batond import recorder
-from batond.config import RecordConfig
 from batond.events import Event, Sample, item_from_json
-from batond.recorder import Recorder, recorded_files
+from batond.intake import recorder
+from batond.intake.recorder import Recorder, recorded_files
+from batond.load.config import RecordConfig
 
 
 class Clock:

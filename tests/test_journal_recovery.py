@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from batond.engine.types import Decision
-from batond.journal import Journal
-from batond.records import InterruptedRun
+from batond.journal.facade import Journal
+from batond.remedy.records import InterruptedRun
 
 
 async def test_recovery_marks_unfinished_runs_and_steps(tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ import asyncio, sys, time
 from pathlib import Path
 from batond.engine.types import Decision
 from batond.engine.types import Decision
-from batond.journal import Journal
+from batond.journal.facade import Journal
 
 def say(*words):
     sys.stdout.write(" ".join(str(w) for w in words) + "\n")
@@ -213,8 +213,8 @@ from batond.engine.engine import Engine
 from batond.engine.governor import Governor
 from batond.events import item_from_json
 from batond.engine.types import Decision
-from batond.journal import Journal
-from batond.rulefiles import load_rules
+from batond.journal.facade import Journal
+from batond.load.rulefiles import load_rules
 
 async def main():
     state, rules = Path(sys.argv[1]), Path(sys.argv[2])
@@ -240,7 +240,7 @@ def test_cooldown_survives_sigkill_with_the_real_engine(tmp_path: Path) -> None:
     from batond.engine.engine import Engine
     from batond.engine.governor import Governor
     from batond.events import item_from_json
-    from batond.rulefiles import load_rules
+    from batond.load.rulefiles import load_rules
 
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)

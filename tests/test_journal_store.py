@@ -11,9 +11,9 @@ import pytest
 
 from batond.engine.types import Decision
 from batond.events import Sample
-from batond.journal import OUTPUT_TAIL, Journal
-from batond.journal_db import MIGRATIONS
-from batond.records import RunStore
+from batond.journal.db import MIGRATIONS
+from batond.journal.facade import OUTPUT_TAIL, Journal
+from batond.remedy.records import RunStore
 
 
 @pytest.fixture

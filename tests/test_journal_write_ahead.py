@@ -13,9 +13,9 @@ import pytest
 
 from batond.engine.types import Decision
 from batond.errors import StateError
-from batond.journal import Journal
-from batond.journal_db import connect, open_database
-from batond.journal_io import Database
+from batond.journal.db import connect, open_database
+from batond.journal.facade import Journal
+from batond.journal.writer import Database
 
 
 @pytest.fixture

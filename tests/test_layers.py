@@ -1,4 +1,4 @@
-"""The import direction of the layers (ARCHITECTURE.md, "Which may import which").
+"""The import direction of the layers (docs/architecture.md, "Which may import which").
 
 Every module under ``daemon/batond/`` is parsed (not imported) and each of its
 imports, lazy and ``TYPE_CHECKING`` ones included, is checked against the
@@ -20,30 +20,45 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "daemon" / "batond"
 
 # -- the rule table ---------------------------------------------------------------
-#: Leaves: plain value types and their parsers; they import only the stdlib, orjson
-#: and each other.
-LEAVES = {"errors", "events", "influx", "records"}
-#: Anomaly modules that do file I/O: they are edges although they live in anomaly/.
-ANOMALY_EDGES = {"anomaly.persist", "anomaly.backtest", "anomaly.modelfile"}
-#: What the pure core may import from batond besides itself and the leaves:
-#: ``yamlfile`` because playbooks and templates are compiled from its positioned nodes.
-CORE_MAY_IMPORT = {"yamlfile"}
-#: Third-party libraries the core may use (numerics for anomaly; a JSON codec).
-CORE_THIRD_PARTY = {"orjson"}
-ANOMALY_THIRD_PARTY = {"numpy", "sklearn", "scipy"}
-#: Standard-library modules that do I/O or read the clock: never in the core.
+#: Each layer (a top-level module or folder of batond) and the layers it may import.
+#: Leaves are plain value types; the pure core decides from inputs and a clock; the
+#: edges do I/O; runtime composes them; commands sit on top. A layer may always
+#: import itself.
+LEAVES = {"errors", "units", "events"}
+CORE = {"engine", "anomaly"}
+MAY_IMPORT: dict[str, set[str]] = {
+    "errors": set(),
+    "units": set(),
+    "events": {"errors"},
+    "engine": LEAVES,
+    "anomaly": LEAVES,
+    "metrics": set(),
+    "load": LEAVES | CORE,
+    "intake": LEAVES | {"load", "metrics"},
+    "remedy": LEAVES | {"engine", "load", "metrics"},
+    "journal": LEAVES | CORE | {"remedy"},
+    "runtime": LEAVES | CORE | {"load", "intake", "remedy", "journal", "metrics"},
+    "commands": LEAVES | CORE | {"load", "intake", "remedy", "journal", "runtime", "metrics"},
+    "__main__": {"commands"},
+    "web": set(),
+}
+#: Third-party libraries each layer may use beyond the standard library (None: any).
+THIRD_PARTY: dict[str, set[str] | None] = {
+    "errors": set(),
+    "units": set(),
+    "events": {"orjson"},
+    "engine": {"orjson"},
+    "anomaly": {"numpy", "sklearn", "scipy"},
+    "metrics": {"prometheus_client"},
+}
+#: Standard-library modules that do I/O or read the clock: never in the pure core.
 CORE_FORBIDDEN_STDLIB = {
     "asyncio", "socket", "ssl", "selectors", "subprocess", "multiprocessing",
     "threading", "signal", "sqlite3", "http", "urllib", "os", "shutil", "io",
     "tempfile", "time", "logging",
 }  # fmt: skip
-#: Third-party I/O libraries named by ARCHITECTURE.md (also caught by the allow-list).
-IO_LIBRARIES = {"aiohttp", "aiomqtt", "psutil", "prometheus_client", "sqlite3"}
-#: The top of the stack: nothing imports these (``__main__`` runs the CLI).
-TOP = {"service", "cli"}
-TOP_IMPORTERS_ALLOWED = {"__main__"}
 #: Only the YAML module talks to PyYAML.
-YAML_OWNER = "yamlfile"
+YAML_OWNER = "load.yamlfile"
 
 
 @dataclass(frozen=True)
@@ -77,7 +92,7 @@ def imports_of(source: str, name: str, is_package: bool) -> list[Import]:
             if target == "__future__":
                 continue
             found.append(Import(target, node.lineno))
-            # `from batond import config` imports the module batond.config
+            # `from batond import config` imports the module batond.load.config
             if target == "batond" or target.startswith("batond."):
                 found += [
                     Import(f"{target}.{a.name}", node.lineno)
@@ -93,10 +108,9 @@ def is_module(dotted: str) -> bool:
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
-def is_core(name: str) -> bool:
-    if name in ("playbooks", "templates") or name == "engine" or name.startswith("engine."):
-        return True
-    return (name == "anomaly" or name.startswith("anomaly.")) and name not in ANOMALY_EDGES
+def layer_of(name: str) -> str:
+    """``engine.expr`` -> ``engine``; ``__init__`` (the package itself) -> ``""``."""
+    return name.split(".")[0]
 
 
 def internal(module: str) -> str | None:
@@ -109,44 +123,40 @@ def internal(module: str) -> str | None:
 def violations(name: str, imports: list[Import]) -> list[str]:
     out = []
     for imp in imports:
-        top = imp.module.split(".")[0]
         inner = internal(imp.module)
-        why = None
         if inner is not None:
             why = _internal_violation(name, inner)
-        elif top == "yaml" and name != YAML_OWNER:
-            why = "only batond.yamlfile reads YAML"
-        elif name in LEAVES:
-            if top not in sys.stdlib_module_names and top not in CORE_THIRD_PARTY:
-                why = "a leaf imports only the stdlib and orjson"
-        elif is_core(name):
-            why = _core_external_violation(name, top)
+        else:
+            why = _external_violation(name, imp.module.split(".")[0])
         if why:
             out.append(f"batond/{name or '__init__'} line {imp.line}: imports {imp.module}: {why}")
     return out
 
 
 def _internal_violation(name: str, inner: str) -> str | None:
-    inner_top = inner.split(".")[0]
-    if inner_top in TOP and name not in TOP_IMPORTERS_ALLOWED and name != inner_top:
-        return f"nothing imports batond.{inner_top}"
     if inner == "":  # `import batond` (the version): harmless
         return None
-    if name in LEAVES and inner not in LEAVES:
-        return "a leaf imports only other leaves"
-    if is_core(name) and not (is_core(inner) or inner in LEAVES or inner in CORE_MAY_IMPORT):
-        return "the pure core imports only leaves, yamlfile and the core"
+    mine, theirs = layer_of(name), layer_of(inner)
+    if mine == theirs or mine == "":
+        return None
+    allowed = MAY_IMPORT.get(mine)
+    if allowed is None:
+        return f"{mine!r} is not in the layer table"
+    if theirs not in allowed:
+        return f"{mine} may import only {sorted(allowed) or 'the standard library'}"
     return None
 
 
-def _core_external_violation(name: str, top: str) -> str | None:
-    if top in IO_LIBRARIES or top in CORE_FORBIDDEN_STDLIB:
+def _external_violation(name: str, top: str) -> str | None:
+    if top == "yaml" and name != YAML_OWNER:
+        return f"only batond.{YAML_OWNER} reads YAML"
+    mine = layer_of(name)
+    if mine in CORE and top in CORE_FORBIDDEN_STDLIB:
         return "the pure core does no I/O and reads no clock"
-    if top in sys.stdlib_module_names or top in CORE_THIRD_PARTY:
+    allowed = THIRD_PARTY.get(mine)
+    if allowed is None or top in sys.stdlib_module_names or top in allowed:
         return None
-    if top in ANOMALY_THIRD_PARTY and name.startswith("anomaly"):
-        return None
-    return f"third-party {top!r} is not allowed in the pure core"
+    return f"third-party {top!r} is not allowed in {mine}"
 
 
 def all_modules() -> list[tuple[str, Path]]:
@@ -154,9 +164,9 @@ def all_modules() -> list[tuple[str, Path]]:
 
 
 # -- the tests ----------------------------------------------------------------------
-def test_the_package_is_where_the_table_expects_it() -> None:
-    names = {name for name, _ in all_modules()}
-    assert {"errors", "events", "service", "cli", "yamlfile", "engine"} <= names
+def test_every_layer_is_in_the_table() -> None:
+    layers = {layer_of(name) for name, _ in all_modules()} - {""}
+    assert layers == set(MAY_IMPORT) - {"web"}, layers ^ (set(MAY_IMPORT) - {"web"})
 
 
 @pytest.mark.parametrize(
@@ -171,20 +181,22 @@ def test_imports_follow_the_layer_rules(name: str, path: Path) -> None:
 @pytest.mark.parametrize(
     "name,source,fragment",
     [
-        ("engine.rules", "import aiohttp\n", "no I/O"),
+        ("engine.rules", "import aiohttp\n", "not allowed in engine"),
         ("engine.rules", "def f():\n    import time\n", "no I/O"),
         ("engine.rules", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-         "    from batond.config import Config\n", "imports only leaves"),
-        ("engine.rules", "from ..metrics import Metrics\n", "imports only leaves"),
-        ("engine.rules", "from batond import service\n", "nothing imports batond.service"),
-        ("playbooks", "import numpy\n", "third-party 'numpy'"),
-        ("anomaly.detectors", "import sqlite3\n", "no I/O"),
-        ("anomaly.detectors", "from batond.anomaly.persist import save\n", "imports only"),
-        ("templates", "import yaml\n", "only batond.yamlfile"),
-        ("events", "from batond.config import Config\n", "a leaf imports only other leaves"),
-        ("events", "import psutil\n", "a leaf imports only the stdlib"),
-        ("api", "from batond.service import Daemon\n", "nothing imports batond.service"),
-        ("runner", "from batond.cli import main\n", "nothing imports batond.cli"),
+         "    from batond.load.config import Config\n", "engine may import only"),
+        ("engine.rules", "from ..metrics import Metrics\n", "engine may import only"),
+        ("engine.rules", "from batond.runtime import daemon\n", "engine may import only"),
+        ("anomaly.detector", "import sqlite3\n", "no I/O"),
+        ("anomaly.detector", "from batond.journal.model_state import save\n", "anomaly may"),
+        ("engine.templates", "import yaml\n", "only batond.load.yamlfile"),
+        ("events", "from batond.load.config import Config\n", "events may import only"),
+        ("events", "import psutil\n", "third-party 'psutil'"),
+        ("runtime.api", "from batond.commands.cli import main\n", "runtime may import only"),
+        ("remedy.runner", "from batond.journal.facade import Journal\n", "remedy may"),
+        ("intake.mqtt", "from batond.engine.engine import Engine\n", "intake may import only"),
+        ("load.config", "from batond.intake.bus import Bus\n", "load may import only"),
+        ("novel.thing", "from batond.errors import Problem\n", "not in the layer table"),
     ],
 )  # fmt: skip
 def test_the_checker_catches_violations(name: str, source: str, fragment: str) -> None:
@@ -195,14 +207,15 @@ def test_the_checker_catches_violations(name: str, source: str, fragment: str) -
 @pytest.mark.parametrize(
     "name,source",
     [
-        ("anomaly.detectors", "import numpy as np\nfrom sklearn.ensemble import IsolationForest\n"),
-        ("anomaly.persist", "import os, sqlite3\nfrom batond.config import Config\n"),
-        ("engine.rules", "from .expr import compile_expr\nfrom batond.yamlfile import Reader\n"),
-        ("engine.rules", "from batond.events import Sample\nimport datetime, heapq\n"),
-        ("runner", "import asyncio\nfrom batond.engine.types import Decision\n"),
-        ("__main__", "from batond.cli import main\n"),
+        ("anomaly.detector", "import numpy as np\nfrom sklearn.ensemble import IsolationForest\n"),
+        ("journal.model_state", "import os, sqlite3\nfrom batond.anomaly import ModelSet\n"),
+        ("load.rulefiles", "from batond.engine.expr import compile_expression\n"),
+        ("engine.state", "from batond.events import Sample\nimport datetime, heapq\n"),
+        ("remedy.runner", "import asyncio\nfrom batond.engine.types import Decision\n"),
+        ("commands.replay", "from batond.runtime.pipeline import Pipeline\n"),
+        ("__main__", "from batond.commands.cli import main\n"),
     ],
-)
+)  # fmt: skip
 def test_the_checker_allows_what_is_allowed(name: str, source: str) -> None:
     assert violations(name, imports_of(source, name, is_package=False)) == []
 

@@ -13,12 +13,12 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from batond.bus import Bus
-from batond.config import MqttConfig, Subscription
 from batond.errors import ActionError
 from batond.events import Event, Input, Sample
+from batond.intake.bus import Bus
+from batond.intake.mqtt import MqttSource, topic_matches
+from batond.load.config import MqttConfig, Subscription
 from batond.metrics import Metrics
-from batond.sources.mqtt import MqttSource, topic_matches
 from mqtt_broker import Certs, Mosquitto, make_certs
 
 SUBS = (

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from batond.errors import ConfigError
-from batond.playbooks import ACTION_KEYS, PLAYBOOK_SCHEMA, Retry, render_args
+from batond.load.playbooks import ACTION_KEYS, PLAYBOOK_SCHEMA, Retry, render_args
 from runner_support import load_playbooks
 
 SPEC_EXAMPLE = """\

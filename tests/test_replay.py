@@ -169,7 +169,7 @@ def test_replay_without_models_never_imports_numerics(tmp_path: Path) -> None:
     rules, events = _files(tmp_path, STORY)
     code = (
         "import sys\n"
-        "from batond.cli import main\n"
+        "from batond.commands.cli import main\n"
         f"main(['replay', {str(events)!r}, '--rules', {str(rules)!r}])\n"
         "heavy = {'numpy', 'sklearn', 'aiohttp', 'psutil'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"

@@ -10,7 +10,7 @@ import pytest
 from batond.engine.cron import parse_cron
 from batond.engine.model import Match
 from batond.errors import ConfigError
-from batond.rulefiles import load_rules
+from batond.load.rulefiles import load_rules
 from engine_support import PLAYBOOKS
 
 REPO = Path(__file__).resolve().parent.parent

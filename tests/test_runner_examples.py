@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from batond.rulefiles import load_rules
+from batond.load.rulefiles import load_rules
 from runner_support import Harness, decision, wait_gone
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "rules" / "examples"

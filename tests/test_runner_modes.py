@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from batond.config import GovernorConfig
 from batond.engine.engine import Engine
 from batond.engine.governor import Governor
 from batond.engine.types import Decision
 from batond.events import Event
-from batond.records import InterruptedRun
-from batond.rulefiles import load_rules
+from batond.load.config import GovernorConfig
+from batond.load.rulefiles import load_rules
+from batond.remedy.records import InterruptedRun
 from runner_support import Harness, decision, load_playbooks
 
 GATE = """\

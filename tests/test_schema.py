@@ -12,8 +12,8 @@ import jsonschema
 import pytest
 import yaml
 
-from batond.rulefiles import FILE_FIELDS, RULE_FIELDS, SCHEDULE_FIELDS
-from batond.schema import rule_file_schema
+from batond.commands.schema import rule_file_schema
+from batond.load.rulefiles import FILE_FIELDS, RULE_FIELDS, SCHEDULE_FIELDS
 
 REPO = Path(__file__).resolve().parent.parent
 

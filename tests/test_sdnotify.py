@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from batond.sdnotify import Notifier
+from batond.runtime.sdnotify import Notifier
 
 
 class Manager:

@@ -6,16 +6,10 @@ from typing import Any
 
 import pytest
 
-from batond.errors import ConfigError
-from batond.templates import (
-    Template,
-    compile_node,
-    compile_template,
-    compile_value,
-    render_value,
-    text_of,
-)
-from batond.yamlfile import Mark, compose_text
+from batond.engine.templates import Template, compile_template, compile_value, render_value, text_of
+from batond.errors import ConfigError, Mark
+from batond.load.templating import compile_node
+from batond.load.yamlfile import compose_text
 
 MARK = Mark("p.yaml", 3, 9)
 CTX: dict[str, Any] = {

@@ -1,3 +1,3 @@
-from batond.cli import main
+from batond.commands.cli import main
 
 raise SystemExit(main())

@@ -34,6 +34,18 @@ class Problem:
         return f"{self.file}:{self.line}:{self.col}: {self.message}"
 
 
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Where a value was written (1-based)."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
 class BatondError(Exception):
     """Base of every error batond raises on purpose."""
 

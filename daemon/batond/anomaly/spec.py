@@ -1,6 +1,6 @@
 """What an operator tunes in ``models/*.yaml``: the frozen model definition.
 
-Parsing lives in :mod:`batond.anomaly.modelfile` (an edge: it reads files);
+Parsing lives in :mod:`batond.load.modelfile` (an edge: it reads files);
 this module only holds the values, their defaults and the fingerprint that
 ties learned state to the parameters it was learned with.
 """

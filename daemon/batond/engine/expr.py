@@ -46,8 +46,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from batond.errors import ConfigError, Problem
-from batond.yamlfile import Mark
+from batond.errors import ConfigError, Mark, Problem
 
 __all__ = [
     "FUNCTIONS",

@@ -21,7 +21,7 @@ from typing import Any
 
 from batond.engine.cron import Cron
 from batond.engine.expr import Expression
-from batond.yamlfile import Mark
+from batond.errors import Mark
 
 __all__ = [
     "KINDS",

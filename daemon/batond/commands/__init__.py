@@ -1,0 +1,1 @@
+"""The ``batond`` command line: one module per command family."""

@@ -1,0 +1,83 @@
+"""``batond check [-c CONFIG] [PATH ...]``: validate everything, print every problem.
+
+With PATHs, those files and folders are checked on their own (rules,
+playbooks and schedules; files holding ``models:`` go to the model checker).
+Without, the configuration and everything it names. Problems are printed
+sorted, one ``FILE:LINE:COL: message`` per line on stdout; the exit code is 1
+when there is any.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from batond.errors import ConfigError, Problem
+from batond.load.rulefiles import load_rules, rule_files
+from batond.load.yamlfile import MappingNode, compose_file
+
+__all__ = ["check_paths", "main"]
+
+
+def _holds_models(path: Path) -> bool:
+    node, _ = compose_file(path)
+    if not isinstance(node, MappingNode):
+        return False
+    keys = {getattr(k, "value", None) for k, _ in node.value}
+    return "models" in keys and not keys & {"rules", "schedules", "playbooks"}
+
+
+def _check_models(paths: Sequence[Path]) -> list[Problem]:
+    if not paths:
+        return []
+    try:
+        from batond.load.modelfile import check_model_paths
+    except ImportError:  # the anomaly package is optional for rule checks
+        return []
+    return list(check_model_paths(list(paths)))
+
+
+def check_paths(
+    rule_paths: Sequence[Path], model_paths: Sequence[Path] = (), missing_ok: bool = False
+) -> tuple[list[Problem], str]:
+    """Problems of the rule and model paths, and the summary line when there are none."""
+    files, problems = rule_files(rule_paths, missing_ok)
+    models = [f for f in files if _holds_models(f)]
+    rules = [f for f in files if f not in models]
+    problems += _check_models([*models, *model_paths])
+    summary = ""
+    try:
+        ruleset = load_rules(rules)
+    except ConfigError as exc:
+        problems += exc.problems
+    else:
+        summary = (
+            f"ok: {ruleset.rule_count} rules, {len(ruleset.playbooks)} playbooks, "
+            f"{len(ruleset.schedules)} schedules"
+        )
+    return sorted(set(problems)), summary
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.paths:
+        problems, summary = check_paths([Path(p) for p in args.paths])
+    else:
+        from batond.load.config import load_config
+
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            for problem in sorted(exc.problems):
+                print(problem)
+            return 1
+        default = config.path is None
+        models = [p for p in config.models if p.exists()]
+        problems, summary = check_paths(list(config.rules), models, missing_ok=default)
+    for problem in problems:
+        print(problem)
+    if problems:
+        return 1
+    print(summary, file=sys.stdout)
+    return 0

@@ -1,0 +1,154 @@
+"""The ``batond`` command line: argv parsing and exit codes.
+
+Each command's work lives in its own module, imported only when that
+command runs, so ``batond check`` never pays for scikit-learn and
+``batond replay`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from batond import __version__
+
+__all__ = ["main"]
+
+# command -> "module:function"; the function takes the parsed Namespace, returns an exit code
+_COMMANDS = {
+    "run": "batond.runtime.daemon:main",
+    "check": "batond.commands.check:main",
+    "replay": "batond.commands.replay:main",
+    "backtest": "batond.commands.backtest:main",
+    "schema": "batond.commands.schema:main",
+    "status": "batond.commands.client:status",
+    "incidents": "batond.commands.client:incidents",
+    "runs": "batond.commands.client:runs",
+    "silence": "batond.commands.client:silence",
+    "circuit": "batond.commands.client:circuit",
+    "approve": "batond.commands.client:approve",
+    "deny": "batond.commands.client:deny",
+    "cancel": "batond.commands.client:cancel",
+    "feedback": "batond.commands.client:feedback",
+    "pause": "batond.commands.client:pause",
+    "resume": "batond.commands.client:resume",
+    "reload": "batond.commands.client:reload",
+}
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c",
+        "--config",
+        metavar="CONFIG",
+        default=None,
+        help="configuration file (default /etc/batond/batond.yaml; built-in defaults if absent)",
+    )
+
+
+def _client_args(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
+    _config_arg(p)
+    p.add_argument("--url", default=os.environ.get("BATOND_URL"), help="daemon URL ($BATOND_URL)")
+    p.add_argument(
+        "--token-file",
+        default=os.environ.get("BATOND_TOKEN_FILE"),
+        help="file holding the API token ($BATOND_TOKEN_FILE)",
+    )
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="machine-readable JSON output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batond", description="Adaptive monitoring and auto-remediation daemon."
+    )
+    parser.add_argument("--version", action="version", version=f"batond {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", help="run the daemon in the foreground")
+    _config_arg(p)
+
+    p = sub.add_parser("check", help="validate config, rules, playbooks and models")
+    _config_arg(p)
+    p.add_argument(
+        "paths", nargs="*", metavar="PATH", help="check these files or folders on their own"
+    )
+
+    p = sub.add_parser("replay", help="feed recorded events through the rules; execute nothing")
+    p.add_argument("events", metavar="EVENTS.jsonl")
+    _config_arg(p)
+    p.add_argument("--rules", nargs="+", metavar="PATH", help="use these rule files instead")
+    p.add_argument("--json", action="store_true", help="one JSON object per decision")
+
+    p = sub.add_parser("backtest", help="score NAB-format CSV series with the anomaly model")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--out", required=True, metavar="DIR")
+    _config_arg(p)
+    p.add_argument("--model", metavar="NAME", help="a model of the config's models:")
+
+    sub.add_parser("schema", help="print the JSON Schema of rule and playbook files")
+
+    for name, text in (("status", "daemon status"), ("incidents", "incident history")):
+        _client_args(sub.add_parser(name, help=text))
+    p = sub.add_parser("runs", help="run history, or one run's step timeline")
+    p.add_argument("id", nargs="?", type=int, metavar="ID")
+    _client_args(p)
+    p.add_argument("--limit", type=int, default=100)
+
+    p = sub.add_parser("silence", help="silences and maintenance windows")
+    ssub = p.add_subparsers(dest="silence_command", metavar="ACTION", required=True)
+    sp = ssub.add_parser("add", help="add a silence")
+    sp.add_argument("--match", action="append", required=True, metavar="K=V")
+    sp.add_argument("--for", dest="duration", required=True, metavar="DURATION")
+    sp.add_argument("--reason", required=True, metavar="TEXT")
+    _client_args(sp)
+    _client_args(ssub.add_parser("list", help="list silences"))
+    sp = ssub.add_parser("expire", help="end a silence now")
+    sp.add_argument("id", type=int, metavar="ID")
+    _client_args(sp)
+
+    p = sub.add_parser("circuit", help="circuits of targets whose runs keep failing")
+    csub = p.add_subparsers(dest="circuit_command", metavar="ACTION", required=True)
+    _client_args(csub.add_parser("list", help="list open circuits"))
+    cp = csub.add_parser("reset", help="close a target's circuit: automatic runs resume")
+    cp.add_argument("target", metavar="TARGET", help="the target (incident key) as listed")
+    _client_args(cp)
+
+    for name, text in (
+        ("approve", "approve a run waiting at an approval step"),
+        ("deny", "deny a run waiting at an approval step"),
+        ("cancel", "cancel a run"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("run_id", type=int, metavar="RUN_ID")
+        _client_args(p)
+
+    p = sub.add_parser("feedback", help="operator feedback on an incident")
+    p.add_argument("incident_id", type=int, metavar="INCIDENT_ID")
+    p.add_argument("feedback", choices=["false_positive"])
+    _client_args(p)
+
+    for name, text in (
+        ("pause", "global kill switch: decide and record, execute nothing"),
+        ("resume", "end a pause"),
+        ("reload", "reload rules, playbooks and models"),
+    ):
+        _client_args(sub.add_parser(name, help=text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, func_name = _COMMANDS[args.command].split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        code: int = func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `batond replay ... | head`
+        sys.stderr.close()
+        return 0
+    return code

@@ -1,0 +1,373 @@
+"""The commands that talk to a running daemon over its HTTP API.
+
+Stdlib only (``urllib.request``): these commands start fast and need no
+event loop. The daemon is found with ``--url`` (or ``$BATOND_URL``) and the
+token with ``--token-file`` (or ``$BATOND_TOKEN_FILE``), else from the
+config's ``http.listen`` and ``http.token_file``.
+
+Exit codes: 0 done, 1 the daemon answered with an error (its message is
+printed), 2 the daemon could not be reached or asked (usage, config, token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from batond.errors import BatondError
+from batond.units import parse_duration
+
+__all__ = [
+    "ClientError",
+    "approve",
+    "cancel",
+    "circuit",
+    "deny",
+    "feedback",
+    "incidents",
+    "pause",
+    "reload",
+    "resume",
+    "runs",
+    "silence",
+    "status",
+]
+
+TIMEOUT_S = 10.0
+
+
+class ClientError(Exception):
+    """A command that cannot complete; ``code`` is the exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- transport ------------------------------------------------------------------
+class Api:
+    def __init__(self, url: str, token: str | None) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Accept", "application/json")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as exc:
+            raise ClientError(f"{method} {path}: {exc.code} {_error_text(exc)}", 1) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ClientError(f"cannot reach the daemon at {self.url}: {reason}", 2) from None
+        if not payload:
+            return {}
+        try:
+            return json.loads(payload)
+        except ValueError:
+            raise ClientError(f"{method} {path}: the daemon's answer is not JSON", 1) from None
+
+
+def _error_text(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = exc.read()
+        doc = json.loads(body)
+    except (OSError, ValueError):
+        return exc.reason if isinstance(exc.reason, str) else ""
+    if isinstance(doc, dict):
+        for key in ("error", "message", "reason"):
+            if isinstance(doc.get(key), str):
+                return str(doc[key])
+        if isinstance(doc.get("errors"), list):
+            return "; ".join(str(e) for e in doc["errors"])
+    return str(doc)
+
+
+def connect(args: argparse.Namespace) -> Api:
+    """The API client the options (then the environment, then the config) point at."""
+    url: str | None = getattr(args, "url", None)
+    token_file: str | None = getattr(args, "token_file", None)
+    if url is None or token_file is None:
+        from batond.load.config import load_config
+
+        try:
+            config = load_config(getattr(args, "config", None))
+        except BatondError as exc:
+            raise ClientError(str(exc), 2) from None
+        if url is None:
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.http.host, config.http.host)
+            host = f"[{host}]" if ":" in host else host
+            url = f"http://{host}:{config.http.port}"
+        if token_file is None and config.http.token_file is not None:
+            token_file = str(config.http.token_file)
+    token = None
+    if token_file:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ClientError(f"{token_file}: cannot read the token: {exc.strerror}", 2) from None
+    return Api(url, token)
+
+
+def _command(args: argparse.Namespace, body: Any) -> int:
+    """Run one command body with the shared error handling."""
+    try:
+        body(connect(args))
+    except ClientError as exc:
+        print(f"batond: {exc}", file=sys.stderr)
+        return exc.code
+    return 0
+
+
+def _emit(args: argparse.Namespace, doc: Any, human: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(doc, indent=2, sort_keys=False))
+    else:
+        print(human)
+
+
+# -- formatting -----------------------------------------------------------------
+def when(ts: Any) -> str:
+    """Epoch seconds as local time; ``-`` for none."""
+    if not isinstance(ts, int | float):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def span(start: Any, end: Any) -> str:
+    if not isinstance(start, int | float) or not isinstance(end, int | float):
+        return "-"
+    seconds = max(0.0, end - start)
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain aligned table; ``(none)`` for no rows."""
+    if not rows:
+        return "(none)"
+    cells = [[("-" if c is None else str(c)) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _flatten(doc: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(doc, dict) and doc:
+        out: list[tuple[str, str]] = []
+        for key, value in doc.items():
+            out += _flatten(
+                value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"
+            )
+        return out
+    if isinstance(doc, list):
+        return [(prefix, ", ".join(str(v) for v in doc) or "-")]
+    if isinstance(doc, dict):
+        return [(prefix.rstrip("."), "-")]
+    return [
+        (prefix, "-" if doc is None else str(doc).lower() if isinstance(doc, bool) else str(doc))
+    ]
+
+
+# -- commands ---------------------------------------------------------------------
+def status(args: argparse.Namespace) -> int:
+    def body(api: Api) -> None:
+        doc = api.call("GET", "/api/v1/status")
+        pairs = _flatten(doc)
+        width = max((len(k) for k, _ in pairs), default=0)
+        _emit(args, doc, "\n".join(f"{k.ljust(width)}  {v}" for k, v in pairs))
+
+    return _command(args, body)
+
+
+def incidents(args: argparse.Namespace) -> int:
+    def body(api: Api) -> None:
+        limit = getattr(args, "limit", None)
+        doc = api.call("GET", "/api/v1/incidents" + (f"?limit={limit}" if limit else ""))
+        rows = [
+            (i.get("id"), i.get("rule"), i.get("key"), i.get("state"), i.get("severity"),
+             when(i.get("opened_at")), when(i.get("resolved_at")))
+            for i in doc.get("incidents", [])
+        ]  # fmt: skip
+        headers = ("ID", "RULE", "KEY", "STATE", "SEVERITY", "OPENED", "RESOLVED")
+        _emit(args, doc, table(headers, rows))
+
+    return _command(args, body)
+
+
+def runs(args: argparse.Namespace) -> int:
+    def body(api: Api) -> None:
+        if getattr(args, "id", None) is not None:
+            run = api.call("GET", f"/api/v1/runs/{args.id}")
+            _emit(args, run, format_run(run))
+            return
+        doc = api.call("GET", f"/api/v1/runs?limit={getattr(args, 'limit', 100)}")
+        rows = [
+            (r.get("id"), r.get("rule"), r.get("playbook"), r.get("key"), r.get("state"),
+             r.get("outcome"), when(r.get("started_at") or r.get("created_at")),
+             span(r.get("started_at"), r.get("ended_at")), len(r.get("steps") or ()))
+            for r in doc.get("runs", [])
+        ]  # fmt: skip
+        headers = ("ID", "RULE", "PLAYBOOK", "KEY", "STATE", "OUTCOME", "STARTED", "TOOK", "STEPS")
+        _emit(args, doc, table(headers, rows))
+
+    return _command(args, body)
+
+
+def format_run(run: dict[str, Any]) -> str:
+    """One run: a header and its step timeline, with the tail of each step's output."""
+    head = [
+        f"run {run.get('id')}  {run.get('rule')} -> {run.get('playbook')}  key {run.get('key')}",
+        f"state {run.get('state')}  outcome {run.get('outcome') or '-'}  "
+        f"started {when(run.get('started_at'))}  ended {when(run.get('ended_at'))}",
+    ]
+    if run.get("resumes"):
+        head.append(f"resumes run {run['resumes']}")
+    steps = run.get("steps") or []
+    rows = [
+        (s.get("path") or s.get("name"), s.get("action"), s.get("attempt"), s.get("status"),
+         when(s.get("started_at")), span(s.get("started_at"), s.get("ended_at")),
+         s.get("exit_code"))
+        for s in steps
+    ]  # fmt: skip
+    out = [*head, "", table(("STEP", "ACTION", "TRY", "STATUS", "STARTED", "TOOK", "EXIT"), rows)]
+    for s in steps:
+        for stream in ("stdout", "stderr"):
+            text = (s.get(stream) or "").rstrip()
+            if text:
+                last = text.splitlines()[-3:]
+                out.append(f"  {s.get('path') or s.get('name')} {stream}: " + " | ".join(last))
+    for a in run.get("approvals") or []:
+        out.append(f"  {a.get('verdict')} by {a.get('by')} at {when(a.get('at'))}")
+    return "\n".join(out)
+
+
+def silence(args: argparse.Namespace) -> int:
+    action = args.silence_command
+
+    def body(api: Api) -> None:
+        if action == "add":
+            doc = api.call("POST", "/api/v1/silences", _silence_body(args))
+            _emit(args, doc, f"silence {doc.get('id')} added, until {when(doc.get('ends_at'))}")
+        elif action == "list":
+            doc = api.call("GET", "/api/v1/silences")
+            rows = [
+                (s.get("id"), _matchers(s.get("matchers")), when(s.get("starts_at")),
+                 when(s.get("ends_at")), s.get("reason"))
+                for s in doc.get("silences", [])
+            ]  # fmt: skip
+            _emit(args, doc, table(("ID", "MATCH", "STARTS", "ENDS", "REASON"), rows))
+        else:
+            doc = api.call("DELETE", f"/api/v1/silences/{args.id}")
+            _emit(args, doc, f"silence {args.id} expired")
+
+    return _command(args, body)
+
+
+def _silence_body(args: argparse.Namespace) -> dict[str, Any]:
+    matchers: dict[str, str] = {}
+    for text in args.match:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise ClientError(f"--match {text!r}: expected K=V", 2)
+        matchers[key] = value
+    try:
+        parse_duration(args.duration)
+    except ValueError as exc:
+        raise ClientError(f"--for {args.duration!r}: {exc}", 2) from None
+    return {"matchers": matchers, "duration": args.duration, "reason": args.reason}
+
+
+def _matchers(value: Any) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def circuit(args: argparse.Namespace) -> int:
+    action = args.circuit_command
+
+    def body(api: Api) -> None:
+        if action == "list":
+            doc = {"open_circuits": api.call("GET", "/api/v1/status").get("open_circuits", [])}
+            rows = [
+                (c.get("target"), when(c.get("opened_at")), when(c.get("closes_at")))
+                for c in doc["open_circuits"]
+            ]
+            _emit(args, doc, table(("TARGET", "OPENED", "CLOSES"), rows))
+        else:
+            target = urllib.parse.quote(args.target, safe="")
+            doc = api.call("POST", f"/api/v1/circuits/{target}/reset", {})
+            _emit(args, doc, f"circuit of {args.target} reset")
+
+    return _command(args, body)
+
+
+def _gate(args: argparse.Namespace, verb: str, done: str) -> int:
+    def body(api: Api) -> None:
+        doc = api.call("POST", f"/api/v1/runs/{args.run_id}/{verb}", {})
+        _emit(args, doc, f"run {args.run_id} {done}")
+
+    return _command(args, body)
+
+
+def approve(args: argparse.Namespace) -> int:
+    return _gate(args, "approve", "approved")
+
+
+def deny(args: argparse.Namespace) -> int:
+    return _gate(args, "deny", "denied")
+
+
+def cancel(args: argparse.Namespace) -> int:
+    return _gate(args, "cancel", "cancelled")
+
+
+def feedback(args: argparse.Namespace) -> int:
+    def body(api: Api) -> None:
+        path = f"/api/v1/incidents/{args.incident_id}/feedback"
+        doc = api.call("POST", path, {"feedback": args.feedback})
+        _emit(args, doc, f"incident {args.incident_id}: feedback {args.feedback} recorded")
+
+    return _command(args, body)
+
+
+def _control(args: argparse.Namespace, verb: str, done: str) -> int:
+    def body(api: Api) -> None:
+        doc = api.call("POST", f"/api/v1/{verb}", {})
+        if verb == "reload" and isinstance(doc, dict) and doc.get("ok") is False:
+            errors = "\n".join(str(e) for e in doc.get("errors", []))
+            raise ClientError(f"reload rejected, old rules kept:\n{errors}", 1)
+        _emit(args, doc, done)
+
+    return _command(args, body)
+
+
+def pause(args: argparse.Namespace) -> int:
+    return _control(args, "pause", "paused: decisions are recorded, nothing is executed")
+
+
+def resume(args: argparse.Namespace) -> int:
+    return _control(args, "resume", "resumed")
+
+
+def reload(args: argparse.Namespace) -> int:
+    return _control(args, "reload", "reloaded")

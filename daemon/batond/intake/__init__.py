@@ -1,0 +1,67 @@
+"""Input sources: MQTT, HTTP (events and Alertmanager), host metrics and process watch.
+
+Each long-running source is a class with ``async def run(self, started)``: it runs
+until cancelled, sets ``started`` once it serves, never raises on bad input and
+reconnects by itself. What they share lives here: counting and rate-limited
+logging of rejected input.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from batond.errors import InputError
+from batond.metrics import Metrics
+
+__all__ = ["Rejections"]
+
+log = logging.getLogger("batond.intake")
+
+
+class Rejections:
+    """Counts every rejected input and logs each reason at most once per ``interval``.
+
+    A flood of one malformed publisher must not flood the log, yet the first
+    instance of every kind of problem is shown with its detail.
+    """
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        source: str,
+        *,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        logger: logging.Logger = log,
+    ) -> None:
+        self._metrics = metrics
+        self._source = source
+        self._interval = interval
+        self._clock = clock
+        self._log = logger
+        self._last: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def reject(self, error: InputError, where: str = "") -> None:
+        reason = error.reason
+        self._metrics.events_rejected.labels(self._source, reason).inc()
+        now = self._clock()
+        last = self._last.get(reason)
+        if last is not None and now - last < self._interval:
+            self._unlogged[reason] = self._unlogged.get(reason, 0) + 1
+            return
+        self._last[reason] = now
+        hidden = self._unlogged.pop(reason, 0)
+        self._log.warning(
+            "%s input rejected%s: %s%s",
+            self._source,
+            f" ({where})" if where else "",
+            error,
+            f" (and {hidden} more like it since the last report)" if hidden else "",
+        )
+
+    def reject_all(self, errors: Iterable[InputError], where: str = "") -> None:
+        for error in errors:
+            self.reject(error, where)

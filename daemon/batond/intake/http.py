@@ -1,0 +1,165 @@
+"""HTTP input: ``POST /api/v1/events`` and ``POST /api/v1/alertmanager``.
+
+The API application mounts these with :func:`add_input_routes`; it also owns
+the bearer-token check and the body size limit (413), so the handlers here only
+parse, count and queue.
+
+Answers: 202 ``{"accepted": N, "rejected": M, "reasons": [...]}`` when at least
+one item is valid; 400 with the reasons when the body is not JSON or no item
+is valid; 503 when the bus cannot take all valid items (nothing is queued then,
+so a retry does not duplicate).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from batond.errors import InputError
+from batond.events import Event, Input, label_text, parse_json_payload
+from batond.intake import Rejections
+from batond.intake.bus import Bus
+from batond.metrics import Metrics
+
+__all__ = ["add_input_routes", "parse_alertmanager"]
+
+_MAX_REASONS = 10
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def add_input_routes(
+    app: web.Application,
+    bus: Bus,
+    metrics: Metrics,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Mount the two input endpoints on ``app``."""
+    app.router.add_post(
+        "/api/v1/events",
+        _handler(bus, Rejections(metrics, "http"), parse_json_payload, clock, "http"),
+    )
+    app.router.add_post(
+        "/api/v1/alertmanager",
+        _handler(
+            bus, Rejections(metrics, "alertmanager"), parse_alertmanager, clock, "alertmanager"
+        ),
+    )
+
+
+def _handler(
+    bus: Bus,
+    rejections: Rejections,
+    parse: Callable[[bytes, float, str], tuple[list[Input], list[InputError]]],
+    clock: Callable[[], float],
+    source: str,
+) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()  # over client_max_size: aiohttp answers 413
+        items, errors = parse(body, clock(), source)
+        rejections.reject_all(errors, f"from {request.remote}")
+        reasons = _reasons(errors)
+        if not items:
+            if not errors:
+                errors = [InputError("empty", "the body holds no items")]
+                rejections.reject_all(errors)
+                reasons = _reasons(errors)
+            return _json(
+                {
+                    "error": "no valid item",
+                    "accepted": 0,
+                    "rejected": len(errors),
+                    "reasons": reasons,
+                },
+                400,
+            )
+        if not bus.offer_all(items):
+            resp = _json(
+                {
+                    "error": "queue full, retry later",
+                    "accepted": 0,
+                    "rejected": len(errors),
+                    "reasons": reasons,
+                },
+                503,
+            )
+            resp.headers["Retry-After"] = "1"
+            return resp
+        return _json({"accepted": len(items), "rejected": len(errors), "reasons": reasons}, 202)
+
+    return handle
+
+
+def _reasons(errors: list[InputError]) -> list[str]:
+    seen: dict[str, None] = {}
+    for error in errors:
+        seen.setdefault(str(error)[:300])
+        if len(seen) >= _MAX_REASONS:
+            break
+    return list(seen)
+
+
+def _json(data: dict[str, Any], status: int) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def parse_alertmanager(
+    payload: bytes, now: float, source: str = "alertmanager"
+) -> tuple[list[Input], list[InputError]]:
+    """An Alertmanager webhook (payload version 4): one ``alert`` event per alert.
+
+    The event's labels are the alert's labels plus ``status``, ``fingerprint``,
+    ``startsAt`` and ``endsAt`` (these four win over alert labels of the same
+    name); ``event.annotations`` keeps the annotations. ``ts`` is the arrival time.
+    """
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        return [], [InputError("bad_json", str(exc))]
+    if not isinstance(doc, dict):
+        return [], [InputError("not_object", "the webhook body must be a JSON object")]
+    version = doc.get("version", "4")
+    if version != "4":
+        return [], [
+            InputError("bad_version", f"webhook payload version 4 expected, got {version!r}")
+        ]
+    alerts = doc.get("alerts")
+    if not isinstance(alerts, list):
+        return [], [InputError("no_alerts", "the webhook body needs an 'alerts' list")]
+    items: list[Input] = []
+    errors: list[InputError] = []
+    for alert in alerts:
+        try:
+            items.append(_alert(alert, now, source))
+        except InputError as exc:
+            errors.append(exc)
+    return items, errors
+
+
+def _alert(alert: object, now: float, source: str) -> Event:
+    if not isinstance(alert, dict):
+        raise InputError("bad_alert", "each alert must be a JSON object")
+    alert_labels = alert.get("labels")
+    if not isinstance(alert_labels, dict) or not isinstance(alert_labels.get("alertname"), str):
+        raise InputError("bad_alert", "an alert needs a 'labels' object with an 'alertname'")
+    status = alert.get("status")
+    if status not in ("firing", "resolved"):
+        raise InputError("bad_alert", f"alert status must be firing or resolved, got {status!r}")
+    raw: dict[str, Any] = {k: v for k, v in alert_labels.items() if k not in ("event", "ts")}
+    for key in ("status", "fingerprint", "startsAt", "endsAt"):
+        raw[key] = alert.get(key, "")
+    labels: dict[str, str] = {}
+    for key, value in raw.items():
+        text = label_text(value)
+        if text is not None:
+            labels[key] = text
+    annotations = alert.get("annotations")
+    raw["annotations"] = annotations if isinstance(annotations, dict) else {}
+    if isinstance(alert.get("generatorURL"), str):
+        raw["generatorURL"] = alert["generatorURL"]
+    raw["event"] = "alert"
+    return Event("alert", now, labels, raw, source)

@@ -1,0 +1,290 @@
+"""MQTT input (and the one MQTT connection that actions publish through).
+
+- One persistent session: a fixed client id and ``clean_session=False``, so
+  the broker keeps QoS 1 messages published while batond is away and delivers
+  them on reconnect. Subscriptions are made again on every connection anyway
+  (a broker without persistence forgets them).
+- Reconnects forever, outside the client, with capped exponential backoff and
+  jitter; ``batond_mqtt_connected`` and ``batond_mqtt_reconnects_total`` show it.
+- Each message is parsed as it is read off the socket and its items go straight
+  to the bus: no second queue inside the client whose content a disconnect
+  could throw away after the broker already has its PUBACK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiomqtt
+
+from batond.errors import ActionError, InputError
+from batond.events import Input, parse_json_payload
+from batond.intake import Rejections
+from batond.intake.bus import Bus
+from batond.intake.influx import parse_influx
+from batond.load.config import MqttConfig, Subscription, read_secret
+from batond.metrics import Metrics
+
+__all__ = ["MqttSource", "topic_matches"]
+
+log = logging.getLogger("batond.mqtt")
+
+_Parser = Callable[[bytes, float, str], tuple[list[Input], list[InputError]]]
+_PARSERS: dict[str, _Parser] = {"json": parse_json_payload, "influx": parse_influx}
+_TOPIC_CACHE_MAX = 4096
+
+
+def topic_matches(topic: str, pattern: str) -> bool:
+    """MQTT topic filter matching (``+`` one level, ``#`` the rest, ``$share/G/`` ignored)."""
+    levels = pattern.split("/")
+    if levels[0] == "$share" and len(levels) > 2:
+        levels = levels[2:]
+    parts = topic.split("/")
+    if topic.startswith("$") and levels[0] in ("+", "#"):
+        return False  # wildcards never match $SYS and friends
+    for i, level in enumerate(levels):
+        if level == "#":
+            return True
+        if i >= len(parts) or (level != "+" and level != parts[i]):
+            return False
+    return len(parts) == len(levels)
+
+
+class MqttSource:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        bus: Bus,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+        backoff_min: float = 0.5,
+        backoff_max: float = 30.0,
+        timeout: float = 10.0,
+    ) -> None:
+        self._cfg = cfg
+        self._bus = bus
+        self._metrics = metrics
+        self._clock = clock
+        self._backoff = (backoff_min, backoff_max)
+        self._timeout = timeout
+        self._rejections = Rejections(metrics, "mqtt")
+        self._client: aiomqtt.Client | None = None
+        self._formats: dict[str, _Parser | None] = {}
+        self.connections = 0
+        self._attempted = False
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    @property
+    def state(self) -> str:
+        """For status: connected, connecting (no attempt finished yet) or disconnected."""
+        if self._client is not None:
+            return "connected"
+        return "disconnected" if self._attempted else "connecting"
+
+    async def run(self, started: asyncio.Event) -> None:
+        """Connect, subscribe and take messages until cancelled; reconnect on any failure."""
+        failures = 0
+        while True:
+            before = self.connections
+            try:
+                await self._session(started)
+            except aiomqtt.MqttError as exc:
+                log.warning("MQTT %s: %s", self._cfg.url, exc or type(exc).__name__)
+            except (OSError, ssl.SSLError) as exc:  # certificate or secret files
+                log.error("MQTT %s: cannot connect: %s", self._cfg.url, exc)
+            except Exception:  # whatever it is, input must keep trying to flow
+                log.exception("MQTT %s: unexpected failure", self._cfg.url)
+            finally:
+                self._client = None
+                self._attempted = True
+                self._metrics.mqtt_connected.set(0)
+            if not started.is_set():
+                log.warning(
+                    "MQTT broker %s not reachable yet; retrying in the background", self._cfg.url
+                )
+                started.set()
+            if self.connections > before:
+                failures = 0  # the backoff grows only over failed attempts in a row
+            delay = self._delay(failures)
+            failures += 1
+            await asyncio.sleep(delay)
+
+    def _delay(self, failures: int) -> float:
+        low, high = self._backoff
+        cap = min(high, low * 2.0**failures)
+        return cap / 2 + random.uniform(0, cap / 2)  # equal jitter: never 0, never in step
+
+    async def _session(self, started: asyncio.Event) -> None:
+        client = self._new_client()
+        async with client:
+            self.connections += 1
+            if self.connections > 1:
+                self._metrics.mqtt_reconnects.inc()
+            for sub in self._cfg.subscribe:
+                granted = await client.subscribe(sub.topic, qos=sub.qos, timeout=self._timeout)
+                codes = [code if isinstance(code, int) else code.value for code in granted]
+                if any(code >= 0x80 for code in codes):  # e.g. an ACL: say so, keep the rest
+                    log.error("MQTT broker refused the subscription to %r", sub.topic)
+            self._client = client
+            self._metrics.mqtt_connected.set(1)
+            log.info(
+                "MQTT connected to %s as %s (%d subscriptions)",
+                self._cfg.url,
+                self._cfg.client_id,
+                len(self._cfg.subscribe),
+            )
+            started.set()
+            # Messages never wait in the client's queue (see _intake_queue), so
+            # this only returns through the MqttError raised at disconnection.
+            async for _ in client.messages:
+                pass
+
+    def _new_client(self) -> aiomqtt.Client:
+        cfg = self._cfg
+        password = read_secret(cfg.password_file) if cfg.password_file is not None else None
+        return _Client(
+            cfg.hostname,
+            cfg.port,
+            identifier=cfg.client_id or f"batond-{socket.gethostname()}",
+            clean_session=False,
+            username=cfg.username,
+            password=password,
+            tls_context=self._tls_context() if cfg.tls else None,
+            timeout=self._timeout,
+            keepalive=30,
+            queue_type=_intake_queue(self._on_message),
+            max_inflight_messages=100,
+            logger=log,
+        )
+
+    def _tls_context(self) -> ssl.SSLContext:
+        cfg = self._cfg
+        context = ssl.create_default_context(
+            cafile=str(cfg.ca_file) if cfg.ca_file is not None else None
+        )
+        if cfg.cert_file is not None and cfg.key_file is not None:
+            context.load_cert_chain(str(cfg.cert_file), str(cfg.key_file))
+        return context
+
+    def _on_message(self, message: aiomqtt.Message) -> None:
+        topic = message.topic.value
+        parser = self._parser(topic)
+        if parser is None:
+            return  # a message for a subscription of an earlier configuration
+        items, errors = parser(message.payload, self._clock(), "mqtt")
+        if errors:
+            self._rejections.reject_all(errors, f"topic {topic}")
+        if items:
+            self._bus.offer_many(items, "mqtt")  # a full bus drops and counts; never blocks
+
+    def _parser(self, topic: str) -> _Parser | None:
+        try:
+            return self._formats[topic]
+        except KeyError:
+            pass
+        sub = _first_match(self._cfg.subscribe, topic)
+        parser = _PARSERS[sub.format] if sub is not None else None
+        if len(self._formats) >= _TOPIC_CACHE_MAX:
+            self._formats.clear()
+        self._formats[topic] = parser
+        return parser
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Publish through batond's connection; ActionError when it is down or fails."""
+        client = self._client
+        if client is None:
+            raise ActionError(f"MQTT is not connected to {self._cfg.url}")
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain, timeout=self._timeout)
+        except aiomqtt.MqttError as exc:
+            raise ActionError(f"MQTT publish to {topic!r} failed: {exc}") from None
+
+
+def _first_match(subs: tuple[Subscription, ...], topic: str) -> Subscription | None:
+    for sub in subs:
+        if topic_matches(topic, sub.topic):
+            return sub
+    return None
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's client reading through a buffer (see _ReadBuffer)."""
+
+    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        # paho-mqtt keeps the socket in ``_sock`` and reads a packet in three or
+        # more recv calls; aiomqtt reads one packet per readiness callback but keeps
+        # reading while ``_sock.pending()`` says bytes are buffered (meant for TLS).
+        # A read buffer there turns a burst of N packets into one callback and a
+        # few syscalls instead of N loop iterations and 3N syscalls. Where the
+        # internals differ (another paho), the plain socket is used as is.
+        if getattr(client, "_sock", None) is sock and hasattr(sock, "recv"):
+            sock = _ReadBuffer(sock)
+            client._sock = sock
+        super()._on_socket_open(client, userdata, sock)
+
+
+class _ReadBuffer:
+    """A socket whose ``recv`` serves from 64 KiB reads; everything else is the socket's.
+
+    One kernel read per readiness callback: the next refill pretends the socket
+    is drained (BlockingIOError, as a real non-blocking socket would), so a
+    broker streaming a backlog never starves the event loop.
+    """
+
+    __slots__ = ("_buffer", "_pos", "_refilled", "_sock")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buffer = b""
+        self._pos = 0
+        self._refilled = False
+
+    def recv(self, size: int) -> bytes:
+        if self._pos >= len(self._buffer):
+            if self._refilled:
+                self._refilled = False
+                raise BlockingIOError  # back to the event loop; the socket stays readable
+            self._refilled = True
+            data: bytes = self._sock.recv(65536)  # BlockingIOError passes through
+            if len(data) <= size:
+                return data
+            self._buffer, self._pos = data, 0
+        start = self._pos
+        self._pos = min(start + size, len(self._buffer))
+        return self._buffer[start : self._pos]
+
+    def pending(self) -> int:
+        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
+        return len(self._buffer) - self._pos + int(inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _intake_queue(handle: Callable[[aiomqtt.Message], None]) -> Any:
+    """A queue class for aiomqtt whose ``put_nowait`` handles the message at once.
+
+    aiomqtt hands each message to its queue from the socket callback; handling
+    it right there saves a task per message and, more important, keeps nothing
+    in memory that a reconnection (a new client) would lose.
+    """
+
+    class _Intake(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            try:
+                handle(item)
+            except Exception:  # a bug must not stop the socket callback
+                log.exception("MQTT message on %s could not be handled", item.topic)
+
+    return _Intake

@@ -1,0 +1,283 @@
+"""The journal's read-side SQL and row shapes: plain functions of a connection.
+
+Each function runs on a journal thread (``journal.writer``); the shapes are the
+API's (SPEC section 9): newest first, integer ids, epoch-second times.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from batond.remedy.records import InterruptedRun
+
+__all__ = [
+    "PRUNE_BATCH",
+    "PRUNE_RULES",
+    "decisions",
+    "incident",
+    "incidents",
+    "next_ids",
+    "open_incidents",
+    "prune_batch",
+    "recover",
+    "run",
+    "runs",
+    "silences",
+    "state_blob",
+    "summary",
+    "vacuum_step",
+]
+
+#: Rows deleted per pruning transaction: keeps each writer job short.
+PRUNE_BATCH = 500
+
+
+def incidents(conn: sqlite3.Connection, limit: int) -> dict[str, Any]:
+    rows = conn.execute(f"{_INCIDENT_SELECT} ORDER BY id DESC LIMIT ?", (limit,))
+    return {"incidents": [_incident(r) for r in rows]}
+
+
+def incident(conn: sqlite3.Connection, incident_id: int) -> dict[str, Any] | None:
+    """One incident with its labels, decisions and run ids."""
+    row = conn.execute(f"{_INCIDENT_SELECT} WHERE id = ?", (incident_id,)).fetchone()
+    if row is None:
+        return None
+    found = _incident(row)
+    found["decisions"] = [
+        {"id": r[0], "ts": r[1], "playbook": r[2], "suppressed": r[3]}
+        for r in conn.execute(
+            "SELECT id, ts, playbook, suppressed FROM decisions WHERE incident_id = ? ORDER BY id",
+            (incident_id,),
+        )
+    ]
+    found["runs"] = [
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM runs WHERE incident_id = ? ORDER BY id", (incident_id,)
+        )
+    ]
+    return found
+
+
+def decisions(conn: sqlite3.Connection, limit: int) -> dict[str, Any]:
+    rows = conn.execute(
+        "SELECT id, ts, rule, key, playbook, suppressed, incident_id FROM decisions"
+        " ORDER BY id DESC LIMIT ?",
+        (limit,),
+    )
+    names = ("id", "ts", "rule", "key", "playbook", "suppressed", "incident_id")
+    return {"decisions": [dict(zip(names, r, strict=True)) for r in rows]}
+
+
+def runs(conn: sqlite3.Connection, limit: int) -> dict[str, Any]:
+    found = [_run(r) for r in conn.execute(f"{_RUN_SELECT} ORDER BY id DESC LIMIT ?", (limit,))]
+    _attach_steps(conn, found)
+    return {"runs": found}
+
+
+def run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
+    """One run with its step timeline and approvals."""
+    row = conn.execute(f"{_RUN_SELECT} WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        return None
+    found = _run(row)
+    _attach_steps(conn, [found])
+    found["approvals"] = [
+        {"verdict": r[0], "by": r[1], "at": r[2]}
+        for r in conn.execute(
+            "SELECT verdict, by, at FROM approvals WHERE run_id = ? ORDER BY id", (run_id,)
+        )
+    ]
+    return found
+
+
+def silences(conn: sqlite3.Connection, now: float, include_expired: bool) -> list[dict[str, Any]]:
+    """Silences in force at ``now`` (or all kept ones), newest first."""
+    where = "" if include_expired else "WHERE starts_at <= ? AND ends_at > ?"
+    args = () if include_expired else (now, now)
+    rows = conn.execute(
+        "SELECT id, matchers, starts_at, ends_at, reason, created_by, created_at"
+        f" FROM silences {where} ORDER BY id DESC",
+        args,
+    )
+    names = ("id", "matchers", "starts_at", "ends_at", "reason", "created_by", "created_at")
+    out = [dict(zip(names, r, strict=True)) for r in rows]
+    for silence in out:
+        silence["matchers"] = orjson.loads(silence["matchers"])
+    return out
+
+
+def state_blob(conn: sqlite3.Connection, name: str) -> bytes | None:
+    row = conn.execute("SELECT value FROM kv WHERE name = ?", (name,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def summary(conn: sqlite3.Connection) -> dict[str, int]:
+    """Counts for status pages."""
+    (open_count,) = conn.execute("SELECT count(*) FROM incidents WHERE state = 'open'").fetchone()
+    (unfinished,) = conn.execute("SELECT count(*) FROM runs WHERE state != 'done'").fetchone()
+    return {"open_incidents": open_count, "unfinished_runs": unfinished}
+
+
+# -- row shapes ----------------------------------------------------------------
+_INCIDENT_SELECT = (
+    "SELECT id, rule, key, state, severity, opened_at, resolved_at, labels, metric, feedback"
+    " FROM incidents"
+)
+_RUN_SELECT = (
+    "SELECT id, rule, playbook, key, state, outcome, created_at, started_at, ended_at,"
+    " decision_id, incident_id, resumes, params, labels FROM runs"
+)
+
+
+def _incident(r: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "id": r[0],
+        "rule": r[1],
+        "key": r[2],
+        "state": r[3],
+        "severity": r[4],
+        "opened_at": r[5],
+        "resolved_at": r[6],
+        "labels": orjson.loads(r[7]),
+        "metric": r[8],
+        "feedback": r[9],
+    }
+
+
+def _run(r: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "id": r[0],
+        "rule": r[1],
+        "playbook": r[2],
+        "key": r[3],
+        "state": r[4],
+        "outcome": r[5],
+        "created_at": r[6],
+        "started_at": r[7],
+        "ended_at": r[8],
+        "decision_id": r[9],
+        "incident_id": r[10],
+        "resumes": r[11],
+        "params": orjson.loads(r[12]),
+        "labels": orjson.loads(r[13]),
+        "steps": [],
+    }
+
+
+def _attach_steps(conn: sqlite3.Connection, runs: list[dict[str, Any]]) -> None:
+    by_id = {run["id"]: run for run in runs}
+    if not by_id:
+        return
+    marks = ",".join("?" * len(by_id))
+    rows = conn.execute(
+        "SELECT run_id, path, action, attempt, status, started_at, ended_at, exit_code,"
+        f" stdout, stderr, detail FROM steps WHERE run_id IN ({marks}) ORDER BY id",
+        tuple(by_id),
+    )
+    for r in rows:
+        started, ended = r[5], r[6]
+        by_id[r[0]]["steps"].append(
+            {
+                "name": r[1].rsplit("/", 1)[-1],
+                "path": r[1],
+                "action": r[2],
+                "attempt": r[3],
+                "status": r[4],
+                "started_at": started,
+                "ended_at": ended,
+                "duration_s": None if ended is None else max(0.0, ended - started),
+                "exit_code": r[7],
+                "stdout": r[8],
+                "stderr": r[9],
+                "detail": None if r[10] is None else orjson.loads(r[10]),
+            }
+        )
+
+
+def recover(conn: sqlite3.Connection, now: float) -> list[InterruptedRun]:
+    """Mark every unfinished run and its running steps ``interrupted``; what they were."""
+    found: list[InterruptedRun] = []
+    rows = conn.execute(f"{_RUN_SELECT} WHERE state != 'done' ORDER BY id").fetchall()
+    for row in rows:
+        run = _run(row)
+        steps = conn.execute(
+            "SELECT path, status FROM steps WHERE run_id = ? ORDER BY id", (run["id"],)
+        ).fetchall()
+        conn.execute(
+            "UPDATE steps SET status = 'interrupted', ended_at = ?"
+            " WHERE run_id = ? AND status = 'running'",
+            (now, run["id"]),
+        )
+        conn.execute(
+            "UPDATE runs SET state = 'done', outcome = 'interrupted', ended_at = ? WHERE id = ?",
+            (now, run["id"]),
+        )
+        found.append(
+            InterruptedRun(
+                run_id=run["id"],
+                rule=run["rule"],
+                playbook=run["playbook"],
+                key=run["key"],
+                params=run["params"],
+                labels=run["labels"],
+                created_at=run["created_at"],
+                state=run["state"],
+                decision_id=run["decision_id"],
+                incident_id=run["incident_id"],
+                resumes=run["resumes"],
+                in_flight=tuple(p for p, s in steps if s == "running"),
+                completed=tuple(p for p, s in steps if s == "ok"),
+            )
+        )
+    return found
+
+
+# table -> which rows retention may delete (finished ones only)
+PRUNE_RULES = (
+    ("runs", "state = 'done' AND coalesce(ended_at, created_at) < ?"),
+    ("decisions", "ts < ?"),
+    ("incidents", "state = 'resolved' AND resolved_at < ?"),
+    ("silences", "ends_at < ?"),
+)
+
+
+def prune_batch(table: str, where: str, cutoff: float) -> Callable[[sqlite3.Connection], int]:
+    def job(conn: sqlite3.Connection) -> int:
+        cur = conn.execute(
+            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {where} LIMIT ?)",
+            (cutoff, PRUNE_BATCH),
+        )
+        return cur.rowcount
+
+    return job
+
+
+def vacuum_step(conn: sqlite3.Connection) -> int:
+    """Free up to 1000 pages; how many free pages remain."""
+    conn.execute("PRAGMA incremental_vacuum(1000)").fetchall()
+    return int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+
+
+def next_ids(conn: sqlite3.Connection) -> tuple[int, int]:
+    """The next incident and decision ids: past every id ever given (AUTOINCREMENT)."""
+
+    def next_id(table: str) -> int:
+        (top,) = conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()
+        row = None
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
+            row = conn.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)
+            ).fetchone()
+        return max(int(top), int(row[0]) if row else 0) + 1
+
+    return next_id("incidents"), next_id("decisions")
+
+
+def open_incidents(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+    rows = conn.execute("SELECT rule, key, id FROM incidents WHERE state = 'open' ORDER BY id")
+    return {(rule, key): int(incident_id) for rule, key, incident_id in rows}

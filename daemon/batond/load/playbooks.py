@@ -1,0 +1,628 @@
+"""Playbook model and validation (SPEC section 6): frozen types built from rule files.
+
+A playbook is ordered steps, each one action with templated ``with:`` values,
+a timeout, retries and an optional ``when:`` over earlier steps' results; then
+``verify:``, ``on_failure:`` and ``escalate:``. Every ``with:`` key is checked
+against the table of its action (:data:`ACTION_KEYS`), from which
+:data:`PLAYBOOK_SCHEMA` is generated too, so the schema and the validator
+cannot disagree. Templates and ``when:`` are compiled here, at load time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from batond.engine.expr import TEMPLATE_NAMES, Expression, compile_expression
+from batond.engine.templates import render_value, text_of
+from batond.errors import ConfigError, Mark, Problem
+from batond.load.templating import compile_node
+from batond.load.yamlfile import Node, Reader, ScalarNode, text_mark
+
+__all__ = [
+    "ACTION_KEYS",
+    "DEFAULT_MAX",
+    "DEFAULT_RUN_TIMEOUT",
+    "DEFAULT_STEP_TIMEOUT",
+    "MODES",
+    "PLAYBOOK_SCHEMA",
+    "Key",
+    "Playbook",
+    "Retry",
+    "Step",
+    "check_references",
+    "read_playbooks",
+    "render_args",
+]
+
+MODES = ("single", "queued", "restart", "parallel")
+ON_INTERRUPT = ("escalate", "resume")
+DEFAULT_STEP_TIMEOUT = 300.0  # SPEC: a step without timeout: gets 5m
+DEFAULT_RUN_TIMEOUT = 3600.0
+DEFAULT_MAX = 10  # queued: runs waiting; parallel: runs at once (per incident key)
+SYSTEMD_VERBS = ("start", "stop", "restart", "reload")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_STEP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+_STEP_REF = re.compile(r"\bsteps\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One ``with:`` key: its kind, and whether ``{{ }}`` may produce it.
+
+    kinds: text, text_list, text_map, data, data_map, int, status, qos, bool,
+    duration, choice (one of ``choices``), ref (a playbook name), branches.
+    """
+
+    kind: str
+    templated: bool = True
+    choices: tuple[str, ...] = ()
+    description: str = ""
+
+
+#: action -> (keys, required keys, keys of which exactly one is required)
+ACTION_KEYS: Mapping[str, tuple[Mapping[str, Key], tuple[str, ...], tuple[str, ...]]] = {
+    "exec": (
+        {
+            "argv": Key("text_list", description="program and arguments; never a shell"),
+            "env": Key("text_map", description="environment added to batond's"),
+            "cwd": Key("text", description="working directory"),
+        },
+        ("argv",),
+        (),
+    ),
+    "http": (
+        {
+            "method": Key("choice", choices=HTTP_METHODS),
+            "url": Key("text"),
+            "headers": Key("text_map"),
+            "json": Key("data", description="request body, sent as JSON"),
+            "expect_status": Key("status", templated=False, description="default: any 2xx"),
+        },
+        ("url",),
+        (),
+    ),
+    "systemd": (
+        {"unit": Key("text"), "verb": Key("choice", choices=SYSTEMD_VERBS)},
+        ("unit", "verb"),
+        (),
+    ),
+    "signal": (
+        {
+            "name": Key("text", description="every process of this name"),
+            "pid": Key("int"),
+            "signal": Key("text", description="TERM, HUP, KILL, ... (default TERM)"),
+        },
+        (),
+        ("name", "pid"),
+    ),
+    "mqtt": (
+        {
+            "topic": Key("text"),
+            "payload": Key("data", description="a string, or data sent as JSON"),
+            "qos": Key("qos", templated=False),
+            "retain": Key("bool", templated=False),
+        },
+        ("topic",),
+        (),
+    ),
+    "notify": ({"url": Key("text"), "text": Key("text")}, ("url", "text"), ()),
+    "wait": ({"duration": Key("duration", templated=False)}, ("duration",), ()),
+    "approval": ({"text": Key("text", description="what the approver is asked")}, (), ()),
+    "ansible": (
+        {"playbook": Key("text"), "inventory": Key("text"), "extra_vars": Key("data_map")},
+        ("playbook",),
+        (),
+    ),
+    "playbook": (
+        {"name": Key("ref", templated=False), "params": Key("data_map")},
+        ("name",),
+        (),
+    ),
+    "parallel": ({"branches": Key("branches", templated=False)}, ("branches",), ()),
+}
+
+_PLAYBOOK_KEYS = (
+    "name", "description", "mode", "max", "timeout", "on_interrupt", "escalate",
+    "steps", "verify", "on_failure",
+)  # fmt: skip
+_STEP_KEYS = (
+    "name", "action", "with", "timeout", "retry", "when", "continue_on_error", "idempotent",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    attempts: int = 1  # in all, the first included
+    backoff: float = 0.0  # before the 2nd attempt; doubles before each further one
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed ``attempt`` (1-based) before the next."""
+        return float(self.backoff * (2 ** (attempt - 1)))
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    name: str
+    action: str
+    mark: Mark
+    args: Mapping[str, Any] = field(default_factory=dict)  # compiled with: values
+    timeout: float = DEFAULT_STEP_TIMEOUT
+    retry: Retry = Retry()
+    when: Expression | None = None
+    continue_on_error: bool = False
+    idempotent: bool = False
+    branches: tuple[tuple[Step, ...], ...] = ()  # parallel
+
+
+@dataclass(frozen=True, slots=True)
+class Playbook:
+    name: str
+    mark: Mark
+    steps: tuple[Step, ...] = ()
+    mode: str = "single"
+    max: int = DEFAULT_MAX
+    timeout: float = DEFAULT_RUN_TIMEOUT
+    on_interrupt: str = "escalate"
+    escalate: str | None = None
+    verify_within: float | None = None
+    on_failure: tuple[Step, ...] = ()
+    description: str = ""
+
+    def step_index(self, name: str) -> int | None:
+        """Position of the top-level step ``name``."""
+        for i, step in enumerate(self.steps):
+            if step.name == name:
+                return i
+        return None
+
+
+# -- rendering -------------------------------------------------------------------
+
+
+def render_args(step: Step, ctx: Mapping[str, Any]) -> dict[str, Any]:
+    """The step's ``with:`` values for this attempt; raises EvalError.
+
+    Each templated value stays ONE value of its key's type: a text key gets
+    one string (an argv element never splits), a data key keeps JSON types.
+    """
+    keys = ACTION_KEYS[step.action][0]
+    out: dict[str, Any] = {}
+    for name, compiled in step.args.items():
+        value = render_value(compiled, ctx)
+        kind = keys[name].kind
+        if kind in ("text", "choice"):
+            value = text_of(value)
+        elif kind == "text_list":
+            value = [text_of(v) for v in value]
+        elif kind == "text_map":
+            value = {str(k): text_of(v) for k, v in value.items()}
+        out[name] = value
+    return out
+
+
+# -- reading -------------------------------------------------------------------
+
+
+def read_playbooks(reader: Reader, node: Node) -> list[Playbook]:
+    """The playbooks of one ``playbooks:`` list; problems go to ``reader``.
+
+    Names unique across files and the existence of ``escalate:`` and nested
+    ``playbook`` targets are for the caller: :func:`check_references`.
+    """
+    out: list[Playbook] = []
+    seen: set[str] = set()
+    for item in reader.seq(node, "list of playbooks") or []:
+        pb = _read_playbook(reader, item)
+        if pb is None:
+            continue
+        if pb.name in seen:
+            reader.error(pb.mark, f"duplicate playbook name {pb.name!r}")
+            continue
+        seen.add(pb.name)
+        out.append(pb)
+    return out
+
+
+def _read_playbook(reader: Reader, node: Node) -> Playbook | None:
+    f = reader.mapping(node, _PLAYBOOK_KEYS, ("name", "steps"), "playbook mapping")
+    if f is None or "name" not in f:
+        return None
+    name = reader.name(f["name"], "playbook name")
+    if name is None:
+        return None
+    kw: dict[str, Any] = {}
+    if "description" in f:
+        kw["description"] = reader.string(f["description"], "description", empty_ok=True) or ""
+    mode = reader.one_of(f["mode"], MODES, "mode") if "mode" in f else "single"
+    kw["mode"] = mode or "single"
+    if "max" in f:
+        if kw["mode"] not in ("queued", "parallel"):
+            reader.error(reader.key_node(node, "max"), "max applies to mode queued or parallel")
+        kw["max"] = reader.integer(f["max"], minimum=1) or DEFAULT_MAX
+    if "timeout" in f:
+        kw["timeout"] = reader.duration(f["timeout"], minimum=0.001) or DEFAULT_RUN_TIMEOUT
+    if "on_interrupt" in f:
+        kw["on_interrupt"] = reader.one_of(f["on_interrupt"], ON_INTERRUPT, "on_interrupt")
+    if "escalate" in f:
+        kw["escalate"] = reader.name(f["escalate"], "playbook name")
+        if kw["escalate"] == name:
+            reader.error(f["escalate"], f"playbook {name!r} cannot escalate to itself")
+    if "verify" in f:
+        vf = reader.mapping(f["verify"], ("within",), ("within",), "verify mapping")
+        if vf and "within" in vf:
+            kw["verify_within"] = reader.duration(vf["within"], minimum=0.001)
+    names: dict[str, Mark] = {}
+    if "steps" in f:
+        kw["steps"] = _read_steps(reader, f["steps"], names, nonempty=True)
+    if "on_failure" in f:
+        kw["on_failure"] = _read_steps(reader, f["on_failure"], names, nonempty=False)
+    kw = {k: v for k, v in kw.items() if v is not None}
+    return Playbook(name=name, mark=reader.mark(f["name"]), **kw)
+
+
+def _read_steps(
+    reader: Reader, node: Node, names: dict[str, Mark], *, nonempty: bool
+) -> tuple[Step, ...]:
+    items = reader.seq(node, "list of steps")
+    if items is None:
+        return ()
+    if nonempty and not items:
+        reader.error(node, "needs at least one step")
+    steps = []
+    for item in items:
+        step = _read_step(reader, item, names)
+        if step is not None:
+            steps.append(step)
+    return tuple(steps)
+
+
+def _read_step(reader: Reader, node: Node, names: dict[str, Mark]) -> Step | None:
+    f = reader.mapping(node, _STEP_KEYS, ("name", "action"), "step mapping")
+    if f is None or "name" not in f or "action" not in f:
+        return None
+    name = reader.name(f["name"], "step name")
+    action = reader.one_of(f["action"], ACTION_KEYS, "action")
+    if name is not None and not _STEP_NAME.fullmatch(name):
+        reader.error(f["name"], f"step name {name!r}: use letters, digits, '_' and '-'")
+    if name is not None and name in names:
+        reader.error(f["name"], f"duplicate step name {name!r} (first at {names[name]})")
+    # `when:` sees only the steps named before this one
+    when = _read_when(reader, f["when"], names) if "when" in f else None
+    if name is not None:
+        names.setdefault(name, reader.mark(f["name"]))
+    if name is None or action is None:
+        return None
+    kw: dict[str, Any] = {}
+    if "timeout" in f:
+        kw["timeout"] = reader.duration(f["timeout"], minimum=0.001)
+    if "retry" in f:
+        kw["retry"] = _read_retry(reader, f["retry"])
+    for flag in ("continue_on_error", "idempotent"):
+        if flag in f:
+            kw[flag] = reader.boolean(f[flag])
+    args, branches = _read_with(reader, action, node, f.get("with"), names)
+    kw = {k: v for k, v in kw.items() if v is not None}
+    return Step(name, action, reader.mark(f["name"]), args=args, when=when, branches=branches, **kw)
+
+
+def _read_retry(reader: Reader, node: Node) -> Retry | None:
+    f = reader.mapping(node, ("attempts", "backoff"), ("attempts",), "retry mapping")
+    if f is None or "attempts" not in f:
+        return None
+    attempts = reader.integer(f["attempts"], minimum=1)
+    backoff = reader.duration(f["backoff"]) if "backoff" in f else 0.0
+    if attempts is None or backoff is None:
+        return None
+    return Retry(attempts, backoff)
+
+
+def _read_when(reader: Reader, node: Node, names: Mapping[str, Mark]) -> Expression | None:
+    if not isinstance(node, ScalarNode) or node.tag == "tag:yaml.org,2002:null":
+        reader.error(node, "when: expected an expression")
+        return None
+    text = str(node.value)
+    mark = text_mark(reader, node)
+    try:
+        expr = compile_expression(text, mark, TEMPLATE_NAMES)
+    except ConfigError as exc:
+        reader.problems.extend(exc.problems)
+        return None
+    for m in _STEP_REF.finditer(text):
+        if m.group(1) not in names:
+            at = Mark(mark.file, mark.line, mark.col + m.start(1)) if "\n" not in text else mark
+            reader.error(at, f"no earlier step named {m.group(1)!r}")
+    return expr
+
+
+def _read_with(
+    reader: Reader, action: str, step_node: Node, node: Node | None, names: dict[str, Mark]
+) -> tuple[dict[str, Any], tuple[tuple[Step, ...], ...]]:
+    keys, required, one_of = ACTION_KEYS[action]
+    if node is None:
+        if required or one_of:
+            needs = ", ".join(required or one_of)
+            reader.error(step_node, f"action {action!r} needs with: {needs}")
+        return {}, ()
+    fields = reader.mapping(node, keys, required, f"with mapping of action {action!r}")
+    if fields is None:
+        return {}, ()
+    if one_of and sum(k in fields for k in one_of) != 1:
+        reader.error(node, f"action {action!r} needs exactly one of: {', '.join(one_of)}")
+    args: dict[str, Any] = {}
+    branches: tuple[tuple[Step, ...], ...] = ()
+    for key, vnode in fields.items():
+        spec = keys[key]
+        if spec.kind == "branches":
+            branches = _read_branches(reader, vnode, names)
+            continue
+        value = _read_key(reader, key, spec, vnode)
+        if value is not _BAD:
+            args[key] = value
+    return args, branches
+
+
+def _read_branches(
+    reader: Reader, node: Node, names: dict[str, Mark]
+) -> tuple[tuple[Step, ...], ...]:
+    items = reader.seq(node, "list of branches (each a list of steps)")
+    if items is None:
+        return ()
+    if len(items) < 1:
+        reader.error(node, "needs at least one branch")
+    return tuple(_read_steps(reader, item, names, nonempty=True) for item in items)
+
+
+_BAD = object()
+
+
+def _read_key(reader: Reader, key: str, spec: Key, node: Node) -> Any:
+    """The compiled value of one ``with:`` key, or _BAD after reporting a problem."""
+    if spec.templated and isinstance(node, ScalarNode) and "{{" in str(node.value):
+        return _compile(reader, node)
+    kind = spec.kind
+    if kind == "ref":
+        ref = reader.name(node, "playbook name")
+        return _BAD if ref is None else ref
+    if kind == "text":
+        text = reader.string(node, f"string for {key!r}")
+        return _BAD if text is None else _compile(reader, node)
+    if kind == "choice":
+        value = reader.one_of(node, spec.choices, key)
+        return _BAD if value is None else value
+    if kind == "text_list":
+        items = reader.seq(node, f"list of strings for {key!r}")
+        if items is None or not items:
+            if items is not None:
+                reader.error(node, f"{key!r} needs at least one element")
+            return _BAD
+        if any(reader.string(i, "string", empty_ok=True) is None for i in items):
+            return _BAD
+        return _compile(reader, node)
+    if kind in ("text_map", "data_map"):
+        fields = reader.mapping(node, None, what=f"mapping for {key!r}")
+        if fields is None:
+            return _BAD
+        if kind == "text_map":
+            for k, v in fields.items():
+                if not isinstance(v, ScalarNode) or v.tag == "tag:yaml.org,2002:null":
+                    reader.error(v, f"value of {k!r} must be a string")
+        return _compile(reader, node)
+    if kind == "data":
+        return _compile(reader, node)
+    return _read_static(reader, key, kind, node)
+
+
+def _read_static(reader: Reader, key: str, kind: str, node: Node) -> Any:
+    value: Any
+    if kind == "int":
+        value = reader.integer(node, minimum=1)
+    elif kind == "qos":
+        value = reader.integer(node, minimum=0)
+        if value is not None and value > 2:
+            reader.error(node, f"qos must be 0, 1 or 2; got {value}")
+            value = None
+    elif kind == "bool":
+        value = reader.boolean(node)
+    elif kind == "duration":
+        value = reader.duration(node)
+    elif kind == "status":
+        value = _read_status(reader, node)
+    else:  # pragma: no cover - every kind is handled above
+        raise AssertionError(kind)
+    return _BAD if value is None else value
+
+
+def _read_status(reader: Reader, node: Node) -> int | list[int] | None:
+    items = reader.seq_or_one(node)
+    codes = []
+    for item in items:
+        code = reader.integer(item, minimum=100)
+        if code is None:
+            return None
+        if code > 599:
+            reader.error(item, f"HTTP status must be 100..599, got {code}")
+            return None
+        codes.append(code)
+    return codes if len(codes) != 1 or not isinstance(node, ScalarNode) else codes[0]
+
+
+def _compile(reader: Reader, node: Node) -> Any:
+    return compile_node(reader, node, TEMPLATE_NAMES)
+
+
+# -- cross-playbook checks ---------------------------------------------------------
+
+
+def check_references(playbooks: Mapping[str, Playbook]) -> list[Problem]:
+    """``escalate:`` and nested ``playbook`` names must exist; nesting must not loop."""
+    problems: list[Problem] = []
+
+    def at(mark: Mark, message: str) -> None:
+        problems.append(Problem(mark.file, mark.line, mark.col, message))
+
+    for pb in playbooks.values():
+        if pb.escalate is not None and pb.escalate not in playbooks:
+            at(pb.mark, f"playbook {pb.name!r}: escalate names unknown playbook {pb.escalate!r}")
+        for step in _all_steps(pb):
+            target = nested_target(step)
+            if target is not None and target not in playbooks:
+                at(step.mark, f"step {step.name!r}: unknown playbook {target!r}")
+    for pb in playbooks.values():
+        if _nests(pb.name, playbooks, (pb.name,)):
+            at(pb.mark, f"playbook {pb.name!r} runs itself through nested playbook steps")
+    return problems
+
+
+def nested_target(step: Step) -> str | None:
+    if step.action != "playbook":
+        return None
+    name = step.args.get("name")
+    return name if isinstance(name, str) else None
+
+
+def _all_steps(pb: Playbook) -> list[Step]:
+    out: list[Step] = []
+
+    def walk(steps: Sequence[Step]) -> None:
+        for step in steps:
+            out.append(step)
+            for branch in step.branches:
+                walk(branch)
+
+    walk(pb.steps)
+    walk(pb.on_failure)
+    return out
+
+
+def _nests(name: str, playbooks: Mapping[str, Playbook], path: tuple[str, ...]) -> bool:
+    pb = playbooks.get(path[-1])
+    if pb is None:
+        return False
+    for step in _all_steps(pb):
+        target = nested_target(step)
+        if target is None:
+            continue
+        if target == name:
+            return True
+        if target not in path and _nests(name, playbooks, (*path, target)):
+            return True
+    return False
+
+
+# -- JSON Schema -------------------------------------------------------------------
+
+_STEP_REF_SCHEMA = {"$ref": "#/$defs/step"}
+_DURATION_SCHEMA = {"type": "string", "pattern": r"^(\d+(ms|s|m|h|d))+$"}
+_TEMPLATE_OR_INT = {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": r"\{\{"}]}
+
+
+def _key_schema(spec: Key) -> dict[str, Any]:
+    kinds: dict[str, dict[str, Any]] = {
+        "text": {"type": ["string", "number"]},
+        "ref": {"type": "string"},
+        "text_list": {"type": "array", "minItems": 1, "items": {"type": ["string", "number"]}},
+        "text_map": {"type": "object", "additionalProperties": {"type": ["string", "number"]}},
+        "data": {},
+        "data_map": {"type": "object"},
+        "int": _TEMPLATE_OR_INT,
+        "qos": {"enum": [0, 1, 2]},
+        "bool": {"type": "boolean"},
+        "duration": _DURATION_SCHEMA,
+        "status": {
+            "anyOf": [
+                {"type": "integer", "minimum": 100, "maximum": 599},
+                {"type": "array", "items": {"type": "integer", "minimum": 100, "maximum": 599}},
+            ]
+        },
+        "branches": {"type": "array", "items": {"type": "array", "items": _STEP_REF_SCHEMA}},
+    }
+    schema = dict(kinds["text"] if spec.kind == "choice" else kinds[spec.kind])
+    if spec.kind == "choice":
+        schema = {"anyOf": [{"enum": list(spec.choices)}, {"type": "string", "pattern": r"\{\{"}]}
+    if spec.description:
+        schema["description"] = spec.description
+    return schema
+
+
+def _with_schema(action: str) -> dict[str, Any]:
+    keys, required, one_of = ACTION_KEYS[action]
+    schema: dict[str, Any] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {k: _key_schema(s) for k, s in keys.items()},
+    }
+    if required:
+        schema["required"] = list(required)
+    if one_of:
+        schema["oneOf"] = [{"required": [k]} for k in one_of]
+    return schema
+
+
+def _step_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "action"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_-]*$"},
+            "action": {"enum": list(ACTION_KEYS)},
+            "with": {"type": "object"},
+            "timeout": {**_DURATION_SCHEMA, "description": "default 5m"},
+            "retry": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["attempts"],
+                "properties": {
+                    "attempts": {"type": "integer", "minimum": 1},
+                    "backoff": {**_DURATION_SCHEMA, "description": "doubles per attempt"},
+                },
+            },
+            "when": {"type": "string", "description": "expression, e.g. steps.restart.ok"},
+            "continue_on_error": {"type": "boolean"},
+            "idempotent": {"type": "boolean"},
+        },
+        "allOf": [
+            {
+                "if": {"properties": {"action": {"const": a}}, "required": ["action"]},
+                "then": {"properties": {"with": _with_schema(a)}},
+            }
+            for a in ACTION_KEYS
+        ],
+    }
+
+
+def _playbook_schema() -> dict[str, Any]:
+    steps = {"type": "array", "items": {"$ref": "#/$defs/step"}}
+    return {
+        "$defs": {"step": _step_schema()},
+        "type": "array",
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name", "steps"],
+            "properties": {
+                "name": {"type": "string"},
+                "description": {"type": "string"},
+                "mode": {"enum": list(MODES)},
+                "max": {"type": "integer", "minimum": 1},
+                "timeout": _DURATION_SCHEMA,
+                "on_interrupt": {"enum": list(ON_INTERRUPT)},
+                "escalate": {"type": "string"},
+                "steps": {**steps, "minItems": 1},
+                "verify": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["within"],
+                    "properties": {"within": _DURATION_SCHEMA},
+                },
+                "on_failure": steps,
+            },
+        },
+    }
+
+
+#: JSON Schema of a ``playbooks:`` list (``batond schema``); ``$defs.step`` is one step.
+PLAYBOOK_SCHEMA: Mapping[str, Any] = _playbook_schema()

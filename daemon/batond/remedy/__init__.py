@@ -1,0 +1,1 @@
+"""Running playbooks: the runner, its steps, the run model and the actions."""

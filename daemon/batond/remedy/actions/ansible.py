@@ -1,0 +1,28 @@
+"""``ansible``: ``ansible-playbook PLAYBOOK [-i INVENTORY] --extra-vars JSON``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+
+from batond.errors import ActionError
+from batond.remedy.actions.core import ActionResult, StepCall
+from batond.remedy.actions.execute import run_argv
+
+__all__ = ["run"]
+
+
+async def run(call: StepCall) -> ActionResult:
+    playbook = call.args.get("playbook")
+    if not isinstance(playbook, str) or not playbook:
+        raise ActionError("ansible: playbook must be a non-empty string")
+    argv = [call.ctx.ansible_playbook, playbook]
+    inventory = call.args.get("inventory")
+    if inventory:
+        argv += ["-i", str(inventory)]
+    extra = call.args.get("extra_vars")
+    if isinstance(extra, Mapping) and extra:
+        # JSON, so values arrive as data: no key=value splitting, no quoting rules
+        argv += ["--extra-vars", orjson.dumps(dict(extra)).decode()]
+    return await run_argv(argv, env={"ANSIBLE_NOCOLOR": "1"}, grace=call.ctx.kill_grace)

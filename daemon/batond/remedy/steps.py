@@ -1,0 +1,355 @@
+"""Executing one run's steps: when, retries with backoff, timeouts, actions,
+nested playbooks, parallel branches, verify and on_failure.
+
+Each step attempt is journaled before it acts (write-ahead) and after it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from batond.engine.expr import EvalError
+from batond.errors import ActionError
+from batond.load.playbooks import Playbook, Step, render_args
+from batond.metrics import Metrics
+from batond.remedy.actions import ACTIONS, ActionContext, ActionResult, Denied, StepCall
+from batond.remedy.records import RunStore
+from batond.units import format_duration
+
+__all__ = ["MAX_NESTING", "Origin", "Run", "Scope", "StepExecutor", "Stopped", "uncancel"]
+
+log = logging.getLogger("batond.remedy.runner")
+
+MAX_NESTING = 8  # nested playbook steps deeper than this fail (a loop check at run time)
+_COMPENSATE = ("failed", "timed_out")  # outcomes that run on_failure
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """What a decision (or an interrupted run) gives every run of its chain."""
+
+    rule: str
+    key: str
+    target: str
+    labels: Mapping[str, str]
+    params: Mapping[str, Any]
+    severity: str = "warning"
+    event: Any = None
+    value: float | None = None
+    metric: str | None = None
+    decision_id: int | None = None
+    incident_id: int | None = None
+    verify_by_run: bool = False
+
+
+@dataclass(eq=False)
+class Run:
+    origin: Origin
+    playbook: Playbook
+    playbooks: Mapping[str, Playbook]  # the version the run started with
+    escalation: bool = False
+    resumes: int | None = None
+    start_at: int = 0  # first step index (a resumption)
+    id: int = 0
+    state: str = "queued"
+    started_at: float = 0.0
+    arrived: float | None = None  # monotonic arrival of the deciding input (first run only)
+    stop_reason: str | None = None  # cancelled | interrupted, set before cancelling the task
+    task: asyncio.Task[Any] | None = None
+    deadline: float = 0.0  # loop time of the run timeout
+    key_ready: asyncio.Future[None] | None = None  # set while waiting for its key (queued)
+    after: list[asyncio.Event] = field(default_factory=list)  # restart: predecessors' ends
+    has_slot: bool = False
+    resolved: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def slot(self) -> tuple[str, str]:
+        return (self.playbook.name, self.origin.key)
+
+    def cancel_status(self) -> str:
+        """Why the task was cancelled: an operator, shutdown, or the run deadline."""
+        if self.stop_reason is not None:
+            return self.stop_reason
+        if asyncio.get_running_loop().time() >= self.deadline > 0:
+            return "timed_out"
+        return "cancelled"  # e.g. a sibling branch of a parallel step was denied
+
+
+class Stopped(Exception):
+    """Ends a run's steps with ``outcome`` (denied; interrupted at a step boundary)."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What templates of one step list see besides the run: its params and step results."""
+
+    params: Mapping[str, Any]
+    results: dict[str, dict[str, Any]]
+    depth: int = 0
+
+
+_SKIPPED = ActionResult(ok=False, detail="skipped: when: was false").view()
+_EARLIER = ActionResult(ok=True, detail="done before the interruption").view()
+
+
+class StepExecutor:
+    """Runs a run's steps; shared by all runs of one Runner."""
+
+    def __init__(
+        self,
+        *,
+        store: RunStore,
+        metrics: Metrics,
+        ctx: ActionContext,
+        clock: Callable[[], float],
+        closing: Callable[[], bool],
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._ctx = ctx
+        self._clock = clock
+        self._is_closing = closing
+
+    @property
+    def _closing(self) -> bool:
+        """Shutdown began: no further step starts."""
+        return self._is_closing()
+
+    async def execute(self, run: Run) -> str:
+        """Steps, then verify; on_failure after a failure or timeout; the outcome."""
+        pb = run.playbook
+        scope = Scope(run.origin.params, {})
+        loop = asyncio.get_running_loop()
+        run.deadline = loop.time() + pb.timeout
+        try:
+            try:
+                async with asyncio.timeout_at(run.deadline):
+                    ok = await self._steps(run, pb.steps, "", scope, start_at=run.start_at)
+                    outcome = await self._verify(run) if ok else "failed"
+            except TimeoutError:
+                outcome = "timed_out"
+        except Stopped as stop:
+            outcome = stop.outcome
+        except asyncio.CancelledError:
+            if run.stop_reason is None and not self._closing:
+                raise
+            uncancel()
+            outcome = run.stop_reason or "interrupted"
+        if outcome in _COMPENSATE and pb.on_failure and not self._closing:
+            await self._compensate(run, scope)
+        return outcome
+
+    async def _compensate(self, run: Run, scope: Scope) -> None:
+        """on_failure steps; they have their own timeouts, not the run's spent one."""
+        try:
+            await self._steps(run, run.playbook.on_failure, "on_failure/", scope)
+        except Stopped:
+            pass
+        except asyncio.CancelledError:
+            if run.stop_reason is None and not self._closing:
+                raise
+            uncancel()
+
+    async def _verify(self, run: Run) -> str:
+        within = run.playbook.verify_within
+        if run.origin.verify_by_run or within is None or run.resolved.is_set():
+            return "resolved"
+        try:
+            async with asyncio.timeout(within):
+                await run.resolved.wait()
+        except TimeoutError:
+            return "unresolved"
+        return "resolved"
+
+    # -- steps ------------------------------------------------------------------
+    async def _steps(
+        self, run: Run, steps: Sequence[Step], prefix: str, scope: Scope, start_at: int = 0
+    ) -> bool:
+        """Run ``steps`` in order; False when one failed without ``continue_on_error``."""
+        for i, step in enumerate(steps):
+            if i < start_at:
+                scope.results[step.name] = dict(_EARLIER)
+                continue
+            if self._closing:
+                raise Stopped("interrupted")
+            path = prefix + step.name
+            if step.when is not None and not self._when(run, step, scope):
+                await self._record_skip(run, step, path)
+                scope.results[step.name] = dict(_SKIPPED)
+                continue
+            result = await self._step(run, step, path, scope)
+            if not result.ok and not step.continue_on_error:
+                return False
+        return True
+
+    def _when(self, run: Run, step: Step, scope: Scope) -> bool:
+        assert step.when is not None
+        try:
+            return bool(step.when.evaluate(self._env(run, scope)))
+        except EvalError as exc:
+            log.warning("run %s step %s: when: %s (counted as false)", run.id, step.name, exc)
+            return False
+
+    async def _record_skip(self, run: Run, step: Step, path: str) -> None:
+        now = self._clock()
+        step_id = await self._store.step_started(run.id, path, step.action, 1, now)
+        await self._store.step_finished(
+            step_id, status="skipped", ended_at=now, detail={"detail": "when: was false"}
+        )
+
+    async def _step(self, run: Run, step: Step, path: str, scope: Scope) -> ActionResult:
+        """All attempts of one step (retry with doubling backoff); the last result."""
+        result = ActionResult(ok=False)
+        for attempt in range(1, step.retry.attempts + 1):
+            if attempt > 1:
+                if self._closing:
+                    raise Stopped("interrupted")
+                await asyncio.sleep(step.retry.delay(attempt - 1))
+            result = await self._attempt(run, step, path, attempt, scope)
+            if result.ok:
+                break
+        scope.results[step.name] = result.view()
+        return result
+
+    async def _attempt(
+        self, run: Run, step: Step, path: str, attempt: int, scope: Scope
+    ) -> ActionResult:
+        failure: ActionResult | None = None
+        try:
+            args = render_args(step, self._env(run, scope))
+        except (EvalError, TypeError, ValueError, AttributeError) as exc:
+            args, failure = {}, ActionResult(ok=False, detail=f"template: {exc}")
+        step_id = await self._store.step_started(run.id, path, step.action, attempt, self._clock())
+        if run.arrived is not None:
+            self._metrics.event_to_action.observe(max(0.0, time.monotonic() - run.arrived))
+            run.arrived = None
+        t0 = time.perf_counter()
+        status = "failed"
+        try:
+            if failure is not None:
+                result = failure
+            else:
+                async with asyncio.timeout(step.timeout):
+                    result = await self._act(run, step, path, args, scope)
+            status = "ok" if result.ok else "failed"
+        except TimeoutError:
+            result = ActionResult(
+                ok=False, detail=f"timed out after {format_duration(step.timeout)}"
+            )
+            status = "timed_out"
+        except ActionError as exc:
+            result = ActionResult(ok=False, detail=str(exc))
+        except Denied as exc:
+            await self._finish_step(
+                run, step, step_id, "denied", ActionResult(False, detail=str(exc)), t0
+            )
+            raise Stopped("denied") from None
+        except asyncio.CancelledError:
+            reason = run.cancel_status()
+            await self._finish_step(
+                run, step, step_id, reason, ActionResult(False, detail=reason), t0
+            )
+            raise
+        except Stopped as stop:  # a nested playbook or branch was denied / interrupted
+            await self._finish_step(run, step, step_id, stop.outcome, ActionResult(False), t0)
+            raise
+        except Exception as exc:  # an action bug must fail the step, not kill the runner
+            log.exception("run %s step %s: action %s crashed", run.id, path, step.action)
+            result = ActionResult(ok=False, detail=f"{type(exc).__name__}: {exc}")
+        await self._finish_step(run, step, step_id, status, result, t0)
+        return result
+
+    async def _finish_step(
+        self, run: Run, step: Step, step_id: int, status: str, result: ActionResult, t0: float
+    ) -> None:
+        self._metrics.step_duration.labels(run.playbook.name, step.action).observe(
+            time.perf_counter() - t0
+        )
+        detail: dict[str, Any] = {}
+        if result.detail:
+            detail["detail"] = result.detail
+        if result.status is not None:
+            detail["status"] = result.status
+        await self._store.step_finished(
+            step_id, status=status, ended_at=self._clock(), exit_code=result.exit_code,
+            stdout=result.stdout, stderr=result.stderr, detail=detail or None,
+        )  # fmt: skip
+
+    async def _act(
+        self, run: Run, step: Step, path: str, args: dict[str, Any], scope: Scope
+    ) -> ActionResult:
+        if step.action == "parallel":
+            return await self._parallel(run, step, path, scope)
+        if step.action == "playbook":
+            return await self._nested(run, path, args, scope)
+        call = StepCall(run.id, path, args, self._ctx, lambda state: self._set_state(run, state))
+        return await ACTIONS[step.action](call)
+
+    async def _parallel(self, run: Run, step: Step, path: str, scope: Scope) -> ActionResult:
+        """Every branch runs to its end; ok when all succeeded."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(self._steps(run, branch, f"{path}/{i}/", scope))
+                    for i, branch in enumerate(step.branches, 1)
+                ]
+        except BaseExceptionGroup as group:  # a branch was denied or interrupted
+            raise _first_of(group) from None
+        failed = [i for i, t in enumerate(tasks, 1) if not t.result()]
+        return ActionResult(ok=not failed, detail=f"failed branches: {failed}" if failed else "")
+
+    async def _nested(
+        self, run: Run, path: str, args: Mapping[str, Any], scope: Scope
+    ) -> ActionResult:
+        """A nested playbook's steps (and its on_failure) inside this run."""
+        name = str(args.get("name"))
+        target = run.playbooks.get(name)
+        if target is None:
+            raise ActionError(f"no playbook named {name!r}")
+        if scope.depth >= MAX_NESTING:
+            raise ActionError(f"playbooks nested deeper than {MAX_NESTING}")
+        extra = args.get("params")
+        params = {**scope.params, **(extra if isinstance(extra, Mapping) else {})}
+        inner = Scope(params, {}, scope.depth + 1)
+        ok = await self._steps(run, target.steps, path + "/", inner)
+        if not ok and target.on_failure:
+            await self._steps(run, target.on_failure, path + "/on_failure/", inner)
+        return ActionResult(ok=ok, detail="" if ok else f"playbook {name} failed")
+
+    async def _set_state(self, run: Run, state: str) -> None:
+        run.state = state
+        await self._store.run_state(run.id, state, self._clock())
+
+    def _env(self, run: Run, scope: Scope) -> dict[str, Any]:
+        o = run.origin
+        return {
+            "value": o.value, "metric": o.metric, "labels": o.labels, "event": o.event,
+            "anomaly": None, "now": self._clock(), "steps": scope.results,
+            "params": scope.params, "rule": o.rule, "key": o.key, "severity": o.severity,
+        }  # fmt: skip
+
+
+def _first_of(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception that ends a parallel step: a stop first, else the first one."""
+    stops = group.subgroup(Stopped)
+    found: BaseException = stops if stops is not None else group
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found
+
+
+def uncancel() -> None:
+    """A stop we asked for was handled: the task goes on (to record the outcome)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        task.uncancel()

@@ -1,0 +1,1 @@
+"""The running daemon: composition root, pipeline, operator facade, HTTP API, sd_notify."""
