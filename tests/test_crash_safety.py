@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from batond.remedy.records import OUTCOMES
+from batond.engine.types import Outcome
 
 ITERATIONS = 24
 RULES = """
@@ -143,7 +143,7 @@ def test_sigkill_during_playbooks_loses_no_run(tmp_path: Path) -> None:
     outcomes = {r[0]: r[2] for r in runs}
 
     assert len(runs) == len(api_runs) and {r["id"] for r in api_runs} == set(outcomes)
-    assert all(state == "done" and outcome in OUTCOMES for _, state, outcome, _, _ in runs)
+    assert all(state == "done" and outcome in set(Outcome) for _, state, outcome, _, _ in runs)
     assert running_steps == []
     assert "interrupted" in outcomes.values()  # the kills did land mid-run
     assert "resolved" in outcomes.values()

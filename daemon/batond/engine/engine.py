@@ -22,7 +22,7 @@ from batond.engine.index import MatchIndex
 from batond.engine.keys import split_key
 from batond.engine.model import Rule, RuleSet, Schedule
 from batond.engine.state import RESOLVE, RuleState, state_for
-from batond.engine.types import Decision, Output, Resolved
+from batond.engine.types import Decision, Outcome, Output, Resolved
 from batond.events import Input, Sample
 
 __all__ = ["Engine", "RuleSet"]
@@ -225,7 +225,7 @@ class Engine:
     def record_outcome(
         self, rule: str, playbook: str, key: str, outcome: str, now: float
     ) -> list[Output]:
-        """A run ended (``outcome`` of SPEC section 6, or ``none``: no run happened).
+        """A run ended (an :class:`Outcome`, or ``NO_RUN``: no run happened).
 
         Feeds the statistics and circuits; resolves an incident that only its
         run can resolve when the run resolved it (or never ran).
@@ -234,7 +234,8 @@ class Engine:
         self.governor.record_outcome(rule, playbook, key, target_class(labels), outcome, now)
         out: list[Output] = []
         state = self.states.get(rule)
-        if state is not None and state.rule.resolves_by_run and outcome in ("resolved", NO_RUN):
+        resolved = outcome in (Outcome.RESOLVED, NO_RUN)
+        if state is not None and state.rule.resolves_by_run and resolved:
             self.resolve(state, key, now, out)
         return out
 

@@ -1,6 +1,6 @@
 """The governor: whether a decision may start a run, and in which playbook order.
 
-Checks, in the order of ``SUPPRESSION_REASONS``: pause, shadow mode,
+Checks, in the order of :class:`~batond.engine.types.Suppression`: pause, shadow mode,
 silences, the rule's cooldown (given by the engine), a run already active for
 the key (playbooks with ``mode: single``), the target's circuit, the blast
 radius and the global rate limit. A target's circuit opens when it exceeds
@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batond.engine.keys import split_key
+from batond.engine.types import NOT_RESOLVED, Outcome, Suppression
 
 __all__ = [
     "CIRCUIT_STREAK",
@@ -53,7 +54,6 @@ CIRCUIT_STREAK = 3  # unresolved outcomes in a row that open a target's circuit
 HOSTS_SEEN_S = 3600.0  # "hosts seen lately"
 HOSTS_SEEN_MAX = 100_000  # beyond this many, the least recently seen are forgotten
 HOST_RESOLUTION_S = 30.0  # last-seen times move in steps of this (cheap per input; 1% of the hour)
-_NOT_RESOLVED = ("unresolved", "failed", "timed_out")
 _CLASS_TAIL = re.compile(r"[-_.]?\d+$")
 
 
@@ -194,28 +194,28 @@ class Governor:
         in_cooldown: bool = False,
         single: bool = True,
         fleet: bool = True,
-    ) -> str | None:
+    ) -> Suppression | None:
         """The suppression reason, or None when a run may start (then call :meth:`admit`)."""
         self._clock = max(self._clock, now)
         if self.paused:
-            return "paused"
+            return Suppression.PAUSED
         if self.shadow:
-            return "shadow"
+            return Suppression.SHADOW
         if any(s.covers(labels, now) for s in self.silences):
-            return "silenced"
+            return Suppression.SILENCED
         if in_cooldown:
-            return "cooldown"
+            return Suppression.COOLDOWN
         if single and self._active.get((playbook, target), 0) > 0:
-            return "already_running"
+            return Suppression.ALREADY_RUNNING
         if self._circuit_open(target, now):
-            return "circuit_open"
+            return Suppression.CIRCUIT_OPEN
         if self._per_target_exceeded(target, now):
             self._circuits[target] = now
-            return "circuit_open"
+            return Suppression.CIRCUIT_OPEN
         if fleet and self._beyond_blast_radius(labels.get("host") or target, now):
-            return "blast_radius"
+            return Suppression.BLAST_RADIUS
         if self._rate_exceeded(now):
-            return "rate_limited"
+            return Suppression.RATE_LIMITED
         return None
 
     def admit(self, playbook: str, target: str, now: float, host: str | None = None) -> None:
@@ -281,11 +281,11 @@ class Governor:
     ) -> None:
         self._clock = max(self._clock, now)
         self.run_ended(playbook, target)
-        if outcome not in ("resolved", *_NOT_RESOLVED):
+        if outcome != Outcome.RESOLVED and outcome not in NOT_RESOLVED:
             return  # cancelled, denied, interrupted, unknown: no evidence either way
         stats = self._stats.setdefault((rule, playbook, cls), [0, 0])
         stats[1] += 1
-        if outcome == "resolved":
+        if outcome == Outcome.RESOLVED:
             stats[0] += 1
             self._streaks.pop(target, None)
             self._streak_at.pop(target, None)

@@ -1,26 +1,55 @@
-"""What the engine hands to the rest of batond."""
+"""What the engine hands to the rest of batond, and the outcomes it learns from.
+
+The values of :class:`Suppression` and :class:`Outcome` are stored in the
+journal and shown by the API and the metrics: they are the names users see
+(docs/playbooks.md, "Outcomes"; docs/rules.md, "Suppression reasons").
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from batond.events import Input
 
-__all__ = ["SUPPRESSION_REASONS", "Decision", "Output", "Resolved"]
+__all__ = ["NOT_RESOLVED", "Decision", "Outcome", "Output", "Resolved", "Suppression"]
 
-#: Why a decision did not start a run (SPEC section 6), in the order they are checked.
-SUPPRESSION_REASONS = (
-    "paused",
-    "shadow",
-    "silenced",
-    "cooldown",
-    "already_running",
-    "circuit_open",
-    "blast_radius",
-    "rate_limited",
-)
+
+class Suppression(StrEnum):
+    """Why a decision did not start a run, in the order the governor checks them."""
+
+    PAUSED = "paused"
+    SHADOW = "shadow"
+    SILENCED = "silenced"
+    COOLDOWN = "cooldown"
+    ALREADY_RUNNING = "already_running"
+    CIRCUIT_OPEN = "circuit_open"
+    BLAST_RADIUS = "blast_radius"
+    RATE_LIMITED = "rate_limited"
+
+
+class Outcome(StrEnum):
+    """How a playbook run ends.
+
+    It lives here, not in ``remedy``, because the engine learns from it (resolve
+    rates, circuits) and the pure core imports no layer above it.
+    """
+
+    RESOLVED = "resolved"
+    UNRESOLVED = "unresolved"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    DENIED = "denied"
+    INTERRUPTED = "interrupted"
+
+
+#: Outcomes that count against a playbook: the runner tries the next candidate,
+#: the governor counts them in resolve rates and circuit streaks. The others
+#: (cancelled, denied, interrupted) are no evidence either way.
+NOT_RESOLVED = frozenset({Outcome.UNRESOLVED, Outcome.FAILED, Outcome.TIMED_OUT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +68,7 @@ class Decision:
     labels: Mapping[str, str]  # labels of the triggering input (group labels at least)
     candidates: tuple[str, ...]
     playbook: str | None
-    suppressed: str | None
+    suppressed: Suppression | None
     params: Mapping[str, Any] = field(default_factory=dict)
     severity: str = "warning"
     item: Input | None = None  # the input that made the condition true, if any

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from batond.engine.types import Decision
+from batond.engine.types import Decision, Outcome
 from batond.errors import StateError
 from batond.events import Sample
 from batond.journal import queries as q
@@ -35,6 +35,7 @@ from batond.journal.db import DbLock, open_database
 from batond.journal.queries import PRUNE_BATCH
 from batond.journal.writer import Database, PostedRows
 from batond.remedy.records import InterruptedRun
+from batond.remedy.run import RunState, StepStatus
 
 __all__ = ["OUTPUT_TAIL", "PRUNE_BATCH", "Journal"]
 
@@ -234,9 +235,9 @@ class Journal:
         decision_id: int | None = None,
         incident_id: int | None = None,
         resumes: int | None = None,
-        state: str = "queued",
+        state: RunState = RunState.QUEUED,
     ) -> int:
-        started_at = created_at if state == "running" else None
+        started_at = created_at if state == RunState.RUNNING else None
         row = (
             rule,
             playbook,
@@ -263,12 +264,14 @@ class Journal:
 
         return await self._db.write_ahead(job)
 
-    async def run_state(self, run_id: int, state: str, at: float) -> None:
+    async def run_state(self, run_id: int, state: RunState, at: float) -> None:
+        running = state == RunState.RUNNING
+
         def job(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "UPDATE runs SET state = ?, started_at = CASE WHEN ? = 'running'"
+                "UPDATE runs SET state = ?, started_at = CASE WHEN ?"
                 " THEN coalesce(started_at, ?) ELSE started_at END WHERE id = ?",
-                (state, state, at, run_id),
+                (state, running, at, run_id),
             )
 
         await self._write(job)
@@ -279,8 +282,8 @@ class Journal:
         def job(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "INSERT INTO steps (run_id, path, action, attempt, status, started_at)"
-                " VALUES (?, ?, ?, ?, 'running', ?)",
-                (run_id, path, action, attempt, started_at),
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, path, action, attempt, StepStatus.RUNNING, started_at),
             )
             assert cur.lastrowid is not None
             return cur.lastrowid
@@ -291,7 +294,7 @@ class Journal:
         self,
         step_id: int,
         *,
-        status: str,
+        status: StepStatus,
         ended_at: float,
         exit_code: int | None = None,
         stdout: str = "",
@@ -317,11 +320,11 @@ class Journal:
 
         await self._write(job)
 
-    async def run_finished(self, run_id: int, outcome: str, ended_at: float) -> None:
+    async def run_finished(self, run_id: int, outcome: Outcome, ended_at: float) -> None:
         def job(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "UPDATE runs SET state = 'done', outcome = ?, ended_at = ? WHERE id = ?",
-                (outcome, ended_at, run_id),
+                "UPDATE runs SET state = ?, outcome = ?, ended_at = ? WHERE id = ?",
+                (RunState.DONE, outcome, ended_at, run_id),
             )
 
         await self._write(job)

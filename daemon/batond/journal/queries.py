@@ -12,7 +12,9 @@ from typing import Any
 
 import orjson
 
+from batond.engine.types import Outcome
 from batond.remedy.records import InterruptedRun
+from batond.remedy.run import RunState, StepStatus
 
 __all__ = [
     "PRUNE_BATCH",
@@ -202,6 +204,8 @@ def _attach_steps(conn: sqlite3.Connection, runs: list[dict[str, Any]]) -> None:
 def recover(conn: sqlite3.Connection, now: float) -> list[InterruptedRun]:
     """Mark every unfinished run and its running steps ``interrupted``; what they were."""
     found: list[InterruptedRun] = []
+    # 'done' and 'running' stay literal in the WHERE clauses: the partial indexes
+    # runs_unfinished and steps_running (journal.db) serve only queries that name them
     rows = conn.execute(f"{_RUN_SELECT} WHERE state != 'done' ORDER BY id").fetchall()
     for row in rows:
         run = _run(row)
@@ -209,13 +213,12 @@ def recover(conn: sqlite3.Connection, now: float) -> list[InterruptedRun]:
             "SELECT path, status FROM steps WHERE run_id = ? ORDER BY id", (run["id"],)
         ).fetchall()
         conn.execute(
-            "UPDATE steps SET status = 'interrupted', ended_at = ?"
-            " WHERE run_id = ? AND status = 'running'",
-            (now, run["id"]),
+            "UPDATE steps SET status = ?, ended_at = ? WHERE run_id = ? AND status = 'running'",
+            (StepStatus.INTERRUPTED, now, run["id"]),
         )
         conn.execute(
-            "UPDATE runs SET state = 'done', outcome = 'interrupted', ended_at = ? WHERE id = ?",
-            (now, run["id"]),
+            "UPDATE runs SET state = ?, outcome = ?, ended_at = ? WHERE id = ?",
+            (RunState.DONE, Outcome.INTERRUPTED, now, run["id"]),
         )
         found.append(
             InterruptedRun(
@@ -226,12 +229,12 @@ def recover(conn: sqlite3.Connection, now: float) -> list[InterruptedRun]:
                 params=run["params"],
                 labels=run["labels"],
                 created_at=run["created_at"],
-                state=run["state"],
+                state=RunState(run["state"]),
                 decision_id=run["decision_id"],
                 incident_id=run["incident_id"],
                 resumes=run["resumes"],
-                in_flight=tuple(p for p, s in steps if s == "running"),
-                completed=tuple(p for p, s in steps if s == "ok"),
+                in_flight=tuple(p for p, s in steps if s == StepStatus.RUNNING),
+                completed=tuple(p for p, s in steps if s == StepStatus.OK),
             )
         )
     return found

@@ -12,23 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["OUTCOMES", "RUN_STATES", "STEP_STATUSES", "InterruptedRun", "RunStore"]
+from batond.engine.types import Outcome
+from batond.remedy.run import RunState, StepStatus
 
-#: How every run ends (SPEC section 6).
-OUTCOMES = ("resolved", "unresolved", "failed", "timed_out", "cancelled", "denied", "interrupted")
-#: Run states as the API shows them.
-RUN_STATES = ("queued", "running", "waiting_approval", "done")
-#: How one step attempt ended.
-STEP_STATUSES = (
-    "running",
-    "ok",
-    "failed",
-    "timed_out",
-    "skipped",
-    "cancelled",
-    "denied",
-    "interrupted",
-)
+__all__ = ["InterruptedRun", "RunStore"]
 
 
 class RunStore(Protocol):
@@ -44,12 +31,12 @@ class RunStore(Protocol):
         decision_id: int | None = None,
         incident_id: int | None = None,
         resumes: int | None = None,
-        state: str = "queued",
+        state: RunState = RunState.QUEUED,
     ) -> int:
         """Durably record a run's intent; returns its id."""
         ...
 
-    async def run_state(self, run_id: int, state: str, at: float) -> None:
+    async def run_state(self, run_id: int, state: RunState, at: float) -> None:
         """queued -> running -> waiting_approval -> running ...
 
         ``started_at`` is set when the run first becomes running.
@@ -70,7 +57,7 @@ class RunStore(Protocol):
         self,
         step_id: int,
         *,
-        status: str,
+        status: StepStatus,
         ended_at: float,
         exit_code: int | None = None,
         stdout: str = "",
@@ -80,7 +67,7 @@ class RunStore(Protocol):
         """Record how a step attempt ended; outputs are tails (the journal truncates further)."""
         ...
 
-    async def run_finished(self, run_id: int, outcome: str, ended_at: float) -> None: ...
+    async def run_finished(self, run_id: int, outcome: Outcome, ended_at: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +86,7 @@ class InterruptedRun:
     params: Mapping[str, Any]
     labels: Mapping[str, str]
     created_at: float
-    state: str  # the state it was in: queued, running or waiting_approval
+    state: RunState  # the state it was in: queued, running or waiting_approval
     decision_id: int | None = None
     incident_id: int | None = None
     resumes: int | None = None

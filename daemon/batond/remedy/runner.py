@@ -24,19 +24,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from batond.engine.types import Decision
+from batond.engine.types import NOT_RESOLVED, Decision, Outcome
 from batond.events import Sample
 from batond.load.playbooks import Playbook
 from batond.metrics import Metrics
 from batond.remedy.actions import ActionContext
 from batond.remedy.records import InterruptedRun, RunStore
-from batond.remedy.steps import Origin, Run, StepExecutor, uncancel
+from batond.remedy.run import Origin, Run, RunState
+from batond.remedy.steps import StepExecutor, uncancel
 
 __all__ = ["RunEnded", "Runner"]
 
 log = logging.getLogger("batond.remedy.runner")
-
-_NOT_RESOLVED = ("unresolved", "failed", "timed_out")  # outcomes that try the next candidate
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +47,7 @@ class RunEnded:
     playbook: str
     key: str
     target: str
-    outcome: str
+    outcome: Outcome
     started_at: float
     ended_at: float
     final: bool  # no further run of this decision follows (no next candidate, no escalation)
@@ -165,7 +164,7 @@ class Runner:
         run = self._by_id.get(run_id)
         if run is None or run.done.is_set() or run.stop_reason is not None:
             return False
-        self._stop(run, "cancelled")
+        self._stop(run, Outcome.CANCELLED)
         return True
 
     def active_count(self) -> int:
@@ -222,12 +221,12 @@ class Runner:
         self._closing = True
         for run in list(self._runs):
             # nobody will approve during a stop: waiting would only hold it up
-            if run.state in ("queued", "waiting_approval"):
-                self._stop(run, "interrupted")
+            if run.state in (RunState.QUEUED, RunState.WAITING_APPROVAL):
+                self._stop(run, Outcome.INTERRUPTED)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
         for run in list(self._runs):
-            self._stop(run, "interrupted")
+            self._stop(run, Outcome.INTERRUPTED)
         if self._tasks:
             # process groups get SIGTERM, then SIGKILL after the kill grace
             await asyncio.wait(list(self._tasks), timeout=self._ctx.kill_grace + 5.0)
@@ -252,7 +251,7 @@ class Runner:
         else:
             if pb.mode == "restart":
                 for old in [*slot.active, *slot.waiting]:
-                    self._stop(old, "cancelled")
+                    self._stop(old, Outcome.CANCELLED)
                     run.after.append(old.done)
             slot.active.append(run)
             if self._running < self._max_concurrent and not self._slot_waiters:
@@ -309,7 +308,7 @@ class Runner:
         self._wake_slot_waiter()
         await fut
 
-    def _stop(self, run: Run, reason: str) -> None:
+    def _stop(self, run: Run, reason: Outcome) -> None:
         if run.done.is_set() or run.stop_reason is not None:
             return
         run.stop_reason = reason
@@ -343,7 +342,7 @@ class Runner:
                     self._on_candidate(origin.rule, pb.name, origin.key)
             outcome = await self._go(run)
             tried.append(run.playbook)
-            more = outcome in _NOT_RESOLVED and not self._closing
+            more = outcome in NOT_RESOLVED and not self._closing
             escalate = _escalation(tried, first.playbooks) if more else None
             last = i == len(names) - 1 or not more
             self._ended(run, outcome, final=last and escalate is None)
@@ -358,7 +357,7 @@ class Runner:
     async def _single(self, run: Run) -> None:
         self._ended(run, await self._go(run), final=True)
 
-    def _ended(self, run: Run, outcome: str, *, final: bool) -> None:
+    def _ended(self, run: Run, outcome: Outcome, *, final: bool) -> None:
         if self._on_outcome is None or not run.id:
             return
         ended = RunEnded(
@@ -371,19 +370,19 @@ class Runner:
             log.exception("outcome callback failed for run %s", run.id)
 
     # -- one run ----------------------------------------------------------------
-    async def _go(self, run: Run) -> str:
+    async def _go(self, run: Run) -> Outcome:
         """Record, wait for its turn, execute, record the outcome."""
         run.task = asyncio.current_task()
         o = run.origin
         ready = run.key_ready is None and not run.after and run.has_slot
-        outcome = "interrupted"
+        outcome = Outcome.INTERRUPTED
         try:
             run.started_at = self._clock()
             run.id = await self._store.run_created(
                 rule=o.rule, playbook=run.playbook.name, key=o.key, params=o.params,
                 labels=o.labels, created_at=run.started_at, decision_id=o.decision_id,
                 incident_id=o.incident_id, resumes=run.resumes,
-                state="running" if ready else "queued",
+                state=RunState.RUNNING if ready else RunState.QUEUED,
             )  # fmt: skip
             self._by_id[run.id] = run
             if run.stop_reason is not None:  # stopped while the intent was being written
@@ -394,7 +393,7 @@ class Runner:
             if run.stop_reason is None and not self._closing:
                 raise
             uncancel()
-            outcome = run.stop_reason or "interrupted"
+            outcome = run.stop_reason or Outcome.INTERRUPTED
         finally:
             self._release(run)
         if run.id:
@@ -402,16 +401,16 @@ class Runner:
             self._metrics.runs.labels(run.playbook.name, outcome).inc()
         return outcome
 
-    async def _queued_then_execute(self, run: Run, ready: bool) -> str:
+    async def _queued_then_execute(self, run: Run, ready: bool) -> Outcome:
         if not ready:
             if run.key_ready is not None:
                 await run.key_ready
             for ev in run.after:
                 await ev.wait()
             await self._global_slot(run)
-            run.state = "running"
-            await self._store.run_state(run.id, "running", self._clock())
-        run.state = "running"
+            run.state = RunState.RUNNING
+            await self._store.run_state(run.id, RunState.RUNNING, self._clock())
+        run.state = RunState.RUNNING
         return await self._exec.execute(run)
 
 

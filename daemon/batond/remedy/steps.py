@@ -2,6 +2,8 @@
 nested playbooks, parallel branches, verify and on_failure.
 
 Each step attempt is journaled before it acts (write-ahead) and after it ends.
+The run itself (:class:`~batond.remedy.run.Run`) is the runner's; this module
+only reads it and moves its state.
 """
 
 from __future__ import annotations
@@ -10,81 +12,31 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from batond.engine.expr import EvalError
+from batond.engine.types import Outcome
 from batond.errors import ActionError
-from batond.load.playbooks import Playbook, Step, render_args
+from batond.load.playbooks import Step, render_args
 from batond.metrics import Metrics
 from batond.remedy.actions import ACTIONS, ActionContext, ActionResult, Denied, StepCall
 from batond.remedy.records import RunStore
+from batond.remedy.run import Run, RunState, StepStatus
 from batond.units import format_duration
 
-__all__ = ["MAX_NESTING", "Origin", "Run", "Scope", "StepExecutor", "Stopped", "uncancel"]
+__all__ = ["MAX_NESTING", "Scope", "StepExecutor", "Stopped", "uncancel"]
 
 log = logging.getLogger("batond.remedy.runner")
 
 MAX_NESTING = 8  # nested playbook steps deeper than this fail (a loop check at run time)
-_COMPENSATE = ("failed", "timed_out")  # outcomes that run on_failure
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """What a decision (or an interrupted run) gives every run of its chain."""
-
-    rule: str
-    key: str
-    target: str
-    labels: Mapping[str, str]
-    params: Mapping[str, Any]
-    severity: str = "warning"
-    event: Any = None
-    value: float | None = None
-    metric: str | None = None
-    decision_id: int | None = None
-    incident_id: int | None = None
-    verify_by_run: bool = False
-
-
-@dataclass(eq=False)
-class Run:
-    origin: Origin
-    playbook: Playbook
-    playbooks: Mapping[str, Playbook]  # the version the run started with
-    escalation: bool = False
-    resumes: int | None = None
-    start_at: int = 0  # first step index (a resumption)
-    id: int = 0
-    state: str = "queued"
-    started_at: float = 0.0
-    arrived: float | None = None  # monotonic arrival of the deciding input (first run only)
-    stop_reason: str | None = None  # cancelled | interrupted, set before cancelling the task
-    task: asyncio.Task[Any] | None = None
-    deadline: float = 0.0  # loop time of the run timeout
-    key_ready: asyncio.Future[None] | None = None  # set while waiting for its key (queued)
-    after: list[asyncio.Event] = field(default_factory=list)  # restart: predecessors' ends
-    has_slot: bool = False
-    resolved: asyncio.Event = field(default_factory=asyncio.Event)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def slot(self) -> tuple[str, str]:
-        return (self.playbook.name, self.origin.key)
-
-    def cancel_status(self) -> str:
-        """Why the task was cancelled: an operator, shutdown, or the run deadline."""
-        if self.stop_reason is not None:
-            return self.stop_reason
-        if asyncio.get_running_loop().time() >= self.deadline > 0:
-            return "timed_out"
-        return "cancelled"  # e.g. a sibling branch of a parallel step was denied
+_COMPENSATE = frozenset({Outcome.FAILED, Outcome.TIMED_OUT})  # outcomes that run on_failure
 
 
 class Stopped(Exception):
     """Ends a run's steps with ``outcome`` (denied; interrupted at a step boundary)."""
 
-    def __init__(self, outcome: str) -> None:
+    def __init__(self, outcome: Outcome) -> None:
         super().__init__(outcome)
         self.outcome = outcome
 
@@ -125,7 +77,7 @@ class StepExecutor:
         """Shutdown began: no further step starts."""
         return self._is_closing()
 
-    async def execute(self, run: Run) -> str:
+    async def execute(self, run: Run) -> Outcome:
         """Steps, then verify; on_failure after a failure or timeout; the outcome."""
         pb = run.playbook
         scope = Scope(run.origin.params, {})
@@ -135,16 +87,16 @@ class StepExecutor:
             try:
                 async with asyncio.timeout_at(run.deadline):
                     ok = await self._steps(run, pb.steps, "", scope, start_at=run.start_at)
-                    outcome = await self._verify(run) if ok else "failed"
+                    outcome = await self._verify(run) if ok else Outcome.FAILED
             except TimeoutError:
-                outcome = "timed_out"
+                outcome = Outcome.TIMED_OUT
         except Stopped as stop:
             outcome = stop.outcome
         except asyncio.CancelledError:
             if run.stop_reason is None and not self._closing:
                 raise
             uncancel()
-            outcome = run.stop_reason or "interrupted"
+            outcome = run.stop_reason or Outcome.INTERRUPTED
         if outcome in _COMPENSATE and pb.on_failure and not self._closing:
             await self._compensate(run, scope)
         return outcome
@@ -160,16 +112,16 @@ class StepExecutor:
                 raise
             uncancel()
 
-    async def _verify(self, run: Run) -> str:
+    async def _verify(self, run: Run) -> Outcome:
         within = run.playbook.verify_within
         if run.origin.verify_by_run or within is None or run.resolved.is_set():
-            return "resolved"
+            return Outcome.RESOLVED
         try:
             async with asyncio.timeout(within):
                 await run.resolved.wait()
         except TimeoutError:
-            return "unresolved"
-        return "resolved"
+            return Outcome.UNRESOLVED
+        return Outcome.RESOLVED
 
     # -- steps ------------------------------------------------------------------
     async def _steps(
@@ -181,7 +133,7 @@ class StepExecutor:
                 scope.results[step.name] = dict(_EARLIER)
                 continue
             if self._closing:
-                raise Stopped("interrupted")
+                raise Stopped(Outcome.INTERRUPTED)
             path = prefix + step.name
             if step.when is not None and not self._when(run, step, scope):
                 await self._record_skip(run, step, path)
@@ -204,7 +156,7 @@ class StepExecutor:
         now = self._clock()
         step_id = await self._store.step_started(run.id, path, step.action, 1, now)
         await self._store.step_finished(
-            step_id, status="skipped", ended_at=now, detail={"detail": "when: was false"}
+            step_id, status=StepStatus.SKIPPED, ended_at=now, detail={"detail": "when: was false"}
         )
 
     async def _step(self, run: Run, step: Step, path: str, scope: Scope) -> ActionResult:
@@ -213,7 +165,7 @@ class StepExecutor:
         for attempt in range(1, step.retry.attempts + 1):
             if attempt > 1:
                 if self._closing:
-                    raise Stopped("interrupted")
+                    raise Stopped(Outcome.INTERRUPTED)
                 await asyncio.sleep(step.retry.delay(attempt - 1))
             result = await self._attempt(run, step, path, attempt, scope)
             if result.ok:
@@ -234,34 +186,35 @@ class StepExecutor:
             self._metrics.event_to_action.observe(max(0.0, time.monotonic() - run.arrived))
             run.arrived = None
         t0 = time.perf_counter()
-        status = "failed"
+        status = StepStatus.FAILED
         try:
             if failure is not None:
                 result = failure
             else:
                 async with asyncio.timeout(step.timeout):
                     result = await self._act(run, step, path, args, scope)
-            status = "ok" if result.ok else "failed"
+            status = StepStatus.OK if result.ok else StepStatus.FAILED
         except TimeoutError:
             result = ActionResult(
                 ok=False, detail=f"timed out after {format_duration(step.timeout)}"
             )
-            status = "timed_out"
+            status = StepStatus.TIMED_OUT
         except ActionError as exc:
             result = ActionResult(ok=False, detail=str(exc))
         except Denied as exc:
             await self._finish_step(
-                run, step, step_id, "denied", ActionResult(False, detail=str(exc)), t0
+                run, step, step_id, StepStatus.DENIED, ActionResult(False, detail=str(exc)), t0
             )
-            raise Stopped("denied") from None
+            raise Stopped(Outcome.DENIED) from None
         except asyncio.CancelledError:
             reason = run.cancel_status()
             await self._finish_step(
-                run, step, step_id, reason, ActionResult(False, detail=reason), t0
+                run, step, step_id, StepStatus(reason), ActionResult(False, detail=reason), t0
             )
             raise
         except Stopped as stop:  # a nested playbook or branch was denied / interrupted
-            await self._finish_step(run, step, step_id, stop.outcome, ActionResult(False), t0)
+            status = StepStatus(stop.outcome)
+            await self._finish_step(run, step, step_id, status, ActionResult(False), t0)
             raise
         except Exception as exc:  # an action bug must fail the step, not kill the runner
             log.exception("run %s step %s: action %s crashed", run.id, path, step.action)
@@ -270,7 +223,13 @@ class StepExecutor:
         return result
 
     async def _finish_step(
-        self, run: Run, step: Step, step_id: int, status: str, result: ActionResult, t0: float
+        self,
+        run: Run,
+        step: Step,
+        step_id: int,
+        status: StepStatus,
+        result: ActionResult,
+        t0: float,
     ) -> None:
         self._metrics.step_duration.labels(run.playbook.name, step.action).observe(
             time.perf_counter() - t0
@@ -292,7 +251,7 @@ class StepExecutor:
             return await self._parallel(run, step, path, scope)
         if step.action == "playbook":
             return await self._nested(run, path, args, scope)
-        call = StepCall(run.id, path, args, self._ctx, lambda state: self._set_state(run, state))
+        call = StepCall(run.id, path, args, self._ctx, lambda on: self._awaiting(run, on))
         return await ACTIONS[step.action](call)
 
     async def _parallel(self, run: Run, step: Step, path: str, scope: Scope) -> ActionResult:
@@ -326,9 +285,9 @@ class StepExecutor:
             await self._steps(run, target.on_failure, path + "/on_failure/", inner)
         return ActionResult(ok=ok, detail="" if ok else f"playbook {name} failed")
 
-    async def _set_state(self, run: Run, state: str) -> None:
-        run.state = state
-        await self._store.run_state(run.id, state, self._clock())
+    async def _awaiting(self, run: Run, approval: bool) -> None:
+        run.state = RunState.WAITING_APPROVAL if approval else RunState.RUNNING
+        await self._store.run_state(run.id, run.state, self._clock())
 
     def _env(self, run: Run, scope: Scope) -> dict[str, Any]:
         o = run.origin

@@ -8,11 +8,11 @@ __all__ = ["run"]
 
 
 async def run(call: StepCall) -> ActionResult:
-    await call.set_state("waiting_approval")
+    await call.awaiting_approval(True)
     try:
         approved = await call.ctx.approvals.wait(call.run_id)
     finally:
-        await call.set_state("running")
+        await call.awaiting_approval(False)
     if not approved:
         raise Denied(f"run {call.run_id} denied at step {call.path}")
     return ActionResult(ok=True, detail="approved")

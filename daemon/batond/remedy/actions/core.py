@@ -127,7 +127,8 @@ class StepCall:
     path: str
     args: Mapping[str, Any]
     ctx: ActionContext
-    set_state: Callable[[str], Awaitable[None]]  # waiting_approval / running
+    # True: the run waits for an operator (waiting_approval); False: it runs again
+    awaiting_approval: Callable[[bool], Awaitable[None]]
 
 
 class Tail:

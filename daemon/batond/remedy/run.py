@@ -1,0 +1,99 @@
+"""The run model: what one playbook run is while the runner drives it.
+
+A :class:`Run` is created by the runner for each playbook of a decision's
+chain (an escalation or a resumption included) and carries the
+:class:`Origin` its chain shares. The runner owns every run's lifecycle
+(admission, its key slot, the global slot, cancellation); the step executor
+(:mod:`batond.remedy.steps`) reads it and moves its :attr:`Run.state`.
+
+States and step statuses are stored in the journal and shown by the API, so
+their values are the names users see. How a run ends is an
+:class:`~batond.engine.types.Outcome`, which the engine learns from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from batond.engine.types import Outcome
+from batond.load.playbooks import Playbook
+
+__all__ = ["Origin", "Run", "RunState", "StepStatus"]
+
+
+class RunState(StrEnum):
+    """Where a run is: ``queued`` -> ``running`` <-> ``waiting_approval`` -> ``done``."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING_APPROVAL = "waiting_approval"
+    DONE = "done"
+
+
+class StepStatus(StrEnum):
+    """How one step attempt ended (``running`` while it acts)."""
+
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    DENIED = "denied"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """What a decision (or an interrupted run) gives every run of its chain."""
+
+    rule: str
+    key: str
+    target: str
+    labels: Mapping[str, str]
+    params: Mapping[str, Any]
+    severity: str = "warning"
+    event: Any = None
+    value: float | None = None
+    metric: str | None = None
+    decision_id: int | None = None
+    incident_id: int | None = None
+    verify_by_run: bool = False
+
+
+@dataclass(eq=False)
+class Run:
+    origin: Origin
+    playbook: Playbook
+    playbooks: Mapping[str, Playbook]  # the version the run started with
+    escalation: bool = False
+    resumes: int | None = None
+    start_at: int = 0  # first step index (a resumption)
+    id: int = 0
+    state: RunState = RunState.QUEUED
+    started_at: float = 0.0
+    arrived: float | None = None  # monotonic arrival of the deciding input (first run only)
+    stop_reason: Outcome | None = None  # cancelled | interrupted, set before cancelling the task
+    task: asyncio.Task[Any] | None = None
+    deadline: float = 0.0  # loop time of the run timeout
+    key_ready: asyncio.Future[None] | None = None  # set while waiting for its key (queued)
+    after: list[asyncio.Event] = field(default_factory=list)  # restart: predecessors' ends
+    has_slot: bool = False
+    resolved: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def slot(self) -> tuple[str, str]:
+        return (self.playbook.name, self.origin.key)
+
+    def cancel_status(self) -> Outcome:
+        """Why the task was cancelled: an operator, shutdown, or the run deadline."""
+        if self.stop_reason is not None:
+            return self.stop_reason
+        if asyncio.get_running_loop().time() >= self.deadline > 0:
+            return Outcome.TIMED_OUT
+        return Outcome.CANCELLED  # e.g. a sibling branch of a parallel step was denied
