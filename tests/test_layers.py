@@ -11,6 +11,7 @@ events and lets its tests run without I/O.
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,15 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "daemon" / "batond"
 
 # -- the rule table ---------------------------------------------------------------
-#: Each layer (a top-level module or folder of batond) and the layers it may import.
-#: Leaves are plain value types; the pure core decides from inputs and a clock; the
-#: edges do I/O; runtime composes them; commands sit on top. A layer may always
-#: import itself.
+#: Each layer (a top-level module or folder of batond, or a folder inside one that has
+#: its own row) and the layers it may import. Leaves are plain value types; the pure
+#: core decides from inputs and a clock; the edges do I/O; runtime composes them;
+#: commands sit on top. A layer may always import itself and the folders inside it.
+#:
+#: ``remedy.actions`` is a row of its own: each action module declares its kind and
+#: ``with:`` keys beside its code, and ``load`` validates playbooks against those
+#: declarations, so the actions sit below ``load`` while the runner, which executes
+#: loaded playbooks, sits above it.
 LEAVES = {"errors", "units", "events"}
 CORE = {"engine", "anomaly"}
 MAY_IMPORT: dict[str, set[str]] = {
@@ -32,8 +38,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "events": {"errors"},
     "engine": LEAVES,
     "anomaly": LEAVES,
-    "metrics": set(),
-    "load": LEAVES | CORE,
+    "metrics": LEAVES,
+    "remedy.actions": LEAVES,
+    "load": LEAVES | CORE | {"remedy.actions"},
     "intake": LEAVES | {"load", "metrics"},
     "remedy": LEAVES | {"engine", "load", "metrics"},
     "journal": LEAVES | CORE | {"remedy"},
@@ -109,8 +116,14 @@ def is_module(dotted: str) -> bool:
 
 
 def layer_of(name: str) -> str:
-    """``engine.expr`` -> ``engine``; ``__init__`` (the package itself) -> ``""``."""
-    return name.split(".")[0]
+    """``engine.expr`` -> ``engine``; ``remedy.actions.http`` -> ``remedy.actions`` (the
+    longest enclosing folder with a row); ``__init__`` (the package itself) -> ``""``."""
+    parts = name.split(".")
+    for end in range(len(parts), 1, -1):
+        folder = ".".join(parts[:end])
+        if folder in MAY_IMPORT:
+            return folder
+    return parts[0]
 
 
 def internal(module: str) -> str | None:
@@ -137,12 +150,14 @@ def _internal_violation(name: str, inner: str) -> str | None:
     if inner == "":  # `import batond` (the version): harmless
         return None
     mine, theirs = layer_of(name), layer_of(inner)
-    if mine == theirs or mine == "":
-        return None
+    if mine == theirs or theirs.startswith(mine + ".") or mine == "":
+        return None  # itself, or a folder inside it
     allowed = MAY_IMPORT.get(mine)
     if allowed is None:
         return f"{mine!r} is not in the layer table"
-    if theirs not in allowed:
+    # who may import a folder may import the folders inside it that have their own row
+    enclosing = {".".join(theirs.split(".")[:end]) for end in range(1, theirs.count(".") + 2)}
+    if not enclosing & allowed:
         return f"{mine} may import only {sorted(allowed) or 'the standard library'}"
     return None
 
@@ -197,6 +212,9 @@ def test_imports_follow_the_layer_rules(name: str, path: Path) -> None:
         ("intake.mqtt", "from batond.engine.engine import Engine\n", "intake may import only"),
         ("load.config", "from batond.intake.bus import Bus\n", "load may import only"),
         ("novel.thing", "from batond.errors import Problem\n", "not in the layer table"),
+        ("load.playbooks", "from batond.remedy.runner import Runner\n", "load may import only"),
+        ("remedy.actions.http", "from batond.load.playbooks import Step\n", "remedy.actions may"),
+        ("remedy.actions.core", "from batond.remedy.run import Run\n", "remedy.actions may"),
     ],
 )  # fmt: skip
 def test_the_checker_catches_violations(name: str, source: str, fragment: str) -> None:
@@ -213,6 +231,8 @@ def test_the_checker_catches_violations(name: str, source: str, fragment: str) -
         ("engine.state", "from batond.events import Sample\nimport datetime, heapq\n"),
         ("remedy.runner", "import asyncio\nfrom batond.engine.types import Decision\n"),
         ("commands.replay", "from batond.runtime.pipeline import Pipeline\n"),
+        ("load.playbooks", "from batond.remedy.actions import action_keys\n"),
+        ("remedy.steps", "from batond.remedy.actions.flow import PARALLEL\n"),
         ("__main__", "from batond.commands.cli import main\n"),
     ],
 )  # fmt: skip
@@ -224,3 +244,16 @@ def test_relative_imports_are_resolved() -> None:
     imports = imports_of("from . import expr\nfrom ..events import Sample\n", "engine.model", False)
     # expr is a module of batond.engine, Sample only a name inside batond.events
     assert [i.module for i in imports] == ["batond.engine", "batond.engine.expr", "batond.events"]
+
+
+def test_reading_files_imports_no_action_machinery() -> None:
+    """load reads the actions' key tables (remedy.actions); what actions act with is
+    imported when they act, so ``batond check`` and ``batond replay`` start without it."""
+    heavy = ("asyncio", "subprocess", "psutil", "aiohttp")
+    code = (
+        "import sys\n"
+        "import batond.load.config, batond.load.rulefiles, batond.load.playbooks\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

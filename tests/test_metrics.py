@@ -9,7 +9,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from batond.metrics import SOURCES, Metrics
+from batond.events import SOURCES
+from batond.metrics import Metrics
 
 #: name in the exposition -> (type, label names), exactly as SPEC section 10 lists them
 SPEC_METRICS = {

@@ -11,10 +11,9 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["SOURCES", "Metrics"]
+from batond.events import SOURCES
 
-#: The bounded values of the ``source`` label (SPEC section 4).
-SOURCES = ("mqtt", "http", "alertmanager", "host", "schedule")
+__all__ = ["Metrics"]
 
 _STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)

@@ -20,6 +20,7 @@ from batond.engine.templates import render_value, text_of
 from batond.errors import ConfigError, Mark, Problem
 from batond.load.templating import compile_node
 from batond.load.yamlfile import Node, Reader, ScalarNode, text_mark
+from batond.remedy.actions import ActionKeys, Key, action_keys, action_kinds
 
 __all__ = [
     "ACTION_KEYS",
@@ -28,7 +29,6 @@ __all__ = [
     "DEFAULT_STEP_TIMEOUT",
     "MODES",
     "PLAYBOOK_SCHEMA",
-    "Key",
     "Playbook",
     "Retry",
     "Step",
@@ -42,87 +42,13 @@ ON_INTERRUPT = ("escalate", "resume")
 DEFAULT_STEP_TIMEOUT = 300.0  # SPEC: a step without timeout: gets 5m
 DEFAULT_RUN_TIMEOUT = 3600.0
 DEFAULT_MAX = 10  # queued: runs waiting; parallel: runs at once (per incident key)
-SYSTEMD_VERBS = ("start", "stop", "restart", "reload")
-HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _STEP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 _STEP_REF = re.compile(r"\bsteps\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 
 
-@dataclass(frozen=True, slots=True)
-class Key:
-    """One ``with:`` key: its kind, and whether ``{{ }}`` may produce it.
-
-    kinds: text, text_list, text_map, data, data_map, int, status, qos, bool,
-    duration, choice (one of ``choices``), ref (a playbook name), branches.
-    """
-
-    kind: str
-    templated: bool = True
-    choices: tuple[str, ...] = ()
-    description: str = ""
-
-
-#: action -> (keys, required keys, keys of which exactly one is required)
-ACTION_KEYS: Mapping[str, tuple[Mapping[str, Key], tuple[str, ...], tuple[str, ...]]] = {
-    "exec": (
-        {
-            "argv": Key("text_list", description="program and arguments; never a shell"),
-            "env": Key("text_map", description="environment added to batond's"),
-            "cwd": Key("text", description="working directory"),
-        },
-        ("argv",),
-        (),
-    ),
-    "http": (
-        {
-            "method": Key("choice", choices=HTTP_METHODS),
-            "url": Key("text"),
-            "headers": Key("text_map"),
-            "json": Key("data", description="request body, sent as JSON"),
-            "expect_status": Key("status", templated=False, description="default: any 2xx"),
-        },
-        ("url",),
-        (),
-    ),
-    "systemd": (
-        {"unit": Key("text"), "verb": Key("choice", choices=SYSTEMD_VERBS)},
-        ("unit", "verb"),
-        (),
-    ),
-    "signal": (
-        {
-            "name": Key("text", description="every process of this name"),
-            "pid": Key("int"),
-            "signal": Key("text", description="TERM, HUP, KILL, ... (default TERM)"),
-        },
-        (),
-        ("name", "pid"),
-    ),
-    "mqtt": (
-        {
-            "topic": Key("text"),
-            "payload": Key("data", description="a string, or data sent as JSON"),
-            "qos": Key("qos", templated=False),
-            "retain": Key("bool", templated=False),
-        },
-        ("topic",),
-        (),
-    ),
-    "notify": ({"url": Key("text"), "text": Key("text")}, ("url", "text"), ()),
-    "wait": ({"duration": Key("duration", templated=False)}, ("duration",), ()),
-    "approval": ({"text": Key("text", description="what the approver is asked")}, (), ()),
-    "ansible": (
-        {"playbook": Key("text"), "inventory": Key("text"), "extra_vars": Key("data_map")},
-        ("playbook",),
-        (),
-    ),
-    "playbook": (
-        {"name": Key("ref", templated=False), "params": Key("data_map")},
-        ("name",),
-        (),
-    ),
-    "parallel": ({"branches": Key("branches", templated=False)}, ("branches",), ()),
-}
+#: action -> its ``with:`` keys (keys, required keys, keys of which exactly one is
+#: required), as each action module declares them beside its code.
+ACTION_KEYS: Mapping[str, ActionKeys] = {kind: action_keys(kind) for kind in action_kinds()}
 
 _PLAYBOOK_KEYS = (
     "name", "description", "mode", "max", "timeout", "on_interrupt", "escalate",

@@ -21,6 +21,7 @@ from batond.errors import ActionError
 from batond.load.playbooks import Step, render_args
 from batond.metrics import Metrics
 from batond.remedy.actions import ACTIONS, ActionContext, ActionResult, Denied, StepCall
+from batond.remedy.actions.flow import PARALLEL, PLAYBOOK
 from batond.remedy.records import RunStore
 from batond.remedy.run import Run, RunState, StepStatus
 from batond.units import format_duration
@@ -247,9 +248,9 @@ class StepExecutor:
     async def _act(
         self, run: Run, step: Step, path: str, args: dict[str, Any], scope: Scope
     ) -> ActionResult:
-        if step.action == "parallel":
+        if step.action == PARALLEL.name:
             return await self._parallel(run, step, path, scope)
-        if step.action == "playbook":
+        if step.action == PLAYBOOK.name:
             return await self._nested(run, path, args, scope)
         call = StepCall(run.id, path, args, self._ctx, lambda on: self._awaiting(run, on))
         return await ACTIONS[step.action](call)

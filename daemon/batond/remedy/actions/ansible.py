@@ -7,10 +7,10 @@ from collections.abc import Mapping
 import orjson
 
 from batond.errors import ActionError
-from batond.remedy.actions.core import ActionResult, StepCall
+from batond.remedy.actions.core import ActionKeys, ActionKind, ActionResult, Key, StepCall
 from batond.remedy.actions.execute import run_argv
 
-__all__ = ["run"]
+__all__ = ["KIND", "run"]
 
 
 async def run(call: StepCall) -> ActionResult:
@@ -26,3 +26,13 @@ async def run(call: StepCall) -> ActionResult:
         # JSON, so values arrive as data: no key=value splitting, no quoting rules
         argv += ["--extra-vars", orjson.dumps(dict(extra)).decode()]
     return await run_argv(argv, env={"ANSIBLE_NOCOLOR": "1"}, grace=call.ctx.kill_grace)
+
+
+KIND = ActionKind(
+    "ansible",
+    run,
+    ActionKeys(
+        {"playbook": Key("text"), "inventory": Key("text"), "extra_vars": Key("data_map")},
+        required=("playbook",),
+    ),
+)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from batond.remedy.actions.core import ActionResult, Denied, StepCall
+from batond.remedy.actions.core import ActionKeys, ActionKind, ActionResult, Denied, Key, StepCall
 
-__all__ = ["run"]
+__all__ = ["KIND", "run"]
 
 
 async def run(call: StepCall) -> ActionResult:
@@ -16,3 +16,8 @@ async def run(call: StepCall) -> ActionResult:
     if not approved:
         raise Denied(f"run {call.run_id} denied at step {call.path}")
     return ActionResult(ok=True, detail="approved")
+
+
+KIND = ActionKind(
+    "approval", run, ActionKeys({"text": Key("text", description="what the approver is asked")})
+)

@@ -1,23 +1,28 @@
-"""What every action shares: the call it receives, the result it returns, shared resources."""
+"""What every action shares: the call it receives, the result it returns, shared
+resources, and how a kind declares the ``with:`` keys it takes."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    import asyncio
+
     import aiohttp
 
 __all__ = [
     "TAIL_BYTES",
     "Action",
     "ActionContext",
+    "ActionKeys",
+    "ActionKind",
     "ActionResult",
     "Approvals",
     "Denied",
+    "Key",
     "Publish",
     "StepCall",
     "Tail",
@@ -72,6 +77,8 @@ class Approvals:
 
     async def wait(self, run_id: int) -> bool:
         """True when approved, False when denied; the step's timeout bounds it."""
+        import asyncio
+
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(run_id, []).append(fut)
         try:
@@ -143,6 +150,8 @@ class Tail:
         self.limit = limit
         self.buf = bytearray()
         self.truncated = False
+        import asyncio
+
         os.set_blocking(fd, False)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(fd, self._read)
@@ -178,3 +187,41 @@ class Tail:
 
 #: The one protocol of every action kind.
 Action = Callable[[StepCall], Awaitable[ActionResult]]
+
+
+# -- what a kind declares -------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One ``with:`` key: its kind, and whether ``{{ }}`` may produce it.
+
+    kinds: text, text_list, text_map, data, data_map, int, status, qos, bool,
+    duration, choice (one of ``choices``), ref (a playbook name), branches.
+    Playbook validation (:mod:`batond.load.playbooks`) reads and checks each
+    kind, and generates the JSON schema of ``batond schema`` from these.
+    """
+
+    kind: str
+    templated: bool = True
+    choices: tuple[str, ...] = ()
+    description: str = ""
+
+
+class ActionKeys(NamedTuple):
+    """The ``with:`` keys of one action kind."""
+
+    keys: Mapping[str, Key]
+    required: tuple[str, ...] = ()  # keys that must be given
+    one_of: tuple[str, ...] = ()  # keys of which exactly one must be given
+
+
+@dataclass(frozen=True, slots=True)
+class ActionKind:
+    """An action kind as playbooks name it, the keys it takes and what runs it.
+
+    ``run`` is None for control flow that the step executor runs itself
+    (``playbook``, ``parallel``: :mod:`batond.remedy.actions.flow`).
+    """
+
+    name: str
+    run: Action | None
+    keys: ActionKeys

@@ -7,17 +7,19 @@ pidfd in the event loop: no thread, no polling.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import subprocess
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batond.errors import ActionError
-from batond.remedy.actions.core import ActionResult, StepCall, Tail
+from batond.remedy.actions.core import ActionKeys, ActionKind, ActionResult, Key, StepCall, Tail
 
-__all__ = ["kill_group", "run", "run_argv", "wait_exit"]
+if TYPE_CHECKING:
+    import asyncio
+    import subprocess
+
+__all__ = ["KIND", "kill_group", "run", "run_argv", "wait_exit"]
 
 
 async def run(call: StepCall) -> ActionResult:
@@ -31,6 +33,20 @@ async def run(call: StepCall) -> ActionResult:
     )
 
 
+KIND = ActionKind(
+    "exec",
+    run,
+    ActionKeys(
+        {
+            "argv": Key("text_list", description="program and arguments; never a shell"),
+            "env": Key("text_map", description="environment added to batond's"),
+            "cwd": Key("text", description="working directory"),
+        },
+        required=("argv",),
+    ),
+)
+
+
 async def run_argv(
     argv: Sequence[str],
     *,
@@ -39,6 +55,9 @@ async def run_argv(
     grace: float = 2.0,
 ) -> ActionResult:
     """Run ``argv``; the caller's timeout or cancel kills its whole process group."""
+    import asyncio
+    import subprocess
+
     full_env = None if not env else {**os.environ, **{k: str(v) for k, v in env.items()}}
     r_out, w_out = os.pipe()
     r_err, w_err = os.pipe()
@@ -76,6 +95,8 @@ async def run_argv(
 
 async def wait_exit(proc: subprocess.Popen[bytes]) -> int:
     """The exit code once ``proc`` exits (negative: killed by that signal)."""
+    import asyncio
+
     code = proc.poll()
     if code is not None:
         return code
@@ -98,6 +119,8 @@ def _settle(done: asyncio.Future[None]) -> None:
 
 async def kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     """SIGTERM the process group, SIGKILL it after ``grace`` seconds, reap the leader."""
+    import asyncio
+
     _signal_group(proc.pid, signal.SIGTERM)
     try:
         async with asyncio.timeout(grace):

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
 import orjson
 
 from batond.errors import ActionError
-from batond.remedy.actions.core import TAIL_BYTES, ActionResult, StepCall
+from batond.remedy.actions.core import (
+    TAIL_BYTES,
+    ActionKeys,
+    ActionKind,
+    ActionResult,
+    Key,
+    StepCall,
+)
 
-__all__ = ["MAX_BODY_BYTES", "redact", "request", "run"]
+if TYPE_CHECKING:
+    # imported when a request is made: reading playbooks (batond check) needs the
+    # key table below, not an HTTP client
+    import aiohttp
+
+__all__ = ["KIND", "MAX_BODY_BYTES", "METHODS", "redact", "request", "run"]
 
 #: Most of a response body that is read (for ``steps.NAME.json`` and the output tail).
 MAX_BODY_BYTES = 1 << 20
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 async def run(call: StepCall) -> ActionResult:
@@ -36,6 +48,22 @@ async def run(call: StepCall) -> ActionResult:
     )
 
 
+KIND = ActionKind(
+    "http",
+    run,
+    ActionKeys(
+        {
+            "method": Key("choice", choices=METHODS),
+            "url": Key("text"),
+            "headers": Key("text_map"),
+            "json": Key("data", description="request body, sent as JSON"),
+            "expect_status": Key("status", templated=False, description="default: any 2xx"),
+        },
+        required=("url",),
+    ),
+)
+
+
 async def request(
     session: aiohttp.ClientSession,
     method: str,
@@ -47,6 +75,8 @@ async def request(
     expect: Any = None,
     secret_path: bool = False,
 ) -> ActionResult:
+    import aiohttp
+
     data = orjson.dumps(body) if has_body else None
     hdrs = dict(headers)
     if data is not None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 
 from batond.errors import ActionError
-from batond.remedy.actions.core import ActionResult, StepCall
+from batond.remedy.actions.core import ActionKeys, ActionKind, ActionResult, Key, StepCall
 
-__all__ = ["run"]
+__all__ = ["KIND", "run"]
 
 
 async def run(call: StepCall) -> ActionResult:
@@ -22,3 +22,18 @@ async def run(call: StepCall) -> ActionResult:
     qos = int(call.args.get("qos") or 0)
     await publish(topic, data, qos, bool(call.args.get("retain") or False))
     return ActionResult(ok=True)
+
+
+KIND = ActionKind(
+    "mqtt",
+    run,
+    ActionKeys(
+        {
+            "topic": Key("text"),
+            "payload": Key("data", description="a string, or data sent as JSON"),
+            "qos": Key("qos", templated=False),
+            "retain": Key("bool", templated=False),
+        },
+        required=("topic",),
+    ),
+)

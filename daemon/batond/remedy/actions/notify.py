@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from batond.errors import ActionError
-from batond.remedy.actions.core import ActionResult, StepCall
+from batond.remedy.actions.core import ActionKeys, ActionKind, ActionResult, Key, StepCall
 from batond.remedy.actions.http import request
 
-__all__ = ["run"]
+__all__ = ["KIND", "run"]
 
 
 async def run(call: StepCall) -> ActionResult:
@@ -23,3 +23,8 @@ async def run(call: StepCall) -> ActionResult:
         has_body=True,
         secret_path=True,  # the webhook path is the credential
     )
+
+
+KIND = ActionKind(
+    "notify", run, ActionKeys({"url": Key("text"), "text": Key("text")}, required=("url", "text"))
+)

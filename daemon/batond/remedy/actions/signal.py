@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 import signal as _signal
 
-import psutil
-
 from batond.errors import ActionError
-from batond.remedy.actions.core import ActionResult, StepCall
+from batond.remedy.actions.core import ActionKeys, ActionKind, ActionResult, Key, StepCall
 
-__all__ = ["parse_signal", "run"]
+__all__ = ["KIND", "parse_signal", "run"]
 
 
 def parse_signal(value: object) -> int:
@@ -39,6 +37,8 @@ async def run(call: StepCall) -> ActionResult:
         name = call.args.get("name")
         if not isinstance(name, str) or not name:
             raise ActionError("signal: needs name or pid")
+        import psutil
+
         pids = [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == name]
         if not pids:
             return ActionResult(ok=False, detail=f"no process named {name!r}")
@@ -56,3 +56,17 @@ async def run(call: StepCall) -> ActionResult:
     if not sent:
         return ActionResult(ok=False, detail=f"no such process: {pids}")
     return ActionResult(ok=True, stdout=" ".join(map(str, sent)), detail=f"sent {sig} to {sent}")
+
+
+KIND = ActionKind(
+    "signal",
+    run,
+    ActionKeys(
+        {
+            "name": Key("text", description="every process of this name"),
+            "pid": Key("int"),
+            "signal": Key("text", description="TERM, HUP, KILL, ... (default TERM)"),
+        },
+        one_of=("name", "pid"),
+    ),
+)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from batond.errors import ActionError
-from batond.remedy.actions.core import ActionResult, StepCall
+from batond.remedy.actions.core import ActionKeys, ActionKind, ActionResult, Key, StepCall
 from batond.remedy.actions.execute import run_argv
 
-__all__ = ["VERBS", "run"]
+__all__ = ["KIND", "VERBS", "run"]
 
 VERBS = ("start", "stop", "restart", "reload")
 
@@ -20,3 +20,13 @@ async def run(call: StepCall) -> ActionResult:
         raise ActionError(f"systemd: verb must be one of {', '.join(VERBS)}; got {verb!r}")
     argv = [*call.ctx.systemctl, verb, "--", unit]
     return await run_argv(argv, grace=call.ctx.kill_grace)
+
+
+KIND = ActionKind(
+    "systemd",
+    run,
+    ActionKeys(
+        {"unit": Key("text"), "verb": Key("choice", choices=VERBS)},
+        required=("unit", "verb"),
+    ),
+)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
+from batond.remedy.actions.core import ActionKeys, ActionKind, ActionResult, Key, StepCall
 
-from batond.remedy.actions.core import ActionResult, StepCall
-
-__all__ = ["run"]
+__all__ = ["KIND", "run"]
 
 
 async def run(call: StepCall) -> ActionResult:
+    import asyncio
+
     await asyncio.sleep(float(call.args.get("duration") or 0.0))
     return ActionResult(ok=True)
+
+
+KIND = ActionKind(
+    "wait", run, ActionKeys({"duration": Key("duration", templated=False)}, required=("duration",))
+)
