@@ -134,7 +134,7 @@ class Engine:
             times.append(self._timers[0][0])
         return min(times) if times else None
 
-    # -- callbacks for rule states (state.Host) --------------------------------------
+    # -- callbacks for rule states (state.EngineCallbacks) ------------------------------
     def schedule(self, state: RuleState, key: str, at: float) -> None:
         current = state.due.get(key)
         if current is not None and current <= at:

@@ -2,7 +2,7 @@
 
 One class per rule kind (see :mod:`batond.engine.model`). Each reacts to a
 matching input (``on_input``) and to its timers (``on_timer``) by calling
-back into the engine (:class:`Host`) to decide, resolve and schedule. The
+back into the engine (:class:`EngineCallbacks`) to decide, resolve and schedule. The
 state is plain data so that it can be exported as JSON and survive a reload
 or a restart. Every per-key table is bounded: ``prune`` (the engine's
 housekeeping) drops what can no longer matter, and groups remembered for
@@ -21,14 +21,14 @@ from batond.engine.model import Rule
 from batond.engine.types import Output
 from batond.events import Input, Sample
 
-__all__ = ["RESOLVE", "Host", "RuleState", "state_for"]
+__all__ = ["RESOLVE", "EngineCallbacks", "RuleState", "state_for"]
 
 RESOLVE = -1  # the role of a rule's resolve: part in the index
 MAX_GROUPS = 100_000  # groups an absent: rule remembers (the least recently seen go first)
 _KEY_CACHE = 10_000  # keys of one-label rules kept ready (cleared when full: bounded)
 
 
-class Host(Protocol):
+class EngineCallbacks(Protocol):
     """What a rule state needs from the engine."""
 
     def decide(
@@ -100,21 +100,29 @@ class RuleState:
         self.last_error = message
 
     def on_input(
-        self, host: Host, item: Input, role: int, now: float, anomaly: float, out: list[Output]
+        self,
+        engine: EngineCallbacks,
+        item: Input,
+        role: int,
+        now: float,
+        anomaly: float,
+        out: list[Output],
     ) -> None:
         raise NotImplementedError
 
-    def on_timer(self, host: Host, key: str, at: float, now: float, out: list[Output]) -> None:
-        """A timer set with ``host.schedule`` came due (``at`` <= ``now``)."""
+    def on_timer(
+        self, engine: EngineCallbacks, key: str, at: float, now: float, out: list[Output]
+    ) -> None:
+        """A timer set with ``engine.schedule`` came due (``at`` <= ``now``)."""
 
     def resolve_part(
-        self, host: Host, item: Input, now: float, anomaly: float, out: list[Output]
+        self, engine: EngineCallbacks, item: Input, now: float, anomaly: float, out: list[Output]
     ) -> None:
         resolve = self.rule.resolve
         if resolve is not None and self.test(resolve.when, item, now, anomaly):
             key = self.key(item.labels)
             if key in self.open:
-                host.resolve(self, key, now, out)
+                engine.resolve(self, key, now, out)
 
     # -- persistence --------------------------------------------------------------
     def dump(self) -> dict[str, Any]:
@@ -143,10 +151,16 @@ class LevelState(RuleState):
         self.pending: dict[str, tuple[float, Mapping[str, str]]] = {}  # key -> first true
 
     def on_input(
-        self, host: Host, item: Input, role: int, now: float, anomaly: float, out: list[Output]
+        self,
+        engine: EngineCallbacks,
+        item: Input,
+        role: int,
+        now: float,
+        anomaly: float,
+        out: list[Output],
     ) -> None:
         if role == RESOLVE:
-            self.resolve_part(host, item, now, anomaly, out)
+            self.resolve_part(engine, item, now, anomaly, out)
             return
         rule = self.rule
         key = self.key(item.labels)
@@ -154,26 +168,28 @@ class LevelState(RuleState):
             if key in self.open:
                 return
             if rule.for_s <= 0:
-                host.decide(self, key, item.labels, item, now, out)
+                engine.decide(self, key, item.labels, item, now, out)
             elif key not in self.pending:
                 self.pending[key] = (item.ts, item.labels)
-                host.schedule(self, key, item.ts + rule.for_s)
+                engine.schedule(self, key, item.ts + rule.for_s)
             return
         if self.pending:
             self.pending.pop(key, None)
         if key in self.open and rule.resolve is None:
-            host.resolve(self, key, now, out)
+            engine.resolve(self, key, now, out)
 
-    def on_timer(self, host: Host, key: str, at: float, now: float, out: list[Output]) -> None:
+    def on_timer(
+        self, engine: EngineCallbacks, key: str, at: float, now: float, out: list[Output]
+    ) -> None:
         first = self.pending.get(key)
         if first is None or key in self.open:
             return
         deadline = first[0] + self.rule.for_s
         if deadline > at:
-            host.schedule(self, key, deadline)
+            engine.schedule(self, key, deadline)
             return
         del self.pending[key]
-        host.decide(self, key, first[1], None, max(at, deadline), out)
+        engine.decide(self, key, first[1], None, max(at, deadline), out)
 
     def dump(self) -> dict[str, Any]:
         data = super().dump()
@@ -190,14 +206,20 @@ class EdgeState(RuleState):
     """Each matching input that passes ``when:`` fires (while no incident is open)."""
 
     def on_input(
-        self, host: Host, item: Input, role: int, now: float, anomaly: float, out: list[Output]
+        self,
+        engine: EngineCallbacks,
+        item: Input,
+        role: int,
+        now: float,
+        anomaly: float,
+        out: list[Output],
     ) -> None:
         if role == RESOLVE:
-            self.resolve_part(host, item, now, anomaly, out)
+            self.resolve_part(engine, item, now, anomaly, out)
             return
         key = self.key(item.labels)
         if key not in self.open and self.test(self.rule.parts[0].when, item, now, anomaly):
-            host.decide(self, key, item.labels, item, now, out)
+            engine.decide(self, key, item.labels, item, now, out)
 
 
 class CountState(RuleState):
@@ -230,7 +252,13 @@ class CountState(RuleState):
         return window[len(window) - self.at_least] + self.within
 
     def on_input(
-        self, host: Host, item: Input, role: int, now: float, anomaly: float, out: list[Output]
+        self,
+        engine: EngineCallbacks,
+        item: Input,
+        role: int,
+        now: float,
+        anomaly: float,
+        out: list[Output],
     ) -> None:
         if not self.test(self.rule.parts[0].when, item, now, anomaly):
             return
@@ -239,19 +267,21 @@ class CountState(RuleState):
         window.append(item.ts)
         if key in self.open or len(window) < self.at_least:
             return  # an open incident's timer follows the window by itself
-        host.decide(self, key, item.labels, item, now, out)
-        host.schedule(self, key, self._falls_below_at(window))
+        engine.decide(self, key, item.labels, item, now, out)
+        engine.schedule(self, key, self._falls_below_at(window))
 
-    def on_timer(self, host: Host, key: str, at: float, now: float, out: list[Output]) -> None:
+    def on_timer(
+        self, engine: EngineCallbacks, key: str, at: float, now: float, out: list[Output]
+    ) -> None:
         if key not in self.open:
             return
         window = self._prune(key, at)
         if len(window) >= self.at_least:
-            host.schedule(self, key, self._falls_below_at(window))
+            engine.schedule(self, key, self._falls_below_at(window))
             return
         if not window:
             del self.windows[key]
-        host.resolve(self, key, at, out)
+        engine.resolve(self, key, at, out)
 
     def dump(self) -> dict[str, Any]:
         data = super().dump()
@@ -283,17 +313,23 @@ class AbsentState(RuleState):
         self.seen: dict[str, tuple[float, Mapping[str, str]]] = {}
 
     def on_input(
-        self, host: Host, item: Input, role: int, now: float, anomaly: float, out: list[Output]
+        self,
+        engine: EngineCallbacks,
+        item: Input,
+        role: int,
+        now: float,
+        anomaly: float,
+        out: list[Output],
     ) -> None:
         if not self.test(self.rule.parts[0].when, item, now, anomaly):
             return
         key = self.key(item.labels)
         if key in self.open:
-            host.resolve(self, key, now, out)
+            engine.resolve(self, key, now, out)
         last = self.seen.pop(key, None)  # re-inserted: least recently seen first
         ts = item.ts if last is None else max(item.ts, last[0])
         self.seen[key] = (ts, item.labels)
-        host.schedule(self, key, ts + self.absent)
+        engine.schedule(self, key, ts + self.absent)
 
     def prune(self, now: float) -> None:
         super().prune(now)
@@ -303,15 +339,17 @@ class AbsentState(RuleState):
             for key in oldest:
                 del self.seen[key]
 
-    def on_timer(self, host: Host, key: str, at: float, now: float, out: list[Output]) -> None:
+    def on_timer(
+        self, engine: EngineCallbacks, key: str, at: float, now: float, out: list[Output]
+    ) -> None:
         seen = self.seen.get(key)
         if seen is None or key in self.open:
             return
         deadline = seen[0] + self.absent
         if deadline > at:
-            host.schedule(self, key, deadline)
+            engine.schedule(self, key, deadline)
             return
-        host.decide(self, key, seen[1], None, deadline, out)
+        engine.decide(self, key, seen[1], None, deadline, out)
 
     def dump(self) -> dict[str, Any]:
         data = super().dump()
@@ -332,10 +370,16 @@ class AllState(RuleState):
         self.slots: dict[str, list[float | None]] = {}
 
     def on_input(
-        self, host: Host, item: Input, role: int, now: float, anomaly: float, out: list[Output]
+        self,
+        engine: EngineCallbacks,
+        item: Input,
+        role: int,
+        now: float,
+        anomaly: float,
+        out: list[Output],
     ) -> None:
         if role == RESOLVE:
-            self.resolve_part(host, item, now, anomaly, out)
+            self.resolve_part(engine, item, now, anomaly, out)
             return
         key = self.key(item.labels)
         if not self.test(self.rule.parts[role].when, item, now, anomaly):
@@ -350,7 +394,7 @@ class AllState(RuleState):
         oldest = now - self.rule.within
         if all(ts is not None and ts >= oldest for ts in slots):
             del self.slots[key]  # the correlation is used up by this firing
-            host.decide(self, key, item.labels, item, now, out)
+            engine.decide(self, key, item.labels, item, now, out)
 
     def prune(self, now: float) -> None:
         super().prune(now)
