@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 import textwrap
 from pathlib import Path
 
@@ -286,6 +287,14 @@ def test_mqtt_defaults(tmp_path: Path) -> None:
     c = load_config(write(tmp_path, "node: n1\nmqtt: {}\n"))
     assert c.mqtt == MqttConfig(client_id="batond-n1")
     assert (c.mqtt.hostname, c.mqtt.port, c.mqtt.tls) == ("127.0.0.1", 1883, False)
+
+
+def test_one_client_id_default_for_files_and_code(tmp_path: Path) -> None:
+    # the file's default follows the node name, which defaults to the host name; an
+    # MqttConfig built in code (tests, tools) gets the same id, never an empty one
+    c = load_config(write(tmp_path, "mqtt: {}\n"))
+    assert c.mqtt is not None
+    assert c.mqtt.client_id == MqttConfig().client_id == f"batond-{socket.gethostname()}"
 
 
 def test_secret_is_read_without_surrounding_whitespace(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -156,7 +155,7 @@ class MqttSource:
         return _Client(
             cfg.hostname,
             cfg.port,
-            identifier=cfg.client_id or f"batond-{socket.gethostname()}",
+            identifier=cfg.client_id,
             clean_session=False,
             username=cfg.username,
             password=password,

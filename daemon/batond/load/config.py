@@ -26,6 +26,7 @@ __all__ = [
     "RateLimit",
     "RecordConfig",
     "Subscription",
+    "default_client_id",
     "load_config",
     "read_secret",
 ]
@@ -59,10 +60,16 @@ class Subscription:
     qos: int = 0
 
 
+def default_client_id(node: str) -> str:
+    """The MQTT client id when ``mqtt.client_id`` is not set: ``batond-NODE``."""
+    return f"batond-{node}"
+
+
 @dataclass(frozen=True, slots=True)
 class MqttConfig:
     url: str = "mqtt://127.0.0.1:1883"
-    client_id: str = ""
+    # the reader derives it from the configured node name; this default from the host name
+    client_id: str = field(default_factory=lambda: default_client_id(socket.gethostname()))
     username: str | None = None
     password_file: Path | None = None
     ca_file: Path | None = None
@@ -283,9 +290,8 @@ class _ConfigReader:
                 subs.append(sub)
         return MqttConfig(
             url=url,
-            client_id=(self.r.name(f["client_id"], "client id") or "")
-            if "client_id" in f
-            else f"batond-{node_name}",
+            client_id=(self.r.name(f["client_id"], "client id") if "client_id" in f else None)
+            or default_client_id(node_name),
             username=username,
             password_file=password,
             ca_file=self.secret_file(f["ca_file"]) if "ca_file" in f else None,
