@@ -23,35 +23,25 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.events_received = Counter(
-            "batond_events_received",
-            "Accepted samples and events, one per item",
-            ["source"],
-            registry=r,
+        self.events_received = _counter(
+            r, "batond_events_received", "Accepted samples and events, one per item", "source"
         )
-        self.events_rejected = Counter(
-            "batond_events_rejected",
-            "Invalid input items, dropped",
-            ["source", "reason"],
-            registry=r,
+        self.events_rejected = _counter(
+            r, "batond_events_rejected", "Invalid input items, dropped", "source", "reason"
         )
-        self.events_dropped = Counter(
-            "batond_events_dropped",
-            "Valid items dropped because the queue was full",
-            ["source"],
-            registry=r,
+        self.events_dropped = _counter(
+            r, "batond_events_dropped", "Valid items dropped because the queue was full", "source"
         )
-        self.queue_depth = Gauge("batond_queue_depth", "Items waiting for the engine", registry=r)
-        self.decisions = Counter(
+        self.queue_depth = _gauge(r, "batond_queue_depth", "Items waiting for the engine")
+        self.decisions = _counter(
+            r,
             "batond_decisions",
             "Decisions by rule; result is run or the suppression reason",
-            ["rule", "result"],
-            registry=r,
+            "rule",
+            "result",
         )
-        self.runs = Counter(
-            "batond_runs", "Ended playbook runs", ["playbook", "outcome"], registry=r
-        )
-        self.runs_active = Gauge("batond_runs_active", "Playbook runs in progress", registry=r)
+        self.runs = _counter(r, "batond_runs", "Ended playbook runs", "playbook", "outcome")
+        self.runs_active = _gauge(r, "batond_runs_active", "Playbook runs in progress")
         self.step_duration = Histogram(
             "batond_step_duration_seconds",
             "Duration of one step attempt",
@@ -65,22 +55,16 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.rules_loaded = Gauge("batond_rules_loaded", "Rules in the active set", registry=r)
-        self.reloads = Counter(
-            "batond_reloads", "Rule reloads by result (ok, error)", ["result"], registry=r
+        self.rules_loaded = _gauge(r, "batond_rules_loaded", "Rules in the active set")
+        self.reloads = _counter(r, "batond_reloads", "Rule reloads by result (ok, error)", "result")
+        self.mqtt_connected = _gauge(
+            r, "batond_mqtt_connected", "1 while connected to the MQTT broker"
         )
-        self.mqtt_connected = Gauge(
-            "batond_mqtt_connected", "1 while connected to the MQTT broker", registry=r
+        self.mqtt_reconnects = _counter(
+            r, "batond_mqtt_reconnects", "MQTT connections made after the first"
         )
-        self.mqtt_reconnects = Counter(
-            "batond_mqtt_reconnects", "MQTT connections made after the first", registry=r
-        )
-        self.anomaly_series = Gauge(
-            "batond_anomaly_series", "Series the anomaly model scores", registry=r
-        )
-        self.circuits_open = Gauge(
-            "batond_circuits_open", "Targets whose circuit is open", registry=r
-        )
+        self.anomaly_series = _gauge(r, "batond_anomaly_series", "Series the anomaly model scores")
+        self.circuits_open = _gauge(r, "batond_circuits_open", "Targets whose circuit is open")
 
         # Known label values start at 0, so rate() and alerts see them before the first change.
         for result in ("ok", "error"):
@@ -106,3 +90,11 @@ class Metrics:
         ):
             if fn is not None:
                 gauge.set_function(fn)
+
+
+def _counter(registry: CollectorRegistry, name: str, doc: str, *labels: str) -> Counter:
+    return Counter(name, doc, labels, registry=registry)
+
+
+def _gauge(registry: CollectorRegistry, name: str, doc: str) -> Gauge:
+    return Gauge(name, doc, registry=registry)
