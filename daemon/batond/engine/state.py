@@ -100,14 +100,9 @@ class RuleState:
         self.last_error = message
 
     def on_input(
-        self,
-        engine: EngineCallbacks,
-        item: Input,
-        role: int,
-        now: float,
-        anomaly: float,
+        self, engine: EngineCallbacks, item: Input, role: int, now: float, anomaly: float,
         out: list[Output],
-    ) -> None:
+    ) -> None:  # fmt: skip
         raise NotImplementedError
 
     def on_timer(
@@ -151,14 +146,9 @@ class LevelState(RuleState):
         self.pending: dict[str, tuple[float, Mapping[str, str]]] = {}  # key -> first true
 
     def on_input(
-        self,
-        engine: EngineCallbacks,
-        item: Input,
-        role: int,
-        now: float,
-        anomaly: float,
+        self, engine: EngineCallbacks, item: Input, role: int, now: float, anomaly: float,
         out: list[Output],
-    ) -> None:
+    ) -> None:  # fmt: skip
         if role == RESOLVE:
             self.resolve_part(engine, item, now, anomaly, out)
             return
@@ -206,14 +196,9 @@ class EdgeState(RuleState):
     """Each matching input that passes ``when:`` fires (while no incident is open)."""
 
     def on_input(
-        self,
-        engine: EngineCallbacks,
-        item: Input,
-        role: int,
-        now: float,
-        anomaly: float,
+        self, engine: EngineCallbacks, item: Input, role: int, now: float, anomaly: float,
         out: list[Output],
-    ) -> None:
+    ) -> None:  # fmt: skip
         if role == RESOLVE:
             self.resolve_part(engine, item, now, anomaly, out)
             return
@@ -252,14 +237,9 @@ class CountState(RuleState):
         return window[len(window) - self.at_least] + self.within
 
     def on_input(
-        self,
-        engine: EngineCallbacks,
-        item: Input,
-        role: int,
-        now: float,
-        anomaly: float,
+        self, engine: EngineCallbacks, item: Input, role: int, now: float, anomaly: float,
         out: list[Output],
-    ) -> None:
+    ) -> None:  # fmt: skip
         if not self.test(self.rule.parts[0].when, item, now, anomaly):
             return
         key = self.key(item.labels)
@@ -313,14 +293,9 @@ class AbsentState(RuleState):
         self.seen: dict[str, tuple[float, Mapping[str, str]]] = {}
 
     def on_input(
-        self,
-        engine: EngineCallbacks,
-        item: Input,
-        role: int,
-        now: float,
-        anomaly: float,
+        self, engine: EngineCallbacks, item: Input, role: int, now: float, anomaly: float,
         out: list[Output],
-    ) -> None:
+    ) -> None:  # fmt: skip
         if not self.test(self.rule.parts[0].when, item, now, anomaly):
             return
         key = self.key(item.labels)
@@ -370,14 +345,9 @@ class AllState(RuleState):
         self.slots: dict[str, list[float | None]] = {}
 
     def on_input(
-        self,
-        engine: EngineCallbacks,
-        item: Input,
-        role: int,
-        now: float,
-        anomaly: float,
+        self, engine: EngineCallbacks, item: Input, role: int, now: float, anomaly: float,
         out: list[Output],
-    ) -> None:
+    ) -> None:  # fmt: skip
         if role == RESOLVE:
             self.resolve_part(engine, item, now, anomaly, out)
             return
