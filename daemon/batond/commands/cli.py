@@ -67,7 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"batond {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _local_commands(sub)
+    _journal_commands(sub)
+    _operator_commands(sub)
+    return parser
 
+
+def _local_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The daemon itself, and the commands that work on files without one."""
     p = sub.add_parser("run", help="run the daemon in the foreground")
     _config_arg(p)
 
@@ -91,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of rule and playbook files")
 
+
+def _journal_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Clients of a running daemon that read its state, and silences and circuits."""
     for name, text in (("status", "daemon status"), ("incidents", "incident history")):
         _client_args(sub.add_parser(name, help=text))
     p = sub.add_parser("runs", help="run history, or one run's step timeline")
@@ -117,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("target", metavar="TARGET", help="the target (incident key) as listed")
     _client_args(cp)
 
+
+def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Clients of a running daemon that act on runs, incidents and the whole daemon."""
     for name, text in (
         ("approve", "approve a run waiting at an approval step"),
         ("deny", "deny a run waiting at an approval step"),
@@ -137,7 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
         ("reload", "reload rules, playbooks and models"),
     ):
         _client_args(sub.add_parser(name, help=text))
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
