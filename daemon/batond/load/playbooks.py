@@ -3,7 +3,8 @@
 A playbook is ordered steps, each one action with templated ``with:`` values,
 a timeout, retries and an optional ``when:`` over earlier steps' results; then
 ``verify:``, ``on_failure:`` and ``escalate:``. Every ``with:`` key is checked
-against the table of its action (:data:`ACTION_KEYS`), from which
+against the table of its action (:data:`ACTION_KEYS`, as each action module
+declares it beside its code: :mod:`batond.remedy.actions`), from which
 :data:`PLAYBOOK_SCHEMA` is generated too, so the schema and the validator
 cannot disagree. Templates and ``when:`` are compiled here, at load time.
 """
