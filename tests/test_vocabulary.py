@@ -1,8 +1,8 @@
-"""The names of outcomes, states, statuses and suppression reasons.
+"""The names users see: outcomes, states, statuses, suppression reasons, action kinds.
 
 They are stored in the journal, shown by the API and the metrics, and
-documented: the enums are their one definition, and these tests fail when the
-journal's schema or the docs drift from them.
+documented: the enums and the action registry are their one definition, and
+these tests fail when the journal's schema or the docs drift from them.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 
 from batond.engine.types import NOT_RESOLVED, Outcome, Suppression
 from batond.journal.db import MIGRATIONS
+from batond.remedy.actions import ACTIONS, action_keys, action_kinds
 from batond.remedy.run import RunState, StepStatus
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -48,3 +49,21 @@ def test_values_are_the_stored_strings() -> None:
     assert {"unresolved", "failed", "timed_out"} == NOT_RESOLVED
     assert "failed" in NOT_RESOLVED and "cancelled" not in NOT_RESOLVED
     assert str(Suppression.CIRCUIT_OPEN) == "circuit_open"
+
+
+def test_every_action_kind_and_its_keys_are_in_the_playbooks_table() -> None:
+    text = (DOCS / "playbooks.md").read_text(encoding="utf-8")
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `([a-z]+)` \|.*$", text, re.M)}
+    for kind in action_kinds():
+        assert kind in rows, kind
+        keys = action_keys(kind)
+        for key in keys.keys:
+            assert f"`{key}`" in rows[kind], (kind, key)
+        for key in keys.required:
+            assert f"**`{key}`**" in rows[kind], (kind, key)
+
+
+def test_the_registry_runs_every_kind_but_control_flow() -> None:
+    assert set(action_kinds()) - set(ACTIONS) == {"playbook", "parallel"}
+    with pytest.raises(KeyError):
+        action_keys("shell")
