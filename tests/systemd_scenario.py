@@ -26,6 +26,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from support import poll
+
 UNIT = "batond-test.service"
 PROPS = (
     "ActiveState", "SubState", "Result", "MainPID", "NRestarts", "ExecMainStatus",
@@ -63,12 +65,8 @@ def metric(port: int, name: str) -> float | None:
 
 
 def wait_until(check: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
+    """Whether ``check()`` holds within ``timeout`` (observed, not asserted: see the docstring)."""
+    return bool(poll(check, timeout, every=0.1))
 
 
 class StartWatcher(threading.Thread):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from batond.intake.mqtt_compat import ClientPath
 from batond.load.config import MqttConfig, Subscription
 from batond.metrics import Metrics
 from mqtt_broker import Certs, Mosquitto, make_certs
+from support import until
 
 SUBS = (
     Subscription("metrics/#", "json", 1),
@@ -76,18 +77,6 @@ async def take(bus: Bus, n: int, within: float = 30.0) -> list[Input]:
         return [(await bus.get())[0] for _ in range(n)]
 
     return await asyncio.wait_for(go(), within)
-
-
-async def until(predicate: Callable[[], bool], within: float = 30.0) -> None:
-    """Poll state that changes outside this loop's control (a broker, a metric) with a deadline."""
-
-    async def go() -> None:
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(go(), within)
 
 
 def value(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
