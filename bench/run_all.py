@@ -134,7 +134,7 @@ def run_one(bench: Bench, full: bool) -> Row:
         row.seconds = time.monotonic() - started
     print(done.stdout, end="", flush=True)
     headlines = parse(done.stdout)
-    if done.returncode != 0:
+    if done.returncode != 0:  # a crash, or a goal the benchmark checks was missed
         row.problem = f"exit status {done.returncode}"
     if headlines:
         row.figures = headlines[-1]["figures"]
@@ -147,16 +147,25 @@ def table(rows: list[Row]) -> str:
     """One Markdown table: a line per figure, the command on each benchmark's first line."""
     lines = ["| benchmark | figure | value | command (seconds) |", "| --- | --- | --- | --- |"]
     for row in rows:
-        first = f"`{row.command}` ({row.seconds:.0f} s)"
+        cells = [(figure, _shown(value)) for figure, value in row.figures.items()]
         if row.skipped is not None:
-            lines.append(f"| {row.bench} | skipped: {row.skipped} | | {first} |")
+            cells.append((f"skipped: {row.skipped}", ""))
         if row.problem is not None:
-            lines.append(f"| {row.bench} | **FAILED: {row.problem}** | | {first} |")
-        for i, (figure, value) in enumerate(row.figures.items()):
-            shown = f"{value:,}" if isinstance(value, int | float) else str(value)
-            lines.append(f"| {row.bench if i == 0 else ''} | {figure} | {shown} | "
-                         f"{first if i == 0 else ''} |")  # fmt: skip
+            cells.append((f"**{row.problem}** (its output is above)", ""))
+        for i, (figure, value) in enumerate(cells):
+            name, command = (
+                (row.bench, f"`{row.command}` ({row.seconds:.0f} s)") if i == 0 else ("", "")
+            )
+            lines.append(f"| {name} | {figure} | {value} | {command} |")
     return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    return (
+        f"{value:,}"
+        if isinstance(value, int | float) and not isinstance(value, bool)
+        else str(value)
+    )
 
 
 def main() -> int:
