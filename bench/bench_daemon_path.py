@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,10 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from headline import emit
+from support import free_port, poll
 
 RULES = """\
 rules:
@@ -60,13 +63,6 @@ governor:
 METRIC = "batond_event_to_action_seconds"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def start_daemon(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     for sub in ("rules", "models"):
         (folder / sub).mkdir()
@@ -82,19 +78,20 @@ def start_daemon(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
             stderr=err,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # an external process: poll with a deadline
+
+    def ready() -> bool:
         if proc.poll() is not None:
             raise SystemExit(f"batond exited:\n{(folder / 'daemon.err').read_text()}")
         try:
             with urllib.request.urlopen(url + "/readyz", timeout=2) as resp:
-                if resp.status == 200:
-                    return proc, url
+                return bool(resp.status == 200)
         except OSError:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("batond not ready within 60 s")
+            return False
+
+    if not poll(ready, 60):  # an external process: poll with a deadline
+        proc.kill()
+        raise SystemExit("batond not ready within 60 s")
+    return proc, url
 
 
 def histogram(text: str) -> tuple[list[tuple[float, float]], float]:
@@ -173,9 +170,17 @@ async def main() -> None:
         f"run_every={args.run_every} elapsed_s={elapsed:.2f} first_actions={total:.0f} "
         f"cpus={os.cpu_count()} load1={os.getloadavg()[0]:.2f}"
     )
-    print(
-        f"event->first action: p50 {bucket_of(buckets, total, 0.5)}, "
-        f"p99 {bucket_of(buckets, total, 0.99)}; {shares}"
+    p50, p99 = bucket_of(buckets, total, 0.5), bucket_of(buckets, total, 0.99)
+    print(f"event->first action: p50 {p50}, p99 {p99}; {shares}")
+    emit(
+        "daemon_path",
+        {
+            "inputs/s": round(args.rate),
+            "first actions": round(total),
+            "failed posts": failed,
+            "p50": p50,
+            "p99": p99,
+        },
     )
 
 

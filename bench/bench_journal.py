@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -33,6 +34,7 @@ from batond.events import item_from_json
 from batond.intake.recorder import Recorder
 from batond.journal.facade import PRUNE_BATCH, Journal
 from batond.load.config import RecordConfig
+from headline import emit
 
 WORKLOAD = Path(
     os.environ.get("BATOND_WORKLOAD", Path(__file__).resolve().parents[2] / "shared" / "workload")
@@ -76,7 +78,7 @@ async def write_ahead(j: Journal, n: int) -> list[float]:
     return lat
 
 
-async def bench_journal(state: Path, runs: int) -> None:
+async def bench_journal(state: Path, runs: int) -> dict[str, float]:
     j = Journal.open(state)
     await write_ahead(j, 200)  # warm up
     idle = await write_ahead(j, runs)
@@ -125,6 +127,13 @@ async def bench_journal(state: Path, runs: int) -> None:
     await bench_prune(j)
     await j.close()
     print(f"journal files after pruning: {journal_size(state) / 1e6:.1f} MB")
+    return {
+        "write-ahead idle p50 ms": round(pct(idle, 0.5) * 1e3, 3),
+        "write-ahead idle p99 ms": round(pct(idle, 0.99) * 1e3, 3),
+        "write-ahead, 8 writers, p50 ms": round(pct(loaded, 0.5) * 1e3, 3),
+        "write-ahead, 8 writers, p99 ms": round(pct(loaded, 0.99) * 1e3, 3),
+        "record_decision p50 us": round(pct(decisions, 0.5) * 1e6, 1),
+    }
 
 
 def journal_size(state: Path) -> int:
@@ -167,7 +176,8 @@ async def bench_prune(j: Journal) -> None:
     )
 
 
-def bench_recorder(directory: Path, n: int) -> None:
+def bench_recorder(directory: Path, n: int) -> float:
+    """Prints the recorder's costs; returns microseconds per appended input."""
     payloads = [
         orjson.dumps({"metric": "cpu_percent", "value": 50.0 + i % 50, "host": f"web-{i % 100}"})
         for i in range(1000)
@@ -195,6 +205,7 @@ def bench_recorder(directory: Path, n: int) -> None:
         f"input path parse only: {parse * 1e6:.2f}us; parse + record: {both:.2f}us"
         f" (+{append / parse * 100:.0f}%)"
     )
+    return append * 1e6
 
 
 def main() -> None:
@@ -205,8 +216,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}; runs={args.runs} inputs={args.inputs}")
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(bench_journal(Path(tmp) / "state", args.runs))
-        bench_recorder(Path(tmp) / "record", args.inputs)
+        figures = asyncio.run(bench_journal(Path(tmp) / "state", args.runs))
+        figures["recorder us/input"] = round(bench_recorder(Path(tmp) / "record", args.inputs), 2)
         t = Path(tmp)
         workloads = [
             synthetic(t, args.engine_inputs, False),
@@ -216,6 +227,7 @@ def main() -> None:
             workloads.insert(0, shared_workload(t, args.engine_inputs, 100))
         for name, rules, objs in workloads:
             asyncio.run(bench_engine_path(name, t, rules, objs))
+    emit("journal", figures)
 
 
 RULES = """
@@ -296,49 +308,55 @@ def shared_workload(tmp: Path, n: int, k: int) -> tuple[str, Path, list[dict[str
     return f"shared workload ({k} rules)", rules, objs
 
 
+async def engine_pass(
+    ruleset: Any,
+    objs: list[dict[str, object]],
+    journal: Journal | None,
+    recorder: Recorder | None,
+    state: str,
+) -> tuple[float, float, int]:
+    """One pass of the inputs through a fresh engine: wall s, CPU s, decisions."""
+    from batond.engine.engine import Engine
+    from batond.engine.governor import Governor
+
+    engine = Engine(ruleset, Governor())
+    decisions = 0
+    t = time.perf_counter()
+    cpu = time.process_time()
+    for i, obj in enumerate(objs):
+        if i % 100 == 0:
+            await asyncio.sleep(0)  # the daemon's loop turns between source batches
+        item = item_from_json(obj, float(obj["ts"]), "mqtt")  # type: ignore[arg-type]
+        outputs = engine.evaluate(item, item.ts)
+        if recorder is not None:
+            recorder.append(item)
+        for out in outputs:
+            if isinstance(out, Decision):
+                decisions += 1
+                if journal is not None:
+                    await journal.record_decision(out)
+            elif journal is not None:
+                await journal.resolve_incident(out.rule, out.key, out.ts)
+        if outputs and journal is not None:
+            if state == "soon":
+                journal.save_rule_state_soon(engine.export_state)
+            elif state == "each":
+                await journal.save_rule_state(engine.export_state())
+    if journal is not None:
+        await journal.flush()  # count the commits too
+    return time.perf_counter() - t, time.process_time() - cpu, decisions
+
+
 async def bench_engine_path(
     name: str, tmp: Path, rules: Path, objs: list[dict[str, object]], rounds: int = 5
 ) -> None:
-    """The daemon's input path (engine.evaluate, as in service._serve_engine) with and without
-    journaling of decisions + rule state, and with the recorder."""
-    from batond.engine.engine import Engine
-    from batond.engine.governor import Governor
+    """The daemon's input path (engine.evaluate, as in the runtime's engine loop) with and
+    without journaling of decisions + rule state, and with the recorder."""
     from batond.load.rulefiles import load_rules
 
     ruleset = load_rules([rules])
     n = len(objs)
     storm = name.replace(" ", "-")
-
-    async def run(
-        journal: Journal | None, recorder: Recorder | None, state: str = "soon"
-    ) -> tuple[float, float, int]:
-        engine = Engine(ruleset, Governor())
-        decisions = 0
-        t = time.perf_counter()
-        cpu = time.process_time()
-        for i, obj in enumerate(objs):
-            if i % 100 == 0:
-                await asyncio.sleep(0)  # the daemon's loop turns between source batches
-            item = item_from_json(obj, float(obj["ts"]), "mqtt")  # type: ignore[arg-type]
-            outputs = engine.evaluate(item, item.ts)
-            if recorder is not None:
-                recorder.append(item)
-            for out in outputs:
-                if isinstance(out, Decision):
-                    decisions += 1
-                    if journal is not None:
-                        await journal.record_decision(out)
-                elif journal is not None:
-                    await journal.resolve_incident(out.rule, out.key, out.ts)
-            if outputs and journal is not None:
-                if state == "soon":
-                    journal.save_rule_state_soon(engine.export_state)
-                elif state == "each":
-                    await journal.save_rule_state(engine.export_state())
-        if journal is not None:
-            await journal.flush()  # count the commits too
-        return time.perf_counter() - t, time.process_time() - cpu, decisions
-
     j = Journal.open(tmp / f"engine-state-{storm}")
     rec = Recorder(tmp / f"engine-record-{storm}", RecordConfig(max_age=86400, max_size=1 << 30))
     variants: dict[str, tuple[Journal | None, Recorder | None, str]] = {
@@ -353,7 +371,7 @@ async def bench_engine_path(
     decisions = 0
     for _ in range(rounds):  # interleaved, best of each: a shared machine is noisy
         for variant, (journal, recorder, state) in variants.items():
-            took, cpu, decisions = await run(journal, recorder, state)
+            took, cpu, decisions = await engine_pass(ruleset, objs, journal, recorder, state)
             best[variant] = min(best[variant], took)
             best_cpu[variant] = min(best_cpu[variant], cpu)
     bare, bare_cpu = best["no journal"], best_cpu["no journal"]

@@ -18,7 +18,11 @@ offline session ("disconnected due to out of memory" in its log, while
 mosquitto_pub still exits 0), hence the default of 50k one-sample messages.
 A sequence number that never arrives within 10 s counts as lost.
 
+``--client-path plain`` measures the plain aiomqtt client that
+``batond.intake.mqtt_compat`` falls back to (default: the buffered one).
+
 Run: .venv/bin/python bench/bench_mqtt.py [--messages N] [--batch-messages M]
+     [--client-path buffered|plain]
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from batond.events import Sample
 from batond.intake.bus import Bus
 from batond.intake.mqtt import MqttSource
+from batond.intake.mqtt_compat import ClientPath
 from batond.load.config import MqttConfig, Subscription
 from batond.metrics import Metrics
+from headline import emit
 from mqtt_broker import Mosquitto
 
 IDLE_S = 10.0
@@ -110,7 +116,9 @@ async def consume(bus: Bus, total: int, first: list[float]) -> tuple[float, byte
     return end, seen, dupes
 
 
-async def run_case(folder: Path, messages: int, batch: int, mode: str) -> dict[str, float]:
+async def run_case(
+    folder: Path, messages: int, batch: int, mode: str, path: ClientPath
+) -> dict[str, float]:
     total = messages * batch
     data = payload_lines(messages, batch)
     metrics = Metrics(CollectorRegistry())
@@ -123,10 +131,10 @@ async def run_case(folder: Path, messages: int, batch: int, mode: str) -> dict[s
     with Mosquitto(folder / f"{mode}-{batch}") as broker:
         cfg = MqttConfig(url=broker.url, client_id=cfg.client_id, subscribe=cfg.subscribe)
         if mode == "backlog":  # create the session, leave, let the broker queue
-            await session_once(cfg, bus, metrics)
+            await session_once(cfg, bus, metrics, path)
             proc = publish(broker, data)
             await asyncio.to_thread(proc.wait)
-        source = MqttSource(cfg, bus, metrics)
+        source = MqttSource(cfg, bus, metrics, client_path=path)
         started = asyncio.Event()
         first: list[float] = []
         consumer = asyncio.create_task(consume(bus, total, first))
@@ -159,8 +167,8 @@ async def run_case(folder: Path, messages: int, batch: int, mode: str) -> dict[s
     }
 
 
-async def session_once(cfg: MqttConfig, bus: Bus, metrics: Metrics) -> None:
-    source = MqttSource(cfg, bus, metrics)
+async def session_once(cfg: MqttConfig, bus: Bus, metrics: Metrics, path: ClientPath) -> None:
+    source = MqttSource(cfg, bus, metrics, client_path=path)
     started = asyncio.Event()
     task = asyncio.create_task(source.run(started))
     await started.wait()
@@ -173,15 +181,29 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--batch-messages", type=int, default=2_000)
+    parser.add_argument("--client-path", choices=list(ClientPath), default=ClientPath.BUFFERED)
     args = parser.parse_args()
+    path = ClientPath(args.client_path)
     print(
         f"python {sys.version.split()[0]}, one asyncio thread; mosquitto + mosquitto_pub "
-        "in other processes; QoS 1, payload JSON"
+        f"in other processes; QoS 1, payload JSON; {path} client"
     )
+    figures: dict[str, object] = {"client": str(path)}
+    lost = duplicates = 0
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("backlog", "live"):
             for messages, batch in ((args.messages, 1), (args.batch_messages, 100)):
-                r = await run_case(Path(tmp), messages, batch, mode)
+                r = await run_case(Path(tmp), messages, batch, mode, path)
+                if batch == 1:
+                    figures[f"{mode}, 1 sample/message: messages/s"] = round(r["messages_per_s"])
+                    figures[f"{mode}, 1 sample/message: messages/CPU-s"] = round(
+                        r["samples_per_cpu_s"]
+                    )
+                else:
+                    figures[f"{mode}, {batch} samples/message: samples/s"] = round(
+                        r["samples_per_s"]
+                    )
+                lost, duplicates = lost + int(r["lost"]), duplicates + int(r["duplicates"])
                 print(
                     f"{mode:8s} batch={batch:<4d} messages={r['messages']:<7.0f} "
                     f"samples={r['samples']:<8.0f} elapsed_s={r['elapsed_s']:.2f} "
@@ -191,6 +213,7 @@ async def main() -> None:
                     f"duplicates={r['duplicates']:.0f}",
                     flush=True,
                 )
+    emit("mqtt", {**figures, "lost": lost, "duplicated": duplicates})
 
 
 if __name__ == "__main__":

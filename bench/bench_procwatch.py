@@ -26,6 +26,7 @@ from batond.events import Event
 from batond.intake.bus import Bus
 from batond.intake.procwatch import ProcessWatch
 from batond.metrics import Metrics
+from headline import emit
 
 
 def spawn(name: str) -> subprocess.Popen[bytes]:
@@ -61,10 +62,11 @@ async def main() -> None:
     name = f"bw{uuid.uuid4().hex[:10]}"
     ms = sorted([await one_run(name) * 1000 for _ in range(args.runs)])
     print(f"python {sys.version.split()[0]}; SIGKILL -> process.exited on bus; {args.runs} runs")
+    p50, p99 = statistics.median(ms), ms[int(len(ms) * 0.99) - 1]
     print(
-        f"p50_ms={statistics.median(ms):.3f} p90_ms={ms[int(len(ms) * 0.9)]:.3f} "
-        f"p99_ms={ms[int(len(ms) * 0.99) - 1]:.3f} max_ms={ms[-1]:.3f}"
+        f"p50_ms={p50:.3f} p90_ms={ms[int(len(ms) * 0.9)]:.3f} p99_ms={p99:.3f} max_ms={ms[-1]:.3f}"
     )
+    emit("procwatch", {"runs": args.runs, "p50 ms": round(p50, 3), "p99 ms": round(p99, 3)})
 
 
 if __name__ == "__main__":

@@ -40,6 +40,10 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from headline import emit
+from support import free_port, poll
+
 NAME = "bw-worker"
 SCAN_EVERY = 0.0005
 
@@ -136,15 +140,6 @@ def new_worker_since(mark: int | None) -> bool:
     return bool(workers(range(mark + 1, last + 1)))
 
 
-def wait_for(predicate: Callable[[], bool], within: float, every: float = SCAN_EVERY) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return predicate()
-
-
 def kill_all() -> None:
     for pid in workers():
         with contextlib.suppress(ProcessLookupError):
@@ -156,7 +151,7 @@ def measure(
     kills: int, adopted: Callable[[int], bool], label: str, kill_times: list[float] | None = None
 ) -> list[float]:
     """Kill the worker ``kills`` times; seconds from each kill to a new worker."""
-    if not wait_for(lambda: len(workers()) == 1, 30, 0.05):
+    if not poll(lambda: len(workers()) == 1, 30, 0.05):
         raise SystemExit(f"{label}: no single {NAME} to kill: {workers()}")
     out = []
     for i in range(kills):
@@ -169,10 +164,10 @@ def measure(
         t0 = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         _reap(pid)
-        if not wait_for(lambda m=mark: new_worker_since(m), 10):
+        if not poll(lambda m=mark: new_worker_since(m), 10, SCAN_EVERY):
             raise SystemExit(f"{label}: no new {NAME} within 10 s after kill {i + 1}")
         out.append(time.monotonic() - t0)
-        wait_for(lambda: len(workers()) == 1, 5, 0.01)
+        poll(lambda: len(workers()) == 1, 5, 0.01)
     return out
 
 
@@ -201,7 +196,7 @@ class LogWatch:
 
 
 def run_batond(tmp: Path, worker: Path, kills: int) -> list[float]:
-    port = _free_port()
+    port = free_port()
     (tmp / "rules.yaml").write_text(RULES.replace("NAME", NAME).replace("WORKER", str(worker)))
     config = tmp / "batond.yaml"
     config.write_text(
@@ -305,14 +300,6 @@ def _install_monit() -> str:
     return found
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def summary(label: str, seconds: list[float]) -> tuple[float, float]:
     ms = sorted(v * 1000 for v in seconds)
     p50 = statistics.median(ms)
@@ -343,9 +330,14 @@ def main() -> None:
                 sub = tmp / label
                 sub.mkdir()
                 results[label] = summary(label, fn(sub, worker, args.kills))
+    figures: dict[str, object] = {"kills": args.kills}
+    for label, (p50, p95) in results.items():
+        figures |= {f"{label} p50 ms": round(p50, 1), f"{label} p95 ms": round(p95, 1)}
     if len(results) == 2:
         ratio = results["monit"][0] / results["batond"][0]
         print(f"monit/batond p50 ratio: {ratio:.1f}x")
+        figures["monit/batond at p50"] = f"{ratio:.0f}x"
+    emit("restart", figures)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from headline import emit
+
 WORKLOAD = Path(
     os.environ.get("BATOND_WORKLOAD", Path(__file__).resolve().parents[2] / "shared" / "workload")
 )
@@ -106,6 +108,16 @@ def main() -> int:
     print(f"decisions:             {len(got)} (expected {len(expected)}): {verdict}")
     ok = got == expected and rate >= GOAL_EVENTS_PER_S and ratio <= GOAL_RATIO
     print("goal met" if ok else "GOAL MISSED")
+    emit(
+        "rules",
+        {
+            "events": a.events,
+            "rules": a.rules,
+            "replay e2e events/s": round(rate),
+            "time / json.loads loop": round(ratio, 2),
+            "decisions": f"{len(got)} ({verdict.lower()} to expected)",
+        },
+    )
     return 0 if ok else 1
 
 

@@ -39,6 +39,7 @@ from batond.metrics import Metrics
 from batond.remedy.actions import ActionContext, ActionResult, StepCall
 from batond.remedy.actions.execute import run as exec_run
 from batond.remedy.runner import RunEnded, Runner
+from headline import emit
 
 RULES = """\
 rules:
@@ -97,7 +98,7 @@ def make_input(i: int, run_every: int) -> Input:
     return Sample("bench_value", 1.0, now, labels, raw, "http")
 
 
-async def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=1000.0, help="inputs per second")
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -108,81 +109,107 @@ async def main() -> None:
         default="journal",
         help="memory: no journal writes, to show the engine's and runner's own share",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    to_action: list[float] = []
-    arrivals: dict[str, float] = {}
 
-    async def timed_exec(call: StepCall) -> ActionResult:
-        to_action.append(time.monotonic() - arrivals[call.args["argv"][1]])
+class Timing:
+    """Arrival of each input that starts a run, the time to its first action, the ends."""
+
+    def __init__(self) -> None:
+        self.to_action: list[float] = []
+        self.arrivals: dict[str, float] = {}
+        self.ended: list[RunEnded] = []
+        self.all_ended = asyncio.Condition()
+
+    async def timed_exec(self, call: StepCall) -> ActionResult:
+        self.to_action.append(time.monotonic() - self.arrivals[call.args["argv"][1]])
         return await exec_run(call)
 
-    # the runner looks actions up in this dict at each step
-    batond.remedy.actions.ACTIONS["exec"] = timed_exec  # type: ignore[index]
-
-    ended: list[RunEnded] = []
-    all_ended = asyncio.Condition()
-
-    def on_outcome(run: RunEnded) -> None:
-        ended.append(run)
+    def on_outcome(self, run: RunEnded) -> None:
+        self.ended.append(run)
 
         async def note() -> None:
-            async with all_ended:
-                all_ended.notify_all()
+            async with self.all_ended:
+                self.all_ended.notify_all()
 
         asyncio.get_running_loop().create_task(note())
 
-    with tempfile.TemporaryDirectory() as tmp:
-        rules_file = Path(tmp) / "bench.yaml"
-        rules_file.write_text(RULES)
-        ruleset = load_rules([rules_file])
-        governor = Governor(
-            GovernorConfig(
-                max_concurrent_runs=256, max_runs=WIDE, per_target=WIDE,
-                max_targets_fraction=1.0, min_fleet=10**9,
-            )
-        )  # fmt: skip
-        engine = Engine(ruleset, governor)
-        journal = Journal.open(Path(tmp) / "state")
-        runner = Runner(
-            playbooks=ruleset.playbooks,
-            store=journal if args.store == "journal" else MemoryStore(),
-            metrics=Metrics(CollectorRegistry()),
-            actions=ActionContext(),
-            on_outcome=on_outcome,
-            max_concurrent=256,
+    async def wait_ended(self, n: int) -> None:
+        async with self.all_ended:
+            await self.all_ended.wait_for(lambda: len(self.ended) >= n)
+
+
+def build(tmp: Path, store: str, timing: Timing) -> tuple[Engine, Runner, Journal]:
+    rules_file = tmp / "bench.yaml"
+    rules_file.write_text(RULES)
+    ruleset = load_rules([rules_file])
+    governor = Governor(
+        GovernorConfig(
+            max_concurrent_runs=256, max_runs=WIDE, per_target=WIDE,
+            max_targets_fraction=1.0, min_fleet=10**9,
         )
-        loop = asyncio.get_running_loop()
-        n = int(args.rate * args.seconds)
-        t0 = loop.time()
+    )  # fmt: skip
+    journal = Journal.open(tmp / "state")
+    runner = Runner(
+        playbooks=ruleset.playbooks,
+        store=journal if store == "journal" else MemoryStore(),
+        metrics=Metrics(CollectorRegistry()),
+        actions=ActionContext(),
+        on_outcome=timing.on_outcome,
+        max_concurrent=256,
+    )
+    return Engine(ruleset, governor), runner, journal
+
+
+async def feed(args: argparse.Namespace, engine: Engine, runner: Runner, timing: Timing) -> int:
+    """Inputs at the rate asked for; the number of runs started."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    decisions = 0
+    for i in range(int(args.rate * args.seconds)):
+        delay = t0 + i / args.rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        item = make_input(i, args.run_every)
+        arrived = time.monotonic()
+        timing.arrivals[str(i)] = arrived
+        for out in engine.evaluate(item, time.time()):
+            if isinstance(out, Decision) and out.playbook is not None:
+                decisions += 1
+                runner.start(out, arrived=arrived, verify_by_run=True)
+    return decisions
+
+
+async def main() -> None:
+    args = parse_args()
+    timing = Timing()
+    # the runner looks actions up in this dict at each step
+    batond.remedy.actions.ACTIONS["exec"] = timing.timed_exec  # type: ignore[index]
+    with tempfile.TemporaryDirectory() as tmp:
+        engine, runner, journal = build(Path(tmp), args.store, timing)
         started = time.perf_counter()
-        decisions = 0
-        for i in range(n):
-            delay = t0 + i / args.rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            item = make_input(i, args.run_every)
-            arrived = time.monotonic()
-            arrivals[str(i)] = arrived
-            for out in engine.evaluate(item, time.time()):
-                if isinstance(out, Decision) and out.playbook is not None:
-                    decisions += 1
-                    runner.start(out, arrived=arrived, verify_by_run=True)
-        async with all_ended:
-            await all_ended.wait_for(lambda: len(ended) >= decisions)
+        decisions = await feed(args, engine, runner, timing)
+        await timing.wait_ended(decisions)
         elapsed = time.perf_counter() - started
         await runner.shutdown(5)
         await journal.close()
-    ms = [v * 1000 for v in to_action]
+    ms = [v * 1000 for v in timing.to_action]
     print(
-        f"store={args.store} inputs={n} rate={args.rate:.0f}/s run_every={args.run_every} "
-        f"decisions={decisions} "
+        f"store={args.store} inputs={int(args.rate * args.seconds)} rate={args.rate:.0f}/s "
+        f"run_every={args.run_every} decisions={decisions} "
         f"first_actions={len(ms)} elapsed_s={elapsed:.2f}"
     )
-    print(
-        "event->first action (ms): "
-        f"p50={statistics.median(ms):.3f} p95={pct(ms, 0.95):.3f} "
-        f"p99={pct(ms, 0.99):.3f} max={max(ms):.3f}"
+    p50, p95, p99 = statistics.median(ms), pct(ms, 0.95), pct(ms, 0.99)
+    print(f"event->first action (ms): p50={p50:.3f} p95={p95:.3f} p99={p99:.3f} max={max(ms):.3f}")
+    emit(
+        "runner",
+        {
+            "inputs/s": round(args.rate),
+            "first actions": len(ms),
+            "p50 ms": round(p50, 2),
+            "p95 ms": round(p95, 2),
+            "p99 ms": round(p99, 2),
+        },
     )
 
 

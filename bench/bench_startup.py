@@ -28,16 +28,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from headline import emit
+from support import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 BATOND = Path(sys.executable).with_name("batond")
 GOAL_S = 0.5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def write_config(folder: Path, port: int) -> Path:
@@ -179,6 +176,16 @@ def main() -> None:
         )
     verdict = "meets" if statistics.median(ready) <= GOAL_S else "MISSES"
     print(f"goal: READY=1 within {GOAL_S:.1f} s: median {verdict} it (max {max(ready):.3f} s)")
+    emit(
+        "startup",
+        {
+            "runs": args.runs,
+            "READY=1 median ms": round(statistics.median(ready) * 1000),
+            "READY=1 max ms": round(max(ready) * 1000),
+            "/readyz 200 median ms": round(statistics.median(readyz_times) * 1000),
+            "CPU to READY median ms": round(statistics.median(cpu) * 1000),
+        },
+    )
 
 
 if __name__ == "__main__":

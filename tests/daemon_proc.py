@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,7 +19,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BATOND", "DaemonProcess", "HttpResult", "free_port", "http", "write_config"]
+from support import poll
+
+__all__ = ["BATOND", "DaemonProcess", "HttpResult", "http", "write_config"]
 
 #: the console script of the environment running the tests
 BATOND = str(Path(sys.executable).with_name("batond"))
@@ -32,13 +33,6 @@ _RUN_WITH_STACK_DUMPS = (
     "from batond.commands.cli import main; sys.exit(main())"
 )
 START_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def write_config(
@@ -142,30 +136,29 @@ class DaemonProcess:
         body = json.dumps(data if data is not None else {}).encode()
         return http("POST", self.url + path, body=body, headers=headers)
 
-    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"batond exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                if self.get("/readyz", timeout=2).status == 200:
-                    return
-            except OSError:
-                pass  # not listening yet
-            time.sleep(0.05)
-        raise AssertionError(f"batond not ready within {timeout}s:\n{self.log()}")
+    def _ready(self) -> bool:
+        try:
+            return self.get("/readyz", timeout=2).status == 200
+        except OSError:
+            return False  # not listening yet
 
-    def wait_for(self, check: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-        """Poll ``check()`` until it returns something truthy."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = check()
-            if found:
-                return found
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        self.wait_for(self._ready, timeout, "/readyz to answer 200", every=0.02)
+
+    def wait_for(
+        self, check: Any, timeout: float = 30.0, what: str = "condition", every: float = 0.1
+    ) -> Any:
+        """Poll ``check()`` until it returns something truthy; fail at once if batond exits."""
+
+        def running_and_check() -> Any:
             if self.proc.poll() is not None:
                 raise AssertionError(f"batond exited {self.proc.returncode}:\n{self.log()}")
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}:\n{self.log()}")
+            return check()
+
+        found = poll(running_and_check, timeout, every)
+        if not found:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}:\n{self.log()}")
+        return found
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
         from prometheus_client.parser import text_string_to_metric_families

@@ -11,17 +11,12 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Certs", "Mosquitto", "free_port", "make_certs"]
+from support import free_port, poll
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["Certs", "Mosquitto", "make_certs"]
 
 
 @dataclass(frozen=True)
@@ -152,17 +147,19 @@ class Mosquitto:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                log = (self.folder / "mosquitto.log").read_text(errors="replace")
-                raise RuntimeError(f"mosquitto exited with {self.process.returncode}: {log}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.02)  # an external process: poll with a deadline
-        raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout}s")
+        if not poll(self._listening, timeout, every=0.02):
+            raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout}s")
+
+    def _listening(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            log = (self.folder / "mosquitto.log").read_text(errors="replace")
+            raise RuntimeError(f"mosquitto exited with {self.process.returncode}: {log}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
         """SIGTERM: mosquitto saves its persistence database on the way out."""

@@ -25,6 +25,7 @@ from batond.load.yamlfile import compose_text
 from batond.metrics import Metrics
 from batond.remedy.actions import ActionContext
 from batond.remedy.runner import RunEnded, Runner
+from support import apoll, until
 
 __all__ = [
     "ARGV_JSON",
@@ -190,21 +191,13 @@ def gone(pid: int) -> bool:
 
 
 async def wait_gone(pids: list[int], within: float = 15.0) -> bool:
-    """Poll with a deadline: these are external processes."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if all(gone(p) for p in pids):
-            return True
-        await asyncio.sleep(0.05)
-    return all(gone(p) for p in pids)
+    """Whether all ``pids`` are gone within ``within`` seconds (external processes: polled)."""
+    return bool(await apoll(lambda: all(gone(p) for p in pids), within, every=0.05))
 
 
 async def wait_for_file(path: Path, within: float = 30.0) -> None:
     """An external process writes it: poll with a deadline."""
-    deadline = time.monotonic() + within
-    while not _has_text(path):
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        await asyncio.sleep(0.02)
+    await until(lambda: _has_text(path), within, f"{path} to appear")
 
 
 def _has_text(path: Path) -> bool:

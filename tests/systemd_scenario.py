@@ -26,6 +26,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from support import poll
+
 UNIT = "batond-test.service"
 PROPS = (
     "ActiveState", "SubState", "Result", "MainPID", "NRestarts", "ExecMainStatus",
@@ -63,12 +65,8 @@ def metric(port: int, name: str) -> float | None:
 
 
 def wait_until(check: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
+    """Whether ``check()`` holds within ``timeout`` (observed, not asserted: see the docstring)."""
+    return bool(poll(check, timeout, every=0.1))
 
 
 class StartWatcher(threading.Thread):
@@ -88,23 +86,19 @@ class StartWatcher(threading.Thread):
             self.seen.append((state, ready))
 
 
-def main() -> None:
-    unit_file, dropin_file, port_text, out_path = sys.argv[1:5]
-    port = int(port_text)
-    unit_dir = Path(os.environ["XDG_RUNTIME_DIR"]) / "systemd" / "user"
-    (unit_dir / f"{UNIT}.d").mkdir(parents=True, exist_ok=True)
-    shutil.copy(unit_file, unit_dir / UNIT)
-    shutil.copy(dropin_file, unit_dir / f"{UNIT}.d" / "test.conf")
-    obs: dict[str, Any] = {"steps": []}
+class Observations:
+    """What the scenario saw, step by step, written as JSON at the end."""
 
-    def note(step: str, **data: Any) -> None:
-        obs["steps"].append(step)
-        obs[step] = {**data, "show": show(), "t": time.monotonic()}
+    def __init__(self) -> None:
+        self.obs: dict[str, Any] = {"steps": []}
 
-    systemctl("daemon-reload")
-    obs["verify_load"] = systemctl("show", UNIT, "-p", "LoadState,LoadError").stdout
+    def note(self, step: str, **data: Any) -> None:
+        self.obs["steps"].append(step)
+        self.obs[step] = {**data, "show": show(), "t": time.monotonic()}
 
-    # 1. start: returns only after READY=1
+
+def start_returns_after_ready(port: int, seen: Observations) -> bool:
+    """1. start: returns only after READY=1."""
     watcher = StartWatcher(port)
     watcher.start()
     began = time.monotonic()
@@ -113,7 +107,7 @@ def main() -> None:
     readyz_after_start = get(port, "/readyz")[0]
     watcher.done.set()
     watcher.join()
-    note(
+    seen.note(
         "start",
         rc=started.returncode,
         stderr=started.stderr,
@@ -121,23 +115,24 @@ def main() -> None:
         readyz=readyz_after_start,
         seen=sorted(set(watcher.seen)),
     )
-    if started.returncode != 0:
-        return finish(obs, out_path)
-    pid = show()["MainPID"]
+    return started.returncode == 0
 
-    # 2. several watchdog periods (WatchdogSec=2s in the drop-in)
+
+def watchdog_periods_and_reload(port: int, seen: Observations) -> None:
+    """2. several watchdog periods (WatchdogSec=2s in the drop-in); 3. reload."""
+    pid = show()["MainPID"]
     wd_before = show()["WatchdogTimestampMonotonic"]
     time.sleep(7)
-    note("after_watchdog_periods", pid_before=pid, watchdog_before=wd_before)
+    seen.note("after_watchdog_periods", pid_before=pid, watchdog_before=wd_before)
 
-    # 3. reload: ExecReload -> SIGHUP -> RELOADING=1 ... READY=1
+    # ExecReload -> SIGHUP -> RELOADING=1 ... READY=1
     ok_before = metric(port, 'batond_reloads_total{result="ok"}')
     reloaded = systemctl("reload", UNIT)
     counted = wait_until(
         lambda: metric(port, 'batond_reloads_total{result="ok"}') == (ok_before or 0) + 1, 30
     )
     back = wait_until(lambda: show()["ActiveState"] == "active", 30)
-    note(
+    seen.note(
         "reload",
         rc=reloaded.returncode,
         stderr=reloaded.stderr,
@@ -148,35 +143,50 @@ def main() -> None:
         pid_before=pid,
     )
 
-    # 4. stop: clean, exit 0
-    stopped = systemctl("stop", UNIT)
-    note("stop", rc=stopped.returncode, stderr=stopped.stderr)
 
-    # 5. a stuck event loop: SIGSTOP; the watchdog must notice and restart the unit
+def stuck_loop_is_restarted(port: int, seen: Observations) -> None:
+    """5. a stuck event loop: SIGSTOP; the watchdog must notice and restart the unit."""
     systemctl("reset-failed", UNIT)
     restarted = systemctl("start", UNIT)
     pid = show()["MainPID"]
-    if restarted.returncode == 0 and pid not in ("", "0"):
-        os.kill(int(pid), signal.SIGSTOP)
-        results: set[str] = set()
+    if restarted.returncode != 0 or pid in ("", "0"):
+        seen.note("watchdog_kill", stuck_pid=pid, replaced=False, start_rc=restarted.returncode)
+        return
+    os.kill(int(pid), signal.SIGSTOP)
+    results: set[str] = set()
 
-        def replaced_by_a_new_process() -> bool:
-            now = show()
-            results.add(now.get("Result", ""))  # "watchdog" between the kill and the restart
-            return now["MainPID"] not in (pid, "0") and now["ActiveState"] == "active"
+    def replaced_by_a_new_process() -> bool:
+        now = show()
+        results.add(now.get("Result", ""))  # "watchdog" between the kill and the restart
+        return now["MainPID"] not in (pid, "0") and now["ActiveState"] == "active"
 
-        replaced = wait_until(replaced_by_a_new_process, 60)
-        note(
-            "watchdog_kill",
-            stuck_pid=pid,
-            replaced=replaced,
-            results=sorted(results),
-            readyz=get(port, "/readyz")[0],
-        )
-        systemctl("stop", UNIT)
-    else:
-        note("watchdog_kill", stuck_pid=pid, replaced=False, start_rc=restarted.returncode)
-    finish(obs, out_path)
+    replaced = wait_until(replaced_by_a_new_process, 60)
+    seen.note(
+        "watchdog_kill",
+        stuck_pid=pid,
+        replaced=replaced,
+        results=sorted(results),
+        readyz=get(port, "/readyz")[0],
+    )
+    systemctl("stop", UNIT)
+
+
+def main() -> None:
+    unit_file, dropin_file, port_text, out_path = sys.argv[1:5]
+    port = int(port_text)
+    unit_dir = Path(os.environ["XDG_RUNTIME_DIR"]) / "systemd" / "user"
+    (unit_dir / f"{UNIT}.d").mkdir(parents=True, exist_ok=True)
+    shutil.copy(unit_file, unit_dir / UNIT)
+    shutil.copy(dropin_file, unit_dir / f"{UNIT}.d" / "test.conf")
+    seen = Observations()
+    systemctl("daemon-reload")
+    seen.obs["verify_load"] = systemctl("show", UNIT, "-p", "LoadState,LoadError").stdout
+    if start_returns_after_ready(port, seen):
+        watchdog_periods_and_reload(port, seen)
+        stopped = systemctl("stop", UNIT)  # 4. stop: clean, exit 0
+        seen.note("stop", rc=stopped.returncode, stderr=stopped.stderr)
+        stuck_loop_is_restarted(port, seen)
+    finish(seen.obs, out_path)
 
 
 def finish(obs: dict[str, Any], out_path: str) -> None:

@@ -14,6 +14,7 @@ import pytest
 from batond.remedy.actions.core import TAIL_BYTES
 from batond.remedy.actions.execute import run_argv
 from runner_support import ARGV_JSON, Harness, decision, load_playbooks, read_pids, wait_gone
+from support import until
 
 INJECTIONS = [
     "; rm -rf /tmp/batond-should-not-exist",
@@ -119,10 +120,7 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path, ignore_term
         time.sleep(300)
     """)
     task = asyncio.ensure_future(run_argv([sys.executable, "-c", code], grace=0.3))
-    deadline = asyncio.get_running_loop().time() + 30
-    while len(read_pids(pidfile)) < 2:  # an external process: poll with a deadline
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.02)
+    await until(lambda: len(read_pids(pidfile)) >= 2, 30, "both pids in the pidfile")
     task.cancel()  # what a step timeout does
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +23,7 @@ from batond.events import Event
 from batond.intake.bus import Bus
 from batond.intake.http import add_input_routes
 from batond.metrics import Metrics
-from mqtt_broker import free_port
+from support import free_port, until
 
 pytestmark = [
     pytest.mark.slow,
@@ -50,18 +49,17 @@ receivers:
 
 
 async def wait_ready(url: str, proc: subprocess.Popen[bytes], within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
     async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
+
+        async def ready() -> bool:
             assert proc.poll() is None, "alertmanager exited"
             try:
                 async with http.get(url + "/-/ready") as resp:
-                    if resp.status == 200:
-                        return
+                    return resp.status == 200
             except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)  # an external process: poll with a deadline
-    raise TimeoutError("alertmanager not ready")
+                return False
+
+        await until(ready, within, "alertmanager to be ready", every=0.1)
 
 
 async def amtool(am_url: str, *args: str) -> None:

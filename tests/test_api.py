@@ -16,7 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from batond.intake.bus import Bus
 from batond.metrics import Metrics
 from batond.runtime.api import build_app
-from daemon_proc import DaemonProcess, free_port, http, write_config
+from daemon_proc import DaemonProcess, http, write_config
+from support import free_port
 from test_metrics import SPEC_METRICS
 
 TOKEN = "t0k3n-for-tests"

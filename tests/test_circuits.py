@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from daemon_proc import BATOND, DaemonProcess, free_port, http, write_config
+from daemon_proc import BATOND, DaemonProcess, http, write_config
+from support import free_port
 
 TOKEN = "circuit-t0ken"
 TARGET = "host=h1,svc=web"  # a key with "," and "=": the URL must carry it whole

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from batond.commands.cli import main
+from support import free_port
 
 RUN = {
     "id": 7, "rule": "disk-full", "playbook": "clean-tmp", "key": "host=web-1", "state": "done",
@@ -169,9 +169,7 @@ async def test_gates_feedback_and_control(server: Any, capsys: pytest.CaptureFix
 
 
 async def test_unreachable_daemon_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     assert await cli("runs", "--url", f"http://127.0.0.1:{port}") == 2
     err = capsys.readouterr().err
     assert (

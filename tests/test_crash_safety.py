@@ -12,23 +12,17 @@ to a decision or resumes an interrupted run.
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from batond.engine.types import Outcome
+from daemon_proc import DaemonProcess
+from support import free_port
 
 ITERATIONS = 24
 RULES = """
@@ -47,60 +41,29 @@ playbooks:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def write_config(tmp: Path, port: int) -> Path:
+    rules = tmp / "rules"
+    rules.mkdir()
+    (rules / "crash.yaml").write_text(RULES)
+    config = tmp / "batond.yaml"
+    config.write_text(
+        f"node: crash-test\nstate_dir: {tmp / 'state'}\nrules: [{rules}]\nmodels: []\n"
+        f'http: {{listen: "127.0.0.1:{port}"}}\nhost: {{interval: 60s}}\n'
+        "governor:\n  max_concurrent_runs: 4\n  max_runs: {count: 100000, per: 1h}\n"
+        "  per_target: {count: 100000, per: 1h}\n  min_fleet: 1000000\n"
+    )
+    return config
 
 
-class Daemon:
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.state = tmp / "state"
-        rules = tmp / "rules"
-        rules.mkdir()
-        (rules / "crash.yaml").write_text(RULES)
-        self.config = tmp / "batond.yaml"
-        self.config.write_text(
-            f"node: crash-test\nstate_dir: {self.state}\nrules: [{rules}]\nmodels: []\n"
-            f'http: {{listen: "127.0.0.1:{self.port}"}}\nhost: {{interval: 60s}}\n'
-            "governor:\n  max_concurrent_runs: 4\n  max_runs: {count: 100000, per: 1h}\n"
-            "  per_target: {count: 100000, per: 1h}\n  min_fleet: 1000000\n"
-        )
-        self.log = tmp / "daemon.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+def start(config: Path, port: int) -> DaemonProcess:
+    daemon = DaemonProcess(config, port)
+    daemon.wait_ready()
+    return daemon
 
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "batond", "run", "-c", str(self.config)],
-                stdout=log, stderr=log,
-            )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"daemon exited: {self.log.read_text()[-2000:]}"
-            try:
-                if self.get("/readyz").get("ready"):
-                    return
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.02)
-        raise AssertionError("daemon not ready within 60 s")
 
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=10) as r:
-            return json.loads(r.read())
-
-    def post(self, path: str, body: Any) -> Any:
-        req = urllib.request.Request(self.url + path, json.dumps(body).encode(), method="POST")
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read())
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
-        self.proc.wait(timeout=60)
+def runs_seen_by_the_api(daemon: DaemonProcess) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = daemon.get("/api/v1/runs?limit=100000").json()["runs"]
+    return got
 
 
 def journal_rows(state: Path, query: str) -> list[tuple[Any, ...]]:
@@ -114,31 +77,34 @@ def journal_rows(state: Path, query: str) -> list[tuple[Any, ...]]:
 @pytest.mark.slow
 def test_sigkill_during_playbooks_loses_no_run(tmp_path: Path) -> None:
     rng = random.Random(6)
-    daemon = Daemon(tmp_path)
+    port = free_port()
+    config = write_config(tmp_path, port)
+    state_dir = tmp_path / "state"
     seq = 0
     for _ in range(ITERATIONS):
-        daemon.start()
+        running = start(config, port)
         for _ in range(rng.randint(1, 3)):
             seq += 1
-            assert daemon.post("/api/v1/events", {"event": "crash.test", "seq": seq})["accepted"]
+            posted = running.post("/api/v1/events", {"event": "crash.test", "seq": seq})
+            assert posted.json()["accepted"]
         time.sleep(rng.uniform(0.0, 0.35))  # within the ~0.15-0.3 s the runs take
-        daemon.kill()
+        running.kill()
 
-    daemon.start()  # recovers the last kill, resumes, then lets everything finish
-    deadline = time.monotonic() + 60
-    while any(r["state"] != "done" for r in daemon.get("/api/v1/runs?limit=100000")["runs"]):
-        assert time.monotonic() < deadline, "runs did not finish"
-        time.sleep(0.05)
-    api_runs = daemon.get("/api/v1/runs?limit=100000")["runs"]
-    daemon.kill(signal.SIGTERM)
-    assert daemon.proc is not None and daemon.proc.returncode == 0
+    running = start(config, port)  # recovers the last kill, resumes, then lets everything finish
+    running.wait_for(
+        lambda: all(r["state"] == "done" for r in runs_seen_by_the_api(running)),
+        60,
+        "the runs to finish",
+    )
+    api_runs = runs_seen_by_the_api(running)
+    assert running.stop() == 0  # SIGTERM
 
     runs = journal_rows(
-        daemon.state, "SELECT id, state, outcome, decision_id, resumes FROM runs ORDER BY id"
+        state_dir, "SELECT id, state, outcome, decision_id, resumes FROM runs ORDER BY id"
     )
-    running_steps = journal_rows(daemon.state, "SELECT id FROM steps WHERE status = 'running'")
+    running_steps = journal_rows(state_dir, "SELECT id FROM steps WHERE status = 'running'")
     decisions = dict(
-        journal_rows(daemon.state, "SELECT id, playbook FROM decisions WHERE playbook IS NOT NULL")
+        journal_rows(state_dir, "SELECT id, playbook FROM decisions WHERE playbook IS NOT NULL")
     )
     outcomes = {r[0]: r[2] for r in runs}
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon_proc import BATOND, DaemonProcess, free_port, write_config
+from daemon_proc import BATOND, DaemonProcess, write_config
+from support import free_port
 
 #: the shipped unit's TimeoutStopSec: a stop must end well before systemd gives up
 UNIT_STOP_TIMEOUT_S = 45.0

@@ -22,6 +22,7 @@ from batond.intake.host import HostSource
 from batond.intake.procwatch import ProcessWatch, process_names
 from batond.load.config import HostConfig
 from batond.metrics import Metrics
+from support import wait_until
 
 AGREED = {
     "cpu_percent",
@@ -66,10 +67,10 @@ def spawn_named(name: str, procs: list[subprocess.Popen[bytes]]) -> subprocess.P
 
 
 def wait_zombie(pid: int, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z":
-        assert time.monotonic() < deadline, f"{pid} did not become a zombie"
-        time.sleep(0.01)  # an external process: poll with a deadline
+    def zombie() -> bool:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+
+    wait_until(zombie, within, f"{pid} to become a zombie", every=0.01)
 
 
 @asynccontextmanager

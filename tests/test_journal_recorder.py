@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from pathlib import Path
 
 import orjson
@@ -14,6 +12,7 @@ from batond.events import Event, Sample, item_from_json
 from batond.intake import recorder
 from batond.intake.recorder import Recorder, recorded_files
 from batond.load.config import RecordConfig
+from support import until
 
 
 class Clock:
@@ -99,10 +98,8 @@ async def test_flushes_within_a_second_when_input_stops(
     rec = Recorder(tmp_path, RecordConfig(max_age=3600, max_size=1 << 20))
     rec.append(Event("e", 1.0, {}))
     assert lines(tmp_path) == []
-    deadline = time.monotonic() + 30
-    while not lines(tmp_path):  # the recorder's own timer writes it; no flush() call
-        assert time.monotonic() < deadline, "buffered input never written"
-        await asyncio.sleep(0.01)
+    # the recorder's own timer writes it; no flush() call
+    await until(lambda: lines(tmp_path), 30, "the buffered input to be written", every=0.01)
     assert lines(tmp_path) == [{"event": "e", "ts": 1.0}]
     rec.close()
 

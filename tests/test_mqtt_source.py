@@ -1,10 +1,15 @@
-"""MqttSource against a real private Mosquitto (plain, password, TLS), restarts included."""
+"""MqttSource against a real private Mosquitto (plain, password, TLS), restarts included.
+
+Every test that connects runs on both client paths of ``mqtt_compat``: the
+buffered one (aiomqtt's private internals) and the plain fallback (its public
+API only), so the fallback is known to work the day the guard picks it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -17,9 +22,11 @@ from batond.errors import ActionError
 from batond.events import Event, Input, Sample
 from batond.intake.bus import Bus
 from batond.intake.mqtt import MqttSource, topic_matches
+from batond.intake.mqtt_compat import ClientPath
 from batond.load.config import MqttConfig, Subscription
 from batond.metrics import Metrics
 from mqtt_broker import Certs, Mosquitto, make_certs
+from support import until
 
 SUBS = (
     Subscription("metrics/#", "json", 1),
@@ -33,15 +40,23 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
         yield b
 
 
+@pytest.fixture(params=list(ClientPath))
+def path(request: pytest.FixtureRequest) -> ClientPath:
+    return ClientPath(request.param)
+
+
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return make_certs(tmp_path_factory.mktemp("certs"))
 
 
-def make_source(cfg: MqttConfig, maxsize: int = 100_000) -> tuple[MqttSource, Bus, Metrics]:
+def make_source(
+    cfg: MqttConfig, path: ClientPath | None = None, maxsize: int = 100_000
+) -> tuple[MqttSource, Bus, Metrics]:
     metrics = Metrics(CollectorRegistry())
     bus = Bus(metrics, maxsize)
-    return MqttSource(cfg, bus, metrics, backoff_min=0.05, backoff_max=0.5), bus, metrics
+    source = MqttSource(cfg, bus, metrics, backoff_min=0.05, backoff_max=0.5, client_path=path)
+    return source, bus, metrics
 
 
 @asynccontextmanager
@@ -64,18 +79,6 @@ async def take(bus: Bus, n: int, within: float = 30.0) -> list[Input]:
     return await asyncio.wait_for(go(), within)
 
 
-async def until(predicate: Callable[[], bool], within: float = 30.0) -> None:
-    """Poll state that changes outside this loop's control (a broker, a metric) with a deadline."""
-
-    async def go() -> None:
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(go(), within)
-
-
 def value(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
     return metrics.registry.get_sample_value(name, labels or {}) or 0.0
 
@@ -90,11 +93,13 @@ def test_topic_matches() -> None:
     assert not topic_matches("$SYS/x", "#")
 
 
-async def test_json_and_influx_messages_become_samples(broker: Mosquitto) -> None:
+async def test_json_and_influx_messages_become_samples(broker: Mosquitto, path: ClientPath) -> None:
     cfg = MqttConfig(url=broker.url, client_id="batond-t1", subscribe=SUBS)
-    source, bus, metrics = make_source(cfg)
+    source, bus, metrics = make_source(cfg, path)
     async with running(source):
         assert source.connected
+        assert source.client_path is path
+        assert source.reads_buffered is (path is ClientPath.BUFFERED)
         assert value(metrics, "batond_mqtt_connected") == 1
         async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
             await pub.publish(
@@ -133,9 +138,11 @@ async def test_json_and_influx_messages_become_samples(broker: Mosquitto) -> Non
     assert value(metrics, "batond_events_received_total", {"source": "mqtt"}) == 6
 
 
-async def test_malformed_messages_are_counted_and_never_stop_intake(broker: Mosquitto) -> None:
+async def test_malformed_messages_are_counted_and_never_stop_intake(
+    broker: Mosquitto, path: ClientPath
+) -> None:
     cfg = MqttConfig(url=broker.url, client_id="batond-t2", subscribe=SUBS)
-    source, bus, metrics = make_source(cfg)
+    source, bus, metrics = make_source(cfg, path)
     async with running(source) as task:
         async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
             for bad in (b"\xff\xfe", b"{", b'{"metric": "x", "value": "NaN"}', b"[1, 2]", b""):
@@ -153,9 +160,9 @@ async def test_malformed_messages_are_counted_and_never_stop_intake(broker: Mosq
     assert rejected == {"bad_json": 3, "bad_value": 2, "not_object": 2}
 
 
-async def test_full_bus_drops_and_counts(broker: Mosquitto) -> None:
+async def test_full_bus_drops_and_counts(broker: Mosquitto, path: ClientPath) -> None:
     cfg = MqttConfig(url=broker.url, client_id="batond-t3", subscribe=SUBS)
-    source, bus, metrics = make_source(cfg, maxsize=2)
+    source, bus, metrics = make_source(cfg, path, maxsize=2)
     async with running(source), aiomqtt.Client("127.0.0.1", broker.port) as pub:
         payload = orjson.dumps([{"metric": "m", "value": i} for i in range(5)])
         await pub.publish("metrics/x", payload, 1)
@@ -163,7 +170,7 @@ async def test_full_bus_drops_and_counts(broker: Mosquitto) -> None:
     assert bus.depth() == 2
 
 
-async def test_password_authentication(tmp_path: Path) -> None:
+async def test_password_authentication(tmp_path: Path, path: ClientPath) -> None:
     with Mosquitto(tmp_path / "broker", users={"batond": "s3cret"}) as broker:
         secret = tmp_path / "mqtt.pass"
         secret.write_text("s3cret\n")
@@ -174,7 +181,7 @@ async def test_password_authentication(tmp_path: Path) -> None:
             password_file=secret,
             subscribe=SUBS,
         )
-        source, bus, _ = make_source(cfg)
+        source, bus, _ = make_source(cfg, path)
         async with running(source):
             assert source.connected
             async with aiomqtt.Client(
@@ -193,14 +200,16 @@ async def test_password_authentication(tmp_path: Path) -> None:
             password_file=wrong,
             subscribe=SUBS,
         )
-        source, _, metrics = make_source(bad)
+        source, _, metrics = make_source(bad, path)
         async with running(source):  # a refused login still reports started
             assert not source.connected
             assert value(metrics, "batond_mqtt_connected") == 0
 
 
 @pytest.mark.parametrize("client_cert", [False, True])
-async def test_tls_with_private_ca(tmp_path: Path, certs: Certs, client_cert: bool) -> None:
+async def test_tls_with_private_ca(
+    tmp_path: Path, certs: Certs, client_cert: bool, path: ClientPath
+) -> None:
     with Mosquitto(tmp_path / "broker", certs=certs, require_client_cert=client_cert) as broker:
         cfg = MqttConfig(
             url=broker.url,
@@ -210,7 +219,7 @@ async def test_tls_with_private_ca(tmp_path: Path, certs: Certs, client_cert: bo
             key_file=certs.client_key if client_cert else None,
             subscribe=SUBS,
         )
-        source, bus, _ = make_source(cfg)
+        source, bus, _ = make_source(cfg, path)
         async with running(source):
             assert source.connected
             context = ssl.create_default_context(cafile=str(certs.ca))
@@ -221,11 +230,11 @@ async def test_tls_with_private_ca(tmp_path: Path, certs: Certs, client_cert: bo
         assert isinstance(item, Sample) and item.metric == "tls"
 
 
-async def test_tls_rejects_an_unknown_ca(tmp_path: Path, certs: Certs) -> None:
+async def test_tls_rejects_an_unknown_ca(tmp_path: Path, certs: Certs, path: ClientPath) -> None:
     other = make_certs(tmp_path / "other")
     with Mosquitto(tmp_path / "broker", certs=certs) as broker:
         cfg = MqttConfig(url=broker.url, client_id="batond-tls2", ca_file=other.ca, subscribe=SUBS)
-        source, _, _ = make_source(cfg)
+        source, _, _ = make_source(cfg, path)
         async with running(source):
             assert not source.connected
 
@@ -249,10 +258,12 @@ async def publish_with_retry(port: int, topic: str, count: int, progress: list[i
 
 
 @pytest.mark.slow
-async def test_broker_restart_mid_stream_loses_no_qos1_sample(broker: Mosquitto) -> None:
+async def test_broker_restart_mid_stream_loses_no_qos1_sample(
+    broker: Mosquitto, path: ClientPath
+) -> None:
     count = 1500
     cfg = MqttConfig(url=broker.url, client_id="batond-restart", subscribe=SUBS)
-    source, bus, metrics = make_source(cfg)
+    source, bus, metrics = make_source(cfg, path)
     seen: set[int] = set()
 
     async def consume() -> None:
@@ -280,24 +291,53 @@ async def test_broker_restart_mid_stream_loses_no_qos1_sample(broker: Mosquitto)
     assert value(metrics, "batond_mqtt_reconnects_total") >= 2
 
 
-async def test_messages_published_while_batond_is_away_arrive_later(broker: Mosquitto) -> None:
+async def test_reconnects_after_a_broker_stop_and_start(
+    broker: Mosquitto, path: ClientPath
+) -> None:
+    cfg = MqttConfig(url=broker.url, client_id="batond-reconnect", subscribe=SUBS)
+    source, bus, metrics = make_source(cfg, path)
+    async with running(source):
+        await asyncio.to_thread(broker.stop)
+        await until(lambda: not source.connected)
+        assert value(metrics, "batond_mqtt_connected") == 0
+        with pytest.raises(ActionError, match="not connected"):
+            await source.publish("out/x", b"{}")
+        await asyncio.to_thread(broker.start)
+        await until(lambda: source.connected)
+        assert value(metrics, "batond_mqtt_reconnects_total") == 1
+        assert source.reads_buffered is (path is ClientPath.BUFFERED)
+        async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
+            await pub.subscribe("out/#", qos=1)
+            await pub.publish("metrics/again", b'{"metric": "again", "value": 1}', 1)
+            (item,) = await take(bus, 1)  # the subscriptions were made again
+            await source.publish("out/x", b'{"back": 1}')  # and actions publish again
+            message = await asyncio.wait_for(anext(aiter(pub.messages)), 30)
+    assert isinstance(item, Sample) and item.metric == "again"
+    assert message.payload == b'{"back": 1}'
+
+
+async def test_messages_published_while_batond_is_away_arrive_later(
+    broker: Mosquitto, path: ClientPath
+) -> None:
     cfg = MqttConfig(url=broker.url, client_id="batond-away", subscribe=SUBS)
-    source, bus, _ = make_source(cfg)
+    source, bus, _ = make_source(cfg, path)
     async with running(source):
         pass  # the first connection creates the persistent session and its subscriptions
     async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
         for i in range(20):
             await pub.publish("metrics/away", orjson.dumps({"metric": "m", "value": i}), 1)
-    source, bus, _ = make_source(cfg)
+    source, bus, _ = make_source(cfg, path)
     async with running(source):
         items = await take(bus, 20)
     assert sorted(i.value for i in items if isinstance(i, Sample)) == list(range(20))
 
 
-async def test_down_broker_does_not_block_start_and_is_joined_later(tmp_path: Path) -> None:
+async def test_down_broker_does_not_block_start_and_is_joined_later(
+    tmp_path: Path, path: ClientPath
+) -> None:
     broker = Mosquitto(tmp_path / "broker")
     cfg = MqttConfig(url=broker.url, client_id="batond-late", subscribe=SUBS)
-    source, _bus, metrics = make_source(cfg)
+    source, _bus, metrics = make_source(cfg, path)
     async with running(source):
         assert not source.connected
         with pytest.raises(ActionError):

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from daemon_proc import free_port
+from support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "batond.service"

@@ -40,12 +40,12 @@ from __future__ import annotations
 
 import ast
 import functools
-import importlib
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from batond.engine import regex_shape
 from batond.errors import ConfigError, Mark, Problem
 
 __all__ = [
@@ -61,10 +61,6 @@ __all__ = [
 RULE_NAMES = ("value", "metric", "labels", "event", "anomaly", "now")
 #: Names a playbook template sees.
 TEMPLATE_NAMES = (*RULE_NAMES, "steps", "params", "rule", "key", "severity")
-
-# the parsed form of a pattern, to spot nested repeats (CPython's own parser; no stubs)
-sre_parse: Any = importlib.import_module("re._parser")
-sre_c: Any = importlib.import_module("re._constants")
 
 _MAX_REPEAT = 100_000  # "x" * n giving more items than this is refused (memory)
 
@@ -380,7 +376,7 @@ class _Compiler(ast.NodeTransformer):
             compiled = re.compile(pattern.value)
         except re.error as exc:
             raise self.fail(node.args[1], f"bad regular expression: {exc}") from None
-        if _nested_repeat(sre_parse.parse(pattern.value)):
+        if regex_shape.nested_repeat(pattern.value):
             raise self.fail(
                 node.args[1],
                 "matches(): nested unbounded repeats (like '(a+)+') can take exponential "
@@ -390,32 +386,6 @@ class _Compiler(ast.NodeTransformer):
         name = ast.Name(f"__b_re_{self.regex_count}", ast.Load())
         name._batond_regex = _literal_matcher(compiled)  # type: ignore[attr-defined]
         return ast.copy_location(ast.Call(name, [args[0]], []), node)
-
-
-_REPEATS = (sre_c.MAX_REPEAT, sre_c.MIN_REPEAT)
-_LOOKAROUNDS = (sre_c.ASSERT, sre_c.ASSERT_NOT)
-
-
-def _nested_repeat(parsed: Any, inside: bool = False) -> bool:
-    """An unbounded repeat inside another one (possessive and atomic parts are safe)."""
-    for op, av in parsed:
-        deeper = inside
-        if op in _REPEATS:
-            unbounded = av[1] == sre_c.MAXREPEAT
-            if unbounded and inside:
-                return True
-            children, deeper = [av[2]], inside or unbounded
-        elif op is sre_c.SUBPATTERN:
-            children = [av[3]]
-        elif op in _LOOKAROUNDS:
-            children = [av[1]]
-        elif op is sre_c.BRANCH:
-            children = av[1]
-        else:
-            continue
-        if any(_nested_repeat(child, deeper) for child in children):
-            return True
-    return False
 
 
 def _literal_matcher(pattern: re.Pattern[str]) -> Callable[[object], bool]:

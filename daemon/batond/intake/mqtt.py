@@ -8,7 +8,9 @@
   jitter; ``batond_mqtt_connected`` and ``batond_mqtt_reconnects_total`` show it.
 - Each message is parsed as it is read off the socket and its items go straight
   to the bus: no second queue inside the client whose content a disconnect
-  could throw away after the broker already has its PUBACK.
+  could throw away after the broker already has its PUBACK. That, and reading
+  through a buffer, takes private internals of aiomqtt 2.x: they live in
+  ``mqtt_compat``, behind a version check, with a plain fallback.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import random
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any
 
 import aiomqtt
 
@@ -28,6 +29,7 @@ from batond.events import Input, parse_json_payload
 from batond.intake import Rejections
 from batond.intake.bus import Bus
 from batond.intake.influx import parse_influx
+from batond.intake.mqtt_compat import ClientPath, choose_path, new_client, read_buffered
 from batond.load.config import MqttConfig, Subscription, read_secret
 from batond.metrics import Metrics
 
@@ -57,6 +59,8 @@ def topic_matches(topic: str, pattern: str) -> bool:
 
 
 class MqttSource:
+    """The MQTT input; ``client_path`` forces one client (tests), else the guard chooses."""
+
     def __init__(
         self,
         cfg: MqttConfig,
@@ -67,6 +71,7 @@ class MqttSource:
         backoff_min: float = 0.5,
         backoff_max: float = 30.0,
         timeout: float = 10.0,
+        client_path: ClientPath | None = None,
     ) -> None:
         self._cfg = cfg
         self._bus = bus
@@ -79,10 +84,16 @@ class MqttSource:
         self._formats: dict[str, _Parser | None] = {}
         self.connections = 0
         self._attempted = False
+        self.client_path = choose_path(client_path)
 
     @property
     def connected(self) -> bool:
         return self._client is not None
+
+    @property
+    def reads_buffered(self) -> bool:
+        """Whether the current connection reads through mqtt_compat's buffer."""
+        return self._client is not None and read_buffered(self._client)
 
     @property
     def state(self) -> str:
@@ -144,25 +155,34 @@ class MqttSource:
                 len(self._cfg.subscribe),
             )
             started.set()
-            # Messages never wait in the client's queue (see _intake_queue), so
-            # this only returns through the MqttError raised at disconnection.
-            async for _ in client.messages:
-                pass
+            # On the buffered path messages never wait in the client (they were
+            # taken in the socket callback) and this only waits for the MqttError
+            # of a disconnection; on the plain path they arrive here.
+            async for message in client.messages:
+                self._take(message)
 
     def _new_client(self) -> aiomqtt.Client:
         cfg = self._cfg
         password = read_secret(cfg.password_file) if cfg.password_file is not None else None
+<<<<<<< HEAD
         return _Client(
             cfg.hostname,
             cfg.port,
             identifier=cfg.client_id,
+=======
+        return new_client(
+            self.client_path,
+            self._take,
+            hostname=cfg.hostname,
+            port=cfg.port,
+            identifier=cfg.client_id or f"batond-{socket.gethostname()}",
+>>>>>>> mqtt-tests
             clean_session=False,
             username=cfg.username,
             password=password,
             tls_context=self._tls_context() if cfg.tls else None,
             timeout=self._timeout,
             keepalive=30,
-            queue_type=_intake_queue(self._on_message),
             max_inflight_messages=100,
             logger=log,
         )
@@ -175,6 +195,12 @@ class MqttSource:
         if cfg.cert_file is not None and cfg.key_file is not None:
             context.load_cert_chain(str(cfg.cert_file), str(cfg.key_file))
         return context
+
+    def _take(self, message: aiomqtt.Message) -> None:
+        try:
+            self._on_message(message)
+        except Exception:  # a bug must not stop the socket callback nor the session
+            log.exception("MQTT message on %s could not be handled", message.topic)
 
     def _on_message(self, message: aiomqtt.Message) -> None:
         topic = message.topic.value
@@ -215,75 +241,3 @@ def _first_match(subs: tuple[Subscription, ...], topic: str) -> Subscription | N
         if topic_matches(topic, sub.topic):
             return sub
     return None
-
-
-class _Client(aiomqtt.Client):
-    """aiomqtt's client reading through a buffer (see _ReadBuffer)."""
-
-    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
-        # paho-mqtt keeps the socket in ``_sock`` and reads a packet in three or
-        # more recv calls; aiomqtt reads one packet per readiness callback but keeps
-        # reading while ``_sock.pending()`` says bytes are buffered (meant for TLS).
-        # A read buffer there turns a burst of N packets into one callback and a
-        # few syscalls instead of N loop iterations and 3N syscalls. Where the
-        # internals differ (another paho), the plain socket is used as is.
-        if getattr(client, "_sock", None) is sock and hasattr(sock, "recv"):
-            sock = _ReadBuffer(sock)
-            client._sock = sock
-        super()._on_socket_open(client, userdata, sock)
-
-
-class _ReadBuffer:
-    """A socket whose ``recv`` serves from 64 KiB reads; everything else is the socket's.
-
-    One kernel read per readiness callback: the next refill pretends the socket
-    is drained (BlockingIOError, as a real non-blocking socket would), so a
-    broker streaming a backlog never starves the event loop.
-    """
-
-    __slots__ = ("_buffer", "_pos", "_refilled", "_sock")
-
-    def __init__(self, sock: Any) -> None:
-        self._sock = sock
-        self._buffer = b""
-        self._pos = 0
-        self._refilled = False
-
-    def recv(self, size: int) -> bytes:
-        if self._pos >= len(self._buffer):
-            if self._refilled:
-                self._refilled = False
-                raise BlockingIOError  # back to the event loop; the socket stays readable
-            self._refilled = True
-            data: bytes = self._sock.recv(65536)  # BlockingIOError passes through
-            if len(data) <= size:
-                return data
-            self._buffer, self._pos = data, 0
-        start = self._pos
-        self._pos = min(start + size, len(self._buffer))
-        return self._buffer[start : self._pos]
-
-    def pending(self) -> int:
-        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
-        return len(self._buffer) - self._pos + int(inner)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
-def _intake_queue(handle: Callable[[aiomqtt.Message], None]) -> Any:
-    """A queue class for aiomqtt whose ``put_nowait`` handles the message at once.
-
-    aiomqtt hands each message to its queue from the socket callback; handling
-    it right there saves a task per message and, more important, keeps nothing
-    in memory that a reconnection (a new client) would lose.
-    """
-
-    class _Intake(asyncio.Queue[aiomqtt.Message]):
-        def put_nowait(self, item: aiomqtt.Message) -> None:
-            try:
-                handle(item)
-            except Exception:  # a bug must not stop the socket callback
-                log.exception("MQTT message on %s could not be handled", item.topic)
-
-    return _Intake

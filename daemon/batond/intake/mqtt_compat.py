@@ -1,0 +1,218 @@
+"""The one place batond relies on private internals of aiomqtt and paho-mqtt.
+
+There are two ways to build batond's MQTT client (:class:`ClientPath`):
+
+``buffered``, the primary path, written for aiomqtt 2.x over paho-mqtt 2.x:
+
+- Reads through a buffer. paho-mqtt reads a packet in three or more ``recv``
+  calls on its private ``_sock``; aiomqtt reads one packet per readiness
+  callback but keeps reading while ``_sock.pending()`` says bytes are buffered
+  (meant for TLS). Overriding aiomqtt's private ``_on_socket_open`` to put a
+  64 KiB read buffer (:class:`ReadBuffer`) in place of ``_sock`` turns a burst
+  of N packets into one callback and a few syscalls instead of N loop
+  iterations and 3N syscalls.
+- Takes each message as it is read. aiomqtt hands every message to the
+  ``put_nowait`` of a queue built from its ``queue_type`` argument, inside
+  the socket callback; the queue class given here handles the message right
+  there instead of storing it. That saves a task hop per message and, more
+  important, nothing waits in memory between paho's PUBACK and batond's bus.
+
+``plain``, the fallback, uses only aiomqtt's documented API: a stock
+``aiomqtt.Client`` whose messages the session loop takes from
+``client.messages``. It loses, against ``buffered``:
+
+- speed: one packet per loop iteration, three or more syscalls per packet,
+  and a task hop per message (``bench/bench_mqtt.py --plain`` measures it);
+- at-least-once across a disconnection: a QoS 1 message sits in aiomqtt's
+  queue from paho's PUBACK until the session loop takes it; a connection that
+  drops in between ends aiomqtt's message iterator and the queued messages go
+  with the client, while the broker believes them delivered. The window is a
+  few loop iterations (the handler never blocks), but it is there.
+
+``buffered`` is chosen when :func:`internals_problems` finds nothing (the
+installed versions are in the window below and the private names have the
+shapes used here); otherwise ``plain`` is chosen and a warning says why.
+``tests/test_mqtt_compat.py`` fails when an upgrade moves the ground under
+the buffered path; the MQTT suite runs both paths against a real broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from enum import StrEnum
+from importlib import metadata
+from typing import Any
+
+import aiomqtt
+
+__all__ = [
+    "TESTED",
+    "ClientPath",
+    "ReadBuffer",
+    "choose_path",
+    "internals_problems",
+    "new_client",
+    "read_buffered",
+]
+
+log = logging.getLogger("batond.mqtt")
+
+#: distribution -> (lowest version, first version not supported) of the buffered path
+TESTED: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
+    "aiomqtt": ((2, 3), (3, 0)),
+    "paho-mqtt": ((2, 0), (3, 0)),
+}
+_READ_SIZE = 65536
+
+
+class ClientPath(StrEnum):
+    BUFFERED = "buffered"
+    PLAIN = "plain"
+
+
+def _version(distribution: str) -> tuple[int, int] | None:
+    try:
+        text = metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+    parts = text.split(".")
+    try:
+        return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return None
+
+
+def _parameters(func: Any) -> list[str] | None:
+    try:
+        return list(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return None
+
+
+def _shape_problems() -> list[str]:
+    from paho.mqtt import client as paho
+
+    problems = []
+    if _parameters(getattr(aiomqtt.Client, "_on_socket_open", None)) != [
+        "self",
+        "client",
+        "userdata",
+        "sock",
+    ]:
+        problems.append("aiomqtt.Client._on_socket_open(self, client, userdata, sock) is gone")
+    if "queue_type" not in (_parameters(aiomqtt.Client.__init__) or []):
+        problems.append("aiomqtt.Client() takes no queue_type")
+    if not callable(getattr(paho.Client, "_sock_recv", None)):
+        problems.append("paho.mqtt.client.Client._sock_recv is gone")
+    return problems
+
+
+@functools.cache
+def internals_problems() -> tuple[str, ...]:
+    """Why the buffered path cannot be trusted with the installed libraries (empty: it can)."""
+    problems = []
+    for distribution, (low, high) in TESTED.items():
+        found = _version(distribution)
+        if found is None or not low <= found < high:
+            shown = "unknown" if found is None else ".".join(map(str, found))
+            want = f">={low[0]}.{low[1]},<{high[0]}"
+            problems.append(f"{distribution} {shown} is outside {want}")
+    if not problems:  # a wrong major version may not even import the same modules
+        problems += _shape_problems()
+    return tuple(problems)
+
+
+def choose_path(requested: ClientPath | None = None) -> ClientPath:
+    """``requested`` when given (tests, benchmarks), else buffered unless the guard refuses."""
+    if requested is not None:
+        return requested
+    problems = internals_problems()
+    if problems:
+        log.warning(
+            "MQTT: using aiomqtt's plain client (slower; a disconnection can lose the few "
+            "messages it has queued): %s",
+            "; ".join(problems),
+        )
+        return ClientPath.PLAIN
+    return ClientPath.BUFFERED
+
+
+def new_client(
+    path: ClientPath, handle: Callable[[aiomqtt.Message], None], **options: Any
+) -> aiomqtt.Client:
+    """An ``aiomqtt.Client(**options)``; on the buffered path ``handle`` takes every message.
+
+    On the plain path messages wait in the client for ``client.messages``;
+    ``options`` are aiomqtt's public constructor arguments either way.
+    """
+    if path is ClientPath.PLAIN:
+        return aiomqtt.Client(**options)
+    return _BufferedClient(queue_type=_intake_queue(handle), **options)
+
+
+def read_buffered(client: aiomqtt.Client) -> bool:
+    """Whether the connected ``client`` reads through a :class:`ReadBuffer`."""
+    return isinstance(getattr(getattr(client, "_client", None), "_sock", None), ReadBuffer)
+
+
+class _BufferedClient(aiomqtt.Client):
+    """aiomqtt's client reading through a :class:`ReadBuffer`."""
+
+    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        # Where paho keeps the socket elsewhere, the plain socket is used as is.
+        if getattr(client, "_sock", None) is sock and hasattr(sock, "recv"):
+            sock = ReadBuffer(sock)
+            client._sock = sock
+        super()._on_socket_open(client, userdata, sock)
+
+
+class ReadBuffer:
+    """A socket whose ``recv`` serves from 64 KiB reads; everything else is the socket's.
+
+    One kernel read per readiness callback: the next refill pretends the socket
+    is drained (BlockingIOError, as a real non-blocking socket would), so a
+    broker streaming a backlog never starves the event loop.
+    """
+
+    __slots__ = ("_buffer", "_pos", "_refilled", "_sock")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buffer = b""
+        self._pos = 0
+        self._refilled = False
+
+    def recv(self, size: int) -> bytes:
+        if self._pos >= len(self._buffer):
+            if self._refilled:
+                self._refilled = False
+                raise BlockingIOError  # back to the event loop; the socket stays readable
+            self._refilled = True
+            data: bytes = self._sock.recv(_READ_SIZE)  # BlockingIOError passes through
+            if len(data) <= size:
+                return data
+            self._buffer, self._pos = data, 0
+        start = self._pos
+        self._pos = min(start + size, len(self._buffer))
+        return self._buffer[start : self._pos]
+
+    def pending(self) -> int:
+        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
+        return len(self._buffer) - self._pos + int(inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _intake_queue(handle: Callable[[aiomqtt.Message], None]) -> Any:
+    """A queue class for aiomqtt whose ``put_nowait`` hands the message to ``handle`` at once."""
+
+    class _Intake(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            handle(item)
+
+    return _Intake

@@ -1,0 +1,83 @@
+"""What every test may need: a free loopback port, and waiting with a deadline.
+
+Waiting polls: it is for state that something outside the test's event loop
+changes (a broker, a daemon, the kernel's process table, a file another
+process writes), where there is no event to await. Where an event can be
+awaited, tests await it instead (runner_support's ``ObservedStore.until``).
+
+- :func:`poll` / :func:`apoll`: the first truthy value of ``check()`` within
+  ``within`` seconds, or None (for "this must *not* happen" checks as well);
+- :func:`wait_until` / :func:`until`: the same, failing the test on timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+__all__ = ["apoll", "free_port", "poll", "until", "wait_until"]
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the kernel picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def poll(check: Callable[[], T], within: float, every: float = 0.05) -> T | None:
+    """Call ``check`` until it returns something truthy, for ``within`` seconds at most."""
+    deadline = time.monotonic() + within
+    while True:
+        found = check()
+        if found or time.monotonic() >= deadline:
+            return found or None
+        time.sleep(every)
+
+
+async def apoll(
+    check: Callable[[], T | Awaitable[T]], within: float, every: float = 0.02
+) -> T | None:
+    """:func:`poll` without blocking the event loop; ``check`` may be a coroutine function."""
+    deadline = time.monotonic() + within
+    while True:
+        found = check()
+        if inspect.isawaitable(found):
+            found = await found
+        if found or time.monotonic() >= deadline:
+            return found or None
+        await asyncio.sleep(every)
+
+
+def _timed_out(what: str, within: float) -> AssertionError:
+    return AssertionError(f"timed out after {within:g} s waiting for {what}")
+
+
+def wait_until(
+    check: Callable[[], T], within: float = 30.0, what: str = "the condition", every: float = 0.05
+) -> T:
+    """:func:`poll`, failing the test when ``check`` stays falsy."""
+    found = poll(check, within, every)
+    if not found:
+        raise _timed_out(what, within)
+    return found
+
+
+async def until(
+    check: Callable[[], T | Awaitable[T]],
+    within: float = 30.0,
+    what: str = "the condition",
+    every: float = 0.02,
+) -> T:
+    """:func:`apoll`, failing the test when ``check`` stays falsy."""
+    found = await apoll(check, within, every)
+    if not found:
+        raise _timed_out(what, within)
+    return found
