@@ -164,19 +164,12 @@ class MqttSource:
     def _new_client(self) -> aiomqtt.Client:
         cfg = self._cfg
         password = read_secret(cfg.password_file) if cfg.password_file is not None else None
-<<<<<<< HEAD
-        return _Client(
-            cfg.hostname,
-            cfg.port,
-            identifier=cfg.client_id,
-=======
         return new_client(
             self.client_path,
             self._take,
             hostname=cfg.hostname,
             port=cfg.port,
-            identifier=cfg.client_id or f"batond-{socket.gethostname()}",
->>>>>>> mqtt-tests
+            identifier=cfg.client_id,
             clean_session=False,
             username=cfg.username,
             password=password,
