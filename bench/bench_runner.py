@@ -125,7 +125,11 @@ class Timing:
         self.to_action.append(time.monotonic() - self.arrivals[call.args["argv"][1]])
         return await exec_run(call)
 
-    def on_outcome(self, run: RunEnded) -> None:
+    # the runner's listener (remedy.runner.RunListener)
+    def candidate_started(self, rule: str, playbook: str, key: str, at: float) -> None:
+        pass
+
+    def run_ended(self, run: RunEnded) -> None:
         self.ended.append(run)
 
         async def note() -> None:
@@ -155,9 +159,9 @@ def build(tmp: Path, store: str, timing: Timing) -> tuple[Engine, Runner, Journa
         store=journal if store == "journal" else MemoryStore(),
         metrics=Metrics(CollectorRegistry()),
         actions=ActionContext(),
-        on_outcome=timing.on_outcome,
         max_concurrent=256,
     )
+    runner.listen(timing)
     return Engine(ruleset, governor), runner, journal
 
 

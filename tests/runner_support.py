@@ -149,11 +149,14 @@ class Harness:
             store=self.store,
             metrics=self.metrics,
             actions=self.ctx,
-            on_outcome=self._on_outcome,
             max_concurrent=max_concurrent,
         )
+        self.runner.listen(self)
 
-    def _on_outcome(self, ended: RunEnded) -> None:
+    def candidate_started(self, rule: str, playbook: str, key: str, at: float) -> None:
+        pass
+
+    def run_ended(self, ended: RunEnded) -> None:
         self.ended.append(ended)
 
         async def note() -> None:

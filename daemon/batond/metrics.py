@@ -41,6 +41,7 @@ class Metrics:
             "result",
         )
         self.runs = _counter(r, "batond_runs", "Ended playbook runs", "playbook", "outcome")
+        # counted by the runner as it admits and releases runs (not read at scrape time)
         self.runs_active = _gauge(r, "batond_runs_active", "Playbook runs in progress")
         self.step_duration = Histogram(
             "batond_step_duration_seconds",
@@ -79,14 +80,12 @@ class Metrics:
         queue_depth: Callable[[], float] | None = None,
         anomaly_series: Callable[[], float] | None = None,
         circuits_open: Callable[[], float] | None = None,
-        runs_active: Callable[[], float] | None = None,
     ) -> None:
         """Read these gauges at scrape time from the components that own the numbers."""
         for gauge, fn in (
             (self.queue_depth, queue_depth),
             (self.anomaly_series, anomaly_series),
             (self.circuits_open, circuits_open),
-            (self.runs_active, runs_active),
         ):
             if fn is not None:
                 gauge.set_function(fn)

@@ -1,6 +1,8 @@
 """``batond replay EVENTS.jsonl``: recorded inputs through the rules, nothing executed.
 
-Each input's own ``ts`` is the clock (the latest seen; inputs without ``ts``
+The inputs go through the daemon's own pipeline (:mod:`batond.runtime.pipeline`)
+with a ledger that prints and a runner that executes nothing. Each input's own
+``ts`` is the clock (the latest seen; inputs without ``ts``
 take it). Every decision, suppressed ones included, goes to stdout; the
 governor applies as in the daemon with the incident key as the target.
 Since no run ever starts, a decision that would start one counts as a run
@@ -28,11 +30,12 @@ from typing import IO, Any
 
 import orjson
 
-from batond.engine.engine import NO_RUN, Engine
-from batond.engine.governor import HOST_RESOLUTION_S, Governor
-from batond.engine.types import Decision, Output
+from batond.engine.engine import Engine
+from batond.engine.governor import Governor
+from batond.engine.types import Decision
 from batond.errors import ConfigError, InputError
-from batond.events import Sample, item_from_json
+from batond.events import item_from_json
+from batond.runtime.pipeline import NoRuns, Pipeline, run_now
 
 __all__ = ["main", "replay"]
 
@@ -56,41 +59,45 @@ def _decision_json(d: Decision) -> bytes:
     return orjson.dumps(obj) + b"\n"
 
 
-class _Replay:
-    def __init__(self, engine: Engine, out: IO[bytes], as_json: bool, models: Any) -> None:
-        self.engine = engine
-        self.out = out
-        self.fmt: Callable[[Decision], bytes] = _decision_json if as_json else _decision_text
-        self.models = models
-        self.events = 0
-        self.decisions = 0
-        self.rejected = 0
+class _Printer:
+    """Replay's ledger: every decision, suppressed ones included, goes to ``out``."""
 
-    def emit(self, outputs: Iterable[Output]) -> None:
-        for o in outputs:
-            if type(o) is Decision:
-                self.decisions += 1
-                self.out.write(self.fmt(o))
-                if o.playbook is not None:  # the run starts and ends at once, no outcome
-                    self.emit(self.engine.record_outcome(o.rule, o.playbook, o.key, NO_RUN, o.ts))
+    def __init__(self, out: IO[bytes], as_json: bool) -> None:
+        self._write = out.write
+        self._fmt: Callable[[Decision], bytes] = _decision_json if as_json else _decision_text
+        self.decisions = 0
+
+    async def record_decision(self, decision: Decision) -> tuple[None, None]:
+        self.decisions += 1
+        self._write(self._fmt(decision))
+        return None, None
+
+    async def resolve_incident(self, rule: str, key: str, ts: float) -> None:
+        return None
+
+
+class _Replay:
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.events = 0
+        self.rejected = 0
 
     def reject(self, lineno: int, reason: str) -> None:
         self.rejected += 1
         if self.rejected <= _MAX_WARNINGS:
             print(f"line {lineno}: skipped: {reason}", file=sys.stderr)
 
-    def run(self, lines: Iterable[bytes]) -> None:
+    async def run(self, lines: Iterable[bytes]) -> None:
         """The hot loop: kept flat on purpose (it runs once per input)."""
-        engine = self.engine
+        pipeline = self.pipeline
+        prefilter = pipeline.prefilter  # notes the host; False: no rule could match
+        evaluate = pipeline.evaluate
+        next_deadline = pipeline.next_deadline
+        inf = float("inf")
         loads = orjson.loads
-        could_match = engine.index.could_match
-        seen = engine.governor.hosts_seen
-        note_host = engine.governor.note_host  # bounded: prunes and caps what it keeps
-        resolution = HOST_RESOLUTION_S
-        models = self.models
         now = float("-inf")
-        deadline: float | None = None
-        started = False
+        deadline = float("-inf")  # the first input ticks
+        events = 0
         for lineno, line in enumerate(lines, 1):
             try:
                 obj = loads(line)
@@ -108,29 +115,24 @@ class _Replay:
             elif ts is not None:
                 self.reject(lineno, f"bad_ts: {ts!r}")
                 continue
-            self.events += 1
-            host = obj.get("host")
-            if type(host) is str:
-                last = seen.get(host)
-                if last is None or now - last >= resolution:
-                    note_host(host, now)
-            if not started or (deadline is not None and now >= deadline):
-                started = True
-                self.emit(engine.tick(now))
-                deadline = engine.next_deadline()
-            if models is None and not could_match(obj):
+            events += 1
+            wanted = prefilter(obj, now)
+            if now >= deadline:
+                deadline = await pipeline.tick(now)
+            if not wanted:
                 continue
             try:
                 item = item_from_json(obj, now, "replay")
             except InputError as exc:
-                self.events -= 1
+                events -= 1
                 self.reject(lineno, str(exc))
                 continue
-            score = models.observe(item) if models is not None and type(item) is Sample else 0.0
-            outputs = engine.evaluate(item, now, score)
+            outputs = evaluate(item, now)
             if outputs:
-                self.emit(outputs)
-            deadline = engine.next_deadline()
+                await pipeline.act(outputs, now, None)
+            due = next_deadline()
+            deadline = inf if due is None else due
+        self.events = events
 
 
 def _load(args: argparse.Namespace) -> tuple[Engine, Any]:
@@ -160,12 +162,13 @@ def _models(paths: Iterable[Path]) -> Any:
 
 def replay(
     events: Path, engine: Engine, out: IO[bytes], as_json: bool, models: Any = None
-) -> _Replay:
-    """Run the file through ``engine``; returns the counters."""
-    r = _Replay(engine, out, as_json, models)
+) -> tuple[int, int, int]:
+    """Run the file through the pipeline on ``engine``; (events, decisions, rejected)."""
+    printer = _Printer(out, as_json)
+    r = _Replay(Pipeline(engine, printer, NoRuns(), models=models))
     with events.open("rb") as f:
-        r.run(f)
-    return r
+        run_now(r.run(f))
+    return r.events, printer.decisions, r.rejected
 
 
 def main(args: argparse.Namespace) -> int:
@@ -180,15 +183,14 @@ def main(args: argparse.Namespace) -> int:
         return 1
     out = sys.stdout.buffer
     started = time.perf_counter()
-    r = replay(path, engine, out, args.json, models)
+    events, decisions, rejected = replay(path, engine, out, args.json, models)
     out.flush()
     elapsed = time.perf_counter() - started
-    if r.rejected:
-        print(f"rejected={r.rejected} (lines skipped)", file=sys.stderr)
-    rate = r.events / elapsed if elapsed > 0 else 0.0
+    if rejected:
+        print(f"rejected={rejected} (lines skipped)", file=sys.stderr)
+    rate = events / elapsed if elapsed > 0 else 0.0
     print(
-        f"events={r.events} decisions={r.decisions} elapsed_s={elapsed:.3f} "
-        f"events_per_s={rate:.0f}",
+        f"events={events} decisions={decisions} elapsed_s={elapsed:.3f} events_per_s={rate:.0f}",
         file=sys.stderr,
     )
     return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from batond.engine.governor import HOST_RESOLUTION_S, Governor, target_class
@@ -45,6 +45,11 @@ class Engine:
         self._sweep_at = float("-inf")  # next housekeeping (see _sweep)
         self._wake_at = float("-inf")  # the sooner of the two: one test per input
         self.index: MatchIndex[tuple[RuleState, int]] = MatchIndex(())
+        #: Whether any rule could match a raw input object, not yet parsed (the fast path
+        #: of ``batond replay``); its host counts for the fleet either way, as in
+        #: :meth:`evaluate`. False: evaluating it would only fire timers, as :meth:`tick`
+        #: does. A function made per rule set (replace_rules), bound to its index.
+        self.prefilter: Callable[[Mapping[str, Any], float], bool]
         self.replace_rules(rules)
 
     # -- rules ---------------------------------------------------------------------
@@ -70,6 +75,8 @@ class Engine:
         self._wake_at = float("-inf")
         self.rules = rules
         self.index = MatchIndex(_index_entries(self.states.values()))
+        gov = self.governor
+        self.prefilter = self.index.prefilter(gov.hosts_seen, gov.note_host, HOST_RESOLUTION_S)
 
     def resolves_by_run(self, rule: str) -> bool:
         state = self.states.get(rule)

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from batond.engine.types import NOT_RESOLVED, Decision, Outcome
 from batond.events import Sample
@@ -33,7 +33,7 @@ from batond.remedy.records import InterruptedRun, RunStore
 from batond.remedy.run import Origin, Run, RunState
 from batond.remedy.steps import StepExecutor, uncancel
 
-__all__ = ["RunEnded", "Runner"]
+__all__ = ["RunEnded", "RunListener", "Runner"]
 
 log = logging.getLogger("batond.remedy.runner")
 
@@ -54,6 +54,28 @@ class RunEnded:
     escalation: bool  # this run was an escalate: playbook
 
 
+class RunListener(Protocol):
+    """Who hears what runs do: the daemon's pipeline, which feeds it back to the engine.
+
+    Both are called synchronously from the run's task, so the engine's bookkeeping
+    is current before anything else is decided.
+    """
+
+    def candidate_started(self, rule: str, playbook: str, key: str, at: float) -> None:
+        """A later candidate of a chain started (the first is counted at the decision)."""
+
+    def run_ended(self, ended: RunEnded) -> None:
+        """A run ended (each candidate and escalation of a chain, one by one)."""
+
+
+class _Nobody:
+    def candidate_started(self, rule: str, playbook: str, key: str, at: float) -> None:
+        pass
+
+    def run_ended(self, ended: RunEnded) -> None:
+        pass
+
+
 @dataclass(eq=False)
 class _KeyRuns:
     active: list[Run] = field(default_factory=list)
@@ -68,8 +90,6 @@ class Runner:
         store: RunStore,
         metrics: Metrics,
         actions: ActionContext,
-        on_outcome: Callable[[RunEnded], None] | None = None,
-        on_candidate: Callable[[str, str, str], None] | None = None,
         max_concurrent: int = 4,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -77,9 +97,7 @@ class Runner:
         self._store = store
         self._metrics = metrics
         self._ctx = actions
-        self._on_outcome = on_outcome
-        # (rule, playbook, key) of a later candidate that starts: the governor counts it running
-        self._on_candidate = on_candidate
+        self._listener: RunListener = _Nobody()
         self._max_concurrent = max(1, max_concurrent)
         self._clock = clock
         self._keys: dict[tuple[str, str], _KeyRuns] = {}
@@ -95,6 +113,10 @@ class Runner:
         )
 
     # -- control ---------------------------------------------------------------
+    def listen(self, listener: RunListener) -> None:
+        """Who hears of started candidates and ended runs (one listener)."""
+        self._listener = listener
+
     async def serve(self) -> None:
         """Runs until cancelled; then whatever still runs is recorded ``interrupted``."""
         try:
@@ -338,8 +360,7 @@ class Runner:
                 run = Run(origin, pb, first.playbooks)
                 if not self._admit(run):
                     break
-                if self._on_candidate is not None:
-                    self._on_candidate(origin.rule, pb.name, origin.key)
+                self._listener.candidate_started(origin.rule, pb.name, origin.key, self._clock())
             outcome = await self._go(run)
             tried.append(run.playbook)
             more = outcome in NOT_RESOLVED and not self._closing
@@ -358,16 +379,16 @@ class Runner:
         self._ended(run, await self._go(run), final=True)
 
     def _ended(self, run: Run, outcome: Outcome, *, final: bool) -> None:
-        if self._on_outcome is None or not run.id:
+        if not run.id:
             return
         ended = RunEnded(
             run.id, run.origin.rule, run.playbook.name, run.origin.key, run.origin.target,
             outcome, run.started_at, self._clock(), final, run.escalation,
         )  # fmt: skip
         try:
-            self._on_outcome(ended)
+            self._listener.run_ended(ended)
         except Exception:
-            log.exception("outcome callback failed for run %s", run.id)
+            log.exception("outcome listener failed for run %s", run.id)
 
     # -- one run ----------------------------------------------------------------
     async def _go(self, run: Run) -> Outcome:

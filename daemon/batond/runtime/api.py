@@ -26,7 +26,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Control(Protocol):
-    """What the API asks of the running daemon (service.Daemon implements it)."""
+    """What the API asks of the running daemon (runtime.operator.Operator implements it)."""
 
     def is_ready(self) -> bool: ...
     def status(self) -> dict[str, Any]: ...

@@ -1,0 +1,224 @@
+"""What an operator can ask and do: the state and levers behind the HTTP API.
+
+:class:`Operator` implements :class:`batond.runtime.api.Control`: status,
+incidents, runs, silences, approval gates, circuit reset, pause, reload and
+false-positive feedback. It holds the components it answers from; it starts
+nothing and runs no loop (that is :mod:`batond.runtime.daemon`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from batond.anomaly import ModelSet
+from batond.engine.engine import Engine
+from batond.engine.governor import GovernorSettings
+from batond.errors import BatondError, ConfigError
+from batond.journal.facade import Journal
+from batond.load.config import Config, load_config
+from batond.metrics import Metrics
+from batond.remedy.runner import Runner
+from batond.runtime.definitions import Definitions, load_definitions
+from batond.runtime.pipeline import Pipeline
+from batond.runtime.ports import PauseSwitch, RuleStateSaver, save_models
+from batond.units import parse_duration
+
+__all__ = ["Operator", "Source"]
+
+log = logging.getLogger("batond")
+
+#: Config sections a running daemon cannot adopt: a reload names them, a restart applies them.
+RESTART_ONLY = ("node", "state_dir", "http", "mqtt", "host")
+
+
+class Source(Protocol):
+    """A long-running input source (host metrics, MQTT)."""
+
+    @property
+    def state(self) -> str: ...
+    async def run(self, started: asyncio.Event) -> None: ...
+
+
+class Operator:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        metrics: Metrics,
+        journal: Journal,
+        engine: Engine,
+        models: ModelSet,
+        runner: Runner,
+        pipeline: Pipeline,
+        sources: Mapping[str, Source],
+        pause: PauseSwitch,
+        state: RuleStateSaver,
+    ) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._journal = journal
+        self._engine = engine
+        self._models = models
+        self._runner = runner
+        self._pipeline = pipeline
+        self._sources = sources
+        self._pause = pause
+        self._state = state
+        self._ready = False
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force (a reload may have replaced the one started with)."""
+        return self._config
+
+    def set_ready(self, ready: bool) -> None:
+        """The daemon's lifecycle says whether it serves (``/readyz``)."""
+        self._ready = ready
+
+    # -- views ---------------------------------------------------------------------
+    def is_ready(self) -> bool:
+        return self._ready
+
+    def status(self) -> dict[str, Any]:
+        engine, governor = self._engine, self._engine.governor
+        return {
+            "node": self._config.node,
+            "mode": self._config.mode,
+            "paused": governor.paused,
+            "ready": self._ready,
+            "sources": {name: s.state for name, s in self._sources.items()},
+            "rules_loaded": engine.rules.rule_count,
+            "playbooks_loaded": len(engine.rules.playbooks),
+            "open_incidents": engine.open_incident_count(),
+            "open_circuits": governor.open_circuits(),
+            "runs_active": self._runner.active_count(),
+        }
+
+    async def incidents(self, limit: int) -> dict[str, Any]:
+        return await self._journal.list_incidents(limit)
+
+    async def incident(self, incident_id: int) -> dict[str, Any] | None:
+        return await self._journal.get_incident(incident_id)
+
+    async def runs(self, limit: int) -> dict[str, Any]:
+        return await self._journal.list_runs(limit)
+
+    async def run(self, run_id: int) -> dict[str, Any] | None:
+        return await self._journal.get_run(run_id)
+
+    def rules(self) -> dict[str, Any]:
+        return {"rules": self._engine.describe_rules()}
+
+    def series(self, metric: str | None, host: str | None) -> dict[str, Any]:
+        return {"series": self._models.series(metric, host)}
+
+    # -- feedback, silences, gates, circuits, pause -----------------------------------
+    async def feedback(self, incident_id: int, kind: str) -> dict[str, Any]:
+        incident = await self._journal.get_incident(incident_id)
+        if incident is None:
+            raise BatondError(f"no incident {incident_id}")
+        await self._journal.feedback(incident_id, kind)
+        labels = incident.get("labels") or {}
+        metric = incident.get("metric") or labels.get("metric", "")
+        adjusted = self._models.feedback_false_positive(metric, labels)
+        if adjusted:
+            await save_models(self._models, self._config.state_dir)  # must survive a crash
+        return {"incident": incident_id, "feedback": kind, "model_adjusted": adjusted}
+
+    async def silences(self) -> dict[str, Any]:
+        return {"silences": await self._journal.list_silences(time.time())}
+
+    async def add_silence(self, body: dict[str, Any]) -> dict[str, Any]:
+        matchers, reason = body.get("matchers"), body.get("reason")
+        if (
+            not isinstance(matchers, dict)
+            or not matchers
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in matchers.items())
+        ):
+            raise BatondError('"matchers" must be a non-empty object of strings')
+        if not isinstance(reason, str) or not reason.strip():
+            raise BatondError('"reason" is required')
+        now = time.time()
+        try:
+            ends_at = now + parse_duration(str(body.get("duration", "")))
+        except ValueError as exc:
+            raise BatondError(f'"duration": {exc}') from None
+        silence_id = await self._journal.add_silence(matchers, now, ends_at, reason)
+        await self.refresh_silences()
+        return {"id": silence_id, "matchers": matchers, "starts_at": now, "ends_at": ends_at}
+
+    async def expire_silence(self, silence_id: int) -> bool:
+        found = await self._journal.expire_silence(silence_id, time.time())
+        await self.refresh_silences()
+        return bool(found)
+
+    async def refresh_silences(self) -> None:
+        """The governor suppresses by the journal's active silences."""
+        self._engine.governor.set_silences(await self._journal.list_silences(time.time()))
+
+    async def gate(self, run_id: int, verb: str) -> bool:
+        runner = self._runner
+        method = {"approve": runner.approve, "deny": runner.deny}.get(verb, runner.cancel)
+        if not method(run_id):
+            return False
+        await self._journal.record_approval(run_id, verb)
+        return True
+
+    async def reset_circuit(self, target: str) -> bool:
+        """An operator closes ``target``'s circuit; False when it was not open."""
+        if not self._engine.governor.reset_circuit(target):
+            return False
+        self._state.changed()
+        log.info("circuit of %s reset by an operator", target)
+        return True
+
+    async def set_paused(self, paused: bool) -> dict[str, Any]:
+        await self._pause.set_by_operator(paused)
+        return {"paused": self._engine.governor.paused}
+
+    # -- reload ------------------------------------------------------------------------
+    async def reload(self) -> dict[str, Any]:
+        """Validate the new config, rules, playbooks and models; swap whole or keep the old."""
+        try:
+            config = self._config
+            if config.path is not None:
+                config = await asyncio.to_thread(load_config, config.path)
+            new = await asyncio.to_thread(load_definitions, config)
+        except ConfigError as exc:
+            self._metrics.reloads.labels("error").inc()
+            log.error("reload rejected, old configuration and rules kept:\n%s", exc)
+            return {"ok": False, "errors": [str(p) for p in exc.problems]}
+        restart_needed = self._adopt_config(config)
+        self._adopt(new)
+        rules = new.rules
+        log.info("reloaded: %d rules, %d playbooks", rules.rule_count, len(rules.playbooks))
+        return {
+            "ok": True,
+            "rules": rules.rule_count,
+            "playbooks": len(rules.playbooks),
+            "restart_needed": restart_needed,
+        }
+
+    def _adopt(self, new: Definitions) -> None:
+        self._pipeline.replace_rules(new.rules)
+        self._runner.replace_playbooks(new.rules.playbooks)
+        self._models.replace_specs(new.models)
+        self._metrics.rules_loaded.set(new.rules.rule_count)
+        self._metrics.reloads.labels("ok").inc()
+
+    def _adopt_config(self, new: Config) -> list[str]:
+        """Adopt what can change while running; name what needs a restart."""
+        old = self._config
+        restart_needed = [name for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
+        for name in restart_needed:
+            log.warning("config: %s changed; it takes effect after a restart", name)
+        governor = self._engine.governor
+        governor.settings = GovernorSettings.of(new.governor)
+        governor.shadow = new.mode == "shadow"
+        self._config = new
+        self._pause.use_kill_file(new.governor.kill_switch_file)
+        return restart_needed

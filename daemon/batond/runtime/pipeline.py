@@ -1,0 +1,306 @@
+"""The one pipeline: input -> anomaly score -> engine decision -> record -> run start ->
+run outcome -> engine feedback -> publish.
+
+``batond run`` and ``batond replay`` drive this same class and differ only in the
+ports they plug in: the daemon gives it the journal, the runner and the MQTT
+publisher (:mod:`batond.runtime.ports`); replay gives it a ledger that prints
+each decision and :class:`NoRuns`, a runner that executes nothing.
+
+The clock is the caller's: every step takes ``now`` (the wall clock in the
+daemon, the inputs' ``ts`` in replay). Timers that came due fire, and their
+outputs are acted on, before the next input is evaluated.
+
+This module imports no asyncio: replay runs the pipeline without an event loop
+(nothing it plugs in ever waits, see :func:`run_now`), and importing asyncio
+would cost a replay more time than its rules do on a small file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from batond.engine.engine import NO_RUN, Engine
+from batond.engine.types import Decision, Output
+from batond.events import Input, Sample
+
+if TYPE_CHECKING:
+    from batond.anomaly import ModelSet
+    from batond.engine.model import RuleSet
+    from batond.remedy.runner import RunEnded
+
+__all__ = ["NoRuns", "Pipeline", "run_now"]
+
+log = logging.getLogger("batond")
+
+T = TypeVar("T")
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+class Ledger(Protocol):
+    """Where decisions and resolutions are recorded: the journal, or replay's stdout."""
+
+    async def record_decision(self, decision: Decision) -> tuple[int | None, int | None]:
+        """(decision id, incident id); None where nothing is kept."""
+
+    async def resolve_incident(self, rule: str, key: str, ts: float) -> int | None:
+        """The incident resolved, if one is kept."""
+
+
+class Runs(Protocol):
+    """What starts runs: the remedy runner, or :class:`NoRuns`."""
+
+    def start(
+        self,
+        decision: Decision,
+        *,
+        decision_id: int | None,
+        incident_id: int | None,
+        arrived: float | None,
+        verify_by_run: bool,
+    ) -> bool:
+        """Start the decision's chain; False when no run starts (it never ends either)."""
+
+    def escalate_only(
+        self, decision: Decision, *, decision_id: int | None, incident_id: int | None
+    ) -> bool:
+        """Only the escalation playbook (an open circuit's decision)."""
+
+    def incident_resolved(self, rule: str, key: str) -> None:
+        """Runs waiting for the incident to resolve (``verify:``) may end."""
+
+
+class Publisher(Protocol):
+    """Tells the outside about incidents and ended runs (MQTT ``publish_prefix``)."""
+
+    async def incident(self, incident_id: int) -> None: ...
+    async def run(self, run_id: int) -> None: ...
+
+
+class StateKeeper(Protocol):
+    """Keeps the engine's rule state saved (the daemon's journal) or nowhere (replay)."""
+
+    def touched(self) -> None:
+        """An input went in: timers and windows may have changed without an output."""
+
+    def changed(self) -> None:
+        """Outputs or feedback changed the state: save it soon (coalesced)."""
+
+
+class NoRuns:
+    """A runner that executes nothing (replay): every run is refused, so the pipeline
+    records each decision's run as one that started and ended at once with no outcome
+    (``none``): it takes its place in the cooldown, per-target and rate windows, and an
+    incident only its run could resolve resolves at the decision."""
+
+    def start(
+        self,
+        decision: Decision,
+        *,
+        decision_id: int | None,
+        incident_id: int | None,
+        arrived: float | None,
+        verify_by_run: bool,
+    ) -> bool:
+        return False
+
+    def escalate_only(
+        self, decision: Decision, *, decision_id: int | None, incident_id: int | None
+    ) -> bool:
+        return False
+
+    def incident_resolved(self, rule: str, key: str) -> None:
+        pass
+
+
+class _NoPublisher:
+    async def incident(self, incident_id: int) -> None:
+        pass
+
+    async def run(self, run_id: int) -> None:
+        pass
+
+
+def run_now(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never waits to its end, without an event loop.
+
+    Replay's ports (stdout, :class:`NoRuns`) never wait, so its whole loop over a
+    file completes in one step. RuntimeError if something waited after all.
+    """
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("the pipeline waited where nothing may wait (no event loop)")
+
+
+class Pipeline:
+    """Inputs and a clock in; decisions recorded, runs started, outcomes fed back.
+
+    ``spawn`` takes the after-run work of an ended run (resolutions, state, publishing)
+    off the run's task: the daemon gives its tracked task set; the default runs it at
+    once, for callers where nothing waits.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        ledger: Ledger,
+        runs: Runs,
+        *,
+        models: ModelSet | None = None,
+        publisher: Publisher | None = None,
+        state: StateKeeper | None = None,
+        tap: Callable[[Input], None] | None = None,
+        spawn: Spawn = run_now,
+    ) -> None:
+        self._engine = engine
+        self._ledger = ledger
+        self._runs = runs
+        self._models = models
+        self._publisher: Publisher = publisher if publisher is not None else _NoPublisher()
+        self._state = state
+        self._tap = tap  # the traffic recorder, when the journal records inputs
+        self._spawn = spawn
+        self._due = float("-inf")  # when timers must next fire (the first input ticks)
+        # The hot path is chosen once: with nothing to score, save or record, evaluating
+        # is the engine's own evaluate (replay's fast path, where a failure is a crash).
+        self.evaluate: Callable[[Input, float], list[Output]] = (
+            engine.evaluate if models is None and state is None and tap is None else self._guarded
+        )
+        self.prefilter = self._choose_prefilter()
+        #: When :meth:`tick` must next run (None: only when an input comes).
+        self.next_deadline: Callable[[], float | None] = engine.next_deadline
+
+    def _choose_prefilter(self) -> Callable[[Mapping[str, Any], float], bool]:
+        """The hot path of raw inputs (see :attr:`Engine.prefilter`, made per rule set);
+        with models every sample matters, since each one trains and scores its series."""
+        return self._engine.prefilter if self._models is None else self._prefilter_scored
+
+    def _prefilter_scored(self, obj: Mapping[str, Any], now: float) -> bool:
+        self._engine.prefilter(obj, now)
+        return True
+
+    def replace_rules(self, rules: RuleSet) -> None:
+        """A reload: the engine swaps its rules; timers are looked at again at once."""
+        self._engine.replace_rules(rules)
+        self._due = float("-inf")
+        self.prefilter = self._choose_prefilter()
+
+    def report_errors(self) -> None:
+        """Log expression failures not yet logged (counted false; once per new message)."""
+        for rule, message in self._engine.take_errors():
+            log.warning("rule %s: expression failed (counted false): %s", rule, message)
+
+    # -- the walk of one input ---------------------------------------------------------
+    async def tick(self, now: float) -> float:
+        """Fire what came due by ``now`` and act on it; returns when to tick next."""
+        outputs = self._engine.tick(now)
+        if outputs:
+            await self.act(outputs, now, None)
+        return self._next_due()
+
+    async def observe(self, item: Input, now: float, arrived: float | None = None) -> float:
+        """One input, due timers first; returns when to tick next.
+
+        ``arrived`` is the ``time.monotonic()`` of its arrival (the event-to-action
+        latency is measured from it).
+        """
+        if now >= self._due:
+            await self.tick(now)
+        outputs = self.evaluate(item, now)
+        if outputs:
+            await self.act(outputs, now, arrived)
+        return self._next_due()
+
+    def _guarded(self, item: Input, now: float) -> list[Output]:
+        """Score and decide; a bug in one evaluation is logged and must not stop the daemon."""
+        if self._state is not None:
+            self._state.touched()
+        try:
+            models = self._models
+            score = models.observe(item) if models is not None and type(item) is Sample else 0.0
+            outputs = self._engine.evaluate(item, now, score)
+        except Exception:
+            log.exception("evaluating %r failed", item)
+            return []
+        if self._tap is not None:
+            self._tap(item)
+        return outputs
+
+    def _next_due(self) -> float:
+        due = self._engine.next_deadline()
+        self._due = float("inf") if due is None else due
+        return self._due
+
+    async def act(self, outputs: list[Output], now: float, arrived: float | None) -> None:
+        """Act on what the engine said, in order. A decision whose run does not start
+        feeds its (absent) outcome back at once; what that resolves is acted on next,
+        before the outputs that followed the decision."""
+        work = list(outputs)
+        i = 0
+        while i < len(work):
+            out = work[i]
+            i += 1
+            if isinstance(out, Decision):
+                work[i:i] = await self._decided(out, now, arrived)
+            else:
+                incident_id = await self._ledger.resolve_incident(out.rule, out.key, out.ts)
+                self._runs.incident_resolved(out.rule, out.key)
+                if incident_id is not None:
+                    await self._publisher.incident(incident_id)
+        if self._state is not None:
+            self._state.changed()
+
+    async def _decided(self, decision: Decision, now: float, arrived: float | None) -> list[Output]:
+        """Record the decision and start its run; the outputs of a run that did not start."""
+        decision_id, incident_id = await self._ledger.record_decision(decision)
+        fed_back: list[Output] = []
+        engine = self._engine
+        if decision.playbook is not None:
+            started = self._runs.start(
+                decision,
+                decision_id=decision_id,
+                incident_id=incident_id,
+                arrived=arrived,
+                verify_by_run=engine.resolves_by_run(decision.rule),
+            )
+            if not started:  # refused (its mode, stopping, replay): no run will end
+                fed_back = engine.record_outcome(
+                    decision.rule, decision.playbook, decision.key, NO_RUN, now
+                )
+        elif decision.suppressed == "circuit_open" and engine.governor.take_escalation(
+            decision.target
+        ):  # an escalation instead, once per opening of the circuit
+            self._runs.escalate_only(decision, decision_id=decision_id, incident_id=incident_id)
+        if incident_id is not None:
+            await self._publisher.incident(incident_id)
+        return fed_back
+
+    # -- what runs report (remedy.runner.RunListener) ----------------------------------
+    def candidate_started(self, rule: str, playbook: str, key: str, at: float) -> None:
+        """A later candidate of a chain started: the governor counts it running."""
+        self._engine.run_started(rule, playbook, key, at)
+
+    def run_ended(self, ended: RunEnded) -> None:
+        """Outcome feedback: statistics, circuits, incidents only a run can resolve.
+
+        The engine learns at once (the next decision sees it); acting on what that
+        resolves, saving and publishing is spawned. An escalation (paging someone)
+        says nothing about whether remediation works: it feeds nothing back.
+        """
+        outputs: list[Output] = []
+        if not ended.escalation:
+            outputs = self._engine.record_outcome(
+                ended.rule, ended.playbook, ended.key, ended.outcome, ended.ended_at
+            )
+        self._spawn(self._after_run(ended.run_id, outputs, ended.ended_at))
+
+    async def _after_run(self, run_id: int, outputs: list[Output], now: float) -> None:
+        if outputs:
+            await self.act(outputs, now, None)
+        if self._state is not None:
+            self._state.changed()  # statistics and circuits changed even without outputs
+        await self._publisher.run(run_id)
