@@ -249,7 +249,7 @@ class Daemon:
             for job in parts.models.training_jobs(now):
                 apply = await asyncio.to_thread(job)
                 apply()
-            parts.pipeline.report_errors()
+            _log_expression_errors(parts)
             if now - last_prune >= PRUNE_EVERY_S:
                 last_prune = now
                 await self._prune(now)
@@ -262,6 +262,12 @@ class Daemon:
     async def _prune(self, now: float) -> None:
         retention = self._parts.operator.config.journal.retention  # a reload may change it
         await self._parts.journal.prune(retention, now)
+
+
+def _log_expression_errors(parts: Components) -> None:
+    """Expression failures since the last look (counted false; each new message once)."""
+    for rule, message in parts.engine.take_errors():
+        log.warning("rule %s: expression failed (counted false): %s", rule, message)
 
 
 def _log_tasks() -> None:

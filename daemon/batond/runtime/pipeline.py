@@ -10,14 +10,14 @@ The clock is the caller's: every step takes ``now`` (the wall clock in the
 daemon, the inputs' ``ts`` in replay). Timers that came due fire, and their
 outputs are acted on, before the next input is evaluated.
 
-This module imports no asyncio: replay runs the pipeline without an event loop
-(nothing it plugs in ever waits, see :func:`run_now`), and importing asyncio
-would cost a replay more time than its rules do on a small file.
+This module imports neither asyncio nor logging: replay runs the pipeline
+without an event loop (nothing it plugs in ever waits, see :func:`run_now`),
+and their imports would cost a replay more time than its rules do on a small
+file. The daemon says what a failed evaluation does (``on_error``: it logs).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
     from batond.remedy.runner import RunEnded
 
 __all__ = ["NoRuns", "Pipeline", "run_now"]
-
-log = logging.getLogger("batond")
 
 T = TypeVar("T")
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
@@ -155,6 +153,7 @@ class Pipeline:
         state: StateKeeper | None = None,
         tap: Callable[[Input], None] | None = None,
         spawn: Spawn = run_now,
+        on_error: Callable[[Input, Exception], None] | None = None,
     ) -> None:
         self._engine = engine
         self._ledger = ledger
@@ -164,11 +163,13 @@ class Pipeline:
         self._state = state
         self._tap = tap  # the traffic recorder, when the journal records inputs
         self._spawn = spawn
+        self._on_error = on_error  # None: an evaluation that raises stops the caller
         self._due = float("-inf")  # when timers must next fire (the first input ticks)
-        # The hot path is chosen once: with nothing to score, save or record, evaluating
-        # is the engine's own evaluate (replay's fast path, where a failure is a crash).
+        # The hot path is chosen once: with nothing to score, save, record or report,
+        # evaluating is the engine's own evaluate (replay's fast path).
+        plain = models is None and state is None and tap is None and on_error is None
         self.evaluate: Callable[[Input, float], list[Output]] = (
-            engine.evaluate if models is None and state is None and tap is None else self._guarded
+            engine.evaluate if plain else self._evaluate
         )
         self.prefilter = self._choose_prefilter()
         #: When :meth:`tick` must next run (None: only when an input comes).
@@ -188,11 +189,6 @@ class Pipeline:
         self._engine.replace_rules(rules)
         self._due = float("-inf")
         self.prefilter = self._choose_prefilter()
-
-    def report_errors(self) -> None:
-        """Log expression failures not yet logged (counted false; once per new message)."""
-        for rule, message in self._engine.take_errors():
-            log.warning("rule %s: expression failed (counted false): %s", rule, message)
 
     # -- the walk of one input ---------------------------------------------------------
     async def tick(self, now: float) -> float:
@@ -215,16 +211,19 @@ class Pipeline:
             await self.act(outputs, now, arrived)
         return self._next_due()
 
-    def _guarded(self, item: Input, now: float) -> list[Output]:
-        """Score and decide; a bug in one evaluation is logged and must not stop the daemon."""
+    def _evaluate(self, item: Input, now: float) -> list[Output]:
+        """Score and decide; a bug in one evaluation goes to ``on_error`` (the daemon logs
+        it and goes on: one bad input must not stop it)."""
         if self._state is not None:
             self._state.touched()
         try:
             models = self._models
             score = models.observe(item) if models is not None and type(item) is Sample else 0.0
             outputs = self._engine.evaluate(item, now, score)
-        except Exception:
-            log.exception("evaluating %r failed", item)
+        except Exception as exc:
+            if self._on_error is None:
+                raise
+            self._on_error(item, exc)
             return []
         if self._tap is not None:
             self._tap(item)

@@ -20,6 +20,7 @@ from batond.anomaly import ModelSet
 from batond.engine.engine import Engine
 from batond.engine.governor import Governor
 from batond.errors import BatondError
+from batond.events import Input
 from batond.intake.bus import Bus
 from batond.intake.host import HostSource
 from batond.intake.recorder import Recorder
@@ -133,6 +134,7 @@ async def _wire(
         state=state,
         tap=recorder.append if recorder is not None else None,
         spawn=after_run.spawn,
+        on_error=_evaluation_failed,
     )
     runner.listen(pipeline)  # outcomes feed back through the pipeline
     operator = Operator(
@@ -173,6 +175,10 @@ def _models(config: Config, definitions: Definitions) -> ModelSet:
     for note in models.state_notes:
         log.info("anomaly model: %s", note)
     return models
+
+
+def _evaluation_failed(item: Input, exc: Exception) -> None:
+    log.error("evaluating %r failed", item, exc_info=exc)
 
 
 def _model_note(note: str) -> None:
