@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from batond.engine.engine import NO_RUN, Engine
-from batond.engine.types import Decision, Output
+from batond.engine.types import Decision, Output, Suppression
 from batond.events import Input, Sample
 
 if TYPE_CHECKING:
@@ -270,7 +270,7 @@ class Pipeline:
                 fed_back = engine.record_outcome(
                     decision.rule, decision.playbook, decision.key, NO_RUN, now
                 )
-        elif decision.suppressed == "circuit_open" and engine.governor.take_escalation(
+        elif decision.suppressed == Suppression.CIRCUIT_OPEN and engine.governor.take_escalation(
             decision.target
         ):  # an escalation instead, once per opening of the circuit
             self._runs.escalate_only(decision, decision_id=decision_id, incident_id=incident_id)
