@@ -92,20 +92,10 @@ class NoRuns:
     (``none``): it takes its place in the cooldown, per-target and rate windows, and an
     incident only its run could resolve resolves at the decision."""
 
-    def start(
-        self,
-        decision: Decision,
-        *,
-        decision_id: int | None,
-        incident_id: int | None,
-        arrived: float | None,
-        verify_by_run: bool,
-    ) -> bool:
+    def start(self, decision: Decision, **_: Any) -> bool:
         return False
 
-    def escalate_only(
-        self, decision: Decision, *, decision_id: int | None, incident_id: int | None
-    ) -> bool:
+    def escalate_only(self, decision: Decision, **_: Any) -> bool:
         return False
 
     def incident_resolved(self, rule: str, key: str) -> None:
