@@ -49,7 +49,7 @@ class RunStore(Protocol):
         """Durably record that a step attempt is about to act; returns the step record id.
 
         ``path`` names the step inside the run: ``restart``, ``on_failure/tell``,
-        ``fanout/branch1/ping``; ``attempt`` counts from 1.
+        ``fanout/1/ping``; ``attempt`` counts from 1.
         """
         ...
 
