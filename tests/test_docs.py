@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,10 +19,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
 from batond.commands.cli import build_parser
+from batond.commands.schema import rule_file_schema
 from batond.errors import ConfigError
 from batond.intake.bus import Bus
 from batond.intake.http import add_input_routes
 from batond.load.config import load_config
+from batond.load.rulefiles import load_rules
 from batond.load.yamlfile import MappingNode, Node, Reader, SequenceNode
 from batond.metrics import Metrics
 from batond.runtime.api import Control, build_app
@@ -134,30 +136,42 @@ def test_every_metric_is_in_metrics_md() -> None:
 
 
 # -- batond.yaml --------------------------------------------------------------------------
-def _positions(
-    node: Node, path: tuple[str, ...], out: dict[tuple[int, int], tuple[str, ...]]
-) -> None:
+Path_ = tuple[str | int, ...]
+
+
+def _positions(node: Node, path: Path_, out: dict[tuple[int, int], Path_]) -> None:
     out[(node.start_mark.line, node.start_mark.column)] = path
     if isinstance(node, MappingNode):
         for key, value in node.value:
             _positions(value, (*path, str(key.value)), out)
     elif isinstance(node, SequenceNode):
-        for item in node.value:
-            _positions(item, (*path, "[]"), out)
+        for i, item in enumerate(node.value):
+            _positions(item, (*path, i), out)
 
 
-def _at(doc: Any, path: tuple[str, ...]) -> Any:
+def _at(doc: Any, path: Path_) -> Any:
     for part in path:
-        doc = doc[0] if part == "[]" else doc[part]
+        doc = doc[part]
     return doc
 
 
-def config_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> set[str]:
-    """Every key ``load_config`` accepts, dotted (``mqtt.subscribe[].topic``).
+def _dotted(path: Path_) -> str:
+    """``("mqtt", "subscribe", 0, "topic")`` -> ``mqtt.subscribe[].topic``."""
+    return ".".join("[]" if isinstance(p, int) else p for p in path).replace(".[]", "[]")
 
-    Found by probing: load a config, note the keys each mapping the loader reads
+
+def probe_keys(
+    load: Callable[[Path], object],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    seed: dict[str, Any] | None = None,
+) -> set[str]:
+    """Every key the loader ``load`` accepts in a file, dotted (``mqtt.subscribe[].topic``).
+
+    Found by probing: load a file, note the keys each mapping the loader reads
     allows, give each of them a value, and load again, until nothing new turns up.
     A value is first an empty mapping; where the loader wanted a list, a list of one.
+    ``seed`` gives valid values where a loader reads no further without them.
     """
     allowed: list[tuple[tuple[int, int], tuple[str, ...]]] = []
     lists: list[tuple[int, int]] = []
@@ -174,46 +188,68 @@ def config_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> set[str]:
 
     monkeypatch.setattr(Reader, "mapping", mapping)
     monkeypatch.setattr(Reader, "seq", seq)
-    probe: dict[str, Any] = {}
+    probe: dict[str, Any] = seed or {}
     found: set[str] = set()
-    path = tmp_path / "batond.yaml"
+    path = tmp_path / "probe.yaml"
     for _ in range(20):
         text = yaml.safe_dump(probe, default_flow_style=False)
         path.write_text(text)
         allowed.clear()
         lists.clear()
         try:
-            load_config(path)
+            load(path)
         except ConfigError:
             pass  # the probe's values are nonsense; only the keys matter
-        where: dict[tuple[int, int], tuple[str, ...]] = {}
+        where: dict[tuple[int, int], Path_] = {}
         _positions(yaml.compose(text), (), where)
         changed = False
         for pos, keys in allowed:
             at = where[pos]
             target = _at(probe, at)
             for key in keys:
-                found.add(".".join((*at, key)).replace(".[]", "[]"))
+                found.add(_dotted((*at, key)))
                 if key not in target:
                     target[key] = {}
                     changed = True
         for pos in lists:
             at = where.get(pos)
-            if at and at[-1] != "[]" and _at(probe, at) == {}:
+            if at and isinstance(at[-1], str) and _at(probe, at) == {}:
                 parent = _at(probe, at[:-1])
                 parent[at[-1]] = [{}]
                 changed = True
         if not changed:
+            monkeypatch.undo()
             return found
-    raise AssertionError("probing batond.yaml keys did not settle")
+    raise AssertionError("probing the keys did not settle")
 
 
 def test_every_config_key_is_in_configuration_md(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    found = config_keys(tmp_path, monkeypatch)
+    found = probe_keys(load_config, tmp_path, monkeypatch)
     assert {"node", "http.listen", "mqtt.subscribe[].qos", "governor.per_target.per"} <= found
     assert {"journal.record.max_size", "mqtt.key_file"} <= found
     text = page("configuration.md")
     missing = sorted(k for k in found if f"| `{k}` |" not in text)
     assert not missing, f"batond.yaml keys not in the table of docs/configuration.md: {missing}"
+
+
+def test_every_rule_file_key_is_in_rules_md_and_playbooks_md(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a playbook is read only with a valid name, a step's with: only for a known
+    # action: one step of each action kind the schema names
+    actions = rule_file_schema()["$defs"]["step"]["properties"]["action"]["enum"]
+    steps = [{"name": f"s{i}", "action": a, "with": {}} for i, a in enumerate(actions)]
+    seed = {"playbooks": [{"name": "p", "steps": steps}]}
+    found = probe_keys(lambda p: load_rules([p]), tmp_path, monkeypatch, seed)
+    assert {"rules[].count.at_least", "schedules[].cron", "playbooks[].steps[].retry"} <= found
+    assert {"playbooks[].steps[].with.argv", "playbooks[].steps[].with.branches"} <= found
+    pages = {"rules": page("rules.md"), "schedules": page("rules.md")}
+    pages["playbooks"] = page("playbooks.md")
+    missing = sorted(
+        key
+        for key in found
+        if "." in key and f"`{key.rsplit('.', 1)[1]}`" not in pages[key.split("[", 1)[0]]
+    )
+    assert not missing, f"rule file keys not in docs/rules.md or docs/playbooks.md: {missing}"
