@@ -1,4 +1,4 @@
-"""The HTTP API (SPEC section 9) against a real running daemon."""
+"""The HTTP API (docs/api.md) against a real running daemon."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from batond.metrics import Metrics
 from batond.runtime.api import build_app
 from daemon_proc import DaemonProcess, http, write_config
 from support import free_port
-from test_metrics import SPEC_METRICS
+from test_metrics import DOCUMENTED_METRICS
 
 TOKEN = "t0k3n-for-tests"
 MAX_BODY = 4096
@@ -99,7 +99,7 @@ def test_metrics_exposition(daemon: DaemonProcess) -> None:
     r = daemon.get("/metrics")
     assert r.status == 200
     assert r.headers["Content-Type"] == CONTENT_TYPE_LATEST  # e.g. text/plain; version=...
-    for name, (kind, _) in SPEC_METRICS.items():
+    for name, (kind, _) in DOCUMENTED_METRICS.items():
         declared = name.removesuffix("_total") if kind == "counter" else name
         assert re.search(rf"^# TYPE ({name}|{declared}) {kind}$", r.text, re.M), name
     assert daemon.metric("batond_rules_loaded") == 1.0

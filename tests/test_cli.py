@@ -1,4 +1,4 @@
-"""The command line's surface (SPEC section 2): version, help, exit codes."""
+"""The command line's surface (docs/cli.md): version, help, exit codes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from batond import __version__
 from batond.commands.cli import _COMMANDS, main
 
-SPEC_COMMANDS = {
+DOCUMENTED_COMMANDS = {
     "run", "check", "replay", "backtest", "status", "incidents", "runs", "silence",
     "approve", "deny", "cancel", "feedback", "pause", "resume", "schema",
 }  # fmt: skip
@@ -32,7 +32,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_every_spec_command_exists() -> None:
-    assert set(_COMMANDS) >= SPEC_COMMANDS
+    assert set(_COMMANDS) >= DOCUMENTED_COMMANDS
 
 
 @pytest.mark.parametrize("command", sorted(_COMMANDS))
@@ -52,7 +52,7 @@ def test_help_for_silence_actions(action: str, capsys: pytest.CaptureFixture[str
 def test_top_level_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_main(["--help"], capsys)
     assert code == 0
-    for command in SPEC_COMMANDS:
+    for command in DOCUMENTED_COMMANDS:
         assert command in out
 
 

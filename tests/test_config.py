@@ -1,4 +1,4 @@
-"""batond.yaml (SPEC section 3): every problem is FILE:LINE:COL: message, at the offending spot."""
+"""batond.yaml (docs/configuration.md): every problem is FILE:LINE:COL: message, at its spot."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Property: on random sample streams the engine's incidents equal a naive reference model
-of SPEC section 5 (level rules with and without ``for:``)."""
+of docs/rules.md (level rules with and without ``for:``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Incident semantics of SPEC section 5, table-driven: a rule file, an input story, the outputs.
+"""Incident semantics of docs/rules.md, table-driven: a rule file, an input story, the outputs.
 
 The engine is pure, so time is the inputs' ``ts`` and explicit ticks: no sleeping.
 """

@@ -210,7 +210,7 @@ def test_later_candidates_count_as_running(tmp_path: Path) -> None:
 
 
 def test_blast_radius_counts_hosts_not_incident_keys(tmp_path: Path) -> None:
-    """Three services of one host are one host acted on, not three (SPEC section 3)."""
+    """Three services of one host are one host acted on, not three (docs/governor.md)."""
     settings = GovernorSettings(max_targets_fraction=0.2, min_fleet=10, max_runs_count=100)
     engine = make_engine(
         tmp_path,

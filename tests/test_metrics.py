@@ -1,4 +1,4 @@
-"""The Prometheus metrics of SPEC section 10: names, types, bounded labels, promtool."""
+"""The Prometheus metrics of docs/metrics.md: names, types, bounded labels, promtool."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from batond.events import SOURCES
 from batond.metrics import Metrics
 
-#: name in the exposition -> (type, label names), exactly as SPEC section 10 lists them
-SPEC_METRICS = {
+#: name in the exposition -> (type, label names), exactly as docs/metrics.md lists them
+DOCUMENTED_METRICS = {
     "batond_events_received_total": ("counter", {"source"}),
     "batond_events_rejected_total": ("counter", {"source", "reason"}),
     "batond_events_dropped_total": ("counter", {"source"}),
@@ -70,7 +70,7 @@ def exercise(m: Metrics) -> None:
 
 def test_every_spec_metric_is_in_a_fresh_exposition() -> None:
     types = declared_types(exposition(Metrics(CollectorRegistry())))
-    for name, (kind, _) in SPEC_METRICS.items():
+    for name, (kind, _) in DOCUMENTED_METRICS.items():
         # counters are declared without _total in the TYPE line of the text format 0.0.4
         declared = name.removesuffix("_total") if kind == "counter" else name
         assert types.get(name, types.get(declared)) == kind, name
@@ -93,7 +93,7 @@ def test_label_names_are_the_specs_and_bounded() -> None:
     m = Metrics(CollectorRegistry())
     exercise(m)
     families = {f.name: f for f in text_string_to_metric_families(exposition(m))}
-    for name, (_, labels) in SPEC_METRICS.items():
+    for name, (_, labels) in DOCUMENTED_METRICS.items():
         family = families[name.removesuffix("_total")]
         seen = set()
         for sample in family.samples:

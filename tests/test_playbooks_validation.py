@@ -1,4 +1,4 @@
-"""Playbook files: the model of SPEC section 6 and every error at FILE:LINE:COL."""
+"""Playbook files: the model of docs/playbooks.md and every error at FILE:LINE:COL."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from batond.errors import ConfigError
 from batond.load.playbooks import ACTION_KEYS, PLAYBOOK_SCHEMA, Retry, render_args
 from runner_support import load_playbooks
 
-SPEC_EXAMPLE = """\
+DOCS_EXAMPLE = """\
 playbooks:
   - name: restart-unit
     mode: single
@@ -43,7 +43,7 @@ def problems(text: str) -> list[str]:
 
 
 def test_spec_example_loads_into_the_model() -> None:
-    pbs = load_playbooks(SPEC_EXAMPLE)
+    pbs = load_playbooks(DOCS_EXAMPLE)
     pb = pbs["restart-unit"]
     assert (pb.mode, pb.timeout, pb.on_interrupt, pb.escalate) == (
         "single", 600.0, "escalate", "page-oncall",
@@ -51,7 +51,7 @@ def test_spec_example_loads_into_the_model() -> None:
     assert pb.verify_within == 120.0
     restart, check = pb.steps
     assert restart.retry == Retry(3, 2.0) and restart.timeout == 30.0
-    assert check.timeout == 300.0  # SPEC: a step without timeout: gets 5m
+    assert check.timeout == 300.0  # a step without timeout: gets 5m
     assert check.when is not None and check.when.text == "steps.restart.ok"
     assert [s.name for s in pb.on_failure] == ["tell"]
     assert pb.mark.line == 2
@@ -219,11 +219,11 @@ def test_the_spec_example_and_shipped_examples_validate_against_the_schema() -> 
     import yaml
 
     schema = json.loads(json.dumps(PLAYBOOK_SCHEMA))
-    docs = [yaml.safe_load(SPEC_EXAMPLE)]
+    docs = [yaml.safe_load(DOCS_EXAMPLE)]
     examples = Path(__file__).resolve().parent.parent / "rules" / "examples"
     docs += [yaml.safe_load(p.read_text()) for p in sorted(examples.glob("*/*.yaml"))]
     for doc in docs:
         jsonschema.validate(doc["playbooks"], schema)
-    bad = yaml.safe_load(SPEC_EXAMPLE.replace("verb: restart", "verb: restart, shell: yes"))
+    bad = yaml.safe_load(DOCS_EXAMPLE.replace("verb: restart", "verb: restart, shell: yes"))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad["playbooks"], schema)

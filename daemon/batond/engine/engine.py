@@ -1,6 +1,6 @@
 """The engine: inputs and a clock in, decisions and resolutions out.
 
-Incident semantics (SPEC section 5): a rule *fires* for a group (its
+Incident semantics (docs/rules.md): a rule *fires* for a group (its
 ``group_by`` key) when its condition becomes true; that opens an incident and
 makes one :class:`Decision`. It does not fire again for that key until the
 incident resolves (:class:`Resolved`). The governor then says whether the

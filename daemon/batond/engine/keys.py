@@ -3,7 +3,7 @@
 Values (and names) are escaped in the key text — ``\\`` -> ``\\\\``, ``,`` ->
 ``\\,``, ``=`` -> ``\\=`` — so that two different groups never share one key
 (``host="a,svc=b", svc=""`` against ``host="a", svc="b,svc="``). Keys of
-ordinary label values (no ``\\``, ``,`` or ``=``) read exactly as SPEC section 5
+ordinary label values (no ``\\``, ``,`` or ``=``) read exactly as docs/rules.md
 writes them: ``host=web-017,svc=nginx``.
 """
 

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 KINDS = ("level", "edge", "count", "absent", "all")
-#: Names that are not labels (SPEC section 5): errors in ``group_by``.
+#: Names that are not labels (docs/rules.md): errors in ``group_by``.
 NOT_LABELS = ("metric", "value", "event", "ts")
 
 

@@ -4,7 +4,7 @@
 records: each call returns once committed, so a run's intent and each step's
 start are durable before the action begins; those two commit on the event
 loop's thread when the writer is free, see ``journal.writer.Database.write_ahead``)
-and the queries behind the API (SPEC section 9 shapes: newest first, integer
+and the queries behind the API (docs/api.md shapes: newest first, integer
 ids, epoch-second times).
 
 Decisions, incident changes and rule state are *posted*: their ids are given

@@ -1,7 +1,7 @@
 """The journal's read-side SQL and row shapes: plain functions of a connection.
 
 Each function runs on a journal thread (``journal.writer``); the shapes are the
-API's (SPEC section 9): newest first, integer ids, epoch-second times.
+API's (docs/api.md): newest first, integer ids, epoch-second times.
 """
 
 from __future__ import annotations

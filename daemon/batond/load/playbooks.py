@@ -1,4 +1,4 @@
-"""Playbook model and validation (SPEC section 6): frozen types built from rule files.
+"""Playbook model and validation (docs/playbooks.md): frozen types built from rule files.
 
 A playbook is ordered steps, each one action with templated ``with:`` values,
 a timeout, retries and an optional ``when:`` over earlier steps' results; then
@@ -40,7 +40,7 @@ __all__ = [
 
 MODES = ("single", "queued", "restart", "parallel")
 ON_INTERRUPT = ("escalate", "resume")
-DEFAULT_STEP_TIMEOUT = 300.0  # SPEC: a step without timeout: gets 5m
+DEFAULT_STEP_TIMEOUT = 300.0  # a step without timeout: gets 5m
 DEFAULT_RUN_TIMEOUT = 3600.0
 DEFAULT_MAX = 10  # queued: runs waiting; parallel: runs at once (per incident key)
 _STEP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")

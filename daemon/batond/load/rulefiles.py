@@ -86,7 +86,7 @@ SCHEDULE_FIELDS: Mapping[str, Field] = {
 FILE_FIELDS: Mapping[str, Field] = {
     "rules": Field("rules", description="rules"),
     "schedules": Field("schedules", description="cron schedules"),
-    "playbooks": Field("playbooks", description="playbooks (see SPEC section 6)"),
+    "playbooks": Field("playbooks", description="playbooks (see docs/playbooks.md)"),
 }
 
 

@@ -119,7 +119,7 @@ def build_app(
 
 
 class _Routes:
-    """One small handler per endpoint of SPEC section 9."""
+    """One small handler per endpoint of docs/api.md."""
 
     def __init__(self, control: Control, metrics: Metrics) -> None:
         self.control = control
