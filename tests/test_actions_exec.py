@@ -125,3 +125,30 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path, ignore_term
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await wait_gone(read_pids(pidfile))
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"argv": [sys.executable, "-c", "pass", "a\x00b"]},
+        {"argv": [sys.executable, "-c", "pass"], "cwd": "/tmp\x00/x"},
+        {"argv": [sys.executable, "-c", "pass"], "env": {"K": "v\x00w"}},
+        {"argv": [sys.executable, "-c", "pass"], "env": {"K\x00": "v"}},
+    ],
+    ids=["argv", "cwd", "env-value", "env-name"],
+)
+async def test_a_nul_byte_from_event_data_fails_the_step_and_leaks_no_fd(
+    where: dict[str, object],
+) -> None:
+    argv = where["argv"]
+    assert isinstance(argv, list)
+    before = _open_fds()
+    for _ in range(5):
+        result = await run_argv(argv, cwd=where.get("cwd"), env=where.get("env"))  # type: ignore[arg-type]
+        assert not result.ok
+        assert "NUL byte" in result.detail
+    assert _open_fds() == before

@@ -30,6 +30,8 @@ class Server:
         )
         if request.path == "/health":
             return web.json_response({"healthy": True, "n": 3})
+        if request.path.startswith("/loop"):  # redirects for ever, keeping the query
+            raise web.HTTPFound(f"/loop{len(self.seen)}?{request.query_string}")
         if request.path == "/broken":
             return web.Response(status=503, text="down")
         if request.path == "/huge":  # 8 MiB, streamed
@@ -138,3 +140,21 @@ async def test_a_failed_notify_does_not_show_the_webhook_path(ctx: ActionContext
     result = await notify_action.run(call(ctx, url="http://127.0.0.1:1/services/T0/SECRET"))
     assert not result.ok
     assert "SECRET" not in result.detail and "http://127.0.0.1:1/…" in result.detail
+
+
+@pytest.mark.parametrize("path", ["/loop?t=SECRET", "/l%6Fop?t=SECRET&x=%41"])
+async def test_a_secret_in_the_query_never_reaches_the_error_detail(
+    server: Server, ctx: ActionContext, path: str
+) -> None:
+    # aiohttp's error text holds its own normalised URL (and the redirect target's)
+    result = await http_action.run(call(ctx, url=server.url + path))
+    assert not result.ok and "TooManyRedirects" in result.detail
+    assert "SECRET" not in result.detail and "t=" not in result.detail
+    assert server.url in result.detail
+
+
+async def test_user_info_never_reaches_the_error_detail(ctx: ActionContext) -> None:
+    result = await http_action.run(call(ctx, url="http://admin:PASSWORD@127.0.0.1:1/x?k=KEY"))
+    assert not result.ok
+    assert "PASSWORD" not in result.detail and "KEY" not in result.detail
+    assert "http://127.0.0.1:1/x" in result.detail

@@ -127,3 +127,21 @@ async def test_signal_leaves_other_processes_alone() -> None:
         proc.kill()
         proc.wait()
     assert await wait_gone([proc.pid])
+
+
+async def test_ansible_puts_templated_playbook_after_a_double_dash(tmp_path: Path) -> None:
+    # a stand-in ansible-playbook (the transport boundary) that prints its argv
+    fake = tmp_path / "ansible-playbook"
+    fake.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    fake.chmod(0o755)
+    ctx = ActionContext(ansible_playbook=str(fake))
+    result = await ansible_action.run(
+        call(ctx, playbook="--version", inventory="-x", extra_vars={"a": 1})
+    )
+    assert result.ok, result.stderr
+    assert json.loads(result.stdout) == [
+        "--inventory=-x",
+        '--extra-vars={"a":1}',
+        "--",
+        "--version",
+    ]

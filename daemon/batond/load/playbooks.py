@@ -19,6 +19,7 @@ from typing import Any
 from batond.engine.expr import TEMPLATE_NAMES, Expression, compile_expression
 from batond.engine.templates import render_value, text_of
 from batond.errors import ConfigError, Mark, Problem
+from batond.load.rendering import render_cwd, render_url
 from batond.load.templating import compile_node
 from batond.load.yamlfile import Node, Reader, ScalarNode, text_mark
 from batond.remedy.actions import ActionKeys, Key, action_keys, action_kinds
@@ -109,6 +110,14 @@ class Playbook:
 # -- rendering -------------------------------------------------------------------
 
 
+#: (action, key) -> the renderer that keeps templated values inside their component.
+_CONFINED = {
+    ("http", "url"): render_url,
+    ("notify", "url"): render_url,
+    ("exec", "cwd"): render_cwd,
+}
+
+
 def render_args(step: Step, ctx: Mapping[str, Any]) -> dict[str, Any]:
     """The step's ``with:`` values for this attempt; raises EvalError.
 
@@ -118,6 +127,10 @@ def render_args(step: Step, ctx: Mapping[str, Any]) -> dict[str, Any]:
     keys = ACTION_KEYS[step.action][0]
     out: dict[str, Any] = {}
     for name, compiled in step.args.items():
+        confined = _CONFINED.get((step.action, name))
+        if confined is not None:  # event data must stay in the part of a URL or path it fills
+            out[name] = confined(compiled, ctx)
+            continue
         value = render_value(compiled, ctx)
         kind = keys[name].kind
         if kind in ("text", "choice"):

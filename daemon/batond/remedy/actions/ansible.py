@@ -1,4 +1,8 @@
-"""``ansible``: ``ansible-playbook PLAYBOOK [-i INVENTORY] --extra-vars JSON``."""
+"""``ansible``: ``ansible-playbook [--inventory=INV] [--extra-vars=JSON] -- PLAYBOOK``.
+
+Options come first and ``--`` ends them, so a templated playbook such as
+``--version`` stays a file name and never becomes an option.
+"""
 
 from __future__ import annotations
 
@@ -17,14 +21,15 @@ async def run(call: StepCall) -> ActionResult:
     playbook = call.args.get("playbook")
     if not isinstance(playbook, str) or not playbook:
         raise ActionError("ansible: playbook must be a non-empty string")
-    argv = [call.ctx.ansible_playbook, playbook]
+    argv = [call.ctx.ansible_playbook]
     inventory = call.args.get("inventory")
     if inventory:
-        argv += ["-i", str(inventory)]
+        argv.append(f"--inventory={inventory}")  # one word: "-x" cannot become an option
     extra = call.args.get("extra_vars")
     if isinstance(extra, Mapping) and extra:
         # JSON, so values arrive as data: no key=value splitting, no quoting rules
-        argv += ["--extra-vars", orjson.dumps(dict(extra)).decode()]
+        argv.append("--extra-vars=" + orjson.dumps(dict(extra)).decode())
+    argv += ["--", playbook]
     return await run_argv(argv, env={"ANSIBLE_NOCOLOR": "1"}, grace=call.ctx.kill_grace)
 
 

@@ -58,7 +58,11 @@ async def run_argv(
     import asyncio
     import subprocess
 
-    full_env = None if not env else {**os.environ, **{k: str(v) for k, v in env.items()}}
+    extra = {str(k): str(v) for k, v in (env or {}).items()}
+    refused = _nul_in(argv, cwd, extra)
+    if refused:
+        return ActionResult(ok=False, detail=f"cannot run {argv[0]!r}: {refused}")
+    full_env = {**os.environ, **extra} if extra else None
     r_out, w_out = os.pipe()
     r_err, w_err = os.pipe()
     try:
@@ -72,10 +76,12 @@ async def run_argv(
             cwd=cwd or None,
             start_new_session=True,
         )
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
+        # ValueError: what the kernel cannot take (an "=" in an env name); pipes close either way
         os.close(r_out)
         os.close(r_err)
-        return ActionResult(ok=False, detail=f"cannot run {argv[0]!r}: {exc.strerror or exc}")
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return ActionResult(ok=False, detail=f"cannot run {argv[0]!r}: {reason}")
     finally:
         os.close(w_out)
         os.close(w_err)
@@ -91,6 +97,19 @@ async def run_argv(
     ok = code == 0
     detail = "" if ok else (f"killed by signal {-code}" if code < 0 else f"exit code {code}")
     return ActionResult(ok, exit_code=code, stdout=out.finish(), stderr=err.finish(), detail=detail)
+
+
+def _nul_in(argv: Sequence[str], cwd: str | None, env: Mapping[str, str]) -> str:
+    """Why the kernel would refuse these strings (a NUL byte ends a C string), or ""."""
+    for i, arg in enumerate(argv):
+        if "\0" in arg:
+            return f"argv[{i}] holds a NUL byte"
+    if cwd and "\0" in cwd:
+        return "cwd holds a NUL byte"
+    for name, value in env.items():
+        if "\0" in name or "\0" in value:
+            return f"env {name!r} holds a NUL byte"
+    return ""
 
 
 async def wait_exit(proc: subprocess.Popen[bytes]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     # key table below, not an HTTP client
     import aiohttp
 
-__all__ = ["KIND", "MAX_BODY_BYTES", "METHODS", "redact", "request", "run"]
+__all__ = ["KIND", "MAX_BODY_BYTES", "METHODS", "redact", "redact_text", "request", "run"]
 
 #: Most of a response body that is read (for ``steps.NAME.json`` and the output tail).
 MAX_BODY_BYTES = 1 << 20
@@ -90,7 +91,7 @@ async def request(
             status = resp.status
             ctype = resp.content_type
     except (aiohttp.ClientError, ValueError) as exc:
-        error = str(exc).replace(url, shown)
+        error = redact_text(str(exc), keep_path=not secret_path)
         return ActionResult(ok=False, detail=f"{where}: {type(exc).__name__}: {error}")
     parsed = None
     if ctype == "application/json" or ctype.endswith("+json"):
@@ -116,6 +117,26 @@ def redact(url: str, keep_path: bool = True) -> str:
         host = f"{host}:{parts.port}"
     path = parts.path if keep_path or parts.path in ("", "/") else "/…"
     return urlunsplit((parts.scheme, host, path, "", ""))
+
+
+# a URL inside an error message: a scheme, "://", then anything up to a quote, space or ">"
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()]+")
+
+
+def redact_text(text: str, keep_path: bool = True) -> str:
+    """``text`` with every URL in it parsed and :func:`redact`-ed.
+
+    aiohttp's messages show its own normalised form of the URL (or a redirect
+    target), which no string replacement of the URL we sent would find.
+    """
+    return _URL_IN_TEXT.sub(lambda m: _redact_or_drop(m.group(0), keep_path), text)
+
+
+def _redact_or_drop(url: str, keep_path: bool) -> str:
+    try:
+        return redact(url, keep_path)
+    except ValueError:  # unparsable (a bad port): show none of it
+        return "<url>"
 
 
 def _expected(status: int, expect: Any) -> bool:
