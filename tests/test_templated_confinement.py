@@ -46,7 +46,7 @@ async def server() -> AsyncIterator[Recorder]:
 def _step(url: str, action: str = "http") -> Any:
     extra = ', text: "t"' if action == "notify" else ""
     pbs = load_playbooks(
-        f'playbooks:\n  - name: p\n    steps:\n      - {{name: a, action: {action}, '
+        f"playbooks:\n  - name: p\n    steps:\n      - {{name: a, action: {action}, "
         f'with: {{url: "{url}"{extra}}}}}\n'
     )
     return pbs["p"].steps[0]
@@ -180,7 +180,7 @@ playbooks:
 
 def test_a_wholly_templated_cwd_is_refused() -> None:
     pbs = load_playbooks(
-        'playbooks:\n  - name: p\n    steps:\n      - {name: a, action: exec, '
+        "playbooks:\n  - name: p\n    steps:\n      - {name: a, action: exec, "
         'with: {argv: [pwd], cwd: "{{ labels.dir }}"}}\n'
     )
     with pytest.raises(EvalError, match="fixed absolute directory"):

@@ -20,6 +20,9 @@ from batond.errors import ConfigError, Mark, Problem
 from batond.units import format_duration, parse_duration, parse_size
 
 __all__ = [
+    "MAX_ALIAS_NODES",
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
     "MappingNode",
     "Node",
     "Reader",
@@ -43,9 +46,21 @@ _NULL_TAG = "tag:yaml.org,2002:null"
 _STR_TAG = "tag:yaml.org,2002:str"
 
 
+#: Largest file read (configuration, rules, playbooks, models): a bigger one is refused.
+MAX_FILE_BYTES = 8 << 20
+#: Nodes that aliases may add beyond the nodes written: a 731-byte "billion laughs"
+#: expands to 10^9; a file that shares a few blocks by ``&anchor``/``*alias`` stays far below.
+MAX_ALIAS_NODES = 10_000
+#: Deepest nesting of mappings and lists (libyaml stops at 1000; readers recurse).
+MAX_DEPTH = 100
+
+
 def compose_text(text: str, file: str) -> tuple[Node | None, Reader]:
-    """Compose YAML text; a syntax error becomes the reader's first problem."""
+    """Compose YAML text; a syntax error or a bomb becomes the reader's first problem."""
     reader = Reader(file)
+    if len(text) > MAX_FILE_BYTES:
+        reader.problems.append(Problem(file, 1, 1, _too_big(len(text), "characters")))
+        return None, reader
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
@@ -56,13 +71,78 @@ def compose_text(text: str, file: str) -> tuple[Node | None, Reader]:
     except yaml.YAMLError as exc:
         reader.problems.append(Problem(file, 1, 1, f"YAML: {exc}"))
         return None, reader
+    if node is not None:
+        problem = _bomb(node, file)
+        if problem is not None:
+            reader.problems.append(problem)
+            return None, reader
     return node, reader
+
+
+def _too_big(size: int, unit: str) -> str:
+    return f"file too large: {size} {unit}; the limit is {MAX_FILE_BYTES >> 20} MiB"
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _bomb(root: Node, file: str) -> Problem | None:
+    """A problem when aliases expand the tree too far, loop, or nesting is too deep.
+
+    Composing shares an aliased node instead of copying it, so this walks each
+    distinct node once (sizes memoised) and readers never see the expansion.
+    """
+    sizes: dict[int, int] = {}  # expanded node count of each distinct node
+    on_path: set[int] = set()
+    shared: dict[int, Node] = {}  # nodes reached a second time: the anchors
+    stack: list[tuple[Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        key = id(node)
+        if done:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(sizes[id(k)] for k in _children(node))
+            continue
+        if key in on_path:
+            return _at(file, node, "an alias refers to a node that contains it")
+        if key in sizes:
+            shared[key] = node
+            continue
+        if depth > MAX_DEPTH:
+            return _at(file, node, f"nested deeper than {MAX_DEPTH} levels")
+        on_path.add(key)
+        stack.append((node, depth, True))
+        stack.extend((k, depth + 1, False) for k in reversed(_children(node)))
+    added = sizes[id(root)] - len(sizes)
+    if added <= MAX_ALIAS_NODES:
+        return None
+    worst = max(shared.values(), key=lambda n: sizes[id(n)])
+    return _at(
+        file,
+        worst,
+        f"aliases expand this file by {added} nodes (limit {MAX_ALIAS_NODES}): "
+        "a YAML bomb? the largest anchored node starts here",
+    )
+
+
+def _at(file: str, node: Node, message: str) -> Problem:
+    return Problem(file, node.start_mark.line + 1, node.start_mark.column + 1, message)
 
 
 def compose_file(path: str | Path) -> tuple[Node | None, Reader]:
     """Read and compose one file; an unreadable file is a problem at 1:1."""
     name = str(path)
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_FILE_BYTES:  # refused before it is read into memory
+            reader = Reader(name)
+            reader.problems.append(Problem(name, 1, 1, _too_big(size, "bytes")))
+            return None, reader
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reader = Reader(name)
