@@ -484,8 +484,22 @@ CASES = [
             "    run: fix",
         ),
         "4:30",
-        "matches(): nested unbounded repeats (like '(a+)+') can take exponential time; "
-        "rewrite it, or make the inner repeat possessive ('a++') or atomic",
+        "matches(): nested unbounded repeats ('(a+)+'; '(.*a){12}': an unbounded repeat inside "
+        "another repeat) can take exponential time; rewrite it without the inner repeat, or "
+        "bound it ('\\d{1,3}')",
+    ),
+    (
+        "regex_overlapping_alternatives",
+        (
+            "rules:",
+            "  - name: a",
+            "    match: {event: x}",
+            '    when: matches(event.msg, "(a|a?)+$")',
+            "    run: fix",
+        ),
+        "4:30",
+        "matches(): an alternative that can match nothing ('(a|a?)+') under a repeat can take "
+        "exponential time; make every alternative match something",
     ),
     (
         "dup_schedule",

@@ -273,7 +273,10 @@ def test_compiled_agrees_with_reference(
     assert compiled == reference(ast.parse(text, mode="eval"), env)
 
 
-@pytest.mark.parametrize("pattern", ["(a++)+$", "(?>a+)+$", "a+b*(c|d)*", "(ab){2,5}x*", "OOM"])
+@pytest.mark.parametrize(
+    "pattern",
+    ["a+b*(c|d)*", "(ab){2,5}x*", "OOM", r"(\d{1,3}\.){3}\d{1,3}", "(?i)out of (memory|swap)+"],
+)
 def test_safe_literal_patterns_compile(pattern: str) -> None:
     expr = compile_expression(f"matches(event.msg, {pattern!r})", MARK)
     assert expr.evaluate({"event": {"msg": "x"}}) in (True, False)
@@ -283,3 +286,52 @@ def test_a_catastrophic_pattern_in_event_data_is_never_compiled() -> None:
     """The ReDoS of the audit: with the pattern from the event, one input hung the loop."""
     with pytest.raises(ConfigError, match="string literal"):
         compile_expression("matches(event.msg, event.pat)", MARK)
+
+
+#: The issue's ReDoS patterns, each of which ``check`` accepted, and what it says now.
+REDOS = [
+    ("(.*a){12}x", "an unbounded repeat inside another repeat"),
+    ("(?:a{1,100}){1,100}$", "repeats of repeats allow 10000 repetitions (limit 1000)"),
+    ("(a|a?)+$", "an alternative that can match nothing ('(a|a?)+') under a repeat"),
+    ("(a|ab)+$", "an alternative that can match nothing"),  # parsed as a(|b)
+    ("(a|[ab]c)+$", "alternatives under a repeat that can start with the same character ('a')"),
+    (r"(\wx|\dy)+", "alternatives under a repeat that can start with the same character ('0')"),
+    ("a++b", "RE2 (the linear-time engine) cannot take this regex: bad repetition operator"),
+    ("(?=a)b", "RE2 (the linear-time engine) cannot take this regex: invalid perl operator"),
+    (r"(a)\1", "RE2 (the linear-time engine) cannot take this regex: invalid escape"),
+]
+
+
+@pytest.mark.parametrize(("pattern", "message"), REDOS)
+def test_slow_or_unsupported_patterns_are_refused_at_the_pattern(
+    pattern: str, message: str
+) -> None:
+    text = f"matches(event.msg, {pattern!r})"
+    with pytest.raises(ConfigError) as info:
+        compile_expression(text, MARK)
+    (problem,) = info.value.problems
+    assert (problem.line, problem.col) == (7, 11 + text.index("'"))
+    assert message in problem.message, problem.message
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text"),
+    [("(\\d+ )?x$", "1 " * 100_000), ("y.*x", "y" + "a" * 200_000), ("^(ab|cd)*$", "ab" * 50_000)],
+)
+def test_matching_is_linear_in_the_text(pattern: str, text: str) -> None:
+    """What a backtracking engine takes seconds on (``.*x`` on 200 KB: 24 s) takes ms."""
+    import time
+
+    expr = compile_expression(f"matches(event.msg, {pattern!r})", MARK)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        expr.evaluate({"event": {"msg": text}})
+    assert time.perf_counter() - t0 < 2.0  # 10 searches; a backtracking engine: minutes
+
+
+def test_a_regex_sees_at_most_the_first_64_kib_of_its_text() -> None:
+    from batond.engine.expr import MAX_MATCH_TEXT
+
+    expr = compile_expression("matches(event.msg, 'x$')", MARK)
+    assert expr.evaluate({"event": {"msg": "a" * (MAX_MATCH_TEXT - 1) + "x"}}) is True
+    assert expr.evaluate({"event": {"msg": "a" * MAX_MATCH_TEXT + "x"}}) is False

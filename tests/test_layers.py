@@ -54,7 +54,7 @@ THIRD_PARTY: dict[str, set[str] | None] = {
     "errors": set(),
     "units": set(),
     "events": {"orjson"},
-    "engine": {"orjson"},
+    "engine": {"orjson", "re2"},
     "anomaly": {"numpy", "sklearn", "scipy"},
     "metrics": {"prometheus_client"},
 }

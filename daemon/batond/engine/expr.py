@@ -14,7 +14,8 @@ unary ``-``/``+``, ``a if c else b``, attribute access ``x.y`` and
 subscripts ``x["y"]``/``x[0]``/``x[1:3]``, and calls of these functions only:
 
 ==========================  ===================================================
-``matches(text, regex)``    ``re.search``; the text is made a string, None never
+``matches(text, regex)``    a search with RE2 (linear time); the text is made a
+                            string (its first 64 KiB are searched), None never
                             matches; the regex must be a string literal (compiled
                             once at load: event data never becomes a pattern)
 ``abs min max len round``   as in Python
@@ -39,22 +40,22 @@ engine counts that as false and reports it.
 from __future__ import annotations
 
 import ast
-import functools
 import operator
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from batond.engine import regex_shape
+from batond.engine.regex_safety import MAX_MATCH_TEXT, compiled_regex, regex_problem
 from batond.errors import ConfigError, Mark, Problem
 
 __all__ = [
     "FUNCTIONS",
+    "MAX_MATCH_TEXT",
     "RULE_NAMES",
     "TEMPLATE_NAMES",
     "EvalError",
     "Expression",
     "compile_expression",
+    "regex_problem",
 ]
 
 #: Names a rule's ``when:`` sees, in the order the compiled function takes them.
@@ -77,15 +78,10 @@ def _upper(s: object) -> str:
     return "" if s is None else str(s).upper()
 
 
-@functools.lru_cache(maxsize=256)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
 def _matches(text: object, pattern: object) -> bool:
     if text is None:
         return False
-    return _regex(str(pattern)).search(str(text)) is not None
+    return compiled_regex(str(pattern)).search(str(text)[:MAX_MATCH_TEXT]) is not None
 
 
 #: The functions expressions may call.
@@ -372,27 +368,20 @@ class _Compiler(ast.NodeTransformer):
         if not (isinstance(pattern, ast.Constant) and isinstance(pattern.value, str)):
             # a pattern from event data could be a catastrophic one ("(a+)+$") and hang
             raise self.fail(node.args[1], "matches(): the regex must be a string literal")
-        try:
-            compiled = re.compile(pattern.value)
-        except re.error as exc:
-            raise self.fail(node.args[1], f"bad regular expression: {exc}") from None
-        if regex_shape.nested_repeat(pattern.value):
-            raise self.fail(
-                node.args[1],
-                "matches(): nested unbounded repeats (like '(a+)+') can take exponential "
-                "time; rewrite it, or make the inner repeat possessive ('a++') or atomic",
-            )
+        problem, compiled = regex_problem(pattern.value)
+        if problem:
+            raise self.fail(node.args[1], problem)
         self.regex_count += 1
         name = ast.Name(f"__b_re_{self.regex_count}", ast.Load())
         name._batond_regex = _literal_matcher(compiled)  # type: ignore[attr-defined]
         return ast.copy_location(ast.Call(name, [args[0]], []), node)
 
 
-def _literal_matcher(pattern: re.Pattern[str]) -> Callable[[object], bool]:
+def _literal_matcher(pattern: Any) -> Callable[[object], bool]:
     search = pattern.search
 
     def match(text: object) -> bool:
-        return text is not None and search(str(text)) is not None
+        return text is not None and search(str(text)[:MAX_MATCH_TEXT]) is not None
 
     return match
 

@@ -31,6 +31,7 @@ __all__ = [
     "nested_repeat",
     "nested_repeat_by_scan",
     "nested_repeat_by_stdlib",
+    "stdlib_modules",
     "stdlib_problems",
 ]
 
@@ -96,6 +97,13 @@ def stdlib_problems() -> tuple[str, ...]:
 
 _LOADED = _load()
 USES_STDLIB_PARSER = not stdlib_problems()
+
+
+def stdlib_modules() -> tuple[Any, Any] | None:
+    """CPython's ``re._parser`` and ``re._constants`` where the guard accepts them."""
+    if isinstance(_LOADED, str) or not USES_STDLIB_PARSER:
+        return None
+    return _LOADED
 
 
 def nested_repeat_by_stdlib(pattern: str) -> bool:
