@@ -288,4 +288,4 @@ def test_unknown_runs_and_incidents_are_404_with_a_json_reason(daemon: DaemonPro
     )
     assert got.status == 404 and got.json() == {"error": "no incident 999999"}
     got = daemon.get("/api/v1/runs/abc")
-    assert got.status == 400 and got.json() == {"error": "id must be an integer"}
+    assert got.status == 400 and got.json() == {"error": "id must be a positive integer, got 'abc'"}

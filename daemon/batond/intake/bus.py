@@ -26,6 +26,11 @@ class Bus:
         """Stop intake (shutdown): every further offer is refused and counted dropped."""
         self.closed = True
 
+    @property
+    def capacity(self) -> int:
+        """The most items the queue holds (0: no bound)."""
+        return self._queue.maxsize
+
     def free(self) -> int:
         return self._queue.maxsize - self._queue.qsize()
 
@@ -47,12 +52,15 @@ class Bus:
 
     def offer_all(self, items: list[Input]) -> bool:
         """All or nothing: False (nothing queued, all counted dropped) when they do not fit."""
-        if self.closed or len(items) > self.free():
-            for item in items:
-                self._metrics.events_dropped.labels(item.source or "unknown").inc()
+        if self.closed or (self._queue.maxsize > 0 and len(items) > self.free()):
+            for source, n in _by_source(items).items():  # one update per source, not per item
+                self._metrics.events_dropped.labels(source).inc(n)
             return False
+        now = time.monotonic()
         for item in items:
-            self.offer(item)
+            self._queue.put_nowait((item, now))
+        for source, n in _by_source(items).items():
+            self._metrics.events_received.labels(source).inc(n)
         return True
 
     def offer_many(self, items: list[Input], source: str) -> int:
@@ -83,3 +91,11 @@ class Bus:
             return self._queue.get_nowait()
         except asyncio.QueueEmpty:
             return None
+
+
+def _by_source(items: list[Input]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in items:
+        source = item.source or "unknown"
+        counts[source] = counts.get(source, 0) + 1
+    return counts

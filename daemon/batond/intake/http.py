@@ -6,12 +6,15 @@ parse, count and queue.
 
 Answers: 202 ``{"accepted": N, "rejected": M, "reasons": [...]}`` when at least
 one item is valid; 400 with the reasons when the body is not JSON or no item
-is valid; 503 when the bus cannot take all valid items (nothing is queued then,
-so a retry does not duplicate).
+is valid; 413 when the body is over ``http.max_body`` (by its Content-Length,
+before it is read) or holds more valid items than the queue can ever take;
+503 when the bus cannot take all valid items now (nothing is queued then, so a
+retry does not duplicate).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,6 +26,7 @@ from batond.errors import InputError
 from batond.events import Event, Input, label_text, parse_json_payload
 from batond.intake import Rejections
 from batond.intake.bus import Bus
+from batond.intake.httpguard import BodyRefused, expect_handler, read_body
 from batond.metrics import Metrics
 
 __all__ = ["add_input_routes", "parse_alertmanager"]
@@ -39,16 +43,30 @@ def add_input_routes(
     clock: Callable[[], float] = time.time,
 ) -> None:
     """Mount the two input endpoints on ``app``."""
+    parsing = asyncio.Semaphore(PARSERS)  # shared by both: they share the CPU
     app.router.add_post(
         "/api/v1/events",
-        _handler(bus, Rejections(metrics, "http"), parse_json_payload, clock, "http"),
+        _handler(bus, Rejections(metrics, "http"), parse_json_payload, clock, "http", parsing),
+        expect_handler=expect_handler,
     )
     app.router.add_post(
         "/api/v1/alertmanager",
         _handler(
-            bus, Rejections(metrics, "alertmanager"), parse_alertmanager, clock, "alertmanager"
+            bus,
+            Rejections(metrics, "alertmanager"),
+            parse_alertmanager,
+            clock,
+            "alertmanager",
+            parsing,
         ),
+        expect_handler=expect_handler,
     )
+
+
+#: Bodies larger than this are parsed in a worker thread, so the loop keeps serving.
+THREAD_PARSE_BYTES = 64 << 10
+#: Large bodies parsed at once; more wait their turn (each holds its body in memory).
+PARSERS = 2
 
 
 def _handler(
@@ -57,50 +75,66 @@ def _handler(
     parse: Callable[[bytes, float, str], tuple[list[Input], list[InputError]]],
     clock: Callable[[], float],
     source: str,
+    parsing: asyncio.Semaphore,
 ) -> Handler:
     async def handle(request: web.Request) -> web.Response:
-        body = await request.read()  # over client_max_size: aiohttp answers 413
-        items, errors = parse(body, clock(), source)
+        try:
+            body = await read_body(request)  # 413 by Content-Length, before reading
+        except BodyRefused as exc:
+            resp = _json({"error": str(exc), "accepted": 0}, exc.status)
+            if exc.status != 400:
+                resp.force_close()
+            return resp
+        items, errors = await _parse(parse, body, clock(), source, parsing)
         rejections.reject_all(errors, f"from {request.remote}")
-        reasons = _reasons(errors)
         if not items:
             if not errors:
                 errors = [InputError("empty", "the body holds no items")]
                 rejections.reject_all(errors)
-                reasons = _reasons(errors)
-            return _json(
-                {
-                    "error": "no valid item",
-                    "accepted": 0,
-                    "rejected": len(errors),
-                    "reasons": reasons,
-                },
-                400,
+            return _answer(400, "no valid item", errors)
+        if 0 < bus.capacity < len(items):  # could never fit: a retry would fail the same way
+            return _answer(
+                413, f"{len(items)} valid items; at most {bus.capacity} per request", errors
             )
         if not bus.offer_all(items):
-            resp = _json(
-                {
-                    "error": "queue full, retry later",
-                    "accepted": 0,
-                    "rejected": len(errors),
-                    "reasons": reasons,
-                },
-                503,
-            )
+            resp = _answer(503, "queue full, retry later", errors)
             resp.headers["Retry-After"] = "1"
             return resp
-        return _json({"accepted": len(items), "rejected": len(errors), "reasons": reasons}, 202)
+        return _json(
+            {"accepted": len(items), "rejected": len(errors), "reasons": _reasons(errors)}, 202
+        )
 
     return handle
 
 
+async def _parse(
+    parse: Callable[[bytes, float, str], tuple[list[Input], list[InputError]]],
+    body: bytes,
+    now: float,
+    source: str,
+    parsing: asyncio.Semaphore,
+) -> tuple[list[Input], list[InputError]]:
+    """Small bodies in the loop (cheaper than a thread hop); large ones in a worker thread."""
+    if len(body) <= THREAD_PARSE_BYTES:
+        return parse(body, now, source)
+    async with parsing:
+        return await asyncio.to_thread(parse, body, now, source)
+
+
+def _answer(status: int, error: str, errors: list[InputError]) -> web.Response:
+    body = {"error": error, "accepted": 0, "rejected": len(errors), "reasons": _reasons(errors)}
+    return _json(body, status)
+
+
 def _reasons(errors: list[InputError]) -> list[str]:
-    seen: dict[str, None] = {}
+    """At most ``_MAX_REASONS`` texts, the first of each reason: 10^5 errors cost one pass."""
+    first: dict[str, InputError] = {}
     for error in errors:
-        seen.setdefault(str(error)[:300])
-        if len(seen) >= _MAX_REASONS:
-            break
-    return list(seen)
+        if error.reason not in first:
+            first[error.reason] = error
+            if len(first) >= _MAX_REASONS:
+                break
+    return [str(e)[:300] for e in first.values()]
 
 
 def _json(data: dict[str, Any], status: int) -> web.Response:

@@ -8,6 +8,7 @@ is one middleware so no route can forget it. Request bodies above
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -18,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from batond.errors import BatondError
+from batond.intake.httpguard import BodyRefused, expect_handler, handler_args, read_body
 from batond.metrics import Metrics
 
 __all__ = ["Control", "build_app"]
@@ -71,6 +73,11 @@ def _auth_middleware(token: str | None) -> Any:
             return await handler(request)
         except (BatondError, _Invalid) as exc:
             return _error(400, str(exc))
+        except BodyRefused as exc:
+            resp = _error(exc.status, str(exc))
+            if exc.status != 400:  # the rest of the body may still be on its way
+                resp.force_close()
+            return resp
 
     return auth
 
@@ -79,23 +86,31 @@ class _Invalid(Exception):
     """A request the API refuses with 400 and a JSON reason."""
 
 
+#: Ids are SQLite integers: 1 .. 2**63 - 1.
+_MAX_ID = (1 << 63) - 1
+
+
+def _digits(text: str, name: str) -> int:
+    """ASCII digits only: ``int()`` takes "٣" (3) and " 3 ", which no client sends."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        raise _Invalid(f"{name} must be a positive integer, got {text[:40]!r}")
+    return int(text)
+
+
 def _int(request: web.Request, name: str) -> int:
-    try:
-        return int(request.match_info[name])
-    except ValueError:
-        raise _Invalid(f"{name} must be an integer") from None
+    value = _digits(request.match_info[name], name)
+    if not 0 < value <= _MAX_ID:
+        raise _Invalid(f"{name} must be between 1 and {_MAX_ID}, got {value}")
+    return value
 
 
 def _limit(request: web.Request) -> int:
-    try:
-        return max(1, min(10_000, int(request.query.get("limit", "100"))))
-    except ValueError:
-        raise _Invalid("limit must be an integer") from None
+    return max(1, min(10_000, _digits(request.query.get("limit", "100"), "limit")))
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
-        body = orjson.loads(await request.read() or b"{}")
+        body = orjson.loads(await read_body(request) or b"{}")
     except orjson.JSONDecodeError as exc:
         raise _Invalid(f"body is not JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -111,7 +126,11 @@ def build_app(
     max_body: int,
     add_input_routes: Callable[[web.Application], None] | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=max_body, middlewares=[_auth_middleware(token)])
+    app = web.Application(
+        client_max_size=max_body,
+        middlewares=[_auth_middleware(token)],
+        handler_args=handler_args(),  # header timeout, one-line reports of malformed requests
+    )
     _Routes(control, metrics).add_to(app.router)
     if add_input_routes is not None:
         add_input_routes(app)
@@ -126,27 +145,30 @@ class _Routes:
         self.metrics = metrics
 
     def add_to(self, r: web.UrlDispatcher) -> None:
+        # a body route answers "Expect: 100-continue" by the body's size (413 when over)
+        post = functools.partial(r.add_post, expect_handler=expect_handler)
+        delete = functools.partial(r.add_delete, expect_handler=expect_handler)
         r.add_get("/", self.index)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
         r.add_get("/metrics", self.metrics_page)
         r.add_get("/api/v1/status", self.status)
         r.add_get("/api/v1/incidents", self.incidents)
-        r.add_post("/api/v1/incidents/{id}/feedback", self.feedback)
+        post("/api/v1/incidents/{id}/feedback", self.feedback)
         r.add_get("/api/v1/runs", self.runs)
         r.add_get("/api/v1/runs/{id}", self.run)
         for verb in ("approve", "deny", "cancel"):
-            r.add_post(f"/api/v1/runs/{{id}}/{verb}", self.gate(verb))
+            post(f"/api/v1/runs/{{id}}/{verb}", self.gate(verb))
         r.add_get("/api/v1/rules", self.rules)
         r.add_get("/api/v1/series", self.series)
         r.add_get("/api/v1/silences", self.silences)
-        r.add_post("/api/v1/silences", self.add_silence)
-        r.add_delete("/api/v1/silences/{id}", self.expire_silence)
-        r.add_post("/api/v1/pause", self.pause(True))
-        r.add_post("/api/v1/resume", self.pause(False))
-        r.add_post("/api/v1/reload", self.reload)
+        post("/api/v1/silences", self.add_silence)
+        delete("/api/v1/silences/{id}", self.expire_silence)
+        post("/api/v1/pause", self.pause(True))
+        post("/api/v1/resume", self.pause(False))
+        post("/api/v1/reload", self.reload)
         # a target is an incident key ("host=web-1,svc=a"): any text, percent-encoded
-        r.add_post("/api/v1/circuits/{target:.+}/reset", self.reset_circuit)
+        post("/api/v1/circuits/{target:.+}/reset", self.reset_circuit)
 
     async def healthz(self, _: web.Request) -> web.Response:
         return json_response({"status": "ok"})
