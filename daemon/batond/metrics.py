@@ -66,6 +66,9 @@ class Metrics:
         )
         self.anomaly_series = _gauge(r, "batond_anomaly_series", "Series the anomaly model scores")
         self.circuits_open = _gauge(r, "batond_circuits_open", "Targets whose circuit is open")
+        self.loop_lag = _gauge(
+            r, "batond_loop_lag_seconds", "Worst event-loop delay of the last 30 s (a late timer)"
+        )
 
         # Known label values start at 0, so rate() and alerts see them before the first change.
         for result in ("ok", "error"):

@@ -77,6 +77,7 @@ class MqttConfig:
     key_file: Path | None = None
     subscribe: tuple[Subscription, ...] = ()
     publish_prefix: str | None = None
+    max_payload: int = 256 << 10  # larger messages are rejected (too_large) unparsed
 
     @property
     def tls(self) -> bool:
@@ -260,11 +261,13 @@ class _ConfigReader:
             "key_file",
             "subscribe",
             "publish_prefix",
+            "max_payload",
         )
         f = self.r.mapping(node, keys, what="mqtt mapping")
         if f is None:
             return None
-        url = MqttConfig().url  # (the class attribute is a slot descriptor)
+        default = MqttConfig()  # (class attributes are slot descriptors)
+        url = default.url
         if "url" in f:
             url = self.r.string(f["url"], "MQTT URL") or url
             parts = urlsplit(url)
@@ -301,6 +304,9 @@ class _ConfigReader:
             publish_prefix=self.r.string(f["publish_prefix"], "topic prefix")
             if "publish_prefix" in f
             else None,
+            max_payload=(self.r.size(f["max_payload"]) or default.max_payload)
+            if "max_payload" in f
+            else default.max_payload,
         )
 
     def subscription(self, node: Node) -> Subscription | None:

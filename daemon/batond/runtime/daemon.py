@@ -29,6 +29,7 @@ from batond.errors import BatondError, ConfigError
 from batond.intake.http import add_input_routes
 from batond.load.config import Config, load_config, read_secret
 from batond.runtime.api import build_app
+from batond.runtime.looplag import LoopLag
 from batond.runtime.ports import save_models
 from batond.runtime.root import Components, build
 from batond.runtime.sdnotify import Notifier
@@ -74,6 +75,7 @@ class Daemon:
             self._spawn(tg, "runner", self._serve_runner)
             self._spawn(tg, "engine", self._serve_engine)
             self._spawn(tg, "housekeeping", self._housekeeping)
+            self._spawn(tg, "looplag", LoopLag(self._parts.metrics.loop_lag).run)
             watchdog = tg.create_task(self._notifier.watchdog(), name="watchdog")
             await self._wait_started()
             if not self._stop.is_set():  # a component that failed to start: never READY
