@@ -97,3 +97,11 @@ def test_the_bound_is_on_what_aliases_add(levels: int) -> None:
     # 9^3 = 729 added nodes pass; 9^4 + ... = 7380 pass; both under the limit
     node, reader = compose_text(laughs(levels), "f.yaml")
     assert node is not None and reader.problems == []
+
+
+@pytest.mark.parametrize("text", ["!1\n", "rules: !custom [1]\n", "a: !!python/name:os.system x\n"])
+def test_unknown_tags_are_a_problem_not_a_crash(text: str) -> None:
+    node, reader = compose_text(text, "f.yaml")
+    assert node is None
+    (problem,) = reader.problems
+    assert "unsupported YAML tag" in problem.message and problem.line == 1

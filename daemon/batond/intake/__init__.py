@@ -80,6 +80,16 @@ class Rejections:
             "%s input rejected%s: %s%s",
             self._source,
             f" ({where})" if where else "",
-            error,
+            _bounded(str(error)),
             f" (and {hidden} more like it since the last report)" if hidden else "",
         )
+
+
+#: The most of one rejection's text that is logged: an item can quote a megabyte of input.
+MAX_REASON_CHARS = 300
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= MAX_REASON_CHARS:
+        return text
+    return text[:MAX_REASON_CHARS] + f"... ({len(text)} characters)"

@@ -79,6 +79,12 @@ def compose_text(text: str, file: str) -> tuple[Node | None, Reader]:
     return node, reader
 
 
+_PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{t}"
+    for t in ("str", "int", "float", "bool", "null", "seq", "map", "timestamp")
+)
+
+
 def _too_big(size: int, unit: str) -> str:
     return f"file too large: {size} {unit}; the limit is {MAX_FILE_BYTES >> 20} MiB"
 
@@ -115,6 +121,8 @@ def _bomb(root: Node, file: str) -> Problem | None:
             continue
         if depth > MAX_DEPTH:
             return _at(file, node, f"nested deeper than {MAX_DEPTH} levels")
+        if node.tag not in _PLAIN_TAGS:  # "!x", "!!python/...": nothing reads them
+            return _at(file, node, f"unsupported YAML tag {node.tag!r}")
         on_path.add(key)
         stack.append((node, depth, True))
         stack.extend((k, depth + 1, False) for k in reversed(_children(node)))
