@@ -163,5 +163,6 @@ def parse_json_payload(
             try:
                 items.append(item_from_json(obj, now, source))
             except InputError as exc:
-                errors.append(exc)
+                # no traceback: it would tie this frame (and all errors) into a cycle for the GC
+                errors.append(exc.with_traceback(None))
     return items, errors

@@ -11,13 +11,43 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from batond.errors import InputError
 from batond.metrics import Metrics
 
-__all__ = ["Rejections"]
+__all__ = ["Rejections", "Tally"]
 
 log = logging.getLogger("batond.intake")
+
+
+@dataclass(slots=True)
+class Tally:
+    """The rejections of one batch, counted: how many of each reason and the first of each."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    first: dict[str, InputError] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, errors: Iterable[InputError]) -> Tally:
+        tally = cls()
+        counts, first = tally.counts, tally.first
+        for error in errors:
+            reason = error.reason
+            if reason in counts:
+                counts[reason] += 1
+            else:
+                counts[reason] = 1
+                first[reason] = error
+        return tally
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def reasons(self, limit: int = 10) -> list[str]:
+        """The first error of each reason as text (bounded), at most ``limit`` of them."""
+        return [_bounded(str(e)) for e in list(self.first.values())[:limit]]
 
 
 class Rejections:
@@ -54,17 +84,13 @@ class Rejections:
         A body of 10^5 bad items costs one pass over them, not 10^5 labelled
         increments and log decisions.
         """
-        first: dict[str, InputError] = {}
-        counts: dict[str, int] = {}
-        for error in errors:
-            reason = error.reason
-            if reason not in counts:
-                first[reason] = error
-                counts[reason] = 0
-            counts[reason] += 1
-        for reason, n in counts.items():
+        self.reject_tally(Tally.of(errors), where)
+
+    def reject_tally(self, tally: Tally, where: str = "") -> None:
+        """Count what :meth:`Tally.of` counted (perhaps in a worker thread)."""
+        for reason, n in tally.counts.items():
             self._metrics.events_rejected.labels(self._source, reason).inc(n)
-            self._report(first[reason], where, n - 1)
+            self._report(tally.first[reason], where, n - 1)
 
     def _report(self, error: InputError, where: str, more: int = 0) -> None:
         """Log ``error`` unless its reason was logged within ``interval``; ``more`` alike."""

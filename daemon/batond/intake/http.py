@@ -24,14 +24,13 @@ from aiohttp import web
 
 from batond.errors import InputError
 from batond.events import Event, Input, label_text, parse_json_payload
-from batond.intake import Rejections
+from batond.intake import Rejections, Tally
 from batond.intake.bus import Bus
 from batond.intake.httpguard import BodyRefused, expect_handler, read_body
 from batond.metrics import Metrics
 
 __all__ = ["add_input_routes", "parse_alertmanager"]
 
-_MAX_REASONS = 10
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
@@ -85,24 +84,23 @@ def _handler(
             if exc.status != 400:
                 resp.force_close()
             return resp
-        items, errors = await _parse(parse, body, clock(), source, parsing)
-        rejections.reject_all(errors, f"from {request.remote}")
+        items, tally = await _parse(parse, body, clock(), source, parsing)
+        rejections.reject_tally(tally, f"from {request.remote}")
         if not items:
-            if not errors:
-                errors = [InputError("empty", "the body holds no items")]
-                rejections.reject_all(errors)
-            return _answer(400, "no valid item", errors)
+            if not tally.counts:
+                tally = Tally.of([InputError("empty", "the body holds no items")])
+                rejections.reject_tally(tally)
+            return _answer(400, "no valid item", tally)
         if 0 < bus.capacity < len(items):  # could never fit: a retry would fail the same way
             return _answer(
-                413, f"{len(items)} valid items; at most {bus.capacity} per request", errors
+                413, f"{len(items)} valid items; at most {bus.capacity} per request", tally
             )
         if not bus.offer_all(items):
-            resp = _answer(503, "queue full, retry later", errors)
+            resp = _answer(503, "queue full, retry later", tally)
             resp.headers["Retry-After"] = "1"
             return resp
-        return _json(
-            {"accepted": len(items), "rejected": len(errors), "reasons": _reasons(errors)}, 202
-        )
+        answer = {"accepted": len(items), "rejected": tally.total, "reasons": tally.reasons()}
+        return _json(answer, 202)
 
     return handle
 
@@ -113,28 +111,26 @@ async def _parse(
     now: float,
     source: str,
     parsing: asyncio.Semaphore,
-) -> tuple[list[Input], list[InputError]]:
-    """Small bodies in the loop (cheaper than a thread hop); large ones in a worker thread."""
+) -> tuple[list[Input], Tally]:
+    """Small bodies in the loop (cheaper than a thread hop); large ones in a worker thread.
+
+    The errors are tallied where they were made, so 10^5 of them are counted
+    and freed in the thread and the loop handles one entry per reason.
+    """
+
+    def work() -> tuple[list[Input], Tally]:
+        items, errors = parse(body, now, source)
+        return items, Tally.of(errors)
+
     if len(body) <= THREAD_PARSE_BYTES:
-        return parse(body, now, source)
+        return work()
     async with parsing:
-        return await asyncio.to_thread(parse, body, now, source)
+        return await asyncio.to_thread(work)
 
 
-def _answer(status: int, error: str, errors: list[InputError]) -> web.Response:
-    body = {"error": error, "accepted": 0, "rejected": len(errors), "reasons": _reasons(errors)}
+def _answer(status: int, error: str, tally: Tally) -> web.Response:
+    body = {"error": error, "accepted": 0, "rejected": tally.total, "reasons": tally.reasons()}
     return _json(body, status)
-
-
-def _reasons(errors: list[InputError]) -> list[str]:
-    """At most ``_MAX_REASONS`` texts, the first of each reason: 10^5 errors cost one pass."""
-    first: dict[str, InputError] = {}
-    for error in errors:
-        if error.reason not in first:
-            first[error.reason] = error
-            if len(first) >= _MAX_REASONS:
-                break
-    return [str(e)[:300] for e in first.values()]
 
 
 def _json(data: dict[str, Any], status: int) -> web.Response:
@@ -170,7 +166,8 @@ def parse_alertmanager(
         try:
             items.append(_alert(alert, now, source))
         except InputError as exc:
-            errors.append(exc)
+            # no traceback: it would tie this frame (and all errors) into a cycle for the GC
+            errors.append(exc.with_traceback(None))
     return items, errors
 
 

@@ -46,7 +46,8 @@ def parse_influx(payload: bytes, now: float, source: str) -> tuple[list[Input], 
         try:
             _line(line, now, source, items)
         except InputError as exc:
-            errors.append(exc)
+            # no traceback: it would tie this frame (and all errors) into a cycle for the GC
+            errors.append(exc.with_traceback(None))
     if not items and not errors:
         errors.append(InputError("empty", "no line protocol lines in the payload"))
     return items, errors
