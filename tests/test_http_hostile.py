@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from batond.intake.httpguard import BODY_READ_TIMEOUT, HEADER_TIMEOUT
+from batond.intake.httpguard import BODY_READ_TIMEOUT, HEADER_TIMEOUT, LINGER
 from daemon_proc import DaemonProcess, free_port, http, write_config
 
 TOKEN = "hostile-token"
@@ -105,8 +105,10 @@ async def test_half_open_connections_and_slow_bodies_are_cut_and_never_stall(
         reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
         writer.write(head("/api/v1/events", "Content-Length: 100\r\n") + b'{"event": ')
         await writer.drain()
+        t0 = loop.time()
         async with asyncio.timeout(BODY_READ_TIMEOUT + 15):
             answer = await reader.read()
+        assert loop.time() - t0 < BODY_READ_TIMEOUT + LINGER + 5
         writer.close()
         return answer
 

@@ -36,6 +36,8 @@ __all__ = [
 BODY_READ_TIMEOUT = 10.0
 #: Seconds a connection may sit without a complete request (half-open, slow headers, idle).
 HEADER_TIMEOUT = 10.0
+#: Seconds the rest of a refused body is read and dropped before the connection closes.
+LINGER = 2.0
 #: One line per kind of malformed request per this many seconds.
 LOG_INTERVAL = 60.0
 
@@ -132,4 +134,10 @@ _server_log.addFilter(RateLimitedLog())
 
 def handler_args() -> dict[str, Any]:
     """What ``web.Application(handler_args=...)`` needs for the guards above."""
-    return {"keepalive_timeout": HEADER_TIMEOUT, "logger": _server_log}
+    return {
+        "keepalive_timeout": HEADER_TIMEOUT,
+        # after an early answer (413, 408), the rest of a body is drained this long at most,
+        # so the client still reads the answer instead of a reset, and no one holds a slot
+        "lingering_time": LINGER,
+        "logger": _server_log,
+    }
