@@ -105,3 +105,29 @@ def test_unknown_tags_are_a_problem_not_a_crash(text: str) -> None:
     assert node is None
     (problem,) = reader.problems
     assert "unsupported YAML tag" in problem.message and problem.line == 1
+
+
+def test_a_bomb_on_reload_keeps_the_daemon_and_its_old_rules(tmp_path: Path) -> None:
+    """The issue's repro: the reload took RSS from 45 MB to 3.67 GB and the loop died."""
+    import psutil
+
+    from daemon_proc import DaemonProcess, free_port, write_config
+
+    port = free_port()
+    rules = "rules:\n  - {name: a, match: {event: e}, run: fix}\n" + PLAYBOOKS
+    config = write_config(tmp_path, port, rules=rules, token="t")
+    daemon = DaemonProcess(config, port)
+    try:
+        daemon.wait_ready()
+        rss = psutil.Process(daemon.pid).memory_info().rss
+        bomb = tmp_path / "rules" / "bomb.yaml"
+        bomb.write_text(laughs(9))
+        got = daemon.post("/api/v1/reload", token="t")
+        assert got.status == 400 and not got.json()["ok"]
+        (error,) = got.json()["errors"]
+        assert error.startswith(f"{bomb}:9:7: aliases expand this file by ")
+        assert daemon.get("/api/v1/rules").json()["rules"][0]["name"] == "a"  # old rules kept
+        assert psutil.Process(daemon.pid).memory_info().rss < rss + 50_000_000
+        assert daemon.get("/healthz").status == 200
+    finally:
+        assert daemon.stop() == 0, daemon.log()
