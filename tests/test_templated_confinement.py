@@ -74,6 +74,7 @@ def test_a_host_part_must_be_a_host_name_or_address(host: str) -> None:
     ("host", "url"),
     [
         ("db-1.example.org", "http://db-1.example.org:8080/health"),
+        ("my_service", "http://my_service:8080/health"),
         ("10.0.0.7", "http://10.0.0.7:8080/health"),
         ("::1", "http://[::1]:8080/health"),
     ],

@@ -29,8 +29,8 @@ from batond.engine.templates import EvalError, Template, text_of
 
 __all__ = ["render_cwd", "render_url"]
 
-# RFC 1123 labels: letters, digits and inner hyphens; an optional final dot
-_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+# RFC 1123 labels (letters, digits, inner hyphens; underscores too, as container names have)
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 _PORT = re.compile(r"[0-9]{1,5}")
 
 
