@@ -185,6 +185,29 @@ def test_rejections_are_counted_always_and_logged_once_a_minute(
     assert count == 6
 
 
+def test_a_batch_of_rejections_is_one_update_and_one_line_per_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    metrics = Metrics(CollectorRegistry())
+    rejections = Rejections(metrics, "http", clock=lambda: now[0])
+    errors = [InputError("not_object", "x" * 5000)] * 100_000 + [InputError("bad_ts", "t")]
+    with caplog.at_level(logging.WARNING, logger="batond.intake"):
+        rejections.reject_all(errors)
+        rejections.reject_all(errors[:10])  # within the minute: counted, not logged
+        now[0] = 61.0
+        rejections.reject_all(errors[:1])
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3
+    assert "(and 99999 more like it" in messages[0] and len(messages[0]) < 500
+    assert "bad_ts: t" in messages[1]
+    assert "(and 10 more like it" in messages[2]
+    count = metrics.registry.get_sample_value(
+        "batond_events_rejected_total", {"source": "http", "reason": "not_object"}
+    )
+    assert count == 100_011
+
+
 def test_a_ts_far_ahead_of_the_clock_is_rejected() -> None:
     now = 1_800_000_000.0
     items, errors = parse_json_payload(
