@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from daemon_proc import DaemonProcess, free_port, http, write_config
+from daemon_proc import DaemonProcess, http, write_config
+from support import free_port
 
 
 def probe(daemon: DaemonProcess, stop: threading.Event, worst: list[float]) -> None:

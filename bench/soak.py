@@ -34,8 +34,9 @@ import orjson
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon_proc import DaemonProcess, free_port, write_config
+from daemon_proc import DaemonProcess, write_config
 from mqtt_broker import Mosquitto
+from support import free_port
 
 RULES = """
 rules:

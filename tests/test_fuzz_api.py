@@ -20,8 +20,9 @@ from batond.intake.bus import Bus
 from batond.intake.http import add_input_routes
 from batond.metrics import Metrics
 from batond.runtime.api import build_app
-from daemon_proc import DaemonProcess, free_port, http, write_config
+from daemon_proc import DaemonProcess, http, write_config
 from fuzz_targets import json_values
+from support import free_port
 
 TOKEN = "fuzz-token"
 ROUTES = [

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 from batond.intake.httpguard import BODY_READ_TIMEOUT, HEADER_TIMEOUT, LINGER
-from daemon_proc import DaemonProcess, free_port, http, write_config
+from daemon_proc import DaemonProcess, http, write_config
+from support import free_port
 
 TOKEN = "hostile-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -111,7 +111,8 @@ def test_a_bomb_on_reload_keeps_the_daemon_and_its_old_rules(tmp_path: Path) -> 
     """The issue's repro: the reload took RSS from 45 MB to 3.67 GB and the loop died."""
     import psutil
 
-    from daemon_proc import DaemonProcess, free_port, write_config
+    from daemon_proc import DaemonProcess, write_config
+    from support import free_port
 
     port = free_port()
     rules = "rules:\n  - {name: a, match: {event: e}, run: fix}\n" + PLAYBOOKS
