@@ -234,10 +234,33 @@ def recover(conn: sqlite3.Connection, now: float) -> list[InterruptedRun]:
                 incident_id=run["incident_id"],
                 resumes=run["resumes"],
                 in_flight=tuple(p for p, s in steps if s == StepStatus.RUNNING),
-                completed=tuple(p for p, s in steps if s == StepStatus.OK),
+                completed=_started_and_ended(conn, run["resumes"], steps),
             )
         )
     return found
+
+
+def _started_and_ended(
+    conn: sqlite3.Connection, resumes: int | None, steps: list[Any]
+) -> tuple[str, ...]:
+    """Step paths that started and ended, whatever their status, here and in the runs resumed.
+
+    A step that failed (``continue_on_error``), timed out or was skipped has
+    acted (or been decided) for this run: a resumption must not run it again.
+    The runs this one resumes count too, since a resumption journals only
+    the steps it ran itself.
+    """
+    paths = [p for p, status in steps if status != StepStatus.RUNNING]
+    earlier, hops = resumes, 0
+    while earlier is not None and hops < 100:  # a chain of resumptions, oldest last
+        rows = conn.execute(
+            "SELECT path FROM steps WHERE run_id = ? AND status != 'running' ORDER BY id",
+            (earlier,),
+        ).fetchall()
+        paths = [r[0] for r in rows] + paths
+        found = conn.execute("SELECT resumes FROM runs WHERE id = ?", (earlier,)).fetchone()
+        earlier, hops = (found[0] if found else None), hops + 1
+    return tuple(dict.fromkeys(paths))
 
 
 # table -> which rows retention may delete (finished ones only)

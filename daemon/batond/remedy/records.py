@@ -75,8 +75,10 @@ class InterruptedRun:
     """A run found unfinished after a crash, already recorded ``interrupted``.
 
     ``in_flight`` are the step paths that had started and not ended (several
-    with parallel branches); ``completed`` the paths that ended ``ok``, in
-    order. A resumption is a new run with ``resumes=run_id``.
+    with parallel branches); ``completed`` the paths that started and ended,
+    whatever their status (``failed`` with ``continue_on_error``, ``timed_out``,
+    ``skipped``), in this run and in the runs it resumed, in order: none of
+    them runs again. A resumption is a new run with ``resumes=run_id``.
     """
 
     run_id: int
