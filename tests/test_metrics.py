@@ -21,6 +21,7 @@ DOCUMENTED_METRICS = {
     "batond_decisions_total": ("counter", {"rule", "result"}),
     "batond_runs_total": ("counter", {"playbook", "outcome"}),
     "batond_runs_active": ("gauge", set()),
+    "batond_runs_refused_total": ("counter", {"reason"}),
     "batond_step_duration_seconds": ("histogram", {"playbook", "action"}),
     "batond_event_to_action_seconds": ("histogram", set()),
     "batond_rules_loaded": ("gauge", set()),

@@ -8,9 +8,13 @@ tracked, so a stop waits for it instead of losing it.
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from batond.engine.engine import Engine
@@ -118,6 +122,45 @@ async def test_the_bookkeeping_of_an_ended_run_is_awaited_at_stop(tmp_path: Path
         await parts.after_run.drain(10.0)
         incidents = (await parts.journal.list_incidents(10))["incidents"]
         assert [(i["rule"], i["state"]) for i in incidents] == [("down", "resolved")]
+        runs = (await parts.journal.list_runs(10))["runs"]
+        assert [(r["playbook"], r["outcome"]) for r in runs] == [("fix", "resolved")]
+    finally:
+        await parts.close()
+
+
+async def test_a_run_the_journal_cannot_write_ahead_is_refused_and_holds_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14: disk full at the write-ahead killed the run task; the key stayed stuck."""
+    parts = Parts(tmp_path)
+    real = parts.journal.run_created
+    failures = [3]  # the disk is full for the first three runs
+
+    async def run_created(**kw: Any) -> int:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return await real(**kw)
+
+    parts.journal.run_created = run_created  # type: ignore[method-assign]
+    try:
+        ended = Ended(parts.pipeline)
+        parts.runner.listen(ended)
+        with caplog.at_level(logging.ERROR, logger="batond.remedy.runner"):
+            for i in range(4):
+                ended.event.clear()
+                now = time.time()
+                await parts.pipeline.observe(nginx_exited(now + i), now + i)
+                async with asyncio.timeout(30.0):
+                    await ended.event.wait()
+                # refused or run, the run-only incident resolves and the key is free again
+                assert parts.engine.open_incident_count() == 0
+        await parts.after_run.drain(10.0)
+        refused = {"reason": "journal_unavailable"}
+        assert parts.registry.get_sample_value("batond_runs_refused_total", refused) == 3
+        assert parts.registry.get_sample_value("batond_runs_active") == 0
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and "refused (journal_unavailable)" in lines[0]
         runs = (await parts.journal.list_runs(10))["runs"]
         assert [(r["playbook"], r["outcome"]) for r in runs] == [("fix", "resolved")]
     finally:

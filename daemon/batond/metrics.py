@@ -43,6 +43,9 @@ class Metrics:
         self.runs = _counter(r, "batond_runs", "Ended playbook runs", "playbook", "outcome")
         # counted by the runner as it admits and releases runs (not read at scrape time)
         self.runs_active = _gauge(r, "batond_runs_active", "Playbook runs in progress")
+        self.runs_refused = _counter(
+            r, "batond_runs_refused", "Runs that never ran, by reason", "reason"
+        )
         self.step_duration = Histogram(
             "batond_step_duration_seconds",
             "Duration of one step attempt",

@@ -83,6 +83,7 @@ class Run:
     key_ready: asyncio.Future[None] | None = None  # set while waiting for its key (queued)
     after: list[asyncio.Event] = field(default_factory=list)  # restart: predecessors' ends
     has_slot: bool = False
+    refused: str = ""  # why it never ran: journal_unavailable (its intent could not be written)
     resolved: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -33,7 +33,10 @@ from batond.remedy.records import InterruptedRun, RunStore
 from batond.remedy.run import Origin, Run, RunState
 from batond.remedy.steps import StepExecutor, uncancel
 
-__all__ = ["RunEnded", "RunListener", "Runner"]
+__all__ = ["JOURNAL_UNAVAILABLE", "RunEnded", "RunListener", "Runner"]
+
+#: Why a run was refused when its intent could not be written to the journal.
+JOURNAL_UNAVAILABLE = "journal_unavailable"
 
 log = logging.getLogger("batond.remedy.runner")
 
@@ -52,6 +55,7 @@ class RunEnded:
     ended_at: float
     final: bool  # no further run of this decision follows (no next candidate, no escalation)
     escalation: bool  # this run was an escalate: playbook
+    refused: str = ""  # it never ran (run_id 0): journal_unavailable
 
 
 class RunListener(Protocol):
@@ -108,6 +112,8 @@ class Runner:
         self._running = 0  # runs holding one of max_concurrent slots
         self._slot_waiters: deque[tuple[Run, asyncio.Future[None]]] = deque()
         self._closing = False
+        self._refused_logged_at = float("-inf")
+        self._refused_unlogged = 0
         self._exec = StepExecutor(
             store=store, metrics=metrics, ctx=actions, clock=clock, closing=lambda: self._closing
         )
@@ -379,11 +385,11 @@ class Runner:
         self._ended(run, await self._go(run), final=True)
 
     def _ended(self, run: Run, outcome: Outcome, *, final: bool) -> None:
-        if not run.id:
+        if not run.id and not run.refused:
             return
         ended = RunEnded(
             run.id, run.origin.rule, run.playbook.name, run.origin.key, run.origin.target,
-            outcome, run.started_at, self._clock(), final, run.escalation,
+            outcome, run.started_at, self._clock(), final, run.escalation, run.refused,
         )  # fmt: skip
         try:
             self._listener.run_ended(ended)
@@ -399,12 +405,16 @@ class Runner:
         outcome = Outcome.INTERRUPTED
         try:
             run.started_at = self._clock()
-            run.id = await self._store.run_created(
-                rule=o.rule, playbook=run.playbook.name, key=o.key, params=o.params,
-                labels=o.labels, created_at=run.started_at, decision_id=o.decision_id,
-                incident_id=o.incident_id, resumes=run.resumes,
-                state=RunState.RUNNING if ready else RunState.QUEUED,
-            )  # fmt: skip
+            try:
+                run.id = await self._store.run_created(
+                    rule=o.rule, playbook=run.playbook.name, key=o.key, params=o.params,
+                    labels=o.labels, created_at=run.started_at, decision_id=o.decision_id,
+                    incident_id=o.incident_id, resumes=run.resumes,
+                    state=RunState.RUNNING if ready else RunState.QUEUED,
+                )  # fmt: skip
+            except Exception as exc:  # disk full, a broken journal: nothing acts unrecorded
+                self._refuse(run, exc)
+                return Outcome.INTERRUPTED
             self._by_id[run.id] = run
             if run.stop_reason is not None:  # stopped while the intent was being written
                 outcome = run.stop_reason
@@ -421,6 +431,21 @@ class Runner:
             await self._store.run_finished(run.id, outcome, self._clock())
             self._metrics.runs.labels(run.playbook.name, outcome).inc()
         return outcome
+
+    def _refuse(self, run: Run, exc: Exception) -> None:
+        """A run whose intent cannot be written ahead never acts: counted, logged once a minute."""
+        run.refused = JOURNAL_UNAVAILABLE
+        self._metrics.runs_refused.labels(JOURNAL_UNAVAILABLE).inc()
+        now = time.monotonic()
+        self._refused_unlogged += 1
+        if now - self._refused_logged_at >= 60.0:
+            log.error(
+                "run of %s for %s refused (%s): the journal cannot record it: %s: %s%s",
+                run.playbook.name, run.origin.key, JOURNAL_UNAVAILABLE, type(exc).__name__,
+                exc, f" ({self._refused_unlogged} in all since the last report)"
+                if self._refused_unlogged > 1 else "",
+            )  # fmt: skip
+            self._refused_logged_at, self._refused_unlogged = now, 0
 
     async def _queued_then_execute(self, run: Run, ready: bool) -> Outcome:
         if not ready:

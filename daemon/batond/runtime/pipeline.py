@@ -282,8 +282,11 @@ class Pipeline:
         """
         outputs: list[Output] = []
         if not ended.escalation:
+            # a refused run (its intent could not be journaled) is like no run at all: it
+            # frees the governor's count and resolves what only a run could resolve
+            outcome = NO_RUN if ended.refused else ended.outcome
             outputs = self._engine.record_outcome(
-                ended.rule, ended.playbook, ended.key, ended.outcome, ended.ended_at
+                ended.rule, ended.playbook, ended.key, outcome, ended.ended_at
             )
         self._spawn(self._after_run(ended.run_id, outputs, ended.ended_at))
 
@@ -292,4 +295,5 @@ class Pipeline:
             await self.act(outputs, now, None)
         if self._state is not None:
             self._state.changed()  # statistics and circuits changed even without outputs
-        await self._publisher.run(run_id)
+        if run_id:  # (0: refused, never journaled)
+            await self._publisher.run(run_id)
