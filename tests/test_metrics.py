@@ -31,6 +31,7 @@ DOCUMENTED_METRICS = {
     "batond_anomaly_series": ("gauge", set()),
     "batond_circuits_open": ("gauge", set()),
     "batond_loop_lag_seconds": ("gauge", set()),
+    "batond_journal_writable": ("gauge", set()),
 }
 #: Label names whose values come from a small, configured or fixed set. A host, an
 #: incident key, a series, a run id or a metric name would grow without bound.

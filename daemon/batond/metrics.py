@@ -43,9 +43,6 @@ class Metrics:
         self.runs = _counter(r, "batond_runs", "Ended playbook runs", "playbook", "outcome")
         # counted by the runner as it admits and releases runs (not read at scrape time)
         self.runs_active = _gauge(r, "batond_runs_active", "Playbook runs in progress")
-        self.runs_refused = _counter(
-            r, "batond_runs_refused", "Runs that never ran, by reason", "reason"
-        )
         self.step_duration = Histogram(
             "batond_step_duration_seconds",
             "Duration of one step attempt",
@@ -69,9 +66,7 @@ class Metrics:
         )
         self.anomaly_series = _gauge(r, "batond_anomaly_series", "Series the anomaly model scores")
         self.circuits_open = _gauge(r, "batond_circuits_open", "Targets whose circuit is open")
-        self.loop_lag = _gauge(
-            r, "batond_loop_lag_seconds", "Worst event-loop delay of the last 30 s (a late timer)"
-        )
+        self._health(r)
 
         # Known label values start at 0, so rate() and alerts see them before the first change.
         for result in ("ok", "error"):
@@ -79,6 +74,19 @@ class Metrics:
         for source in SOURCES:
             self.events_received.labels(source)
             self.events_dropped.labels(source)
+
+    def _health(self, r: CollectorRegistry) -> None:
+        """What says the daemon itself is in trouble: a held loop, a journal that cannot write."""
+        self.runs_refused = _counter(
+            r, "batond_runs_refused", "Runs that never ran, by reason", "reason"
+        )
+        self.runs_refused.labels("journal_unavailable")  # (remedy.runner.JOURNAL_UNAVAILABLE)
+        self.journal_writable = _gauge(
+            r, "batond_journal_writable", "1 while the journal commits, 0 when it cannot"
+        )
+        self.loop_lag = _gauge(
+            r, "batond_loop_lag_seconds", "Worst event-loop delay of the last 30 s (a late timer)"
+        )
 
     def bind_gauges(
         self,

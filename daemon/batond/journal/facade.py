@@ -114,6 +114,11 @@ class Journal:
     async def _read(self, job: Callable[[sqlite3.Connection], T]) -> T:
         return await self._db.read(job)
 
+    @property
+    def trouble(self) -> str:
+        """Why the journal cannot write now (disk full...), "" while it can."""
+        return self._db.trouble
+
     async def flush(self) -> None:
         """Wait until everything posted so far has committed."""
         await self._db.barrier()

@@ -90,6 +90,8 @@ class Database:
         self._closed = False
         self._failed_posts = 0
         self._last_error_log = -_ERROR_LOG_EVERY
+        #: Why the last commit failed ("" while commits succeed): for /readyz and status.
+        self.trouble = ""
 
     # -- writes ------------------------------------------------------------------
     def post(self, job: Job[Any]) -> None:
@@ -190,8 +192,18 @@ class Database:
                 results = self._transaction(batch, isolate=True)
             except sqlite3.Error as exc:
                 results = [(False, self._state_error(exc))] * len(batch)
+                self._trouble(exc)
         except sqlite3.Error as exc:
             results = [(False, self._state_error(exc))] * len(batch)
+            self._trouble(exc)
+        else:
+            # a job may have failed on its own (a disk full at its INSERT) inside a commit
+            lost = next((v for ok, v in results if not ok and isinstance(v, StateError)), None)
+            if lost is not None:
+                self._trouble(lost)
+            elif self.trouble:
+                self.trouble = ""
+                log.warning("journal: writing again")
         for (_, future), (ok, value) in zip(batch, results, strict=True):
             if ok:
                 future.set_result(value)
@@ -216,6 +228,10 @@ class Database:
                 try:
                     results.append((True, job(conn)))
                 except Exception as exc:
+                    if not conn.in_transaction:
+                        # SQLite rolled the whole transaction back (SQLITE_FULL, an I/O
+                        # error): there is no savepoint left, and the batch fails as one
+                        raise
                     conn.execute("ROLLBACK TO job")
                     results.append((False, self._state_error(exc)))
                 conn.execute("RELEASE job")
@@ -225,6 +241,12 @@ class Database:
                 conn.execute("ROLLBACK")
             raise
         return results
+
+    def _trouble(self, exc: Exception) -> None:
+        """A commit failed (disk full, I/O error): say so until one succeeds again."""
+        if not self.trouble:
+            log.error("journal: cannot write: %s (runs are refused until it can)", exc)
+        self.trouble = f"journal cannot write: {exc}"
 
     def _state_error(self, exc: Exception) -> Exception:
         if isinstance(exc, sqlite3.Error):

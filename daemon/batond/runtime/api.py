@@ -31,6 +31,7 @@ class Control(Protocol):
     """What the API asks of the running daemon (runtime.operator.Operator implements it)."""
 
     def is_ready(self) -> bool: ...
+    def not_ready_reason(self) -> str: ...
     def status(self) -> dict[str, Any]: ...
     async def incidents(self, limit: int) -> dict[str, Any]: ...
     async def runs(self, limit: int) -> dict[str, Any]: ...
@@ -174,8 +175,9 @@ class _Routes:
         return json_response({"status": "ok"})
 
     async def readyz(self, _: web.Request) -> web.Response:
-        ready = self.control.is_ready()
-        return json_response({"ready": ready}, 200 if ready else 503)
+        if self.control.is_ready():
+            return json_response({"ready": True})
+        return json_response({"ready": False, "reason": self.control.not_ready_reason()}, 503)
 
     async def metrics_page(self, _: web.Request) -> web.Response:
         # the exposition's own content type, version included: scrapers pick the parser by it

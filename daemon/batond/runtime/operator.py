@@ -81,7 +81,13 @@ class Operator:
 
     # -- views ---------------------------------------------------------------------
     def is_ready(self) -> bool:
-        return self._ready
+        return self._ready and not self._journal.trouble
+
+    def not_ready_reason(self) -> str:
+        """Why ``/readyz`` says 503 ("" when ready)."""
+        if not self._ready:
+            return "starting or stopping"
+        return self._journal.trouble
 
     def status(self) -> dict[str, Any]:
         engine, governor = self._engine, self._engine.governor
@@ -89,7 +95,8 @@ class Operator:
             "node": self._config.node,
             "mode": self._config.mode,
             "paused": governor.paused,
-            "ready": self._ready,
+            "ready": self.is_ready(),
+            "journal": {"ok": not self._journal.trouble, "error": self._journal.trouble or None},
             "sources": {name: s.state for name, s in self._sources.items()},
             "rules_loaded": engine.rules.rule_count,
             "playbooks_loaded": len(engine.rules.playbooks),

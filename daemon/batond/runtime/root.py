@@ -144,6 +144,7 @@ async def _wire(
     await _reconcile(journal, engine)
     await operator.refresh_silences()
     _bind_gauges(metrics, bus, models, engine)
+    metrics.journal_writable.set_function(lambda: 0.0 if journal.trouble else 1.0)
     return Components(
         config=config, metrics=metrics, journal=journal, bus=bus, sources=sources,
         engine=engine, models=models, actions=actions, runner=runner, pipeline=pipeline,
