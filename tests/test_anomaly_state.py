@@ -60,19 +60,19 @@ def test_another_format_version_is_rejected_with_a_clear_message(tmp_path: Path)
     save_state(models, tmp_path)
     path = tmp_path / STATE_FILE
     data = path.read_bytes()
-    path.write_bytes(data.replace(b" v2\n", b" v99\n", 1))
+    path.write_bytes(data.replace(b" v3\n", b" v99\n", 1))
     with pytest.raises(StateError) as info:
         load_state(ModelSet([SPEC]), tmp_path)
     message = str(info.value)
     assert str(path) in message
-    assert "format version 99, this batond reads version 2" in message
-    assert path.read_bytes() == data.replace(b" v2\n", b" v99\n", 1)  # nothing overwritten
+    assert "format version 99, this batond reads version 3" in message
+    assert path.read_bytes() == data.replace(b" v3\n", b" v99\n", 1)  # nothing overwritten
 
 
-def test_a_version_1_file_is_refused_with_a_clear_message(tmp_path: Path) -> None:
-    """v1 kept float arrays as JSON lists; v2 keeps them as base64 float64."""
-    (tmp_path / STATE_FILE).write_bytes(b'batond-anomaly-state v1\n{"series":[]}')
-    with pytest.raises(StateError, match="format version 1, this batond reads version 2"):
+def test_a_version_2_file_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    """v2 kept the history as float64; v3 keeps 2-byte codes and transition bitmaps."""
+    (tmp_path / STATE_FILE).write_bytes(b'batond-anomaly-state v2\n{"series":[]}')
+    with pytest.raises(StateError, match="format version 2, this batond reads version 3"):
         load_state(ModelSet([SPEC]), tmp_path)
 
 

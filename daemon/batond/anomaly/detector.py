@@ -5,22 +5,22 @@ Per point, in O(1) and pure Python (a few microseconds):
 1. *Raw novelty.*  The value is quantised on the range learned from history
    (``bins`` levels; several quantisers shifted by ``offsets`` of a bin, so a
    value near a bin edge is not all-or-nothing).  The transition "previous
-   ``context`` levels -> this level" is looked up in a count memory; a
-   transition never seen before is novel.  Raw novelty is the fraction of
-   quantisers that found it novel.  A value beyond the learned range lands
-   in a level of its own, so new extremes are novel too.  A novel point
-   beyond the range by more than the range's own width counts
-   ``_FAR_WEIGHT`` times: such a spike is evidence on its own, so it is
-   scored high on its own sample, not one point later when the (equally
-   novel) transition back out of it would have added the rest.
-2. *Likelihood.*  The average raw novelty of the last ``short`` points is
-   compared with the mean and spread of that average over the last ``long``
+   ``context`` levels -> this level" is looked up in a memory of the
+   transitions seen; one never seen before is novel.  A value beyond the
+   learned range lands in a level of its own (up to two range widths out),
+   so new extremes are novel too.  A novel transition counts 1 *unit*; one
+   into a level beyond the range counts ``beyond`` units (2: NAB 70.3 -> 71.8
+   at the same threshold, see docs/anomaly.md); one more than a range width
+   beyond counts ``_FAR_WEIGHT`` (3): such a spike is evidence on its own,
+   scored on its own sample.
+2. *Likelihood.*  The units of the last ``short`` points are summed and
+   compared with the mean and spread of that sum over the last ``long``
    points (as HTM's anomaly likelihood does): a burst of novelty in a series
    that is usually predictable scores high, the same novelty in a noisy
    series does not.  The tail probability is log-scaled into [0, 1].
 3. *Sensitivity and calibration.*  ``sensitivity`` scales the deviation
    (0.5 leaves it alone; 0.25 needs twice the deviation for the same score);
-   the result is mapped so the model's default threshold 0.99 means a tail
+   the result is mapped so the default threshold 0.99 means a tail
    probability of about 5e-4.
 4. *Rest.*  After a score at or above the threshold, the next ``rest``
    points score 0: one alert per onset, not one per point.
@@ -30,10 +30,14 @@ Everything is causal: a point is scored before it is learned.  Retraining
 the memory from the last ``history`` points, in numpy; it is only worth doing
 when that range moved (:meth:`ContextDetector.range_moved`).
 
-Memory: the history and the long window are :class:`~batond.anomaly.ring.Ring`
-buffers (8 bytes a value, no object per point); the memories hold one entry
-per distinct transition, a few dozen for a usual series and at most
-``_MAX_TRANSITIONS`` per quantiser.
+Compact state (about 6 KB a series at the defaults, see
+:func:`batond.anomaly.modelset.series_bytes`): the history is kept as 2-byte
+codes on the learned range (4096 codes a range width, from 4 widths below
+to 12 above it; a value farther out is kept at the end code, and the next
+retraining widens the range towards it); the novelty windows hold small
+integers (1 or 2 bytes); a transition memory is a bitmap of all possible
+transitions (162 bytes at 7 bins and context 1) or, when that would exceed
+8 KB (larger ``context``), a set capped at ``_MAX_TRANSITIONS``.
 """
 
 from __future__ import annotations
@@ -42,32 +46,42 @@ import base64
 import math
 import sys
 from array import array
-from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from batond.anomaly.ring import Ring
 from batond.anomaly.spec import ContextParams
 
-__all__ = ["ContextDetector", "Fit"]
+__all__ = ["ContextDetector", "Fit", "TrainingInput"]
 
 _LOG_TAIL = math.log(1e-10)  # log-likelihood 1e-10 maps to score 1
 _SQRT2 = math.sqrt(2.0)
 _U_CLAMP = 1e6  # range units; far beyond the level clamp
-_LEVEL_CLAMP = 50  # levels beyond the range: at most this many bins out
-_KEY_BASE = 256  # one context level per byte of an int key
-_KEY_SHIFT = 64  # levels are >= -_LEVEL_CLAMP, so level + shift >= 0
-# transitions remembered per quantiser: bounds a series' memory (a usual one has a
-# few dozen; beyond the cap a new transition is still novel, just not remembered)
-_MAX_TRANSITIONS = 2048
-_MIN_LONG = 30  # points of raw-novelty history before likelihood is trusted
-_SD_FLOOR = 0.03  # a perfectly predictable series still needs a real burst
+_CLAMP_WIDTHS = 2  # levels beyond the range: at most two range widths out
+_MAX_TRANSITIONS = 2048  # a set memory's cap (a bitmap needs none)
+_BITMAP_BITS = 65536  # a memory of more possible transitions is a set instead
+_MIN_LONG = 30  # points of novelty history before likelihood is trusted
+_SD_FLOOR = 0.03  # per quantiser and point: a perfectly predictable series needs a real burst
 _RANGE_SLACK = 0.25  # retrain once an end of the range moved by a quarter bin
 _FAR = 1.0  # range widths beyond the learned range that make a point "far"
 _FAR_HIGH = 1.0 + _FAR
-_FAR_WEIGHT = 3.0  # raw novelty of a novel far point (NAB 70.3; at 1, 70.2 and spikes lag a point)
+_FAR_WEIGHT = 3  # units of a novel far point (at 1, NAB 70.2 and spikes lag a point)
 _CALIBRATION = 6.0  # score s -> 1 - 10**(-6 s): 0.99 is s = 1/3, a tail of 10**(-10/3)
+# history codes: u = (value - lo) / span kept as round((u + _BELOW) * _PER_SPAN)
+_PER_SPAN = 4096
+_BELOW = 4.0
+_TOP_CODE = 65535  # u up to 65535 / 4096 - 4 = 12 range widths above
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingInput:
+    """What :meth:`ContextDetector.fit` needs, copied on the event loop (a memcpy)."""
+
+    codes: array[int]
+    lo: float
+    span: float
+    upto: int  # points seen when the history was taken
+    warm: array[float] | None = None  # the raw warm-up values, for the first fit
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +90,21 @@ class Fit:
 
     lo: float
     span: float
-    memories: tuple[dict[int, int], ...]
-    contexts: tuple[tuple[int, ...], ...]
-    upto: int  # points seen when the history was taken
+    memories: tuple[bytearray | frozenset[int], ...]
+    contexts: tuple[int, ...]
+    codes: array[int]  # the history re-coded on the new range
+    upto: int
 
 
 class ContextDetector:
     """Scores one series, point by point; state is plain data (persistable)."""
+
+    __slots__ = (
+        "_clamp", "_levels", "_span_l", "beyond", "bitmap", "contexts", "high", "high_at",
+        "history", "lo", "long", "long_sq", "long_sum", "low", "low_at", "memories",
+        "params", "resting", "seen", "sensitivity", "short", "short_sum", "span",
+        "threshold", "warm", "warmup",
+    )  # fmt: skip
 
     def __init__(
         self, params: ContextParams, warmup: int, threshold: float, sensitivity: float
@@ -91,75 +113,110 @@ class ContextDetector:
         self.warmup = max(warmup, params.context + 2)
         self.threshold = threshold
         self.sensitivity = sensitivity
+        self.beyond = params.beyond
+        self._clamp = _CLAMP_WIDTHS * params.bins
+        self._levels = params.bins + 2 * self._clamp + 1  # distinct levels, clamped
+        self._span_l = self._levels**params.context  # distinct contexts
+        self.bitmap = self._span_l * self._levels <= _BITMAP_BITS
         self.seen = 0
         self.lo = 0.0
         self.span = 0.0  # 0 until the first fit: still warming up
-        self.memories: list[dict[int, int]] = [{} for _ in params.offsets]
-        self.contexts: list[deque[int]] = [deque(maxlen=params.context) for _ in params.offsets]
-        self.history = Ring(max(params.history, self.warmup))
-        # extremes of the history and the point (by `seen`) where each last occurred,
-        # kept up to date per point so checking for a moved range costs O(1)
-        self.low, self.low_at, self.high, self.high_at = math.inf, 0, -math.inf, 0
-        self.short: deque[float] = deque(maxlen=params.short)  # tiny: a deque is faster
-        self.short_sum = 0.0
-        self.long = Ring(params.long)
-        self.long_sum = 0.0
-        self.long_sq = 0.0
+        self.warm: array[float] | None = array("d")  # raw values until the first fit
+        self.memories: list[Any] = [self._empty_memory() for _ in params.offsets]
+        self.contexts = [0] * len(params.offsets)
+        self.history = Ring(max(params.history, self.warmup), typecode="H")
+        # extremes (codes) of the history and the point (by `seen`) where each last
+        # occurred, kept up to date per point so checking for a moved range costs O(1)
+        self.low, self.low_at, self.high, self.high_at = _TOP_CODE + 1, 0, -1, 0
+        most = _FAR_WEIGHT * len(params.offsets)  # units of one point at most
+        self.short = Ring(params.short, typecode="B")
+        self.short_sum = 0
+        self.long = Ring(params.long, typecode="B" if most * params.short < 256 else "I")
+        self.long_sum = 0
+        self.long_sq = 0
         self.resting = 0
+
+    def _empty_memory(self) -> Any:
+        return bytearray((self._span_l * self._levels + 7) // 8) if self.bitmap else set()
 
     # -- scoring ---------------------------------------------------------
     def step(self, value: float) -> float:
         """Score ``value`` from the past only, then learn it."""
         self.seen += 1
-        self.history.append(value)
-        self._track_extremes(value)
-        if self.span == 0.0:
-            if self.seen >= self.warmup:
-                self.apply(self.fit(self.history.to_array(), self.seen))
+        warm = self.warm
+        if warm is not None:  # until the first fit (a training job) is applied
+            warm.append(value)
+            if len(warm) >= 2 * self.history.capacity:  # a first fit long overdue
+                del warm[: self.history.capacity]
             return 0.0
-        raw = self._learn(value)
-        return self._judge(raw)
+        u = _unit(value, self.lo, self.span)
+        self._remember(u)
+        return self._judge(self._learn(u))
 
-    def _learn(self, value: float) -> float:
+    def _remember(self, u: float) -> None:
+        code = _code(u)
+        self.history.append(code)
+        seen = self.seen
+        if code <= self.low:
+            self.low, self.low_at = code, seen
+        if code >= self.high:
+            self.high, self.high_at = code, seen
+        oldest = seen - len(self.history)  # points up to here have left the history
+        if self.low_at <= oldest or self.high_at <= oldest:
+            self._rescan_extremes()
+
+    def _learn(self, u: float) -> int:
+        """Units of novelty of the point at ``u`` (range units); learns its transitions."""
         bins = self.params.bins
-        u = (value - self.lo) / self.span
-        if -_FAR <= u <= _FAR_HIGH:
-            weight = 1.0
-        else:
-            weight = _FAR_WEIGHT
-            if not -_U_CLAMP < u < _U_CLAMP:  # keeps floor() finite for absurd values
-                u = _U_CLAMP if u > 0.0 else -_U_CLAMP
+        clamp = self._clamp
+        levels = self._levels
+        span_l = self._span_l
+        weight = 1 if -_FAR <= u <= _FAR_HIGH else _FAR_WEIGHT
         scaled = u * bins
-        novel = 0.0
-        for offset, memory, context in zip(
-            self.params.offsets, self.memories, self.contexts, strict=True
-        ):
+        units = 0
+        contexts = self.contexts
+        for i, offset in enumerate(self.params.offsets):
             level = math.floor(scaled + offset)
-            if not -_LEVEL_CLAMP <= level <= bins + _LEVEL_CLAMP:
-                level = _level(u, bins, offset)
-            key = _key(context, level)
-            count = memory.get(key, 0)
-            if count or len(memory) < _MAX_TRANSITIONS:
-                memory[key] = count + 1
-            context.append(level)
-            if count == 0:
-                novel += weight
-        return novel / len(self.memories)
+            if level < -clamp:
+                level = -clamp
+            elif level > bins + clamp:
+                level = bins + clamp
+            key = contexts[i] * levels + level + clamp
+            contexts[i] = key % span_l
+            memory = self.memories[i]
+            if self.bitmap:
+                byte, bit = key >> 3, 1 << (key & 7)
+                if memory[byte] & bit:
+                    continue
+                memory[byte] |= bit
+            else:
+                if key in memory:
+                    continue
+                if len(memory) < _MAX_TRANSITIONS:
+                    memory.add(key)
+            if weight > 1:
+                units += weight
+            elif level < 0 or level >= bins:
+                units += self.beyond
+            else:
+                units += 1
+        return units
 
-    def _judge(self, raw: float) -> float:
+    def _judge(self, units: int) -> float:
         short = self.short
-        if len(short) == short.maxlen:
-            self.short_sum -= short[0]
-        short.append(raw)
-        self.short_sum += raw
-        average = self.short_sum / len(short)
-        score = self._tail_score(average)
-        old = self.long.append(average)
+        old = short.append(units)
+        self.short_sum += units - (old or 0)
+        n_short = len(short)
+        total = self.short_sum
+        if n_short < short.capacity:  # a young window: its sum as if it were full
+            total = round(total * short.capacity / n_short)
+        score = self._tail_score(total)
+        old = self.long.append(total)
         if old is not None:
             self.long_sum -= old
             self.long_sq -= old * old
-        self.long_sum += average
-        self.long_sq += average * average
+        self.long_sum += total
+        self.long_sq += total * total
         if self.resting > 0:
             self.resting -= 1
             return 0.0
@@ -167,18 +224,19 @@ class ContextDetector:
             self.resting = self.params.rest
         return score
 
-    def _tail_score(self, average: float) -> float:
+    def _tail_score(self, total: int) -> float:
         n = len(self.long)
         if n < _MIN_LONG:
             return 0.0
         mean = self.long_sum / n
+        if total <= mean:  # no more novelty than usual: nothing to report
+            return 0.0
         var = self.long_sq / n - mean * mean
-        sd = math.sqrt(var) if var > _SD_FLOOR * _SD_FLOOR else _SD_FLOOR
+        floor = _SD_FLOOR * self.short.capacity * len(self.params.offsets)
+        sd = math.sqrt(var) if var > floor * floor else floor
         # sensitivity scales the evidence: at 0.5 a z of 6.4 saturates, at
         # 0.25 it takes twice the deviation to reach the same score
-        z = (average - mean) / sd * (self.sensitivity / 0.5)
-        if z <= 0.0:  # no more novelty than usual: nothing to report
-            return 0.0
+        z = (total - mean) / sd * (self.sensitivity / 0.5)
         likelihood = 0.5 * math.erfc(-z / _SQRT2)
         tail = math.log(1.0000000001 - likelihood) / _LOG_TAIL
         if tail <= 0.0:
@@ -186,81 +244,112 @@ class ContextDetector:
         return 1.0 - math.pow(10.0, -_CALIBRATION * min(tail, 1.0))
 
     # -- training --------------------------------------------------------
-    def training_input(self) -> tuple[Sequence[float], int]:
-        """A copy of what :meth:`fit` needs; taken on the event loop (a memcpy)."""
-        return self.history.to_array(), self.seen
+    def ready(self) -> bool:
+        """Whether the warm-up is complete and the first fit can be made."""
+        return self.warm is not None and self.seen >= self.warmup
 
-    def _track_extremes(self, value: float) -> None:
-        if value <= self.low:
-            self.low, self.low_at = value, self.seen
-        if value >= self.high:
-            self.high, self.high_at = value, self.seen
-        oldest = self.seen - len(self.history)  # points up to here have left the history
-        if self.low_at <= oldest or self.high_at <= oldest:
-            self._rescan_extremes()
+    def training_input(self) -> TrainingInput:
+        """A copy of what :meth:`fit` needs; taken on the event loop (a memcpy)."""
+        warm = self.warm
+        if warm is not None:
+            warm = warm[-self.history.capacity :]
+        return TrainingInput(self.history.to_array(), self.lo, self.span, self.seen, warm)
 
     def _rescan_extremes(self) -> None:
         """Extremes of the history, each at its latest occurrence."""
-        self.low, self.low_at, self.high, self.high_at = math.inf, 0, -math.inf, 0
+        self.low, self.low_at, self.high, self.high_at = _TOP_CODE + 1, 0, -1, 0
         first = self.seen - len(self.history) + 1
-        for at, value in enumerate(self.history, first):
-            if value <= self.low:
-                self.low, self.low_at = value, at
-            if value >= self.high:
-                self.high, self.high_at = value, at
+        for at, code in enumerate(self.history, first):
+            if code <= self.low:
+                self.low, self.low_at = code, at
+            if code >= self.high:
+                self.high, self.high_at = code, at
 
     def range_moved(self) -> bool:
         """Whether the history's range differs from the learned one by a quarter bin."""
-        if not self.history or self.span == 0.0:
+        if not self.history or self.warm is not None:
             return False
-        lo, span = _range(self.low, self.high)
-        slack = self.span / self.params.bins * _RANGE_SLACK
-        return abs(lo - self.lo) > slack or abs(lo + span - self.lo - self.span) > slack
+        low = self.low / _PER_SPAN - _BELOW  # range units
+        high = self.high / _PER_SPAN - _BELOW
+        slack = _RANGE_SLACK / self.params.bins
+        return abs(low) > slack or abs(high - 1.0) > slack
 
-    def fit(self, history: Sequence[float], upto: int) -> Fit:
-        """Learn range and memory from ``history`` (pure; safe in a thread)."""
+    def fit(self, given: TrainingInput) -> Fit:
+        """Learn range and memory from a history copy (pure; safe in a thread)."""
         import numpy as np  # lazily: only a model that trains pays for numpy
+
+        if given.warm is not None:
+            return self.fit_values(given.warm, given.upto)
+        codes = np.frombuffer(given.codes, dtype=np.uint16).astype(np.float64)
+        values = given.lo + given.span * (codes / _PER_SPAN - _BELOW)
+        return self.fit_values(values, given.upto)
+
+    def fit_values(self, history: Any, upto: int) -> Fit:
+        """Learn range and memory from ``history`` (values; pure, safe in a thread)."""
+        import numpy as np
 
         values = np.asarray(history, dtype=np.float64)
         lo, span = _range(float(values.min()), float(values.max()))
         with np.errstate(over="ignore", invalid="ignore"):  # absurd values: clamped below
             u = (values - lo) / span
-        # the same clamp as _learn: out-of-range (and NaN from inf/inf) to an end
+        # the same clamp as step: out-of-range (and NaN from inf/inf) to an end
         u = np.where(np.abs(u) < _U_CLAMP, u, np.where(u > 0.0, _U_CLAMP, -_U_CLAMP))
+        codes = np.clip(np.floor((u + _BELOW) * _PER_SPAN + 0.5), 0, _TOP_CODE)
         memories = []
         contexts = []
+        bins, clamp = self.params.bins, self._clamp
         width = self.params.context
         for offset in self.params.offsets:
-            levels = np.clip(
-                np.floor(u * self.params.bins + offset),
-                -_LEVEL_CLAMP,
-                self.params.bins + _LEVEL_CLAMP,
-            ).astype(np.int64)
+            shifted = np.clip(np.floor(u * bins + offset), -clamp, bins + clamp) + clamp
+            levels = shifted.astype(np.int64)
             keys = np.zeros(len(levels), dtype=np.int64)
-            for back in range(width, 0, -1):
-                shifted = np.zeros(len(levels), dtype=np.int64)
-                shifted[back:] = levels[:-back] + _KEY_SHIFT
-                keys = keys * _KEY_BASE + shifted
-            keys = keys * _KEY_BASE + levels + _KEY_SHIFT
-            found, counts = np.unique(keys[width:], return_counts=True)
-            if len(found) > _MAX_TRANSITIONS:  # keep the most frequent (a pathological series)
-                top = np.sort(np.argsort(-counts, kind="stable")[:_MAX_TRANSITIONS])
-                found, counts = found[top], counts[top]
-            memories.append(dict(zip(found.tolist(), counts.tolist(), strict=True)))
-            contexts.append(tuple(levels[-width:].tolist()))
-        return Fit(lo, span, tuple(memories), tuple(contexts), upto)
+            for back in range(width, 0, -1):  # the context starts at 0 (level -clamp)
+                before = np.zeros(len(levels), dtype=np.int64)
+                before[back:] = levels[:-back]
+                keys = keys * self._levels + before
+            keys = keys * self._levels + levels
+            memories.append(self._memory_of(keys[width:]))
+            contexts.append(int(keys[-1] % self._span_l) if len(keys) else 0)
+        packed = array("H", codes.astype(np.uint16).tobytes())
+        if sys.byteorder == "big":
+            packed.byteswap()
+        return Fit(lo, span, tuple(memories), tuple(contexts), packed, upto)
+
+    def _memory_of(self, keys: Any) -> bytearray | frozenset[int]:
+        import numpy as np
+
+        if self.bitmap:
+            bits = np.zeros(self._span_l * self._levels, dtype=np.uint8)
+            bits[keys] = 1
+            return bytearray(np.packbits(bits, bitorder="little").tobytes())
+        found, counts = np.unique(keys, return_counts=True)
+        if len(found) > _MAX_TRANSITIONS:  # keep the most frequent (a pathological series)
+            found = found[np.argsort(-counts, kind="stable")[:_MAX_TRANSITIONS]]
+        return frozenset(found.tolist())
 
     def apply(self, fit: Fit) -> None:
         """Adopt ``fit``, then learn the points that arrived while it was built."""
-        self.lo = fit.lo
-        self.span = fit.span
-        self.memories = [dict(m) for m in fit.memories]
-        width = self.params.context
-        self.contexts = [deque(c, maxlen=width) for c in fit.contexts]
         missed = self.seen - fit.upto
-        if missed > 0:
-            for value in self.history.last(missed):
-                self._learn(value)
+        old_lo, old_span = self.lo, self.span
+        recent = self.history.last(missed) if missed > 0 else array("H")
+        warm = self.warm
+        self.warm = None
+        self.lo, self.span = fit.lo, fit.span
+        self.memories = [bytearray(m) if self.bitmap else set(m) for m in fit.memories]
+        self.contexts = list(fit.contexts)
+        capacity = self.history.capacity
+        self.history = Ring(capacity, fit.codes[-capacity:], typecode="H")
+        if warm is not None:  # the first fit: the points since are still raw values
+            for value in warm[len(warm) - missed :] if missed > 0 else ():
+                u = _unit(value, fit.lo, fit.span)
+                self.history.append(_code(u))
+                self._learn(u)
+        else:
+            for code in recent:  # re-coded on the new range, then learned
+                u = _unit(old_lo + old_span * (code / _PER_SPAN - _BELOW), fit.lo, fit.span)
+                self.history.append(_code(u))
+                self._learn(u)
+        self._rescan_extremes()
 
     # -- persistence -----------------------------------------------------
     def to_state(self) -> dict[str, Any]:
@@ -269,36 +358,64 @@ class ContextDetector:
             "lo": self.lo,
             "span": self.span,
             "sensitivity": self.sensitivity,
-            "memories": [sorted(m.items()) for m in self.memories],
-            "contexts": [list(c) for c in self.contexts],
+            "warm": None if self.warm is None else _encode(self.warm),
+            "memories": [_encode_bytes(m) if self.bitmap else sorted(m) for m in self.memories],
+            "contexts": list(self.contexts),
             "history": _encode(self.history.to_array()),
-            "short": _encode(array("d", self.short)),
-            "short_sum": self.short_sum,
+            "short": _encode(self.short.to_array()),
             "long": _encode(self.long.to_array()),
-            "long_sum": self.long_sum,
-            "long_sq": self.long_sq,
             "resting": self.resting,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Adopt :meth:`to_state` output; KeyError/TypeError/ValueError if malformed."""
-        width = self.params.context
         if len(state["memories"]) != len(self.params.offsets):
             raise ValueError("memory count differs from the model's offsets")
         self.seen = int(state["seen"])
         self.lo = float(state["lo"])
         self.span = float(state["span"])
         self.sensitivity = float(state["sensitivity"])
-        self.memories = [{int(k): int(c) for k, c in m} for m in state["memories"]]
-        self.contexts = [deque((int(x) for x in c), maxlen=width) for c in state["contexts"]]
-        self.history = Ring(self.history.capacity, _decode(state["history"]))
+        warm = state["warm"]
+        self.warm = None if warm is None else _decode(warm, "d")
+        size = len(self._empty_memory()) if self.bitmap else 0
+        memories: list[Any] = []
+        for m in state["memories"]:
+            if self.bitmap:
+                memory = bytearray(base64.b64decode(m, validate=True))
+                if len(memory) != size:
+                    raise ValueError("a transition bitmap of the wrong size")
+                memories.append(memory)
+            else:
+                memories.append({int(k) for k in m})
+        self.memories = memories
+        self.contexts = [int(c) % self._span_l for c in state["contexts"]]
+        if len(self.contexts) != len(self.params.offsets):
+            raise ValueError("context count differs from the model's offsets")
+        self.history = Ring(self.history.capacity, _decode(state["history"], "H"), "H")
         self._rescan_extremes()
-        self.short = deque(_decode(state["short"]), maxlen=self.params.short)
-        self.short_sum = float(state["short_sum"])
-        self.long = Ring(self.params.long, _decode(state["long"]))
-        self.long_sum = float(state["long_sum"])
-        self.long_sq = float(state["long_sq"])
+        self.short = Ring(self.short.capacity, _decode(state["short"], "B"), "B")
+        self.short_sum = sum(self.short)
+        typecode = self.long.typecode
+        self.long = Ring(self.long.capacity, _decode(state["long"], typecode), typecode)
+        self.long_sum = sum(self.long)
+        self.long_sq = sum(x * x for x in self.long)
         self.resting = int(state["resting"])
+
+
+def _unit(value: float, lo: float, span: float) -> float:
+    """``value`` in range units, clamped so floor() stays finite for absurd values."""
+    u = (value - lo) / span
+    if -_U_CLAMP < u < _U_CLAMP:
+        return u
+    return _U_CLAMP if u > 0.0 else -_U_CLAMP  # NaN (inf/inf) too: to the low end
+
+
+def _code(u: float) -> int:
+    """The history code of a value at ``u`` range units (clamped to the codes' ends)."""
+    if u <= -_BELOW:
+        return 0
+    code = int((u + _BELOW) * _PER_SPAN + 0.5)
+    return code if code < _TOP_CODE else _TOP_CODE
 
 
 def _range(lo: float, hi: float) -> tuple[float, float]:
@@ -307,36 +424,24 @@ def _range(lo: float, hi: float) -> tuple[float, float]:
     return lo, span if span > 0.0 else abs(lo) * 0.01 or 1.0
 
 
-def _level(u: float, bins: int, offset: float) -> int:
-    level = math.floor(u * bins + offset)
-    if level < -_LEVEL_CLAMP:
-        return -_LEVEL_CLAMP
-    if level > bins + _LEVEL_CLAMP:
-        return bins + _LEVEL_CLAMP
-    return level
-
-
-def _key(context: deque[int], level: int) -> int:
-    key = 0
-    for previous in context:
-        key = key * _KEY_BASE + previous + _KEY_SHIFT
-    return key * _KEY_BASE + level + _KEY_SHIFT
-
-
-def _encode(values: array[float]) -> str:
-    """Base64 of little-endian float64: exact, and far smaller and faster than a JSON list."""
+def _encode(values: array[Any]) -> str:
     if sys.byteorder == "big":
+        values = array(values.typecode, values)
         values.byteswap()
     return base64.b64encode(values.tobytes()).decode("ascii")
 
 
-def _decode(text: object) -> array[float]:
+def _encode_bytes(data: bytearray) -> str:
+    return base64.b64encode(bytes(data)).decode("ascii")
+
+
+def _decode(text: object, typecode: str) -> array[Any]:
     if not isinstance(text, str):
-        raise TypeError("expected base64 float64 data")
+        raise TypeError(f"expected base64 {typecode!r} array data")
     data = base64.b64decode(text, validate=True)
-    if len(data) % 8:
-        raise ValueError("float64 data whose length is not a multiple of 8")
-    values = array("d")
+    values = array(typecode)
+    if len(data) % values.itemsize:
+        raise ValueError(f"{typecode!r} array data whose length is not a multiple of its size")
     values.frombytes(data)
     if sys.byteorder == "big":
         values.byteswap()

@@ -12,15 +12,18 @@ on the loop, that swaps the new fit in.  ``batond backtest`` runs the same
 jobs inline at event time, so its scores equal the daemon's.
 
 Memory is bounded twice: by the number of series (``max_series``) and by the
-points they may hold in total (``max_points_total``, 8 bytes a point: each
-series reserves its history, its likelihood windows and its recent points
-when it is created).  A sample of a series that would break either bound is
-not scored; :meth:`ModelSet.refused_count` counts those samples and
-``notify`` (if given) hears about the 1st, 10th, 100th... of them.
+bytes they may hold in total (``max_bytes_total``: each series reserves
+:func:`series_bytes` of its model when it is created, its whole state, object
+overheads included).  A sample of a series that would break either bound is
+not scored; :meth:`ModelSet.refused_count` counts those samples,
+:meth:`ModelSet.refused_series_count` the series, and ``notify`` (if given)
+hears about each refused series once.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -35,23 +38,30 @@ from batond.events import Sample
 
 __all__ = [
     "FEEDBACK_FACTOR",
-    "MAX_POINTS_TOTAL",
+    "MAX_BYTES_TOTAL",
     "MAX_SERIES",
     "MIN_SENSITIVITY",
     "STATE_VERSION",
     "ModelSet",
-    "series_points",
+    "series_bytes",
 ]
 
-STATE_VERSION = 2  # v2: float arrays as base64 float64 (v1: JSON lists)
+STATE_VERSION = 3  # v3: compact state (2-byte history codes, bitmaps); v2: float64 history
 STATE_MAGIC = b"batond-anomaly-state"
 FEEDBACK_FACTOR = 0.7  # each false positive multiplies the series' sensitivity by this
 MIN_SENSITIVITY = 0.05
-RECENT_POINTS = 500  # per series (at most its history), for GET /api/v1/series
-MAX_SERIES = 10_000  # a label with unbounded values in series_by must not exhaust memory
-# 8-byte points all series may reserve together (~400 MB): every series at the default
-# history of 3000 fits under MAX_SERIES; at a history of 17280, about 2,600 series do
-MAX_POINTS_TOTAL = 50_000_000
+RECENT_POINTS = 240  # per series (at most its history), for GET /api/v1/series
+# a label with unbounded values in series_by must not exhaust memory: 10k hosts x 20
+# metrics fit under both bounds at the default model (~9.5 KB a series, about 1.9 GB)
+MAX_SERIES = 250_000
+MAX_BYTES_TOTAL = 3 * 1024**3
+# series examined per training_jobs call: bounds its time on the loop (about 1-2 ms)
+# when many series come due together, e.g. all restored from one state file
+TRAIN_BATCH = 1000
+NOTED_REFUSALS = 100_000  # refused series remembered (so each is logged once); then counted only
+# per-series bytes beyond the arrays: the detector, series and ModelSet entry objects,
+# key tuple, labels dict and label strings, measured with tracemalloc (bench_anomaly_fleet)
+_OVERHEAD_BYTES = 2600
 
 SeriesKey = tuple[str, str, tuple[str, ...]]  # model name, metric, series_by values
 Job = Callable[[], Callable[[], None]]
@@ -59,30 +69,35 @@ Job = Callable[[], Callable[[], None]]
 
 @dataclass(slots=True)
 class _Series:
+    key: SeriesKey
     spec: ModelSpec
     metric: str
     labels: dict[str, str]
     detector: ContextDetector
     trained_at: float | None = None  # event time of the last (re)training
     training: bool = False
-    # recent times and scores; their values are the newest of the detector's history
+    # recent times, values (float32: 7 digits) and scores, for the API and the page
     recent_ts: Ring = field(init=False)
+    recent_values: Ring = field(init=False)
     recent_scores: Ring = field(init=False)
 
     def __post_init__(self) -> None:
         size = _recent_size(self.spec)
         self.recent_ts = Ring(size)
-        self.recent_scores = Ring(size)
+        self.recent_values = Ring(size, typecode="f")
+        self.recent_scores = Ring(size, typecode="f")
 
     def recent(self, limit: int) -> list[list[float]]:
         n = min(len(self.recent_ts), limit)
         if n <= 0:
             return []
-        values = self.detector.history.last(n)
         return [
             [ts, value, score]
             for ts, value, score in zip(
-                self.recent_ts.last(n), values, self.recent_scores.last(n), strict=True
+                self.recent_ts.last(n),
+                self.recent_values.last(n),
+                self.recent_scores.last(n),
+                strict=True,
             )
         ]
 
@@ -94,24 +109,30 @@ class ModelSet:
         self,
         specs: Sequence[ModelSpec] = (),
         max_series: int = MAX_SERIES,
-        max_points_total: int = MAX_POINTS_TOTAL,
+        max_bytes_total: int = MAX_BYTES_TOTAL,
         notify: Callable[[str], None] | None = None,
     ) -> None:
         self.max_series = max_series  # beyond it new series are not scored: bounded memory
-        self.max_points_total = max_points_total
+        self.max_bytes_total = max_bytes_total
         self.notify = notify  # hears why samples go unscored (the daemon logs it)
         self._series: dict[SeriesKey, _Series] = {}
-        self._points = 0  # reserved by the series, against max_points_total
-        self._refused = 0
+        self._bytes = 0  # reserved by the series, against max_bytes_total
+        self._refused = 0  # samples
+        self._refused_series: set[int] = set()  # hashes of refused series keys, so each logs once
+        self._refused_unnoted = 0  # refused series beyond NOTED_REFUSALS: counted, not logged
         self.state_notes: list[str] = []  # why learned state was set aside (import, reload)
+        # training: series whose warm-up ended (first fit due), and a heap of retrain
+        # times, so finding due work never scans every series
+        self._ready: list[_Series] = []
+        self._due: list[tuple[float, int, _Series]] = []
+        self._order = itertools.count()
         self._index(specs)
 
     def prepare(self) -> None:
         """Import numpy now (a one-off ~0.1 s) so a series' first fit never pays it.
 
-        For a worker thread at start-up: the first fit of a series (at the end
-        of its warm-up) runs inline in :meth:`observe`, and would otherwise
-        import numpy on the event loop.
+        For a worker thread at start-up: a job's *apply* runs on the event loop
+        and would otherwise pay the import there.
         """
         if self.specs:
             import numpy  # noqa: F401
@@ -135,7 +156,7 @@ class ModelSet:
         old = self._series
         self._index(specs)
         self._series = {}
-        self._points = 0
+        self._bytes = 0
         self.state_notes = []
         by_name = {spec.name: spec for spec in specs}
         for key, series in old.items():
@@ -151,7 +172,7 @@ class ModelSet:
             detector.sensitivity = min(1.0, max(MIN_SENSITIVITY, scaled))
             series.spec = spec
             self._series[key] = series
-            self._points += series_points(spec)
+            self._bytes += series_bytes(spec)
 
     # -- scoring ---------------------------------------------------------
     def observe(self, sample: Sample) -> float:
@@ -166,10 +187,15 @@ class ModelSet:
             return 0.0
         score = series.detector.step(sample.value)
         series.recent_ts.append(sample.ts)
+        series.recent_values.append(sample.value)
         series.recent_scores.append(score)
-        if series.trained_at is None and series.detector.span:
-            series.trained_at = sample.ts
+        if series.trained_at is None and not series.training and series.detector.ready():
+            series.training = True  # the first fit is due: a job, never inline
+            self._ready.append(series)
         return score
+
+    def _schedule(self, series: _Series, when: float) -> None:
+        heapq.heappush(self._due, (when, next(self._order), series))
 
     def _series_for(self, sample: Sample, specs: list[ModelSpec]) -> _Series | None:
         labels = sample.labels
@@ -182,9 +208,9 @@ class ModelSet:
                 named = dict(zip(spec.series_by, key[2], strict=True))
                 full = self._full(spec)
                 if full:
-                    self._refuse(f"{sample.metric} {named}", full)
+                    self._refuse(key, f"{sample.metric} {named}", full)
                     return None
-                series = _Series(spec, sample.metric, named, _new_detector(spec))
+                series = _Series(key, spec, sample.metric, named, _new_detector(spec))
                 self._add(key, series)
             return series
         return None
@@ -193,37 +219,55 @@ class ModelSet:
         """Why a new series of ``spec`` does not fit ("" if it does)."""
         if len(self._series) >= self.max_series:
             return f"the series cap ({self.max_series} series) is reached"
-        if self._points + series_points(spec) > self.max_points_total:
+        need = series_bytes(spec)
+        if self._bytes + need > self.max_bytes_total:
             return (
-                f"it would need {series_points(spec)} more points than the"
-                f" {self.max_points_total - self._points} left of max_points_total"
-                f" ({self.max_points_total})"
+                f"it would need {need} more bytes than the"
+                f" {self.max_bytes_total - self._bytes} left of max_bytes_total"
+                f" ({self.max_bytes_total})"
             )
         return ""
 
     def _add(self, key: SeriesKey, series: _Series) -> None:
         self._series[key] = series
-        self._points += series_points(series.spec)
+        self._bytes += series_bytes(series.spec)
 
-    def _refuse(self, where: str, why: str) -> None:
+    def _refuse(self, key: SeriesKey, where: str, why: str) -> None:
+        """Count a refused sample; a series' first refusal is logged (once per series)."""
         self._refused += 1
-        count = self._refused
-        if self.notify is not None and count == 10 ** (len(str(count)) - 1):
+        noted = self._refused_series
+        mark = hash(key)
+        if mark in noted:
+            return
+        if len(noted) >= NOTED_REFUSALS:
+            self._refused_unnoted += 1
+            if self._refused_unnoted == 1 and self.notify is not None:
+                self.notify(
+                    f"{NOTED_REFUSALS} series refused: further refused series are"
+                    " counted (batond_anomaly_refused_series), not logged"
+                )
+            return
+        noted.add(mark)
+        if self.notify is not None:
             self.notify(
-                f"{where}: not scored: {why}; {count} sample(s) refused so far"
-                " (further refusals are reported at 10x counts)"
+                f"{where}: not scored: {why}; {len(noted)} series and"
+                f" {self._refused} sample(s) refused so far (each series is logged once)"
             )
 
     def series_count(self) -> int:
         return len(self._series)
 
-    def points_reserved(self) -> int:
-        """Points (8 bytes each) the series reserve, against ``max_points_total``."""
-        return self._points
+    def bytes_reserved(self) -> int:
+        """Bytes the series reserve, against ``max_bytes_total``."""
+        return self._bytes
 
     def refused_count(self) -> int:
         """Samples not scored because their new series would break a memory bound."""
         return self._refused
+
+    def refused_series_count(self) -> int:
+        """Distinct series refused (each logged once), since start or the last reload."""
+        return len(self._refused_series) + self._refused_unnoted
 
     def series(
         self, metric: str | None = None, host: str | None = None, limit: int = 200
@@ -265,19 +309,39 @@ class ModelSet:
         return False
 
     # -- training --------------------------------------------------------
-    def training_jobs(self, now: float) -> list[Job]:
-        """Retraining due at ``now`` (event time); run each job off the loop."""
+    def training_jobs(self, now: float, limit: int = TRAIN_BATCH) -> list[Job]:
+        """Training due at ``now`` (event time); run each job off the loop.
+
+        First fits (series whose warm-up ended) come first, then retraining in
+        due order.  At most ``limit`` series are examined per call, so a crowd
+        of series due together (a restart) is spread over several calls.
+        """
         jobs: list[Job] = []
-        for series in self._series.values():
-            if series.training or series.trained_at is None:
-                continue
-            if now - series.trained_at < series.spec.retrain:
-                continue
+        examined = 0
+        ready = self._ready
+        while ready and examined < limit:
+            series = ready.pop()
+            examined += 1
+            if self._series.get(series.key) is series:
+                series.trained_at = now
+                self._schedule(series, now + series.spec.retrain)
+                jobs.append(_job(series))
+        due = self._due
+        while due and due[0][0] <= now and examined < limit:
+            series = heapq.heappop(due)[2]
+            examined += 1
+            if self._series.get(series.key) is not series:
+                continue  # dropped by a reload or an import: a stale entry
+            self._schedule(series, now + series.spec.retrain)
+            if series.training:
+                continue  # a job is in flight: check again at the next due time
             series.trained_at = now
-            if not series.detector.range_moved():
-                continue  # the same range would re-learn the same memory
-            series.training = True
-            jobs.append(_job(series))
+            detector = series.detector
+            # a range that did not move would re-learn the same memory; ready(): a first
+            # fit still owed (its job was in flight when the state was saved)
+            if detector.range_moved() or detector.ready():
+                series.training = True
+                jobs.append(_job(series))
         return jobs
 
     # -- persistence -----------------------------------------------------
@@ -342,16 +406,26 @@ class ModelSet:
         key = (spec.name, metric, tuple(labels.get(k, "") for k in spec.series_by))
         trained = item.get("trained_at")
         series = _Series(
-            spec, metric, labels, detector, trained_at=None if trained is None else float(trained)
+            key,
+            spec,
+            metric,
+            labels,
+            detector,
+            trained_at=None if trained is None else float(trained),
         )
         old = self._series.pop(key, None)
         if old is not None:
-            self._points -= series_points(old.spec)
+            self._bytes -= series_bytes(old.spec)
         full = self._full(spec)
         if full:
             self.state_notes.append(f"{where}: state dropped: {full}")
             return
         self._add(key, series)
+        if series.trained_at is not None:
+            self._schedule(series, series.trained_at + spec.retrain)
+        elif detector.ready():  # saved between its warm-up and its first fit
+            series.training = True
+            self._ready.append(series)
 
 
 def _still_applies(series: _Series, spec: ModelSpec) -> bool:
@@ -371,10 +445,23 @@ def _recent_size(spec: ModelSpec) -> int:
     return min(RECENT_POINTS, history_capacity(spec))
 
 
-def series_points(spec: ModelSpec) -> int:
-    """8-byte points one series of ``spec`` reserves: history, windows, recent points."""
+def series_bytes(spec: ModelSpec) -> int:
+    """Bytes one series of ``spec`` reserves: its whole state, objects included.
+
+    History (2 bytes a point; during warm-up the raw values, 8 bytes each, in
+    its place), novelty windows, transition memories, recent points (16 bytes
+    each) and the per-series object overhead.  ``bench/bench_anomaly_fleet.py``
+    checks the estimate against tracemalloc and RSS.
+    """
     params = spec.params
-    return history_capacity(spec) + params.long + params.short + 2 * _recent_size(spec)
+    probe = _new_detector(spec)
+    history = max(2 * history_capacity(spec), 8 * probe.warmup)
+    windows = params.short + params.long * (1 if probe.long.typecode == "B" else 4)
+    if probe.bitmap:
+        memories = len(probe.memories) * (len(probe.memories[0]) + 57)
+    else:  # a set of at most _MAX_TRANSITIONS ints: ~36 bytes an entry, table included
+        memories = len(probe.memories) * 36 * 2048
+    return history + windows + memories + 16 * _recent_size(spec) + _OVERHEAD_BYTES
 
 
 def _new_detector(spec: ModelSpec) -> ContextDetector:
@@ -383,11 +470,11 @@ def _new_detector(spec: ModelSpec) -> ContextDetector:
 
 def _job(series: _Series) -> Job:
     detector = series.detector
-    history, upto = detector.training_input()
+    given = detector.training_input()
 
     def work() -> Callable[[], None]:
         try:
-            fit = detector.fit(history, upto)
+            fit = detector.fit(given)
         except BaseException:
             series.training = False  # a plain flag: lets the next retrain try again
             raise

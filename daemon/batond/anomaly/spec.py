@@ -32,7 +32,10 @@ class ContextParams:
     how many previous levels form the context of a transition; ``short`` and
     ``long``: points in the short average of raw novelty and in the long
     window its likelihood is judged against; ``rest``: points of silence after
-    an alert; ``history``: points kept for retraining.
+    an alert; ``history``: points kept for retraining (2 bytes each);
+    ``beyond``: how many times a novel level beyond the learned range counts
+    (a novel level inside it counts once, one more than a range width beyond
+    it three times).
     """
 
     bins: int = 7
@@ -41,7 +44,8 @@ class ContextParams:
     short: int = 10
     long: int = 400
     rest: int = 30
-    history: int = 3000
+    history: int = 2000
+    beyond: int = 2
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)

@@ -10,7 +10,7 @@
         series_by: [host]               # labels that tell series apart (default [host])
         detector: context               # the only detector (default)
         params: {bins: 7, offsets: [0, 0.5], context: 1, short: 10, long: 400,
-                 rest: 30, history: 3000}
+                 rest: 30, history: 2000, beyond: 2}
         sensitivity: 0.5                # (0, 1]; lower needs stronger evidence
         warmup: 200                     # points learned before scoring
         retrain: 1h                     # re-learn range and memory this often
@@ -44,6 +44,7 @@ _PARAM_LIMITS: dict[str, tuple[int, int]] = {
     "long": (10, 100_000),
     "rest": (0, 100_000),
     "history": (10, 1_000_000),
+    "beyond": (1, 3),
 }
 
 

@@ -1,0 +1,165 @@
+"""The anomaly model at fleet scale: memory and time per series, loop stalls.
+
+For each fleet size (default 1k, 10k and 100k series of the built-in model,
+one ``cpu_percent`` series per host), in a fresh process:
+
+- feeds every series through its warm-up and first fit (the fits run as
+  training jobs, inline here), then ``--rounds`` more samples per series;
+- **RSS per series**: the process's resident set after the feed minus before
+  the first series, divided by the series (and the 200k-series projection);
+  the model's own estimate (``series_bytes``, what the budget counts) beside it;
+- **µs per sample**: ``ModelSet.observe`` over the timed rounds, every series
+  once a round (sample objects built beforehand, training excluded);
+- **loop stalls**: the same model set on an asyncio loop as the daemon runs it
+  (samples in batches of 50 between awaits; every second ``training_jobs``,
+  each job in a worker thread, its apply back on the loop) with a ticker
+  recording the longest time the loop did not run it.  Series drift so their
+  range moves and retraining (``retrain`` 60 s of event time) really happens.
+
+    .venv/bin/python bench/bench_anomaly_fleet.py [--series 1000,10000,100000] [--rounds 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+from batond.anomaly import DEFAULT_SPEC, ModelSet
+from batond.anomaly.modelset import series_bytes
+from batond.events import Sample
+
+SPEC = replace(DEFAULT_SPEC, name="fleet", match_metrics=("cpu_percent",), retrain=60.0)
+STEP = 5.0  # seconds of event time between a series' samples
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def value(k: int, i: int) -> float:
+    """Host k at round i: a daily-ish wave, a slow drift (moves the range), some jitter."""
+    phase = (k * 7919) % 288
+    jitter = ((k * 31 + i * 17) % 23) / 23.0
+    return 40.0 + 20.0 * math.sin(2 * math.pi * (i + phase) / 288) + 0.01 * i + 3.0 * jitter
+
+
+def round_samples(n: int, i: int, hosts: list[dict[str, str]]) -> list[Sample]:
+    ts = 1.7e9 + i * STEP
+    return [Sample("cpu_percent", value(k, i), ts, hosts[k]) for k in range(n)]
+
+
+def feed_round(models: ModelSet, samples: list[Sample]) -> None:
+    for sample in samples:
+        models.observe(sample)
+    for job in models.training_jobs(samples[0].ts, limit=len(samples)):
+        job()()
+
+
+def measure(n: int, rounds: int) -> dict[str, float]:
+    hosts = [{"host": f"host-{k:06d}"} for k in range(n)]
+    models = ModelSet([SPEC], max_series=10**7, max_bytes_total=1 << 40)
+    models.prepare()
+    gc.collect()
+    base = rss()
+    warm = SPEC.warmup + 20
+    for i in range(warm):
+        feed_round(models, round_samples(n, i, hosts))
+    gc.collect()
+    held = rss() - base
+    elapsed = 0.0
+    for i in range(warm, warm + rounds):
+        samples = round_samples(n, i, hosts)
+        started = time.perf_counter()
+        for sample in samples:
+            models.observe(sample)
+        elapsed += time.perf_counter() - started
+        for job in models.training_jobs(samples[0].ts, limit=len(samples)):
+            job()()
+    stall, jobs = asyncio.run(stalls(models, n, hosts, warm + rounds, rounds))
+    return {
+        "series": n,
+        "rss_per_series": held / n,
+        "estimate": series_bytes(SPEC),
+        "us_per_sample": elapsed / (n * rounds) * 1e6,
+        "max_stall_ms": stall * 1e3,
+        "retrain_jobs": jobs,
+    }
+
+
+async def stalls(
+    models: ModelSet, n: int, hosts: list[dict[str, str]], first: int, rounds: int
+) -> tuple[float, int]:
+    """Longest loop stall while feeding ``rounds`` rounds and training as the daemon does."""
+    worst = 0.0
+    jobs = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal worst
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            worst = max(worst, now - last - 0.001)
+            last = now
+
+    async def housekeeping() -> None:
+        nonlocal jobs
+        while not done.is_set():
+            for job in models.training_jobs(clock):
+                apply = await asyncio.to_thread(job)
+                apply()
+                jobs += 1
+            await asyncio.sleep(1.0)
+
+    clock = 1.7e9 + first * STEP
+    tasks = [asyncio.create_task(ticker()), asyncio.create_task(housekeeping())]
+    for i in range(first, first + rounds):
+        samples = round_samples(n, i, hosts)
+        clock = samples[0].ts
+        for start in range(0, n, 50):
+            for sample in samples[start : start + 50]:
+                models.observe(sample)
+            await asyncio.sleep(0)
+    done.set()
+    await asyncio.gather(*tasks)
+    return worst, jobs
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--series", default="1000,10000,100000")
+    ap.add_argument("--rounds", type=int, default=40, help="timed rounds per size")
+    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child process: one size
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.rounds)))
+        return 0
+    print(f"model: built-in default (history {SPEC.params.history}), retrain 60 s event time")
+    for n in (int(x) for x in args.series.split(",")):
+        cmd = [sys.executable, __file__, "--one", str(n), "--rounds", str(args.rounds)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        print(
+            f"{n:>7} series: RSS {r['rss_per_series'] / 1024:5.1f} KiB/series"
+            f" (estimate {r['estimate'] / 1024:.1f} KiB; 200k series ->"
+            f" {r['rss_per_series'] * 200_000 / 1024**3:.2f} GiB),"
+            f" observe {r['us_per_sample']:.2f} us/sample,"
+            f" longest loop stall {r['max_stall_ms']:.1f} ms"
+            f" ({r['retrain_jobs']} retrain jobs during it)",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
