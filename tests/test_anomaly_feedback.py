@@ -57,7 +57,8 @@ def test_false_positive_feedback_makes_the_same_input_score_below_the_threshold(
     assert scores_after[alerts[0]] < SPEC.threshold
     assert sum(s >= SPEC.threshold for s in scores_after) < len(alerts)
     [b] = models.series(host="b")
-    assert b["sensitivity"] == SPEC.sensitivity * 0.7 * 0.7
+    assert b["sensitivity"] == SPEC.sensitivity * 0.7 * 0.7  # the page shows both
+    assert b["model_sensitivity"] == SPEC.sensitivity
     # the other series is untouched
     assert feed(models, other[700:], "a") == feed(before, other[700:], "a")
 

@@ -65,6 +65,16 @@ class Metrics:
             r, "batond_mqtt_reconnects", "MQTT connections made after the first"
         )
         self.anomaly_series = _gauge(r, "batond_anomaly_series", "Series the anomaly model scores")
+        self.anomaly_refused_series = _gauge(
+            r,
+            "batond_anomaly_refused_series",
+            "Series the anomaly model refused to score (series cap or memory budget)",
+        )
+        self.anomaly_refused_samples = _gauge(
+            r,
+            "batond_anomaly_refused_samples",
+            "Samples not scored because their series was refused",
+        )
         self.circuits_open = _gauge(r, "batond_circuits_open", "Targets whose circuit is open")
         self._health(r)
 
@@ -93,12 +103,16 @@ class Metrics:
         *,
         queue_depth: Callable[[], float] | None = None,
         anomaly_series: Callable[[], float] | None = None,
+        anomaly_refused_series: Callable[[], float] | None = None,
+        anomaly_refused_samples: Callable[[], float] | None = None,
         circuits_open: Callable[[], float] | None = None,
     ) -> None:
         """Read these gauges at scrape time from the components that own the numbers."""
         for gauge, fn in (
             (self.queue_depth, queue_depth),
             (self.anomaly_series, anomaly_series),
+            (self.anomaly_refused_series, anomaly_refused_series),
+            (self.anomaly_refused_samples, anomaly_refused_samples),
             (self.circuits_open, circuits_open),
         ):
             if fn is not None:

@@ -71,6 +71,7 @@ _CALIBRATION = 6.0  # score s -> 1 - 10**(-6 s): 0.99 is s = 1/3, a tail of 10**
 _PER_SPAN = 4096
 _BELOW = 4.0
 _TOP_CODE = 65535  # u up to 65535 / 4096 - 4 = 12 range widths above
+_TOP_U = (_TOP_CODE - 1) / _PER_SPAN - _BELOW  # below it, a code needs no clamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,22 +147,27 @@ class ContextDetector:
         warm = self.warm
         if warm is not None:  # until the first fit (a training job) is applied
             warm.append(value)
-            if len(warm) >= 2 * self.history.capacity:  # a first fit long overdue
-                del warm[: self.history.capacity]
+            if len(warm) >= 2 * self.warmup:  # a first fit overdue: keep its memory bounded
+                del warm[: self.warmup]
             return 0.0
-        u = _unit(value, self.lo, self.span)
-        self._remember(u)
+        u = (value - self.lo) / self.span
+        if -_BELOW < u < _TOP_U:  # the usual case: a code without clamping
+            code = int((u + _BELOW) * _PER_SPAN + 0.5)
+        else:
+            u = _unit(value, self.lo, self.span)
+            code = _code(u)
+        self._remember(code)
         return self._judge(self._learn(u))
 
-    def _remember(self, u: float) -> None:
-        code = _code(u)
-        self.history.append(code)
+    def _remember(self, code: int) -> None:
+        history = self.history
+        history.append(code)
         seen = self.seen
         if code <= self.low:
             self.low, self.low_at = code, seen
         if code >= self.high:
             self.high, self.high_at = code, seen
-        oldest = seen - len(self.history)  # points up to here have left the history
+        oldest = seen - len(history)  # points up to here have left the history
         if self.low_at <= oldest or self.high_at <= oldest:
             self._rescan_extremes()
 
@@ -175,7 +181,10 @@ class ContextDetector:
         scaled = u * bins
         units = 0
         contexts = self.contexts
-        for i, offset in enumerate(self.params.offsets):
+        memories = self.memories
+        bitmap = self.bitmap
+        i = 0
+        for offset in self.params.offsets:
             level = math.floor(scaled + offset)
             if level < -clamp:
                 level = -clamp
@@ -183,9 +192,11 @@ class ContextDetector:
                 level = bins + clamp
             key = contexts[i] * levels + level + clamp
             contexts[i] = key % span_l
-            memory = self.memories[i]
-            if self.bitmap:
-                byte, bit = key >> 3, 1 << (key & 7)
+            memory = memories[i]
+            i += 1
+            if bitmap:
+                byte = key >> 3
+                bit = 1 << (key & 7)
                 if memory[byte] & bit:
                     continue
                 memory[byte] |= bit
@@ -205,18 +216,23 @@ class ContextDetector:
     def _judge(self, units: int) -> float:
         short = self.short
         old = short.append(units)
-        self.short_sum += units - (old or 0)
-        n_short = len(short)
-        total = self.short_sum
-        if n_short < short.capacity:  # a young window: its sum as if it were full
-            total = round(total * short.capacity / n_short)
-        score = self._tail_score(total)
-        old = self.long.append(total)
+        if old is None:  # a young window: its sum as if it were full
+            self.short_sum += units
+            total = round(self.short_sum * short.capacity / len(short))
+        else:
+            self.short_sum += units - old
+            total = self.short_sum
+        long = self.long
+        n = len(long)
+        # no more novelty than usual (most points): nothing to report
+        score = self._tail_score(total, n) if total and total * n > self.long_sum else 0.0
+        old = long.append(total)
         if old is not None:
-            self.long_sum -= old
-            self.long_sq -= old * old
-        self.long_sum += total
-        self.long_sq += total * total
+            self.long_sum += total - old
+            self.long_sq += total * total - old * old
+        else:
+            self.long_sum += total
+            self.long_sq += total * total
         if self.resting > 0:
             self.resting -= 1
             return 0.0
@@ -224,13 +240,10 @@ class ContextDetector:
             self.resting = self.params.rest
         return score
 
-    def _tail_score(self, total: int) -> float:
-        n = len(self.long)
+    def _tail_score(self, total: int, n: int) -> float:
         if n < _MIN_LONG:
             return 0.0
         mean = self.long_sum / n
-        if total <= mean:  # no more novelty than usual: nothing to report
-            return 0.0
         var = self.long_sq / n - mean * mean
         floor = _SD_FLOOR * self.short.capacity * len(self.params.offsets)
         sd = math.sqrt(var) if var > floor * floor else floor

@@ -26,12 +26,12 @@ import heapq
 import itertools
 import json
 import math
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from batond.anomaly.detector import ContextDetector
-from batond.anomaly.ring import Ring
 from batond.anomaly.spec import ModelSpec
 from batond.errors import StateError
 from batond.events import Sample
@@ -55,13 +55,14 @@ RECENT_POINTS = 240  # per series (at most its history), for GET /api/v1/series
 # metrics fit under both bounds at the default model (~9.5 KB a series, about 1.9 GB)
 MAX_SERIES = 250_000
 MAX_BYTES_TOTAL = 3 * 1024**3
-# series examined per training_jobs call: bounds its time on the loop (about 1-2 ms)
-# when many series come due together, e.g. all restored from one state file
-TRAIN_BATCH = 1000
+# series examined per training_jobs call: bounds its time on the loop (about 1 ms)
+# when many series come due together (a restart, a fleet warming up at once); the
+# daemon calls it every second, and 200 a second is 7x what 100k series need at 1h
+TRAIN_BATCH = 200
 NOTED_REFUSALS = 100_000  # refused series remembered (so each is logged once); then counted only
 # per-series bytes beyond the arrays: the detector, series and ModelSet entry objects,
 # key tuple, labels dict and label strings, measured with tracemalloc (bench_anomaly_fleet)
-_OVERHEAD_BYTES = 2600
+_OVERHEAD_BYTES = 4000
 
 SeriesKey = tuple[str, str, tuple[str, ...]]  # model name, metric, series_by values
 Job = Callable[[], Callable[[], None]]
@@ -77,29 +78,36 @@ class _Series:
     trained_at: float | None = None  # event time of the last (re)training
     training: bool = False
     # recent times, values (float32: 7 digits) and scores, for the API and the page
-    recent_ts: Ring = field(init=False)
-    recent_values: Ring = field(init=False)
-    recent_scores: Ring = field(init=False)
+    recent_ts: array[float] = field(init=False)
+    recent_values: array[float] = field(init=False)
+    recent_scores: array[float] = field(init=False)
+    recent_at: int = 0  # next slot; the arrays are preallocated (a fixed cost per series)
+    recent_n: int = 0
 
     def __post_init__(self) -> None:
         size = _recent_size(self.spec)
-        self.recent_ts = Ring(size)
-        self.recent_values = Ring(size, typecode="f")
-        self.recent_scores = Ring(size, typecode="f")
+        self.recent_ts = array("d", bytes(8 * size))
+        self.recent_values = array("f", bytes(4 * size))
+        self.recent_scores = array("f", bytes(4 * size))
+
+    def note(self, ts: float, value: float, score: float) -> None:
+        at = self.recent_at
+        self.recent_ts[at] = ts
+        self.recent_values[at] = value
+        self.recent_scores[at] = score
+        at += 1
+        self.recent_at = at if at < len(self.recent_ts) else 0
+        if self.recent_n <= at:
+            self.recent_n = at if at else len(self.recent_ts)
 
     def recent(self, limit: int) -> list[list[float]]:
-        n = min(len(self.recent_ts), limit)
+        n = min(self.recent_n, limit)
         if n <= 0:
             return []
-        return [
-            [ts, value, score]
-            for ts, value, score in zip(
-                self.recent_ts.last(n),
-                self.recent_values.last(n),
-                self.recent_scores.last(n),
-                strict=True,
-            )
-        ]
+        size, end = len(self.recent_ts), self.recent_at
+        slots = [(end - n + k) % size for k in range(n)]
+        ts, values, scores = self.recent_ts, self.recent_values, self.recent_scores
+        return [[ts[i], values[i], scores[i]] for i in slots]
 
 
 class ModelSet:
@@ -186,9 +194,7 @@ class ModelSet:
         if series is None:
             return 0.0
         score = series.detector.step(sample.value)
-        series.recent_ts.append(sample.ts)
-        series.recent_values.append(sample.value)
-        series.recent_scores.append(score)
+        series.note(sample.ts, sample.value, score)
         if series.trained_at is None and not series.training and series.detector.ready():
             series.training = True  # the first fit is due: a job, never inline
             self._ready.append(series)
@@ -202,7 +208,11 @@ class ModelSet:
         for spec in specs:
             if spec.match_labels and not spec.covers(labels):
                 continue
-            key = (spec.name, sample.metric, tuple([labels.get(k, "") for k in spec.series_by]))
+            by = spec.series_by
+            if len(by) == 1:  # the usual case (host): no list built
+                key = (spec.name, sample.metric, (labels.get(by[0], ""),))
+            else:
+                key = (spec.name, sample.metric, tuple([labels.get(k, "") for k in by]))
             series = self._series.get(key)
             if series is None:
                 named = dict(zip(spec.series_by, key[2], strict=True))
@@ -266,7 +276,7 @@ class ModelSet:
         return self._refused
 
     def refused_series_count(self) -> int:
-        """Distinct series refused (each logged once), since start or the last reload."""
+        """Distinct series refused since start (each logged once)."""
         return len(self._refused_series) + self._refused_unnoted
 
     def series(
@@ -287,6 +297,7 @@ class ModelSet:
                     "model": s.spec.name,
                     "threshold": s.spec.threshold,
                     "sensitivity": s.detector.sensitivity,
+                    "model_sensitivity": s.spec.sensitivity,
                     "points": points,
                 }
             )
@@ -448,14 +459,14 @@ def _recent_size(spec: ModelSpec) -> int:
 def series_bytes(spec: ModelSpec) -> int:
     """Bytes one series of ``spec`` reserves: its whole state, objects included.
 
-    History (2 bytes a point; during warm-up the raw values, 8 bytes each, in
-    its place), novelty windows, transition memories, recent points (16 bytes
+    History (2 bytes a point; during warm-up up to twice ``warmup`` raw values,
+    8 bytes each, in its place), novelty windows, transition memories, recent points (16 bytes
     each) and the per-series object overhead.  ``bench/bench_anomaly_fleet.py``
     checks the estimate against tracemalloc and RSS.
     """
     params = spec.params
     probe = _new_detector(spec)
-    history = max(2 * history_capacity(spec), 8 * probe.warmup)
+    history = max(2 * history_capacity(spec), 8 * 2 * probe.warmup)
     windows = params.short + params.long * (1 if probe.long.typecode == "B" else 4)
     if probe.bitmap:
         memories = len(probe.memories) * (len(probe.memories[0]) + 57)

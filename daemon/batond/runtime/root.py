@@ -216,5 +216,7 @@ def _bind_gauges(metrics: Metrics, bus: Bus, models: ModelSet, engine: Engine) -
     metrics.bind_gauges(
         queue_depth=bus.depth,
         anomaly_series=models.series_count,
+        anomaly_refused_series=models.refused_series_count,
+        anomaly_refused_samples=models.refused_count,
         circuits_open=lambda: len(governor.open_circuits()),
     )
