@@ -209,6 +209,7 @@ class ModelSet:
             if spec.match_labels and not spec.covers(labels):
                 continue
             by = spec.series_by
+            key: SeriesKey
             if len(by) == 1:  # the usual case (host): no list built
                 key = (spec.name, sample.metric, (labels.get(by[0], ""),))
             else:
