@@ -25,7 +25,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
-import math
 from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -151,6 +150,13 @@ class ModelSet:
         for spec in self.specs:
             for metric in spec.match_metrics:
                 self._by_metric.setdefault(metric, []).append(spec)
+        # metric -> (model name, label) where one model owns the metric's series by one
+        # label and matches no labels: the usual case, found with one dict lookup
+        self._direct: dict[str, tuple[str, str]] = {
+            metric: (specs[0].name, specs[0].series_by[0])
+            for metric, specs in self._by_metric.items()
+            if len(specs) == 1 and not specs[0].match_labels and len(specs[0].series_by) == 1
+        }
 
     def replace_specs(self, new: ModelSet | Sequence[ModelSpec]) -> None:
         """Adopt reloaded models, keeping what each series learned where it still applies.
@@ -185,16 +191,23 @@ class ModelSet:
     # -- scoring ---------------------------------------------------------
     def observe(self, sample: Sample) -> float:
         """Score of ``sample`` for its series, computed before learning from it."""
-        specs = self._by_metric.get(sample.metric)
+        metric = sample.metric
+        specs = self._by_metric.get(metric)
         if specs is None:
             return 0.0
-        if not math.isfinite(sample.value):
-            return 0.0  # nothing to learn from; sources reject these anyway
-        series = self._series_for(sample, specs)
-        if series is None:
+        value = sample.value
+        if value - value != 0.0:  # NaN or infinite: nothing to learn from (sources reject them)
             return 0.0
-        score = series.detector.step(sample.value)
-        series.note(sample.ts, sample.value, score)
+        direct = self._direct.get(metric)
+        series = None
+        if direct is not None:
+            series = self._series.get((direct[0], metric, (sample.labels.get(direct[1], ""),)))
+        if series is None:
+            series = self._series_for(sample, specs)
+            if series is None:
+                return 0.0
+        score = series.detector.step(value)
+        series.note(sample.ts, value, score)
         if series.trained_at is None and not series.training and series.detector.ready():
             series.training = True  # the first fit is due: a job, never inline
             self._ready.append(series)
