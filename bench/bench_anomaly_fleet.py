@@ -37,6 +37,7 @@ from dataclasses import replace
 from batond.anomaly import DEFAULT_SPEC, ModelSet
 from batond.anomaly.modelset import series_bytes
 from batond.events import Sample
+from headline import emit
 
 SPEC = replace(DEFAULT_SPEC, name="fleet", match_metrics=("cpu_percent",), retrain=60.0)
 STEP = 5.0  # seconds of event time between a series' samples
@@ -165,6 +166,7 @@ def main() -> int:
         print(json.dumps(measure(args.one, args.rounds)))
         return 0
     print(f"model: built-in default (history {SPEC.params.history}), retrain 60 s event time")
+    figures: dict[str, float] = {}
     for n in (int(x) for x in args.series.split(",")):
         cmd = [sys.executable, __file__, "--one", str(n), "--rounds", str(args.rounds)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -180,6 +182,10 @@ def main() -> int:
             f" ({r['retrain_jobs']} jobs), longest loop gap {r['max_stall_ms']:.1f} ms",
             flush=True,
         )
+        figures[f"{n} series: KiB/series RSS"] = round(r["rss_per_series"] / 1024, 1)
+        figures[f"{n} series: observe us/sample CPU"] = round(r["cpu_us_per_sample"], 2)
+        figures[f"{n} series: longest training step ms CPU"] = round(r["max_training_cpu_ms"], 2)
+    emit("anomaly fleet", figures)
     return 0
 
 

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from headline import emit
+
 ROOT = Path(__file__).resolve().parents[2] / "shared"
 FRACTIONS = (0.8, 0.9, 0.95, 0.99)
 CANDIDATES = ["zmax"] + [f"pca-{f}" for f in FRACTIONS] + [f"pca+z-{f}" for f in FRACTIONS]
@@ -123,6 +125,7 @@ def top_hits(
 
 def report(table: dict[str, dict[str, dict[str, float]]], machines: list[str]) -> None:
     families = {"per-series (zmax)": ["zmax"], "multivariate (pca, pca+z)": CANDIDATES[1:]}
+    figures: dict[str, float] = {}
     print()
     for family, names in families.items():
         held: list[dict[str, Any]] = []
@@ -139,6 +142,9 @@ def report(table: dict[str, dict[str, dict[str, float]]], machines: list[str]) -
             f" at 1.0; PA-F1 {mean['pa_f1']:.3f} (random reaches ~0.83 pooled: proves nothing);"
             f" top metric named by the authors {mean['top']:.2f}; picks {picks}"
         )
+        figures[f"{family.split()[0]} PW-F1 (LOMO, best threshold)"] = round(mean["pw_f1"], 3)
+        figures[f"{family.split()[0]} PW-F1 (LOMO, own threshold)"] = round(mean["pw_own"], 3)
+    emit("smd host", figures)
 
 
 if __name__ == "__main__":

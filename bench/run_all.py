@@ -81,6 +81,14 @@ BENCHES = [
     Bench("runner", "bench_runner.py", ["--seconds", "3"]),
     Bench("daemon path", "bench_daemon_path.py", ["--seconds", "3"], ["--seconds", "10"]),
     Bench("nab", "bench_nab.py", [], [], _shared("nab-data")),
+    Bench("nab cv", "bench_nab_cv.py", [], [], _shared("nab-data")),
+    Bench(
+        "anomaly fleet",
+        "bench_anomaly_fleet.py",
+        ["--series", "1000,10000", "--rounds", "10"],
+        ["--series", "1000,10000,100000", "--rounds", "20"],
+    ),
+    Bench("smd host", "bench_smd_host.py", [], [], _shared("smd-data")),
     Bench(
         "journal",
         "bench_journal.py",
