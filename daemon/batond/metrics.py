@@ -66,14 +66,10 @@ class Metrics:
         )
         self.anomaly_series = _gauge(r, "batond_anomaly_series", "Series the anomaly model scores")
         self.anomaly_refused_series = _gauge(
-            r,
-            "batond_anomaly_refused_series",
-            "Series the anomaly model refused to score (series cap or memory budget)",
+            r, "batond_anomaly_refused_series", "Series refused (series cap or memory budget)"
         )
         self.anomaly_refused_samples = _gauge(
-            r,
-            "batond_anomaly_refused_samples",
-            "Samples not scored because their series was refused",
+            r, "batond_anomaly_refused_samples", "Samples not scored: their series was refused"
         )
         self.circuits_open = _gauge(r, "batond_circuits_open", "Targets whose circuit is open")
         self._health(r)
