@@ -270,6 +270,8 @@ class Engine:
                 {
                     "name": rule.name,
                     "kind": rule.kind,
+                    "metric": rule.match.name if rule.match.kind == "metric" else None,
+                    "when": rule.when.text if rule.when is not None else None,
                     "description": rule.description,
                     "severity": rule.severity,
                     "run": list(rule.run),

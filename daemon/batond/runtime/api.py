@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from batond.errors import BatondError
 from batond.intake.httpguard import BodyRefused, expect_handler, handler_args, read_body
 from batond.metrics import Metrics
+from batond.runtime.openapi import spec_for
 
 __all__ = ["Control", "build_app"]
 
@@ -132,24 +133,31 @@ def build_app(
         middlewares=[_auth_middleware(token)],
         handler_args=handler_args(),  # header timeout, one-line reports of malformed requests
     )
-    _Routes(control, metrics).add_to(app.router)
+    _Routes(control, metrics, token_required=token is not None).add_to(app.router)
     if add_input_routes is not None:
         add_input_routes(app)
     return app
 
 
-class _Routes:
-    """One small handler per endpoint of docs/api.md."""
+#: The page's static files (daemon/batond/web/) and their content types.
+_ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
 
-    def __init__(self, control: Control, metrics: Metrics) -> None:
+
+class _Routes:
+    """One small handler per endpoint (docs/api.md; described in runtime/openapi.py)."""
+
+    def __init__(self, control: Control, metrics: Metrics, *, token_required: bool) -> None:
         self.control = control
         self.metrics = metrics
+        self.token_required = token_required
 
     def add_to(self, r: web.UrlDispatcher) -> None:
         # a body route answers "Expect: 100-continue" by the body's size (413 when over)
         post = functools.partial(r.add_post, expect_handler=expect_handler)
         delete = functools.partial(r.add_delete, expect_handler=expect_handler)
         r.add_get("/", self.index)
+        r.add_get("/web/{name}", self.asset)
+        r.add_get("/api/v1/openapi.json", self.openapi)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
         r.add_get("/metrics", self.metrics_page)
@@ -187,6 +195,22 @@ class _Routes:
     async def index(self, _: web.Request) -> web.Response:
         page = resources.files("batond").joinpath("web/index.html").read_bytes()
         return web.Response(body=page, content_type="text/html", charset="utf-8")
+
+    async def asset(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        kind = _ASSETS.get(name)
+        if kind is None:  # a fixed list: no path from the request reaches the file system
+            return _error(404, f"no page asset {name!r}")
+        body = resources.files("batond").joinpath(f"web/{name}").read_bytes()
+        return web.Response(body=body, content_type=kind, charset="utf-8")
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        routes = [
+            (route.method, route.resource.canonical)
+            for route in request.app.router.routes()
+            if route.method != "HEAD" and route.resource is not None
+        ]
+        return json_response(spec_for(routes, token_required=self.token_required))
 
     async def status(self, _: web.Request) -> web.Response:
         return json_response(self.control.status())
