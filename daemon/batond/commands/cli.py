@@ -36,6 +36,8 @@ _COMMANDS = {
     "pause": "batond.commands.client:pause",
     "resume": "batond.commands.client:resume",
     "reload": "batond.commands.client:reload",
+    "demo start": "batond.commands.demo:start",
+    "demo kill": "batond.commands.demo:kill",
 }
 
 
@@ -98,6 +100,16 @@ def _local_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     sub.add_parser("schema", help="print the JSON Schema of rule and playbook files")
 
+    p = sub.add_parser("demo", help="the stand-in process the demonstration rules watch")
+    dsub = p.add_subparsers(dest="demo_command", metavar="ACTION", required=True)
+    for action, text in (
+        ("start", "start it (a sleep that answers to NAME)"),
+        ("kill", "kill it: batond should start a new one within seconds"),
+    ):
+        dp = dsub.add_parser(action, help=text)
+        dp.add_argument("name", nargs="?", default="batond-demo-worker", metavar="NAME",
+                        help="the process name (default batond-demo-worker)")  # fmt: skip
+
 
 def _journal_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Clients of a running daemon that read its state, and silences and circuits."""
@@ -154,7 +166,10 @@ def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    module_name, func_name = _COMMANDS[args.command].split(":")
+    command = args.command
+    if command == "demo":
+        command = f"demo {args.demo_command}"
+    module_name, func_name = _COMMANDS[command].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
     try:
         code: int = func(args)

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Makes the example's disk: a 32 MiB ext4 image mounted at /tmp/batond-example-disk
-# (a real block device, so batond's host source reports it), about 90% full of
-# cache/*.tmp files. Needs root (losetup/mount). `make-disk.sh remove` undoes it.
+# (a real block device, so batond's host source reports it), then fills it to about
+# 90% with cache/*.tmp files: above the rule's 80%, short of a full disk (a full disk
+# would fail the writes of anything else on it). Needs root (mount -o loop).
+# `make-disk.sh remove` undoes it.
 set -euo pipefail
 dir=/tmp/batond-example-disk
 img=/tmp/batond-example-disk.img
+target=${FILL_PERCENT:-90}
 if [[ ${1:-} == remove ]]; then
   umount "$dir" 2>/dev/null || true
   rm -rf "$dir" "$img"
@@ -17,7 +20,12 @@ if ! mountpoint -q "$dir"; then
   mount -o loop "$img" "$dir"
 fi
 mkdir -p "$dir/cache"
-for i in $(seq 1 26); do
-  head -c 1M /dev/zero > "$dir/cache/blob-$i.tmp"
+used_percent() { df --output=pcent "$dir" | tail -1 | tr -dc 0-9; }
+i=0
+# 512 KiB at a time until df shows the target (df rounds up, as batond's figure does)
+while (( $(used_percent) < target )); do
+  i=$((i + 1))
+  head -c 512K /dev/zero > "$dir/cache/blob-$i.tmp"
+  sync -f "$dir/cache"
 done
 df -h "$dir"
