@@ -10,6 +10,9 @@ A rule's *kind* says how its condition is judged for a group:
 ``count``  ``count: {at_least, within}`` over matching inputs that pass ``when``
 ``absent`` no matching input for ``absent:`` seconds, for a group seen before
 ``all``    every part of ``all:`` seen for the same key within ``within:``
+``alert``  an Alertmanager ``alert`` event match (not pinned to ``status: resolved``):
+           each alert's firing state by fingerprint; ``for:`` counts from its
+           ``startsAt``; its ``resolved`` notification resolves (unless ``resolve:``)
 =========  ==================================================================
 """
 
@@ -24,6 +27,7 @@ from batond.engine.expr import Expression
 from batond.errors import Mark
 
 __all__ = [
+    "ALERT_GROUP_BY",
     "KINDS",
     "NOT_LABELS",
     "Count",
@@ -32,9 +36,12 @@ __all__ = [
     "Rule",
     "RuleSet",
     "Schedule",
+    "is_alert_match",
 ]
 
-KINDS = ("level", "edge", "count", "absent", "all")
+KINDS = ("level", "edge", "count", "absent", "all", "alert")
+#: An alert rule's incident key when it names no group_by: one incident per alert and instance.
+ALERT_GROUP_BY = ("alertname", "instance")
 #: Names that are not labels (docs/rules.md): errors in ``group_by``.
 NOT_LABELS = ("metric", "value", "event", "ts")
 
@@ -53,6 +60,12 @@ class Match:
             and name == self.name
             and all(labels.get(k, "") == v for k, v in self.labels)
         )
+
+
+def is_alert_match(match: Match) -> bool:
+    """An Alertmanager alert's firing (``status`` unpinned or ``firing``): an ``alert`` rule."""
+    status = dict(match.labels).get("status", "firing")
+    return match.kind == "event" and match.name == "alert" and status == "firing"
 
 
 @dataclass(frozen=True, slots=True)

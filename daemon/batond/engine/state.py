@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
 from batond.engine.expr import Expression
@@ -389,7 +390,111 @@ class AllState(RuleState):
         return []
 
 
+class AlertState(RuleState):
+    """Alertmanager's habits: each alert's firing state, by its fingerprint.
+
+    A firing notification starts the alert's clock at its ``startsAt`` (not at
+    the notification's arrival: Alertmanager may have held it for ``group_wait``
+    or batond may have been down); ``for:`` fires the rule once the alert has
+    been firing that long. Repeat notifications of a firing alert change
+    nothing. Without ``resolve:``, the alert's ``resolved`` notification (same
+    fingerprint) resolves the incident, once no other alert of its key fires;
+    a resolved notification before ``for:`` ran out cancels the firing.
+    """
+
+    def __init__(self, rule: Rule) -> None:
+        super().__init__(rule)
+        # fingerprint -> (firing since, incident key, labels), oldest first
+        self.firing: dict[str, tuple[float, str, Mapping[str, str]]] = {}
+
+    def on_input(
+        self, engine: EngineCallbacks, item: Input, role: int, now: float, anomaly: float,
+        out: list[Output],
+    ) -> None:  # fmt: skip
+        if role == RESOLVE:
+            self.resolve_part(engine, item, now, anomaly, out)
+            return
+        labels = item.labels
+        key = self.key(labels)
+        fingerprint = labels.get("fingerprint") or key  # hand-made alerts may lack one
+        if labels.get("status") == "resolved":
+            self._resolved(engine, fingerprint, key, now, out)
+            return
+        if fingerprint in self.firing or not self.test(self.rule.when, item, now, anomaly):
+            return
+        since = min(item.ts, parse_rfc3339(labels.get("startsAt", "")) or item.ts)
+        self.firing[fingerprint] = (since, key, labels)
+        if key in self.open:
+            return
+        if since + self.rule.for_s <= now:
+            engine.decide(self, key, labels, item, now, out)
+        else:
+            engine.schedule(self, key, since + self.rule.for_s)
+
+    def _resolved(
+        self, engine: EngineCallbacks, fingerprint: str, key: str, now: float, out: list[Output]
+    ) -> None:
+        self.firing.pop(fingerprint, None)
+        if self.rule.resolve is not None or key not in self.open:
+            return  # resolve: decides; or it never fired (for: not reached): nothing to do
+        if all(k != key for _, k, _ in self.firing.values()):
+            engine.resolve(self, key, now, out)
+
+    def on_timer(
+        self, engine: EngineCallbacks, key: str, at: float, now: float, out: list[Output]
+    ) -> None:
+        if key in self.open:
+            return
+        firing = [(since, labels) for since, k, labels in self.firing.values() if k == key]
+        if not firing:
+            return  # resolved before for: ran out
+        since, labels = min(firing, key=lambda f: f[0])
+        due = since + self.rule.for_s
+        if due > at:
+            engine.schedule(self, key, due)
+            return
+        engine.decide(self, key, labels, None, max(at, due), out)
+
+    def prune(self, now: float) -> None:
+        super().prune(now)
+        excess = len(self.firing) - MAX_GROUPS  # alerts whose resolved never came
+        if excess > 0:
+            for fingerprint in list(self.firing)[:excess]:
+                del self.firing[fingerprint]
+
+    def dump(self) -> dict[str, Any]:
+        data = super().dump()
+        data["firing"] = {fp: [t, k, dict(lb)] for fp, (t, k, lb) in self.firing.items()}
+        return data
+
+    def load(self, data: Mapping[str, Any]) -> list[tuple[str, float]]:
+        super().load(data)
+        self.firing = {
+            str(fp): (float(v[0]), str(v[1]), {str(a): str(b) for a, b in v[2].items()})
+            for fp, v in data.get("firing", {}).items()
+        }
+        keys = {k: t for t, k, _ in reversed(self.firing.values()) if k not in self.open}
+        return [(k, t + self.rule.for_s) for k, t in keys.items()]
+
+
+def parse_rfc3339(text: str) -> float | None:
+    """Alertmanager's ``startsAt`` (``2024-05-01T12:00:00.123456789Z``) as epoch seconds."""
+    if not text or text.startswith("0001-"):
+        return None
+    head, dot, rest = text.partition(".")
+    zone = ""
+    if dot:  # Python parses at most 6 fraction digits; Go writes up to 9
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        zone = rest[digits:]
+        head += "." + rest[:digits][:6] if digits else ""
+    try:
+        return datetime.fromisoformat(head + (zone if dot else "")).timestamp()
+    except ValueError:
+        return None
+
+
 _KINDS: dict[str, type[RuleState]] = {
+    "alert": AlertState,
     "level": LevelState,
     "edge": EdgeState,
     "count": CountState,

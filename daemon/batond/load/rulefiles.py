@@ -19,7 +19,17 @@ import orjson
 
 from batond.engine.cron import parse_cron
 from batond.engine.expr import Expression, compile_expression
-from batond.engine.model import NOT_LABELS, Count, Match, Part, Rule, RuleSet, Schedule
+from batond.engine.model import (
+    ALERT_GROUP_BY,
+    NOT_LABELS,
+    Count,
+    Match,
+    Part,
+    Rule,
+    RuleSet,
+    Schedule,
+    is_alert_match,
+)
 from batond.errors import ConfigError, Mark, Problem
 from batond.load.yamlfile import Node, Reader, ScalarNode, compose_file, text_mark
 
@@ -67,7 +77,11 @@ RULE_FIELDS: Mapping[str, Field] = {
     "absent": Field("duration", description="fires when a group seen before goes silent"),
     "all": Field("parts", description="correlation: every part seen for the same key"),
     "within": Field("duration", description="window of all:"),
-    "group_by": Field("labels", description="labels forming the incident key (default [host])"),
+    "group_by": Field(
+        "labels",
+        description="labels forming the incident key (default [host]; [alertname, instance]"
+        " for an alert rule)",
+    ),
     "cooldown": Field("duration", description="no new run for the key this long after one"),
     "severity": Field("severity", description="severity of the incident"),
     "resolve": Field("part", description="explicit resolving input"),
@@ -356,14 +370,15 @@ class _FileReader:
         kind = _RuleChecks(self.r, node, f).kind()
         if kind is None or not ok or "run" not in f or len(f) != len(nodes) + 1:
             return None  # a problem was recorded (a missing value means an invalid one)
-        parts = f["all"] if kind == "all" else (Part(f["match"], f.get("when")),)
+        parts = _rule_parts(kind, f)
         group = f.get("group_by")
+        default_group = ALERT_GROUP_BY if kind == "alert" else ("host",)
         return Rule(
             name=f["name"],
             mark=self.r.mark(nodes["name"]),
             kind=kind,
             parts=parts,
-            group_by=tuple(label for label, _ in group) if group is not None else ("host",),
+            group_by=tuple(label for label, _ in group) if group is not None else default_group,
             description=f.get("description", ""),
             for_s=f.get("for", 0.0),
             count=f.get("count"),
@@ -398,6 +413,16 @@ class _FileReader:
         )
 
 
+def _rule_parts(kind: str, f: Mapping[str, Any]) -> tuple[Part, ...]:
+    if kind == "all":
+        parts: tuple[Part, ...] = f["all"]
+        return parts
+    match: Match = f["match"]
+    if kind == "alert":  # the rule follows each alert through firing and resolved itself
+        match = Match(match.kind, match.name, tuple(kv for kv in match.labels if kv[0] != "status"))
+    return (Part(match, f.get("when")),)
+
+
 class _RuleChecks:
     """The rules between keys of one rule: which combinations make sense."""
 
@@ -423,8 +448,13 @@ class _RuleChecks:
         for extra in timers[1:]:
             self.at(extra, f"{extra}: cannot be combined with {timers[0]}:")
         match = self.f.get("match")
-        if "for" in n and match is not None and match.kind == "event":
-            self.at("for", "for: needs a metric match (an event does not hold over time)")
+        alert = match is not None and is_alert_match(match)
+        if "for" in n and match is not None and match.kind == "event" and not alert:
+            self.at(
+                "for",
+                "for: needs a metric match or an Alertmanager alert (an event does not hold"
+                " over time)",
+            )
         if "resolve" in n and ("count" in n or "absent" in n):
             self.at(
                 "resolve",
@@ -437,7 +467,7 @@ class _RuleChecks:
             return "absent"
         if match is not None and match.kind == "metric" and ("when" in n or "for" in n):
             return "level"
-        return "edge"
+        return "alert" if alert else "edge"
 
     def _all(self) -> str | None:
         for key in ("match", "when", "for", "count", "absent"):
