@@ -232,7 +232,7 @@ CASES = [
             "    run: fix",
         ),
         "4:5",
-        "for: needs a metric match (an event does not hold over time)",
+        "for: needs a metric match or an Alertmanager alert (an event does not hold over time)",
     ),
     (
         "timers",
@@ -586,7 +586,8 @@ def test_cli_exit_codes_and_output(tmp_path: Path) -> None:
     assert done.returncode == 1
     duration = "invalid duration '5': expected <integer><unit>... with units ms, s, m, h, d"
     assert done.stdout.splitlines() == [
-        f"{bad}:2:34: for: needs a metric match (an event does not hold over time)",
+        f"{bad}:2:34: for: needs a metric match or an Alertmanager alert"
+        " (an event does not hold over time)",
         f"{bad}:2:39: {duration}",
     ]
 

@@ -36,8 +36,7 @@ _COMMANDS = {
     "pause": "batond.commands.client:pause",
     "resume": "batond.commands.client:resume",
     "reload": "batond.commands.client:reload",
-    "demo start": "batond.commands.demo:start",
-    "demo kill": "batond.commands.demo:kill",
+    "demo": "batond.commands.demo:main",
 }
 
 
@@ -166,10 +165,7 @@ def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = args.command
-    if command == "demo":
-        command = f"demo {args.demo_command}"
-    module_name, func_name = _COMMANDS[command].split(":")
+    module_name, func_name = _COMMANDS[args.command].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
     try:
         code: int = func(args)

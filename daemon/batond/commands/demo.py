@@ -19,7 +19,7 @@ import psutil
 
 from batond.intake.procwatch import process_names
 
-__all__ = ["DEFAULT_NAME", "find", "kill", "start"]
+__all__ = ["DEFAULT_NAME", "find", "kill", "main", "start"]
 
 DEFAULT_NAME = "batond-demo-worker"
 
@@ -33,6 +33,11 @@ def find(name: str) -> list[psutil.Process]:
         if name in process_names(proc.info.get("name") or "", proc.info.get("cmdline")):
             found.append(proc)
     return found
+
+
+def main(args: argparse.Namespace) -> int:
+    """``batond demo ACTION [NAME]``."""
+    return start(args) if args.demo_command == "start" else kill(args)
 
 
 def start(args: argparse.Namespace) -> int:
