@@ -35,7 +35,7 @@ ROUTES = [
     ("POST", "/api/v1/silences"), ("DELETE", "/api/v1/silences/{id}"),
     ("POST", "/api/v1/pause"), ("POST", "/api/v1/resume"), ("POST", "/api/v1/reload"),
     ("POST", "/api/v1/circuits/{target}/reset"), ("POST", "/api/v1/events"),
-    ("POST", "/api/v1/alertmanager"),
+    ("POST", "/api/v1/alertmanager"), ("GET", "/web/{name}"), ("GET", "/api/v1/openapi.json"),
 ]  # fmt: skip
 #: Answers that are the server's to give whatever the client sends.
 SERVER_STATES = {503}  # /readyz while not ready, or a full queue
@@ -78,7 +78,7 @@ _bodies = st.one_of(
 @st.composite
 def requests(draw: st.DrawFn) -> tuple[str, str, bytes | None, dict[str, str]]:
     method, path = draw(st.sampled_from(ROUTES))
-    for name in ("{id}", "{target}"):
+    for name in ("{id}", "{target}", "{name}"):
         if name in path:
             path = path.replace(name, urllib.parse.quote(draw(_ids), safe="%"))
     query = draw(
