@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,25 +51,30 @@ def test_readme_commands_are_safe_and_say_where_batond_is(readme: Path) -> None:
 
 def run_readme(readme: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     script = "set -euo pipefail\n" + "\n".join(blocks(readme))
-    proc = subprocess.Popen(
-        ["bash", "-c", script],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group: what it leaves behind is ours to end
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        raise AssertionError(f"{readme} did not finish in {timeout} s:\n{out}") from None
-    finally:
+    # output to a file, not a pipe: a background process left running must not hold it open
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(
+            ["bash", "-c", script],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group: what it leaves behind is ours
+        )
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass  # the script stopped everything it started
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            log.seek(0)
+            raise AssertionError(f"{readme} did not finish in {timeout} s:\n{log.read()}") from None
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass  # the script stopped everything it started
+        log.seek(0)
+        out = log.read()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
 
 
