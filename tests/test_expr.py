@@ -108,7 +108,16 @@ def test_template_names_are_given_per_use() -> None:
         ("open('/etc/passwd')", 11, "calls are limited to"),
         ("labels.get('x')", 11, "calls are limited to"),
         ("value ** 2", 11, "the power operator ** is not allowed"),
-        ("[x for x in event]", 11, "not allowed in expressions: comprehensions"),
+        ("{x for x in event}", 11, "not allowed in expressions: comprehensions"),
+        ("{k: 1 for k in event}", 11, "not allowed in expressions: comprehensions"),
+        ("[x for (x, y) in event]", 18, "a comprehension takes one name"),
+        ("[value for value in event]", 22, "'value' cannot name a comprehension variable"),
+        ("sorted(event, key=event.k)", 29, "key= must be a string literal"),
+        ("sorted(event, key='_x')", 29, "not a field path"),
+        ("sorted(event, by='x')", 11, "positional arguments and key=, reverse="),
+        ("join()", 11, "join() takes 1 to 2 arguments, got 0"),
+        ("len(1, 2)", 11, "len() takes 1 argument, got 2"),
+        ("clock() > 0", 11, "clock() is for playbooks"),
         ("lambda: 1", 11, "not allowed in expressions: lambda"),
         ("f'{value}'", 11, "not allowed in expressions: f-strings"),
         ("(x := 1)", 12, "not allowed in expressions: assignment (:=)"),
@@ -145,7 +154,8 @@ def test_an_expression_may_span_lines() -> None:
 def test_documented_functions() -> None:
     assert set(FUNCTIONS) == {
         "matches", "abs", "min", "max", "len", "round", "int", "float", "str", "bool",
-        "lower", "upper",
+        "lower", "upper", "join", "split", "sorted", "first", "last", "keys", "values",
+        "sum", "any", "all", "strftime", "parse_time", "clock",
     }  # fmt: skip
 
 

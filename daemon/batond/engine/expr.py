@@ -11,20 +11,19 @@ Allowed: literals (numbers, strings, ``true``/``false``/``null`` as well as
 ``True``/``False``/``None``), lists, tuples, dicts, ``and``/``or``/``not``,
 comparisons (``== != < <= > >= in not in is is not``), ``+ - * / // %``,
 unary ``-``/``+``, ``a if c else b``, attribute access ``x.y`` and
-subscripts ``x["y"]``/``x[0]``/``x[1:3]``, and calls of these functions only:
+subscripts ``x["y"]``/``x[0]``/``x[1:3]``, list comprehensions
+(``[i.sku for i in event.items if i.qty > 0]``), and calls of the functions of
+:mod:`batond.engine.functions` only (``matches``, ``abs min max len round``,
+``int float str bool``, ``lower upper``, ``join split sorted first last keys
+values sum any all``, ``strftime parse_time``, and ``clock`` in playbooks).
+``matches(text, regex)`` searches with RE2 (linear time; the text's first
+64 KiB) for a string literal regex, compiled once at load (event data never
+becomes a pattern); ``sorted``/``max``/``min`` take
+``key="a.b"``, a literal field path. Whatever walks a collection is bounded
+by a per-evaluation work budget (see :mod:`batond.engine.functions`).
 
-==========================  ===================================================
-``matches(text, regex)``    a search with RE2 (linear time); the text is made a
-                            string (its first 64 KiB are searched), None never
-                            matches; the regex must be a string literal (compiled
-                            once at load: event data never becomes a pattern)
-``abs min max len round``   as in Python
-``int float str bool``      conversions
-``lower(s) upper(s)``       case of a string (None gives ``""``)
-==========================  ===================================================
-
-Not allowed: imports, lambdas, comprehensions, f-strings, ``**``, method
-calls, and any name or attribute starting with ``_``.
+Not allowed: imports, lambdas, set and dict comprehensions, f-strings, ``**``,
+method calls, and any name or attribute starting with ``_``.
 
 Names are given per use (:data:`RULE_NAMES` for rules; templates add
 ``steps`` and ``params``). A name that is not one of them is a label of the
@@ -44,7 +43,9 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from batond.engine.regex_safety import MAX_MATCH_TEXT, compiled_regex, regex_problem
+from batond.engine import functions
+from batond.engine.functions import ARITY, BOUNDED, FUNCTIONS, KEYWORDS, PLAYBOOK_ONLY, EvalError
+from batond.engine.regex_safety import MAX_MATCH_TEXT, regex_problem
 from batond.errors import ConfigError, Mark, Problem
 
 __all__ = [
@@ -56,49 +57,16 @@ __all__ = [
     "Expression",
     "compile_expression",
     "regex_problem",
+    "suggest",
 ]
 
 #: Names a rule's ``when:`` sees, in the order the compiled function takes them.
 RULE_NAMES = ("value", "metric", "labels", "event", "anomaly", "now")
-#: Names a playbook template sees.
-TEMPLATE_NAMES = (*RULE_NAMES, "steps", "params", "rule", "key", "severity")
+#: Names a playbook template sees (``clock`` only as ``clock()``: the live time).
+TEMPLATE_NAMES = (*RULE_NAMES, "steps", "params", "rule", "key", "severity", "clock")
 
 _MAX_REPEAT = 100_000  # "x" * n giving more items than this is refused (memory)
 
-
-class EvalError(Exception):
-    """An expression failed at run time (counted as false by the engine)."""
-
-
-def _lower(s: object) -> str:
-    return "" if s is None else str(s).lower()
-
-
-def _upper(s: object) -> str:
-    return "" if s is None else str(s).upper()
-
-
-def _matches(text: object, pattern: object) -> bool:
-    if text is None:
-        return False
-    return compiled_regex(str(pattern)).search(str(text)[:MAX_MATCH_TEXT]) is not None
-
-
-#: The functions expressions may call.
-FUNCTIONS: Mapping[str, Callable[..., Any]] = {
-    "matches": _matches,
-    "abs": abs,
-    "min": min,
-    "max": max,
-    "len": len,
-    "round": round,
-    "int": int,
-    "float": float,
-    "str": str,
-    "bool": bool,
-    "lower": _lower,
-    "upper": _upper,
-}
 
 _CONSTANTS = {"true": True, "false": False, "null": None}
 
@@ -132,6 +100,9 @@ _HELPERS: dict[str, Any] = {
     "__b_attr": _attr,
     "__b_item": _item,
     "__b_mul": _mul,
+    "__b_start": functions.start,
+    "__b_iter": functions.iterate,
+    "__b_in": functions.contains,
     **{f"__b_f_{name}": fn for name, fn in FUNCTIONS.items()},
 }
 
@@ -152,13 +123,22 @@ class Expression:
     exception; :meth:`evaluate` wraps failures in :class:`EvalError`.
     """
 
-    __slots__ = ("fn", "mark", "names", "text")
+    __slots__ = ("bare_names", "fn", "mark", "names", "text")
 
-    def __init__(self, text: str, mark: Mark, names: tuple[str, ...], fn: Callable[..., Any]):
+    def __init__(
+        self,
+        text: str,
+        mark: Mark,
+        names: tuple[str, ...],
+        fn: Callable[..., Any],
+        bare_names: tuple[tuple[str, Mark], ...] = (),
+    ):
         self.text = text
         self.mark = mark
         self.names = names
         self.fn = fn
+        #: names read as labels of the input (``host`` for ``labels.host``), where they are
+        self.bare_names = bare_names
 
     def __repr__(self) -> str:
         return f"Expression({self.text!r})"
@@ -189,14 +169,18 @@ def compile_expression(text: str, mark: Mark, names: Sequence[str] = RULE_NAMES)
     Raises ConfigError pointing inside the text at the offending token.
     """
     names = tuple(names)
+    compiler = _Compiler(text, mark, names)
     try:
         tree = _parse(text.strip())
-        body = _Compiler(text, mark, names).visit(tree.body)
+        body = compiler.visit(tree.body)
     except SyntaxError as exc:
         line, col = _position_of_syntax_error(text, exc)
         raise _error(mark, text, line, col, f"expression syntax: {exc.msg}") from None
     except (RecursionError, MemoryError):
         raise _error(mark, text, 1, 1, "expression is too deeply nested") from None
+    if compiler.bounded:  # a fresh work budget for each evaluation
+        start = ast.Call(ast.Name("__b_start", ast.Load()), [], [])
+        body = ast.BoolOp(ast.Or(), [start, body])
     lam = ast.Expression(
         ast.Lambda(
             ast.arguments(
@@ -213,7 +197,7 @@ def compile_expression(text: str, mark: Mark, names: Sequence[str] = RULE_NAMES)
     namespace: dict[str, Any] = {"__builtins__": {}, **_HELPERS}
     namespace.update(_Compiler.regexes_of(body))
     fn = eval(compile(lam, f"<expression {mark}>", "eval"), namespace)
-    return Expression(text, mark, names, fn)
+    return Expression(text, mark, names, fn, tuple(compiler.bare_names))
 
 
 def _parse(text: str) -> ast.Expression:
@@ -242,12 +226,16 @@ def _position_of_syntax_error(text: str, exc: SyntaxError) -> tuple[int, int]:
     return line, col
 
 
+def _where(mark: Mark, line: int, col: int) -> Mark:
+    """(line, col) of a text that starts at ``mark``, in file coordinates."""
+    if line <= 1:
+        return Mark(mark.file, mark.line, mark.col + col - 1)
+    return Mark(mark.file, mark.line + line - 1, col)
+
+
 def _error(mark: Mark, text: str, line: int, col: int, message: str) -> ConfigError:
     """A problem at (line, col) of ``text`` translated to file coordinates."""
-    if line <= 1:
-        where = Mark(mark.file, mark.line, mark.col + col - 1)
-    else:
-        where = Mark(mark.file, mark.line + line - 1, col)
+    where = _where(mark, line, col)
     return ConfigError([Problem(where.file, where.line, where.col, message)])
 
 
@@ -260,6 +248,9 @@ class _Compiler(ast.NodeTransformer):
         self.mark = mark
         self.names = names
         self.regex_count = 0
+        self.bounded = False  # uses a function or construct that charges the work budget
+        self.locals: list[str] = []  # comprehension variables in scope
+        self.bare_names: list[tuple[str, Mark]] = []
 
     @staticmethod
     def regexes_of(tree: ast.AST) -> dict[str, Any]:
@@ -270,14 +261,22 @@ class _Compiler(ast.NodeTransformer):
                 out[node.id] = pattern  # type: ignore[attr-defined]
         return out
 
-    def fail(self, node: ast.AST, message: str) -> ConfigError:
+    def position(self, node: ast.AST) -> tuple[int, int]:
+        """1-based (line, column) of ``node`` within the original text."""
         line = getattr(node, "lineno", 1)
         offset = getattr(node, "col_offset", 0)
         src_line = self.text.split("\n")[line - 1] if self.text else ""
         col = len(src_line.encode()[:offset].decode(errors="replace")) + 1
         if line == 1:
             col += len(self.lead.rsplit("\n", 1)[-1])
-        return _error(self.mark, self.lead + self.text, line + self.lead.count("\n"), col, message)
+        return line + self.lead.count("\n"), col
+
+    def mark_of(self, node: ast.AST) -> Mark:
+        return _where(self.mark, *self.position(node))
+
+    def fail(self, node: ast.AST, message: str) -> ConfigError:
+        line, col = self.position(node)
+        return _error(self.mark, self.lead + self.text, line, col, message)
 
     def generic_visit(self, node: ast.AST) -> ast.AST:
         if not isinstance(node, _ALLOWED_NODES):
@@ -288,13 +287,14 @@ class _Compiler(ast.NodeTransformer):
         name = node.id
         if name.startswith("_"):
             raise self.fail(node, f"names starting with '_' are not allowed: {name!r}")
-        if name in self.names:
+        if name in FUNCTIONS:
+            raise self.fail(node, f"function {name!r} must be called: {name}(...)")
+        if name in self.names or name in self.locals:
             return node
         if name in _CONSTANTS:
             return ast.copy_location(ast.Constant(_CONSTANTS[name]), node)
-        if name in FUNCTIONS:
-            raise self.fail(node, f"function {name!r} must be called: {name}(...)")
         if "labels" in self.names:  # a bare name is a label of the input
+            self.bare_names.append((name, self.mark_of(node)))
             return self._label(node, ast.Constant(name))
         allowed = ", ".join(self.names)
         raise self.fail(node, f"unknown name {name!r} (known: {allowed})")
@@ -353,13 +353,78 @@ class _Compiler(ast.NodeTransformer):
             what = func.id if isinstance(func, ast.Name) else ast.unparse(func)
             known = ", ".join(sorted(FUNCTIONS))
             raise self.fail(node, f"calls are limited to {known}; not {what!r}")
-        if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
-            raise self.fail(node, f"{func.id}() takes plain positional arguments")
+        name = func.id
+        if name in PLAYBOOK_ONLY and name not in self.names:
+            raise self.fail(node, f"{name}() is for playbooks; a rule sees its input's time as now")
+        if any(isinstance(a, ast.Starred) for a in node.args) or not _keywords_ok(node):
+            allowed = KEYWORDS.get(name)
+            also = " and " + ", ".join(f"{k}=" for k in sorted(allowed)) if allowed else ""
+            raise self.fail(node, f"{name}() takes plain positional arguments{also}")
+        if name != "matches":
+            self._check_arity(node, name)
+        self.bounded = self.bounded or name in BOUNDED
         args = [self.visit(a) for a in node.args]
-        if func.id == "matches":
+        if name == "matches":
             return self._matches(node, args)
-        target = ast.Name(f"__b_f_{func.id}", ast.Load())
-        return ast.copy_location(ast.Call(target, args, []), node)
+        keywords = [ast.keyword(k.arg, self._keyword(k)) for k in node.keywords]
+        # the live clock is the caller's (a name it passes in), never the core's
+        target = ast.Name(name if name in PLAYBOOK_ONLY else f"__b_f_{name}", ast.Load())
+        return ast.copy_location(ast.Call(target, args, keywords), node)
+
+    def _check_arity(self, node: ast.Call, name: str) -> None:
+        fewest, most = ARITY[name]
+        n = len(node.args)
+        if n < fewest or (most is not None and n > most):
+            if most is None:
+                wanted = f"at least {fewest}"
+            elif fewest == most:
+                wanted = str(fewest)
+            else:
+                wanted = f"{fewest} to {most}"
+            plural = "" if wanted == "1" else "s"
+            raise self.fail(node, f"{name}() takes {wanted} argument{plural}, got {n}")
+
+    def _keyword(self, kw: ast.keyword) -> ast.expr:
+        if kw.arg == "key":  # a field path, fixed at load: never event data
+            if not (isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str)):
+                raise self.fail(kw.value, 'key= must be a string literal (a field path: "a.b")')
+            if any(p.startswith("_") or not p for p in kw.value.value.split(".")):
+                raise self.fail(kw.value, f"key= {kw.value.value!r}: not a field path")
+            return kw.value
+        value: ast.expr = self.visit(kw.value)
+        return value
+
+    def visit_ListComp(self, node: ast.ListComp) -> ast.AST:
+        """``[elt for x in items if cond]``: each walked list charged to the budget."""
+        self.bounded = True
+        generators = []
+        bound: list[str] = []
+        for gen in node.generators:
+            if gen.is_async or not isinstance(gen.target, ast.Name):
+                raise self.fail(gen.target, "a comprehension takes one name: [x for x in ...]")
+            var = gen.target.id
+            if var.startswith("_") or var in self.names or var in FUNCTIONS or var in _CONSTANTS:
+                raise self.fail(gen.target, f"{var!r} cannot name a comprehension variable")
+            iterable = ast.Call(ast.Name("__b_iter", ast.Load()), [self.visit(gen.iter)], [])
+            self.locals.append(var)
+            bound.append(var)
+            ifs = [self.visit(cond) for cond in gen.ifs]
+            generators.append(ast.comprehension(ast.Name(var, ast.Store()), iterable, ifs, 0))
+        elt = self.visit(node.elt)
+        del self.locals[len(self.locals) - len(bound) :]
+        return ast.copy_location(ast.ListComp(elt, generators), node)
+
+    def visit_Compare(self, node: ast.Compare) -> ast.AST:
+        """``in`` inside a comprehension walks its right side for every item: charged."""
+        self.generic_visit(node)
+        if not self.locals or not any(isinstance(op, ast.In | ast.NotIn) for op in node.ops):
+            return node
+        if len(node.ops) != 1:
+            raise self.fail(node, "in a comprehension, write one comparison with 'in' at a time")
+        test = ast.Call(ast.Name("__b_in", ast.Load()), [node.comparators[0], node.left], [])
+        if isinstance(node.ops[0], ast.NotIn):
+            return ast.copy_location(ast.UnaryOp(ast.Not(), test), node)
+        return ast.copy_location(test, node)
 
     def _matches(self, node: ast.Call, args: list[ast.expr]) -> ast.AST:
         if len(args) != 2:
@@ -377,6 +442,34 @@ class _Compiler(ast.NodeTransformer):
         return ast.copy_location(ast.Call(name, [args[0]], []), node)
 
 
+def _keywords_ok(node: ast.Call) -> bool:
+    assert isinstance(node.func, ast.Name)
+    allowed = KEYWORDS.get(node.func.id, frozenset())
+    names = [k.arg for k in node.keywords]
+    return all(n in allowed for n in names) and len(set(names)) == len(names)
+
+
+def _distance(a: str, b: str) -> int:
+    """Edits (insert, delete, substitute, swap two neighbours) from ``a`` to ``b``."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            cost = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, prev2[j - 2] + 1)
+            row.append(cost)
+        prev2, prev = prev, row
+    return prev[-1]
+
+
+def suggest(name: str, known: Sequence[str]) -> str | None:
+    """The known name one edit away from ``name`` (a typo), if exactly one is."""
+    close = sorted({k for k in known if k != name and _distance(name, k) == 1})
+    return close[0] if len(close) == 1 else None
+
+
 def _literal_matcher(pattern: Any) -> Callable[[object], bool]:
     search = pattern.search
 
@@ -390,7 +483,6 @@ def _describe(node: ast.AST) -> str:
     names = {
         "Pow": "the power operator **",
         "Lambda": "lambda",
-        "ListComp": "comprehensions",
         "SetComp": "comprehensions",
         "DictComp": "comprehensions",
         "GeneratorExp": "comprehensions",

@@ -11,12 +11,12 @@ event data cannot inject words or shell syntax. Templates are compiled once
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from batond.engine.expr import TEMPLATE_NAMES, EvalError, Expression, compile_expression
+from batond.engine.functions import text_of
 from batond.errors import ConfigError, Mark, Problem
 
 __all__ = [
@@ -31,21 +31,6 @@ __all__ = [
 ]
 
 _PART = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
-
-
-def text_of(value: Any) -> str:
-    """How a value reads when interpolated into a string."""
-    if value is None:
-        return ""
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict | list | tuple):
-        return json.dumps(value, separators=(",", ":"), default=str)
-    return str(value)
 
 
 class Template:

@@ -294,7 +294,7 @@ class StepExecutor:
         o = run.origin
         return {
             "value": o.value, "metric": o.metric, "labels": o.labels, "event": o.event,
-            "anomaly": None, "now": self._clock(), "steps": scope.results,
+            "anomaly": None, "now": run.started_at, "clock": self._clock, "steps": scope.results,
             "params": scope.params, "rule": o.rule, "key": o.key, "severity": o.severity,
         }  # fmt: skip
 
