@@ -209,9 +209,8 @@ def recover(conn: sqlite3.Connection, now: float) -> list[InterruptedRun]:
     rows = conn.execute(f"{_RUN_SELECT} WHERE state != 'done' ORDER BY id").fetchall()
     for row in rows:
         run = _run(row)
-        steps = conn.execute(
-            "SELECT path, status FROM steps WHERE run_id = ? ORDER BY id", (run["id"],)
-        ).fetchall()
+        chain = _resumed_chain(conn, run["id"])
+        steps = [s for rid in chain for s in _step_rows(conn, rid)]
         conn.execute(
             "UPDATE steps SET status = ?, ended_at = ? WHERE run_id = ? AND status = 'running'",
             (StepStatus.INTERRUPTED, now, run["id"]),
@@ -233,34 +232,57 @@ def recover(conn: sqlite3.Connection, now: float) -> list[InterruptedRun]:
                 decision_id=run["decision_id"],
                 incident_id=run["incident_id"],
                 resumes=run["resumes"],
-                in_flight=tuple(p for p, s in steps if s == StepStatus.RUNNING),
-                completed=_started_and_ended(conn, run["resumes"], steps),
+                in_flight=tuple(s[0] for s in steps if s[1] == StepStatus.RUNNING),
+                completed=_started_and_ended(steps),
+                results=_results(steps),
             )
         )
     return found
 
 
-def _started_and_ended(
-    conn: sqlite3.Connection, resumes: int | None, steps: list[Any]
-) -> tuple[str, ...]:
-    """Step paths that started and ended, whatever their status, here and in the runs resumed.
+_MAX_CHAIN = 64  # resumptions of resumptions followed back (a bound, not a limit in practice)
+
+
+def _resumed_chain(conn: sqlite3.Connection, run_id: int) -> list[int]:
+    """The runs ``run_id`` resumes, oldest first, then itself."""
+    chain = [run_id]
+    while len(chain) < _MAX_CHAIN:
+        row = conn.execute("SELECT resumes FROM runs WHERE id = ?", (chain[-1],)).fetchone()
+        if row is None or row[0] is None or row[0] in chain:
+            break
+        chain.append(row[0])
+    return chain[::-1]
+
+
+def _started_and_ended(steps: list[tuple[Any, ...]]) -> tuple[str, ...]:
+    """Step paths that started and ended, whatever their status, here and in the runs
+    resumed (``steps`` holds theirs first).
 
     A step that failed (``continue_on_error``), timed out or was skipped has
     acted (or been decided) for this run: a resumption must not run it again.
     The runs this one resumes count too, since a resumption journals only
     the steps it ran itself.
     """
-    paths = [p for p, status in steps if status != StepStatus.RUNNING]
-    earlier, hops = resumes, 0
-    while earlier is not None and hops < 100:  # a chain of resumptions, oldest last
-        rows = conn.execute(
-            "SELECT path FROM steps WHERE run_id = ? AND status != 'running' ORDER BY id",
-            (earlier,),
-        ).fetchall()
-        paths = [r[0] for r in rows] + paths
-        found = conn.execute("SELECT resumes FROM runs WHERE id = ?", (earlier,)).fetchone()
-        earlier, hops = (found[0] if found else None), hops + 1
-    return tuple(dict.fromkeys(paths))
+    return tuple(dict.fromkeys(s[0] for s in steps if s[1] != StepStatus.RUNNING))
+
+
+def _step_rows(conn: sqlite3.Connection, run_id: int) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT path, status, exit_code, stdout, stderr, detail FROM steps"
+        " WHERE run_id = ? ORDER BY id",
+        (run_id,),
+    ).fetchall()
+
+
+def _results(steps: list[tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
+    """``steps.NAME`` of each ended step whose result the runner kept (its last attempt)."""
+    out: dict[str, dict[str, Any]] = {}
+    for path, _status, exit_code, stdout, stderr, detail in steps:
+        kept = orjson.loads(detail).get("result") if detail else None
+        if isinstance(kept, dict):
+            name = path.rsplit("/", 1)[-1]
+            out[name] = {**kept, "exit_code": exit_code, "stdout": stdout, "stderr": stderr}
+    return out
 
 
 # table -> which rows retention may delete (finished ones only)

@@ -78,7 +78,9 @@ class InterruptedRun:
     with parallel branches); ``completed`` the paths that started and ended,
     whatever their status (``failed`` with ``continue_on_error``, ``timed_out``,
     ``skipped``), in this run and in the runs it resumed, in order: none of
-    them runs again. A resumption is a new run with ``resumes=run_id``.
+    them runs again. ``results`` is what later steps read of the ended ones
+    (``steps.NAME``), as the journal kept it. A resumption is a new run with
+    ``resumes=run_id``.
     """
 
     run_id: int
@@ -94,6 +96,8 @@ class InterruptedRun:
     resumes: int | None = None
     in_flight: tuple[str, ...] = ()
     completed: tuple[str, ...] = field(default_factory=tuple)
+    # steps.NAME of the run's own steps that ended (and of the runs it resumed)
+    results: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def last_completed(self) -> str | None:

@@ -73,6 +73,8 @@ class Run:
     escalation: bool = False
     resumes: int | None = None
     start_at: int = 0  # first step index (a resumption)
+    # a resumption: what the interrupted run's earlier steps gave (steps.NAME)
+    restored: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     id: int = 0
     state: RunState = RunState.QUEUED
     started_at: float = 0.0

@@ -227,7 +227,10 @@ class Runner:
         )
         index = _resume_index(pb, interrupted)
         if pb.on_interrupt == "resume" and index is not None:
-            run = Run(origin, pb, self._playbooks, resumes=interrupted.run_id, start_at=index)
+            run = Run(
+                origin, pb, self._playbooks, resumes=interrupted.run_id, start_at=index,
+                restored=interrupted.results,
+            )  # fmt: skip
             if not self._admit(run):
                 return False
             self._spawn(self._chain(origin, [pb.name], first=run))

@@ -44,11 +44,16 @@ class Stopped(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """What templates of one step list see besides the run: its params and step results."""
+    """What templates of one step list see besides the run: its params and step results.
+
+    ``top`` is the run's own scope (not a nested playbook's): its step results are
+    journaled with each step, so that a resumption after a crash sees them again.
+    """
 
     params: Mapping[str, Any]
     results: dict[str, dict[str, Any]]
     depth: int = 0
+    top: bool = False
 
 
 _SKIPPED = ActionResult(ok=False, detail="skipped: when: was false").view()
@@ -81,7 +86,7 @@ class StepExecutor:
     async def execute(self, run: Run) -> Outcome:
         """Steps, then verify; on_failure after a failure or timeout; the outcome."""
         pb = run.playbook
-        scope = Scope(run.origin.params, {})
+        scope = Scope(run.origin.params, {k: dict(v) for k, v in run.restored.items()}, top=True)
         loop = asyncio.get_running_loop()
         run.deadline = loop.time() + pb.timeout
         try:
@@ -105,13 +110,18 @@ class StepExecutor:
     async def _compensate(self, run: Run, scope: Scope) -> None:
         """on_failure steps; they have their own timeouts, not the run's spent one."""
         try:
-            await self._steps(run, run.playbook.on_failure, "on_failure/", scope)
+            await self._undo(run, run.playbook.on_failure, "on_failure/", scope)
         except Stopped:
             pass
         except asyncio.CancelledError:
             if run.stop_reason is None and not self._closing:
                 raise
             uncancel()
+
+    async def _undo(self, run: Run, steps: Sequence[Step], prefix: str, scope: Scope) -> bool:
+        """Compensation: every step runs though an earlier one failed (each failure is
+        recorded with its step)."""
+        return await self._steps(run, steps, prefix, scope, compensating=True)
 
     async def _verify(self, run: Run) -> Outcome:
         within = run.playbook.verify_within
@@ -126,24 +136,37 @@ class StepExecutor:
 
     # -- steps ------------------------------------------------------------------
     async def _steps(
-        self, run: Run, steps: Sequence[Step], prefix: str, scope: Scope, start_at: int = 0
+        self,
+        run: Run,
+        steps: Sequence[Step],
+        prefix: str,
+        scope: Scope,
+        start_at: int = 0,
+        compensating: bool = False,
     ) -> bool:
-        """Run ``steps`` in order; False when one failed without ``continue_on_error``."""
+        """Run ``steps`` in order; False when one failed without ``continue_on_error``
+        (compensating: a failure goes on to the next step; the result is False when
+        any failed)."""
+        all_ok = True
         for i, step in enumerate(steps):
-            if i < start_at:
-                scope.results[step.name] = dict(_EARLIER)
+            if i < start_at:  # done before an interruption (results restored from the journal)
+                scope.results.setdefault(step.name, dict(_EARLIER))
                 continue
             if self._closing:
                 raise Stopped(Outcome.INTERRUPTED)
             path = prefix + step.name
             if step.when is not None and not self._when(run, step, scope):
-                await self._record_skip(run, step, path)
+                await self._record_skip(run, step, path, keep=scope.top)
                 scope.results[step.name] = dict(_SKIPPED)
                 continue
             result = await self._step(run, step, path, scope)
-            if not result.ok and not step.continue_on_error:
+            if result.ok or step.continue_on_error:
+                continue
+            all_ok = False
+            if not compensating:
                 return False
-        return True
+            log.warning("run %s: compensation step %s failed; the next one runs", run.id, path)
+        return all_ok
 
     def _when(self, run: Run, step: Step, scope: Scope) -> bool:
         assert step.when is not None
@@ -153,11 +176,14 @@ class StepExecutor:
             log.warning("run %s step %s: when: %s (counted as false)", run.id, step.name, exc)
             return False
 
-    async def _record_skip(self, run: Run, step: Step, path: str) -> None:
+    async def _record_skip(self, run: Run, step: Step, path: str, keep: bool) -> None:
         now = self._clock()
         step_id = await self._store.step_started(run.id, path, step.action, 1, now)
+        detail: dict[str, Any] = {"detail": "when: was false"}
+        if keep:
+            detail["result"] = {"ok": False, "status": None, "json": None}
         await self._store.step_finished(
-            step_id, status=StepStatus.SKIPPED, ended_at=now, detail={"detail": "when: was false"}
+            step_id, status=StepStatus.SKIPPED, ended_at=now, detail=detail
         )
 
     async def _step(self, run: Run, step: Step, path: str, scope: Scope) -> ActionResult:
@@ -220,7 +246,7 @@ class StepExecutor:
         except Exception as exc:  # an action bug must fail the step, not kill the runner
             log.exception("run %s step %s: action %s crashed", run.id, path, step.action)
             result = ActionResult(ok=False, detail=f"{type(exc).__name__}: {exc}")
-        await self._finish_step(run, step, step_id, status, result, t0)
+        await self._finish_step(run, step, step_id, status, result, t0, keep=scope.top)
         return result
 
     async def _finish_step(
@@ -231,7 +257,9 @@ class StepExecutor:
         status: StepStatus,
         result: ActionResult,
         t0: float,
+        keep: bool = False,
     ) -> None:
+        """Record how the attempt ended; ``keep``: with what later steps read of it."""
         self._metrics.step_duration.labels(run.playbook.name, step.action).observe(
             time.perf_counter() - t0
         )
@@ -240,6 +268,11 @@ class StepExecutor:
             detail["detail"] = result.detail
         if result.status is not None:
             detail["status"] = result.status
+        if keep:  # stdout, stderr and exit_code have their own columns
+            view = result.view()
+            detail["result"] = {
+                k: v for k, v in view.items() if k not in ("stdout", "stderr", "exit_code")
+            }
         await self._store.step_finished(
             step_id, status=status, ended_at=self._clock(), exit_code=result.exit_code,
             stdout=result.stdout, stderr=result.stderr, detail=detail or None,
@@ -283,7 +316,7 @@ class StepExecutor:
         inner = Scope(params, {}, scope.depth + 1)
         ok = await self._steps(run, target.steps, path + "/", inner)
         if not ok and target.on_failure:
-            await self._steps(run, target.on_failure, path + "/on_failure/", inner)
+            await self._undo(run, target.on_failure, path + "/on_failure/", inner)
         return ActionResult(ok=ok, detail="" if ok else f"playbook {name} failed")
 
     async def _awaiting(self, run: Run, approval: bool) -> None:

@@ -45,10 +45,12 @@ class ActionResult:
     status: int | None = None  # http status
     json: Any = None  # http response body, when it was JSON
     detail: str = ""  # why it failed, in words
+    # further fields of steps.NAME (a nested playbook's outputs, a foreach's items ...)
+    extra: Mapping[str, Any] | None = None
 
     def view(self) -> dict[str, Any]:
         """The mapping templates and ``when:`` see as ``steps.NAME``."""
-        return {
+        view = {
             "ok": self.ok,
             "exit_code": self.exit_code,
             "stdout": self.stdout,
@@ -56,6 +58,9 @@ class ActionResult:
             "status": self.status,
             "json": self.json,
         }
+        if self.extra:
+            view.update(self.extra)
+        return view
 
 
 class Denied(Exception):
