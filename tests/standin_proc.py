@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from support import poll
 
 __all__ = ["STANDIN", "StandIn"]
 
@@ -38,15 +39,12 @@ class StandIn:
             found: list[dict[str, Any]] = json.loads(resp.read())
             return found
 
-    def wait_calls(self, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+    def wait_calls(self, n: int, within: float = 30.0) -> list[dict[str, Any]]:
         """Poll (an external process) until at least ``n`` calls arrived."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.calls()
-            if len(found) >= n:
-                return found
-            time.sleep(0.05)
-        raise AssertionError(f"only {len(self.calls())} of {n} calls arrived: {self.calls()}")
+        found = poll(lambda: (lambda c: c if len(c) >= n else None)(self.calls()), within)
+        if found is None:
+            raise AssertionError(f"not {n} calls within {within} s: {self.calls()}")
+        return found
 
     def close(self) -> None:
         self.proc.terminate()

@@ -7,8 +7,9 @@ import os
 import signal
 from pathlib import Path
 
-from daemon_proc import DaemonProcess, free_port, write_config
+from daemon_proc import DaemonProcess, write_config
 from standin_proc import StandIn
+from support import free_port
 
 
 def carry_rules(url: str, folder: Path) -> str:
