@@ -137,8 +137,9 @@ CASES = [
             "    run: fix",
         ),
         "4:11",
-        "calls are limited to abs, bool, float, int, len, lower, matches, max, min, round, "
-        "str, upper; not 'open'",
+        "calls are limited to abs, all, any, bool, first, float, int, join, keys, last, len, "
+        "lower, matches, max, min, parse_time, round, sorted, split, str, strftime, sum, upper, "
+        "values; not 'open'",
     ),
     (
         "dup_rule",

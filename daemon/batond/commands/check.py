@@ -4,7 +4,9 @@ With PATHs, those files and folders are checked on their own (rules,
 playbooks and schedules; files holding ``models:`` go to the model checker).
 Without, the configuration and everything it names. Problems are printed
 sorted, one ``FILE:LINE:COL: message`` per line on stdout; the exit code is 1
-when there is any.
+when there is any. Warnings (``FILE:LINE:COL: warning: ...``, such as a
+``when:`` name that looks like a misspelt one) are printed too but do not
+change the exit code.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batond.errors import ConfigError, Problem
+from batond.load.dataflow import typo_warnings
 from batond.load.rulefiles import load_rules, rule_files
 from batond.load.yamlfile import MappingNode, compose_file
 
-__all__ = ["check_paths", "main"]
+__all__ = ["check_all", "check_paths", "main"]
 
 
 def _holds_models(path: Path) -> bool:
@@ -42,27 +45,38 @@ def _check_models(paths: Sequence[Path]) -> list[Problem]:
 def check_paths(
     rule_paths: Sequence[Path], model_paths: Sequence[Path] = (), missing_ok: bool = False
 ) -> tuple[list[Problem], str]:
-    """Problems of the rule and model paths, and the summary line when there are none."""
+    """Problems of the rule and model paths, and the summary line when there are none
+    (warnings are in :func:`check_warnings`)."""
+    problems, summary, _ = check_all(rule_paths, model_paths, missing_ok)
+    return problems, summary
+
+
+def check_all(
+    rule_paths: Sequence[Path], model_paths: Sequence[Path] = (), missing_ok: bool = False
+) -> tuple[list[Problem], str, list[Problem]]:
+    """Problems, the summary line when there are none, and warnings."""
     files, problems = rule_files(rule_paths, missing_ok)
     models = [f for f in files if _holds_models(f)]
     rules = [f for f in files if f not in models]
     problems += _check_models([*models, *model_paths])
     summary = ""
+    warnings: list[Problem] = []
     try:
         ruleset = load_rules(rules)
     except ConfigError as exc:
         problems += exc.problems
     else:
+        warnings = typo_warnings(ruleset.rules)
         summary = (
             f"ok: {ruleset.rule_count} rules, {len(ruleset.playbooks)} playbooks, "
             f"{len(ruleset.schedules)} schedules"
         )
-    return sorted(set(problems)), summary
+    return sorted(set(problems)), summary, sorted(set(warnings))
 
 
 def main(args: argparse.Namespace) -> int:
     if args.paths:
-        problems, summary = check_paths([Path(p) for p in args.paths])
+        problems, summary, warnings = check_all([Path(p) for p in args.paths])
     else:
         from batond.load.config import load_config
 
@@ -74,8 +88,8 @@ def main(args: argparse.Namespace) -> int:
             return 1
         default = config.path is None
         models = [p for p in config.models if p.exists()]
-        problems, summary = check_paths(list(config.rules), models, missing_ok=default)
-    for problem in problems:
+        problems, summary, warnings = check_all(list(config.rules), models, missing_ok=default)
+    for problem in sorted([*problems, *warnings]):
         print(problem)
     if problems:
         return 1

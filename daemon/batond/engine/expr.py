@@ -63,11 +63,15 @@ __all__ = [
 #: Names a rule's ``when:`` sees, in the order the compiled function takes them.
 RULE_NAMES = ("value", "metric", "labels", "event", "anomaly", "now")
 #: Names a playbook template sees (``clock`` only as ``clock()``: the live time).
-TEMPLATE_NAMES = (*RULE_NAMES, "steps", "params", "rule", "key", "severity", "clock")
+TEMPLATE_NAMES = (
+    *RULE_NAMES, "steps", "params", "rule", "key", "severity", "clock", "vars", "item",
+    "previous",
+)  # fmt: skip
 
 _MAX_REPEAT = 100_000  # "x" * n giving more items than this is refused (memory)
 
 
+_REF_ROOTS = frozenset({"steps", "params", "vars"})
 _CONSTANTS = {"true": True, "false": False, "null": None}
 
 
@@ -123,7 +127,7 @@ class Expression:
     exception; :meth:`evaluate` wraps failures in :class:`EvalError`.
     """
 
-    __slots__ = ("bare_names", "fn", "mark", "names", "text")
+    __slots__ = ("bare_names", "fn", "mark", "names", "refs", "text")
 
     def __init__(
         self,
@@ -132,6 +136,7 @@ class Expression:
         names: tuple[str, ...],
         fn: Callable[..., Any],
         bare_names: tuple[tuple[str, Mark], ...] = (),
+        refs: tuple[tuple[str, str, Mark], ...] = (),
     ):
         self.text = text
         self.mark = mark
@@ -139,6 +144,8 @@ class Expression:
         self.fn = fn
         #: names read as labels of the input (``host`` for ``labels.host``), where they are
         self.bare_names = bare_names
+        #: ``(root, key, where)`` of each ``steps.NAME``, ``params.NAME``, ``vars.NAME`` read
+        self.refs = refs
 
     def __repr__(self) -> str:
         return f"Expression({self.text!r})"
@@ -197,7 +204,7 @@ def compile_expression(text: str, mark: Mark, names: Sequence[str] = RULE_NAMES)
     namespace: dict[str, Any] = {"__builtins__": {}, **_HELPERS}
     namespace.update(_Compiler.regexes_of(body))
     fn = eval(compile(lam, f"<expression {mark}>", "eval"), namespace)
-    return Expression(text, mark, names, fn, tuple(compiler.bare_names))
+    return Expression(text, mark, names, fn, tuple(compiler.bare_names), tuple(compiler.refs))
 
 
 def _parse(text: str) -> ast.Expression:
@@ -251,6 +258,7 @@ class _Compiler(ast.NodeTransformer):
         self.bounded = False  # uses a function or construct that charges the work budget
         self.locals: list[str] = []  # comprehension variables in scope
         self.bare_names: list[tuple[str, Mark]] = []
+        self.refs: list[tuple[str, str, Mark]] = []
 
     @staticmethod
     def regexes_of(tree: ast.AST) -> dict[str, Any]:
@@ -303,6 +311,12 @@ class _Compiler(ast.NodeTransformer):
         get = ast.Attribute(ast.Name("labels", ast.Load()), "get", ast.Load())
         return ast.copy_location(ast.Call(get, [key, ast.Constant("")], []), node)
 
+    def _note_ref(self, base: ast.AST, key: str, node: ast.AST) -> None:
+        """``steps.NAME`` and the like, for the load-time checks of what exists where."""
+        root = base.id if isinstance(base, ast.Name) else ""
+        if root in _REF_ROOTS and root in self.names and root not in self.locals:
+            self.refs.append((root, key, self.mark_of(node)))
+
     def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
         if node.attr.startswith("_"):
             raise self.fail(node, f"attributes starting with '_' are not allowed: {node.attr!r}")
@@ -312,6 +326,7 @@ class _Compiler(ast.NodeTransformer):
             and "labels" in self.names
         ):
             return self._label(node, ast.Constant(node.attr))
+        self._note_ref(node.value, node.attr, node)
         value = self.visit(node.value)
         call = ast.Call(ast.Name("__b_attr", ast.Load()), [value, ast.Constant(node.attr)], [])
         return ast.copy_location(call, node)
@@ -324,6 +339,8 @@ class _Compiler(ast.NodeTransformer):
             and key.value.startswith("_")
         ):
             raise self.fail(node.slice, f"keys starting with '_' are not allowed: {key.value!r}")
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            self._note_ref(node.value, key.value, node)
         if isinstance(key, ast.Slice):
             key = ast.Call(
                 ast.Name("__b_slice", ast.Load()),
@@ -351,7 +368,9 @@ class _Compiler(ast.NodeTransformer):
         func = node.func
         if not isinstance(func, ast.Name) or func.id not in FUNCTIONS:
             what = func.id if isinstance(func, ast.Name) else ast.unparse(func)
-            known = ", ".join(sorted(FUNCTIONS))
+            known = ", ".join(
+                sorted(f for f in FUNCTIONS if f not in PLAYBOOK_ONLY or f in self.names)
+            )
             raise self.fail(node, f"calls are limited to {known}; not {what!r}")
         name = func.id
         if name in PLAYBOOK_ONLY and name not in self.names:

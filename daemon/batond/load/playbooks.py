@@ -98,6 +98,8 @@ class Playbook:
     verify_within: float | None = None
     on_failure: tuple[Step, ...] = ()
     description: str = ""
+    outputs: Mapping[str, Any] = field(default_factory=dict)  # compiled values
+    params: Mapping[str, Any] = field(default_factory=dict)  # declared, with defaults
 
     def step_index(self, name: str) -> int | None:
         """Position of the top-level step ``name``."""

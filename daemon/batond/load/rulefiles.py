@@ -182,18 +182,22 @@ class _Loader:
                     Problem(mark.file, mark.line, mark.col, f"run names unknown playbook {name!r}")
                 )
         if not out:
-            out.extend(_playbook_references(self.playbooks))
+            out.extend(_playbook_references(self.playbooks, self.rules, self.schedules))
         return out
 
     def ruleset(self) -> RuleSet:
         return RuleSet(tuple(self.rules), tuple(self.schedules), dict(self.playbooks))
 
 
-def _playbook_references(playbooks: Mapping[str, Any]) -> list[Problem]:
-    """``escalate:`` and nested playbook names across all files (the playbooks module's check)."""
+def _playbook_references(
+    playbooks: Mapping[str, Any], rules: Sequence[Rule], schedules: Sequence[Schedule]
+) -> list[Problem]:
+    """``escalate:`` and nested playbook names across all files (the playbooks module's
+    check), then what templates read that will not be there (:mod:`batond.load.dataflow`)."""
+    from batond.load.dataflow import dataflow_problems
     from batond.load.playbooks import check_references
 
-    return check_references(playbooks)
+    return check_references(playbooks) or dataflow_problems(playbooks, rules, schedules)
 
 
 class _FileReader:

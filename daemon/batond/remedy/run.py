@@ -75,6 +75,9 @@ class Run:
     start_at: int = 0  # first step index (a resumption)
     # a resumption: what the interrupted run's earlier steps gave (steps.NAME)
     restored: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # a later candidate or an escalation: how the run before it ended (``previous``)
+    previous: Mapping[str, Any] | None = None
+    failed_step: str | None = None  # the path of the first step that failed
     id: int = 0
     state: RunState = RunState.QUEUED
     started_at: float = 0.0

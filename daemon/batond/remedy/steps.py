@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from batond.engine.expr import EvalError
@@ -21,7 +21,7 @@ from batond.errors import ActionError
 from batond.load.playbooks import Step, render_args
 from batond.metrics import Metrics
 from batond.remedy.actions import ACTIONS, ActionContext, ActionResult, Denied, StepCall
-from batond.remedy.actions.flow import PARALLEL, PLAYBOOK
+from batond.remedy.flow import CONTROL, MAX_NESTING
 from batond.remedy.records import RunStore
 from batond.remedy.run import Run, RunState, StepStatus
 from batond.units import format_duration
@@ -30,7 +30,6 @@ __all__ = ["MAX_NESTING", "Scope", "StepExecutor", "Stopped", "uncancel"]
 
 log = logging.getLogger("batond.remedy.runner")
 
-MAX_NESTING = 8  # nested playbook steps deeper than this fail (a loop check at run time)
 _COMPENSATE = frozenset({Outcome.FAILED, Outcome.TIMED_OUT})  # outcomes that run on_failure
 
 
@@ -44,16 +43,24 @@ class Stopped(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """What templates of one step list see besides the run: its params and step results.
+    """What templates of one step list see besides the run: params, step results
+    (``steps``), values of ``set`` steps (``vars``) and a ``foreach`` block's ``item``.
 
-    ``top`` is the run's own scope (not a nested playbook's): its step results are
-    journaled with each step, so that a resumption after a crash sees them again.
+    ``top`` is the run's own scope (not a nested playbook's or a foreach item's):
+    its step results are journaled with each step, so that a resumption after a
+    crash sees them again.
     """
 
     params: Mapping[str, Any]
     results: dict[str, dict[str, Any]]
     depth: int = 0
     top: bool = False
+    variables: dict[str, Any] = field(default_factory=dict)
+    item: Any = None
+
+    def child(self, **changes: Any) -> Scope:
+        """A scope inside this one (a nested playbook, a foreach item): never ``top``."""
+        return replace(self, top=False, **changes)
 
 
 _SKIPPED = ActionResult(ok=False, detail="skipped: when: was false").view()
@@ -87,12 +94,14 @@ class StepExecutor:
         """Steps, then verify; on_failure after a failure or timeout; the outcome."""
         pb = run.playbook
         scope = Scope(run.origin.params, {k: dict(v) for k, v in run.restored.items()}, top=True)
+        for restored in scope.results.values():  # set steps done before an interruption
+            scope.variables.update(restored.get("vars") or {})
         loop = asyncio.get_running_loop()
         run.deadline = loop.time() + pb.timeout
         try:
             try:
                 async with asyncio.timeout_at(run.deadline):
-                    ok = await self._steps(run, pb.steps, "", scope, start_at=run.start_at)
+                    ok = await self.run_steps(run, pb.steps, "", scope, start_at=run.start_at)
                     outcome = await self._verify(run) if ok else Outcome.FAILED
             except TimeoutError:
                 outcome = Outcome.TIMED_OUT
@@ -121,7 +130,7 @@ class StepExecutor:
     async def _undo(self, run: Run, steps: Sequence[Step], prefix: str, scope: Scope) -> bool:
         """Compensation: every step runs though an earlier one failed (each failure is
         recorded with its step)."""
-        return await self._steps(run, steps, prefix, scope, compensating=True)
+        return await self.run_steps(run, steps, prefix, scope, keep_going=True)
 
     async def _verify(self, run: Run) -> Outcome:
         within = run.playbook.verify_within
@@ -135,18 +144,18 @@ class StepExecutor:
         return Outcome.RESOLVED
 
     # -- steps ------------------------------------------------------------------
-    async def _steps(
+    async def run_steps(
         self,
         run: Run,
         steps: Sequence[Step],
         prefix: str,
         scope: Scope,
         start_at: int = 0,
-        compensating: bool = False,
+        keep_going: bool = False,
     ) -> bool:
         """Run ``steps`` in order; False when one failed without ``continue_on_error``
-        (compensating: a failure goes on to the next step; the result is False when
-        any failed)."""
+        (``keep_going``, as compensation does: a failure goes on to the next step; the
+        result is False when any failed)."""
         all_ok = True
         for i, step in enumerate(steps):
             if i < start_at:  # done before an interruption (results restored from the journal)
@@ -163,15 +172,17 @@ class StepExecutor:
             if result.ok or step.continue_on_error:
                 continue
             all_ok = False
-            if not compensating:
+            if run.failed_step is None:
+                run.failed_step = path
+            if not keep_going:
                 return False
-            log.warning("run %s: compensation step %s failed; the next one runs", run.id, path)
+            log.warning("run %s: step %s failed; the next one runs", run.id, path)
         return all_ok
 
     def _when(self, run: Run, step: Step, scope: Scope) -> bool:
         assert step.when is not None
         try:
-            return bool(step.when.evaluate(self._env(run, scope)))
+            return bool(step.when.evaluate(self.env(run, scope)))
         except EvalError as exc:
             log.warning("run %s step %s: when: %s (counted as false)", run.id, step.name, exc)
             return False
@@ -205,7 +216,7 @@ class StepExecutor:
     ) -> ActionResult:
         failure: ActionResult | None = None
         try:
-            args = render_args(step, self._env(run, scope))
+            args = render_args(step, self.env(run, scope))
         except (EvalError, TypeError, ValueError, AttributeError) as exc:
             args, failure = {}, ActionResult(ok=False, detail=f"template: {exc}")
         step_id = await self._store.step_started(run.id, path, step.action, attempt, self._clock())
@@ -281,64 +292,25 @@ class StepExecutor:
     async def _act(
         self, run: Run, step: Step, path: str, args: dict[str, Any], scope: Scope
     ) -> ActionResult:
-        if step.action == PARALLEL.name:
-            return await self._parallel(run, step, path, scope)
-        if step.action == PLAYBOOK.name:
-            return await self._nested(run, path, args, scope)
+        control = CONTROL.get(step.action)
+        if control is not None:
+            return await control(self, run, step, path, args, scope)
         call = StepCall(run.id, path, args, self._ctx, lambda on: self._awaiting(run, on))
         return await ACTIONS[step.action](call)
-
-    async def _parallel(self, run: Run, step: Step, path: str, scope: Scope) -> ActionResult:
-        """Every branch runs to its end; ok when all succeeded."""
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = [
-                    tg.create_task(self._steps(run, branch, f"{path}/{i}/", scope))
-                    for i, branch in enumerate(step.branches, 1)
-                ]
-        except BaseExceptionGroup as group:  # a branch was denied or interrupted
-            raise _first_of(group) from None
-        failed = [i for i, t in enumerate(tasks, 1) if not t.result()]
-        return ActionResult(ok=not failed, detail=f"failed branches: {failed}" if failed else "")
-
-    async def _nested(
-        self, run: Run, path: str, args: Mapping[str, Any], scope: Scope
-    ) -> ActionResult:
-        """A nested playbook's steps (and its on_failure) inside this run."""
-        name = str(args.get("name"))
-        target = run.playbooks.get(name)
-        if target is None:
-            raise ActionError(f"no playbook named {name!r}")
-        if scope.depth >= MAX_NESTING:
-            raise ActionError(f"playbooks nested deeper than {MAX_NESTING}")
-        extra = args.get("params")
-        params = {**scope.params, **(extra if isinstance(extra, Mapping) else {})}
-        inner = Scope(params, {}, scope.depth + 1)
-        ok = await self._steps(run, target.steps, path + "/", inner)
-        if not ok and target.on_failure:
-            await self._undo(run, target.on_failure, path + "/on_failure/", inner)
-        return ActionResult(ok=ok, detail="" if ok else f"playbook {name} failed")
 
     async def _awaiting(self, run: Run, approval: bool) -> None:
         run.state = RunState.WAITING_APPROVAL if approval else RunState.RUNNING
         await self._store.run_state(run.id, run.state, self._clock())
 
-    def _env(self, run: Run, scope: Scope) -> dict[str, Any]:
+    def env(self, run: Run, scope: Scope) -> dict[str, Any]:
+        """What templates and expressions of a step in ``scope`` see."""
         o = run.origin
         return {
             "value": o.value, "metric": o.metric, "labels": o.labels, "event": o.event,
             "anomaly": None, "now": run.started_at, "clock": self._clock, "steps": scope.results,
             "params": scope.params, "rule": o.rule, "key": o.key, "severity": o.severity,
+            "vars": scope.variables, "item": scope.item, "previous": run.previous,
         }  # fmt: skip
-
-
-def _first_of(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The exception that ends a parallel step: a stop first, else the first one."""
-    stops = group.subgroup(Stopped)
-    found: BaseException = stops if stops is not None else group
-    while isinstance(found, BaseExceptionGroup):
-        found = found.exceptions[0]
-    return found
 
 
 def uncancel() -> None:
