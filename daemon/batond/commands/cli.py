@@ -37,6 +37,8 @@ _COMMANDS = {
     "resume": "batond.commands.client:resume",
     "reload": "batond.commands.client:reload",
     "demo": "batond.commands.demo:main",
+    "trigger": "batond.commands.client:trigger",
+    "run-playbook": "batond.commands.client:run_playbook",
 }
 
 
@@ -153,6 +155,17 @@ def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p = sub.add_parser("feedback", help="operator feedback on an incident")
     p.add_argument("incident_id", type=int, metavar="INCIDENT_ID")
     p.add_argument("feedback", choices=["false_positive"])
+    _client_args(p)
+
+    p = sub.add_parser("trigger", help="run a schedule now (through the governor)")
+    p.add_argument("schedule", metavar="SCHEDULE")
+    _client_args(p)
+    p = sub.add_parser("run-playbook", help="run a playbook now (through the governor)")
+    p.add_argument("playbook", metavar="NAME")
+    p.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE",
+        help="a parameter (repeatable); VALUE is read as JSON when it parses, else text",
+    )  # fmt: skip
     _client_args(p)
 
     for name, text in (

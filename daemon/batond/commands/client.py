@@ -371,3 +371,40 @@ def resume(args: argparse.Namespace) -> int:
 
 def reload(args: argparse.Namespace) -> int:
     return _control(args, "reload", "reloaded")
+
+
+def _by_hand(args: argparse.Namespace, path: str, payload: Any, what: str) -> int:
+    def body(api: Api) -> None:
+        doc = api.call("POST", path, payload)
+        if doc.get("started"):
+            human = f"{what}: run of {doc['playbook']} started (key {doc['key']})"
+        else:
+            human = f"{what}: no run, suppressed: {doc.get('suppressed')}"
+        _emit(args, doc, human)
+
+    return _command(args, body)
+
+
+def trigger(args: argparse.Namespace) -> int:
+    name = urllib.parse.quote(args.schedule, safe="")
+    return _by_hand(args, f"/api/v1/schedules/{name}/trigger", {}, f"schedule {args.schedule}")
+
+
+def params_of(pairs: Sequence[str]) -> dict[str, Any]:
+    """``--param k=v`` pairs; a value that parses as JSON keeps its type (``n=3``)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--param {pair!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def run_playbook(args: argparse.Namespace) -> int:
+    name = urllib.parse.quote(args.playbook, safe="")
+    payload = {"params": params_of(args.param)}
+    return _by_hand(args, f"/api/v1/playbooks/{name}/run", payload, f"playbook {args.playbook}")

@@ -25,10 +25,11 @@ from batond.engine.state import RESOLVE, RuleState, state_for
 from batond.engine.types import Decision, Outcome, Output, Resolved
 from batond.events import Input, Sample
 
-__all__ = ["Engine", "RuleSet"]
+__all__ = ["MANUAL_RULE", "Engine", "RuleSet"]
 
 STATE_VERSION = 1
 NO_RUN = "none"  # record_outcome: the decision's run never happened (replay)
+MANUAL_RULE = "run-playbook"  # the rule of a decision an operator made (batond run-playbook)
 SWEEP_S = 60.0  # housekeeping of per-key state, at most this often (engine clock)
 
 
@@ -222,6 +223,35 @@ class Engine:
         labels = {"schedule": schedule.name}
         out.append(self._decision(schedule, schedule.key, labels, None, due, in_cooldown=False))
         self._schedule_next[schedule.name] = schedule.cron.next_after(now)
+
+    # -- by hand -----------------------------------------------------------------------
+    def trigger_schedule(self, name: str, now: float) -> Decision | None:
+        """An operator runs a schedule now (``batond trigger``): a decision through the
+        governor like its timer's; when it is next due stays as it was. None: no such
+        schedule."""
+        for schedule in self.rules.schedules:
+            if schedule.name == name:
+                labels = {"schedule": name, "trigger": "manual"}
+                return self._decision(schedule, schedule.key, labels, None, now, in_cooldown=False)
+        return None
+
+    def run_by_hand(self, playbook: str, params: Mapping[str, Any], now: float) -> Decision:
+        """An operator runs a playbook (``batond run-playbook``): a decision of rule
+        :data:`MANUAL_RULE` for key ``playbook=NAME``, through the governor."""
+        key = f"playbook={playbook}"
+        labels = {"playbook": playbook}
+        mode = getattr(self.rules.playbooks.get(playbook), "mode", "single")
+        gov = self.governor
+        reason = gov.check(
+            labels, key, playbook, now, in_cooldown=False, single=mode == "single", fleet=False
+        )
+        if reason is None:
+            gov.admit(playbook, key, now, "")
+        return Decision(
+            ts=now, rule=MANUAL_RULE, key=key, target=key, labels=labels, candidates=(playbook,),
+            playbook=playbook if reason is None else None, suppressed=reason,
+            params=dict(params), severity="info", item=None, opens_incident=False,
+        )  # fmt: skip
 
     # -- feedback --------------------------------------------------------------------
     def run_started(self, rule: str, playbook: str, key: str, now: float) -> None:

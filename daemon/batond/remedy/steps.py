@@ -93,7 +93,8 @@ class StepExecutor:
     async def execute(self, run: Run) -> Outcome:
         """Steps, then verify; on_failure after a failure or timeout; the outcome."""
         pb = run.playbook
-        scope = Scope(run.origin.params, {k: dict(v) for k, v in run.restored.items()}, top=True)
+        params = {**pb.params, **run.origin.params}  # declared defaults under what was given
+        scope = Scope(params, {k: dict(v) for k, v in run.restored.items()}, top=True)
         for restored in scope.results.values():  # set steps done before an interruption
             scope.variables.update(restored.get("vars") or {})
         loop = asyncio.get_running_loop()

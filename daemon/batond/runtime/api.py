@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any, Protocol
 
@@ -48,6 +48,8 @@ class Control(Protocol):
     async def set_paused(self, paused: bool) -> dict[str, Any]: ...
     async def reset_circuit(self, target: str) -> bool: ...
     async def reload(self) -> dict[str, Any]: ...
+    async def trigger_schedule(self, name: str) -> dict[str, Any] | None: ...
+    async def run_playbook(self, name: str, params: Mapping[str, Any]) -> dict[str, Any] | None: ...
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -176,6 +178,8 @@ class _Routes:
         post("/api/v1/pause", self.pause(True))
         post("/api/v1/resume", self.pause(False))
         post("/api/v1/reload", self.reload)
+        post("/api/v1/schedules/{name}/trigger", self.trigger_schedule)
+        post("/api/v1/playbooks/{name}/run", self.run_playbook)
         # a target is an incident key ("host=web-1,svc=a"): any text, percent-encoded
         post("/api/v1/circuits/{target:.+}/reset", self.reset_circuit)
 
@@ -278,3 +282,20 @@ class _Routes:
     async def reload(self, _: web.Request) -> web.Response:
         result = await self.control.reload()
         return json_response(result, 200 if result.get("ok") else 400)
+
+    async def trigger_schedule(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        found = await self.control.trigger_schedule(name)
+        return (
+            json_response(found, 202) if found is not None else _error(404, f"no schedule {name!r}")
+        )
+
+    async def run_playbook(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        params = (await _json_body(request)).get("params", {})
+        if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+            raise _Invalid('"params" must be an object')
+        found = await self.control.run_playbook(name, params)
+        return (
+            json_response(found, 202) if found is not None else _error(404, f"no playbook {name!r}")
+        )

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from batond.anomaly import ModelSet
 from batond.engine.engine import Engine
 from batond.engine.governor import GovernorSettings
+from batond.engine.types import Decision
 from batond.errors import BatondError, ConfigError
 from batond.journal.facade import Journal
 from batond.load.config import Config, load_config
@@ -183,6 +184,37 @@ class Operator:
         log.info("circuit of %s reset by an operator", target)
         return True
 
+    # -- by hand -------------------------------------------------------------------------
+    async def trigger_schedule(self, name: str) -> dict[str, Any] | None:
+        """Run schedule ``name`` now, through the governor; None when there is none."""
+        now = time.time()
+        decision = self._engine.trigger_schedule(name, now)
+        if decision is None:
+            return None
+        await self._pipeline.act([decision], now, None)
+        log.info("schedule %s triggered by an operator: %s", name, _verdict(decision))
+        return _decided(decision)
+
+    async def run_playbook(self, name: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Run playbook ``name`` now with ``params``, through the governor and recorded
+        like any run; None when there is none. Params the playbook does not declare
+        (when it declares any) are refused."""
+        pb = self._engine.rules.playbooks.get(name)
+        if pb is None:
+            return None
+        declared = getattr(pb, "params", {})
+        unknown = sorted(set(params) - set(declared)) if declared else []
+        if unknown:
+            known = ", ".join(sorted(declared))
+            raise BatondError(
+                f"playbook {name!r} takes no param {unknown[0]!r} (it takes: {known})"
+            )
+        now = time.time()
+        decision = self._engine.run_by_hand(name, params, now)
+        await self._pipeline.act([decision], now, None)
+        log.info("playbook %s run by an operator: %s", name, _verdict(decision))
+        return _decided(decision)
+
     async def set_paused(self, paused: bool) -> dict[str, Any]:
         await self._pause.set_by_operator(paused)
         return {"paused": self._engine.governor.paused}
@@ -229,3 +261,18 @@ class Operator:
         self._config = new
         self._pause.use_kill_file(new.governor.kill_switch_file)
         return restart_needed
+
+
+def _verdict(decision: Decision) -> str:
+    return f"suppressed ({decision.suppressed})" if decision.suppressed else "run started"
+
+
+def _decided(decision: Decision) -> dict[str, Any]:
+    return {
+        "rule": decision.rule,
+        "key": decision.key,
+        "playbook": decision.playbook or decision.candidates[0],
+        "started": decision.playbook is not None,
+        "suppressed": decision.suppressed,
+        "params": dict(decision.params),
+    }
