@@ -53,6 +53,8 @@ MUTATING = [
     ("POST", "/api/v1/resume"),
     ("POST", "/api/v1/reload"),
     ("POST", "/api/v1/circuits/host%3Dnone/reset"),
+    ("POST", "/api/v1/schedules/none/trigger"),
+    ("POST", "/api/v1/playbooks/none/run"),
 ]
 READ_ONLY = [
     "/",

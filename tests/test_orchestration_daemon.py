@@ -74,4 +74,3 @@ def test_a_resumed_run_after_sigkill_keeps_the_earlier_steps_outputs(tmp_path: P
         world.close()
         with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
             os.kill(int((work / "pid").read_text()), signal.SIGKILL)
-
