@@ -169,7 +169,9 @@ class Runner:
             pb = pbs.get(name)
             if pb is not None and pb.escalate and pb.escalate in pbs:
                 origin = _origin_of(decision, decision_id, incident_id, False)
-                run = Run(origin, pbs[pb.escalate], pbs, escalation=True)
+                why = {"playbook": name, "outcome": None, "failed_step": None, "run_id": None,
+                       "reason": decision.suppressed}  # fmt: skip
+                run = Run(origin, pbs[pb.escalate], pbs, escalation=True, previous=why)
                 if not self._admit(run):
                     return False
                 self._spawn(self._single(run))
@@ -241,7 +243,15 @@ class Runner:
                 "interrupted run %s of %s: nothing to escalate to", interrupted.run_id, pb.name
             )
             return False
-        run = Run(origin, target, self._playbooks, escalation=True, resumes=interrupted.run_id)
+        previous = {
+            "playbook": pb.name, "outcome": str(Outcome.INTERRUPTED),
+            "failed_step": interrupted.in_flight[0] if interrupted.in_flight else None,
+            "run_id": interrupted.run_id,
+        }  # fmt: skip
+        run = Run(
+            origin, target, self._playbooks, escalation=True, resumes=interrupted.run_id,
+            previous=previous,
+        )  # fmt: skip
         if not self._admit(run):
             return False
         self._spawn(self._single(run))
@@ -361,16 +371,18 @@ class Runner:
         """Candidates in order until one resolves; then escalate when none did."""
         tried: list[Playbook] = []
         run: Run | None = first
+        previous: Mapping[str, Any] | None = first.previous
         for i, name in enumerate(names):
             if run is None:
                 pb = first.playbooks.get(name)
                 if pb is None or self._closing:
                     continue
-                run = Run(origin, pb, first.playbooks)
+                run = Run(origin, pb, first.playbooks, previous=previous)
                 if not self._admit(run):
                     break
                 self._listener.candidate_started(origin.rule, pb.name, origin.key, self._clock())
             outcome = await self._go(run)
+            previous = _how_it_ended(run, outcome)
             tried.append(run.playbook)
             more = outcome in NOT_RESOLVED and not self._closing
             escalate = _escalation(tried, first.playbooks) if more else None
@@ -380,7 +392,7 @@ class Runner:
             if not more:
                 return
         if escalate := _escalation(tried, first.playbooks):
-            esc = Run(origin, escalate, first.playbooks, escalation=True)
+            esc = Run(origin, escalate, first.playbooks, escalation=True, previous=previous)
             if not self._closing and self._admit(esc):
                 self._ended(esc, await self._go(esc), final=True)
 
@@ -481,6 +493,16 @@ def _origin_of(
         incident_id=incident_id,
         verify_by_run=verify_by_run,
     )
+
+
+def _how_it_ended(run: Run, outcome: Outcome) -> dict[str, Any]:
+    """``previous`` of the next candidate or the escalation: why this run ended."""
+    return {
+        "playbook": run.playbook.name,
+        "outcome": str(outcome),
+        "failed_step": run.failed_step,
+        "run_id": run.id,
+    }
 
 
 def _escalation(tried: Sequence[Playbook], playbooks: Mapping[str, Playbook]) -> Playbook | None:

@@ -247,6 +247,8 @@ class StepExecutor:
             raise Stopped(Outcome.DENIED) from None
         except asyncio.CancelledError:
             reason = run.cancel_status()
+            if run.failed_step is None and reason == Outcome.TIMED_OUT:
+                run.failed_step = path  # the run's timeout struck here
             await self._finish_step(
                 run, step, step_id, StepStatus(reason), ActionResult(False, detail=reason), t0
             )
