@@ -29,6 +29,7 @@ __all__ = ["MANUAL_RULE", "Engine", "RuleSet"]
 
 STATE_VERSION = 1
 NO_RUN = "none"  # record_outcome: the decision's run never happened (replay)
+CATCH_UP_SLACK_S = 60.0  # a due time older than this was missed (batond was not running)
 MANUAL_RULE = "run-playbook"  # the rule of a decision an operator made (batond run-playbook)
 SWEEP_S = 60.0  # housekeeping of per-key state, at most this often (engine clock)
 
@@ -216,13 +217,17 @@ class Engine:
     def _tick_schedule(self, schedule: Schedule, now: float, out: list[Output]) -> None:
         due = self._schedule_next.get(schedule.name)
         if due is None:
-            self._schedule_next[schedule.name] = schedule.cron.next_after(now)
+            self._schedule_next[schedule.name] = schedule.cron.next_after(now, schedule.tz)
             return
         if due > now:
             return
+        if not schedule.catch_up and now - due > CATCH_UP_SLACK_S:
+            # it came due while batond was down (or stopped): catch_up: false skips it
+            self._schedule_next[schedule.name] = schedule.cron.next_after(now, schedule.tz)
+            return
         labels = {"schedule": schedule.name}
         out.append(self._decision(schedule, schedule.key, labels, None, due, in_cooldown=False))
-        self._schedule_next[schedule.name] = schedule.cron.next_after(now)
+        self._schedule_next[schedule.name] = schedule.cron.next_after(now, schedule.tz)
 
     # -- by hand -----------------------------------------------------------------------
     def trigger_schedule(self, name: str, now: float) -> Decision | None:
@@ -234,6 +239,26 @@ class Engine:
                 labels = {"schedule": name, "trigger": "manual"}
                 return self._decision(schedule, schedule.key, labels, None, now, in_cooldown=False)
         return None
+
+    def on_resolve(self, rule_name: str, key: str, now: float) -> Decision | None:
+        """The rule's ``on_resolve:`` playbook for an incident that resolved (through the
+        governor, opening no incident); None when the rule names none."""
+        rule = self.rules.rule(rule_name)
+        if rule is None or rule.on_resolve is None:
+            return None
+        labels = split_key(key)
+        playbook = rule.on_resolve
+        mode = getattr(self.rules.playbooks.get(playbook), "mode", "single")
+        reason = self.governor.check(
+            labels, key, playbook, now, in_cooldown=False, single=mode == "single", fleet=False
+        )
+        if reason is None:
+            self.governor.admit(playbook, key, now, "")
+        return Decision(
+            ts=now, rule=rule.name, key=key, target=key, labels=labels, candidates=(playbook,),
+            playbook=playbook if reason is None else None, suppressed=reason,
+            params=rule.params, severity=rule.severity, item=None, opens_incident=False,
+        )  # fmt: skip
 
     def run_by_hand(self, playbook: str, params: Mapping[str, Any], now: float) -> Decision:
         """An operator runs a playbook (``batond run-playbook``): a decision of rule

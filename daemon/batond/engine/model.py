@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Any
 
 from batond.engine.cron import Cron
@@ -101,6 +102,7 @@ class Rule:
     params: Mapping[str, Any] = field(default_factory=dict)
     order: str = "adaptive"  # adaptive | fixed
     fingerprint: str = ""  # identity of the definition: state survives a reload if equal
+    on_resolve: str | None = None  # playbook run when an incident of this rule resolves
 
     @property
     def resolves_by_run(self) -> bool:
@@ -125,6 +127,8 @@ class Schedule:
     params: Mapping[str, Any] = field(default_factory=dict)
     severity: str = "info"
     fingerprint: str = ""
+    tz: tzinfo | None = None  # the zone its cron is read in (None: the machine's)
+    catch_up: bool = True  # came due while batond was down: one run at start-up
 
     @property
     def key(self) -> str:

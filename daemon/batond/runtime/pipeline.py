@@ -240,12 +240,20 @@ class Pipeline:
                 self._runs.incident_resolved(out.rule, out.key)
                 if incident_id is not None:
                     await self._publisher.incident(incident_id)
+                after = self._engine.on_resolve(out.rule, out.key, now)
+                if after is not None:  # the rule's on_resolve: playbook, for that incident
+                    work[i:i] = await self._decided(after, now, None, incident_id)
         if self._state is not None:
             self._state.changed()
 
-    async def _decided(self, decision: Decision, now: float, arrived: float | None) -> list[Output]:
-        """Record the decision and start its run; the outputs of a run that did not start."""
+    async def _decided(
+        self, decision: Decision, now: float, arrived: float | None, resolved: int | None = None
+    ) -> list[Output]:
+        """Record the decision and start its run; the outputs of a run that did not start.
+        ``resolved``: the incident an ``on_resolve:`` decision is about."""
         decision_id, incident_id = await self._ledger.record_decision(decision)
+        if resolved is not None:
+            incident_id = resolved
         fed_back: list[Output] = []
         engine = self._engine
         if decision.playbook is not None:
@@ -254,7 +262,7 @@ class Pipeline:
                 decision_id=decision_id,
                 incident_id=incident_id,
                 arrived=arrived,
-                verify_by_run=engine.resolves_by_run(decision.rule),
+                verify_by_run=engine.resolves_by_run(decision.rule) or resolved is not None,
             )
             if not started:  # refused (its mode, stopping, replay): no run will end
                 fed_back = engine.record_outcome(
@@ -281,7 +289,10 @@ class Pipeline:
         says nothing about whether remediation works: it feeds nothing back.
         """
         outputs: list[Output] = []
-        if not ended.escalation:
+        rule = self._engine.rules.rule(ended.rule)
+        after_resolve = rule is not None and rule.on_resolve == ended.playbook
+        # an on_resolve: run comes after the incident: it says nothing about remediation
+        if not ended.escalation and not after_resolve:
             # a refused run (its intent could not be journaled) is like no run at all: it
             # frees the governor's count and resolves what only a run could resolve
             outcome = NO_RUN if ended.refused else ended.outcome
