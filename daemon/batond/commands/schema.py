@@ -70,6 +70,9 @@ def _kind_schema(kind: str) -> dict[str, Any]:
         "rules": {"type": "array", "items": {"$ref": "#/$defs/rule"}},
         "schedules": {"type": "array", "items": {"$ref": "#/$defs/schedule"}},
         "playbooks": {"$ref": "#/$defs/playbooks"},
+        "playbook": _NAME,
+        "zone": {"type": "string", "description": "an IANA time zone, e.g. Europe/Berlin"},
+        "bool": {"type": "boolean"},
     }
     return dict(kinds[kind])
 

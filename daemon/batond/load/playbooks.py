@@ -14,10 +14,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from batond.engine.cron import parse_cron
 from batond.engine.expr import TEMPLATE_NAMES, Expression, compile_expression
 from batond.engine.templates import render_value, text_of
+from batond.engine.window import DAY_NAMES, Window, parse_span
 from batond.errors import ConfigError, Mark, Problem
 from batond.load.rendering import render_cwd, render_url
 from batond.load.templating import compile_node
@@ -54,21 +58,33 @@ ACTION_KEYS: Mapping[str, ActionKeys] = {kind: action_keys(kind) for kind in act
 
 _PLAYBOOK_KEYS = (
     "name", "description", "mode", "max", "timeout", "on_interrupt", "escalate",
-    "steps", "verify", "on_failure",
+    "steps", "verify", "on_failure", "outputs", "params", "only_within",
 )  # fmt: skip
 _STEP_KEYS = (
     "name", "action", "with", "timeout", "retry", "when", "continue_on_error", "idempotent",
+    "only_within",
 )  # fmt: skip
+_RETRY_KEYS = ("attempts", "delay", "backoff", "max_backoff")
+_WINDOW_KEYS = ("cron", "days", "hours", "timezone")
+
+
+BACKOFFS = ("fixed", "exponential")
 
 
 @dataclass(frozen=True, slots=True)
 class Retry:
+    """``retry: {attempts, delay, backoff: fixed|exponential, max_backoff}``; the older
+    ``backoff: 2s`` is ``delay: 2s`` with ``backoff: exponential``."""
+
     attempts: int = 1  # in all, the first included
-    backoff: float = 0.0  # before the 2nd attempt; doubles before each further one
+    first: float = 0.0  # before the 2nd attempt (delay:)
+    backoff: str = "exponential"  # exponential: doubles before each further attempt
+    max_backoff: float | None = None  # no wait is longer than this
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed ``attempt`` (1-based) before the next."""
-        return float(self.backoff * (2 ** (attempt - 1)))
+        wait = self.first if self.backoff == "fixed" else self.first * 2 ** (attempt - 1)
+        return float(wait if self.max_backoff is None else min(wait, self.max_backoff))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +96,11 @@ class Step:
     timeout: float = DEFAULT_STEP_TIMEOUT
     retry: Retry = Retry()
     when: Expression | None = None
-    continue_on_error: bool = False
+    # None: not said (compensation goes on after a failed step; steps stop)
+    continue_on_error: bool | None = None
     idempotent: bool = False
-    branches: tuple[tuple[Step, ...], ...] = ()  # parallel
+    branches: tuple[tuple[Step, ...], ...] = ()  # parallel; foreach and wait_until: one block
+    only_within: Window | None = None  # the step waits for this window
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +118,7 @@ class Playbook:
     description: str = ""
     outputs: Mapping[str, Any] = field(default_factory=dict)  # compiled values
     params: Mapping[str, Any] = field(default_factory=dict)  # declared, with defaults
+    only_within: Window | None = None  # a run waits (queued) for this window
 
     def step_index(self, name: str) -> int | None:
         """Position of the top-level step ``name``."""
@@ -134,7 +153,8 @@ def render_args(step: Step, ctx: Mapping[str, Any]) -> dict[str, Any]:
             out[name] = confined(compiled, ctx)
             continue
         value = render_value(compiled, ctx)
-        kind = keys[name].kind
+        spec = keys.get(name)  # None: a set step's NAME (data)
+        kind = spec.kind if spec is not None else "data"
         if kind in ("text", "choice"):
             value = text_of(value)
         elif kind == "text_list":
@@ -201,6 +221,13 @@ def _read_playbook(reader: Reader, node: Node) -> Playbook | None:
         kw["steps"] = _read_steps(reader, f["steps"], names, nonempty=True)
     if "on_failure" in f:
         kw["on_failure"] = _read_steps(reader, f["on_failure"], names, nonempty=False)
+    if "outputs" in f:
+        kw["outputs"] = _read_vars(reader, f["outputs"], "outputs mapping (NAME: value)")
+    if "params" in f:
+        fields = reader.mapping(f["params"], None, what="params mapping (NAME: default)")
+        kw["params"] = {k: reader.plain(v) for k, v in (fields or {}).items()}
+    if "only_within" in f:
+        kw["only_within"] = read_window(reader, f["only_within"])
     kw = {k: v for k, v in kw.items() if v is not None}
     return Playbook(name=name, mark=reader.mark(f["name"]), **kw)
 
@@ -245,33 +272,51 @@ def _read_step(reader: Reader, node: Node, names: dict[str, Mark]) -> Step | Non
     for flag in ("continue_on_error", "idempotent"):
         if flag in f:
             kw[flag] = reader.boolean(f[flag])
+    if "only_within" in f:
+        kw["only_within"] = read_window(reader, f["only_within"])
     args, branches = _read_with(reader, action, node, f.get("with"), names)
     kw = {k: v for k, v in kw.items() if v is not None}
     return Step(name, action, reader.mark(f["name"]), args=args, when=when, branches=branches, **kw)
 
 
 def _read_retry(reader: Reader, node: Node) -> Retry | None:
-    f = reader.mapping(node, ("attempts", "backoff"), ("attempts",), "retry mapping")
+    f = reader.mapping(node, _RETRY_KEYS, ("attempts",), "retry mapping")
     if f is None or "attempts" not in f:
         return None
     attempts = reader.integer(f["attempts"], minimum=1)
-    backoff = reader.duration(f["backoff"]) if "backoff" in f else 0.0
-    if attempts is None or backoff is None:
+    first = reader.duration(f["delay"]) if "delay" in f else 0.0
+    backoff: str | None = "exponential"
+    if "backoff" in f:
+        given = f["backoff"]
+        if isinstance(given, ScalarNode) and str(given.value) in BACKOFFS:
+            backoff = str(given.value)
+        elif "delay" in f:
+            backoff = reader.one_of(given, BACKOFFS, "backoff")
+        else:  # the older form: backoff is the first delay, doubling
+            first = reader.duration(given)
+    cap = reader.duration(f["max_backoff"]) if "max_backoff" in f else None
+    if attempts is None or first is None or backoff is None or ("max_backoff" in f and cap is None):
         return None
-    return Retry(attempts, backoff)
+    return Retry(attempts, first, backoff, cap)
 
 
-def _read_when(reader: Reader, node: Node, names: Mapping[str, Mark]) -> Expression | None:
+def _read_expression(reader: Reader, node: Node, what: str) -> Expression | None:
     if not isinstance(node, ScalarNode) or node.tag == "tag:yaml.org,2002:null":
-        reader.error(node, "when: expected an expression")
+        reader.error(node, f"{what} expected an expression")
         return None
-    text = str(node.value)
-    mark = text_mark(reader, node)
     try:
-        expr = compile_expression(text, mark, TEMPLATE_NAMES)
+        return compile_expression(str(node.value), text_mark(reader, node), TEMPLATE_NAMES)
     except ConfigError as exc:
         reader.problems.extend(exc.problems)
         return None
+
+
+def _read_when(reader: Reader, node: Node, names: Mapping[str, Mark]) -> Expression | None:
+    expr = _read_expression(reader, node, "when:")
+    if expr is None:
+        return None
+    text = str(node.value)
+    mark = text_mark(reader, node)
     for m in _STEP_REF.finditer(text):
         if m.group(1) not in names:
             at = Mark(mark.file, mark.line, mark.col + m.start(1)) if "\n" not in text else mark
@@ -283,6 +328,8 @@ def _read_with(
     reader: Reader, action: str, step_node: Node, node: Node | None, names: dict[str, Mark]
 ) -> tuple[dict[str, Any], tuple[tuple[Step, ...], ...]]:
     keys, required, one_of = ACTION_KEYS[action]
+    if action == "set" and node is not None:
+        return _read_vars(reader, node), ()
     if node is None:
         if required or one_of:
             needs = ", ".join(required or one_of)
@@ -300,10 +347,84 @@ def _read_with(
         if spec.kind == "branches":
             branches = _read_branches(reader, vnode, names)
             continue
+        if spec.kind == "steps":  # a block: foreach's body, wait_until's checks
+            branches = (_read_steps(reader, vnode, names, nonempty=action == "foreach"),)
+            continue
         value = _read_key(reader, key, spec, vnode)
         if value is not _BAD:
             args[key] = value
     return args, branches
+
+
+_VAR_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
+_VAR_NAME = re.compile(_VAR_PATTERN)
+
+
+def _read_vars(
+    reader: Reader, node: Node, what: str = "with mapping of action 'set' (NAME: value)"
+) -> dict[str, Any]:
+    """``set``'s ``with:`` and ``outputs:``: each key a name, each value templated."""
+    fields = reader.mapping(node, None, what=what)
+    if not fields:
+        if fields is not None:
+            reader.error(node, "needs at least one NAME: value")
+        return {}
+    out: dict[str, Any] = {}
+    for key, vnode in fields.items():
+        if not _VAR_NAME.match(key):
+            reader.error(reader.key_node(node, key), f"{key!r}: a name of letters, digits, '_'")
+            continue
+        out[key] = _compile(reader, vnode)
+    return out
+
+
+def read_window(reader: Reader, node: Node) -> Window | None:
+    """``only_within: {cron: "..."} | {days: [...], hours: "HH:MM-HH:MM"}`` (+ ``timezone``)."""
+    f = reader.mapping(node, _WINDOW_KEYS, (), "only_within mapping")
+    if f is None:
+        return None
+    tz = read_zone(reader, f["timezone"]) if "timezone" in f else None
+    text = " ".join(f"{k}={reader.plain(v)}" for k, v in f.items())
+    if "cron" in f:
+        if "days" in f or "hours" in f:
+            reader.error(node, "only_within takes cron, or days and hours, not both")
+            return None
+        try:
+            return Window(text, cron=parse_cron(str(reader.plain(f["cron"]))), tz=tz)
+        except ValueError as exc:
+            reader.error(f["cron"], str(exc))
+            return None
+    if "days" not in f and "hours" not in f:
+        reader.error(node, "only_within needs cron, or days and/or hours")
+        return None
+    days = (
+        [reader.one_of(d, DAY_NAMES, "day") for d in reader.seq_or_one(f["days"])]
+        if ("days" in f)
+        else list(DAY_NAMES)
+    )
+    if any(d is None for d in days):
+        return None
+    start, end = 0, 24 * 60
+    if "hours" in f:
+        try:
+            start, end = parse_span(str(reader.plain(f["hours"])))
+        except ValueError as exc:
+            reader.error(f["hours"], str(exc))
+            return None
+    weekdays = frozenset(DAY_NAMES.index(str(d)) for d in days)
+    return Window(text, days=weekdays, start=start, end=end, tz=tz)
+
+
+def read_zone(reader: Reader, node: Node) -> tzinfo | None:
+    """An IANA time zone name (``Europe/Berlin``)."""
+    name = reader.name(node, "time zone")
+    if name is None:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        reader.error(node, f"unknown time zone {name!r} (an IANA name such as Europe/Berlin)")
+        return None
 
 
 def _read_branches(
@@ -327,10 +448,17 @@ def _read_key(reader: Reader, key: str, spec: Key, node: Node) -> Any:
     kind = spec.kind
     if kind == "ref":
         ref = reader.name(node, "playbook name")
+        if ref is not None and "{{" in ref:  # checked against the loaded set (dataflow)
+            return _compile(reader, node, text=True)
         return _BAD if ref is None else ref
+    if kind == "expression":
+        expr = _read_expression(reader, node, f"{key}:")
+        return _BAD if expr is None else expr
+    if kind == "steps":
+        return _BAD  # read by _read_with (the block's steps)
     if kind == "text":
         text = reader.string(node, f"string for {key!r}")
-        return _BAD if text is None else _compile(reader, node)
+        return _BAD if text is None else _compile(reader, node, text=True)
     if kind == "choice":
         value = reader.one_of(node, spec.choices, key)
         return _BAD if value is None else value
@@ -342,7 +470,7 @@ def _read_key(reader: Reader, key: str, spec: Key, node: Node) -> Any:
             return _BAD
         if any(reader.string(i, "string", empty_ok=True) is None for i in items):
             return _BAD
-        return _compile(reader, node)
+        return _compile(reader, node, text=True)
     if kind in ("text_map", "data_map"):
         fields = reader.mapping(node, None, what=f"mapping for {key!r}")
         if fields is None:
@@ -351,7 +479,7 @@ def _read_key(reader: Reader, key: str, spec: Key, node: Node) -> Any:
             for k, v in fields.items():
                 if not isinstance(v, ScalarNode) or v.tag == "tag:yaml.org,2002:null":
                     reader.error(v, f"value of {k!r} must be a string")
-        return _compile(reader, node)
+        return _compile(reader, node, text=kind == "text_map")
     if kind == "data":
         return _compile(reader, node)
     return _read_static(reader, key, kind, node)
@@ -391,8 +519,8 @@ def _read_status(reader: Reader, node: Node) -> int | list[int] | None:
     return codes if len(codes) != 1 or not isinstance(node, ScalarNode) else codes[0]
 
 
-def _compile(reader: Reader, node: Node) -> Any:
-    return compile_node(reader, node, TEMPLATE_NAMES)
+def _compile(reader: Reader, node: Node, *, text: bool = False) -> Any:
+    return compile_node(reader, node, TEMPLATE_NAMES, text=text)
 
 
 # -- cross-playbook checks ---------------------------------------------------------
@@ -458,6 +586,21 @@ def _nests(name: str, playbooks: Mapping[str, Playbook], path: tuple[str, ...]) 
 
 _STEP_REF_SCHEMA = {"$ref": "#/$defs/step"}
 _DURATION_SCHEMA = {"type": "string", "pattern": r"^(\d+(ms|s|m|h|d))+$"}
+_WINDOW_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "cron": {"type": "string"},
+        "days": {
+            "anyOf": [
+                {"enum": list(DAY_NAMES)},
+                {"type": "array", "items": {"enum": list(DAY_NAMES)}},
+            ]
+        },
+        "hours": {"type": "string", "pattern": r"^\d\d?:\d\d-\d\d?:\d\d$"},
+        "timezone": {"type": "string"},
+    },
+}
 _TEMPLATE_OR_INT = {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": r"\{\{"}]}
 
 
@@ -480,6 +623,8 @@ def _key_schema(spec: Key) -> dict[str, Any]:
             ]
         },
         "branches": {"type": "array", "items": {"type": "array", "items": _STEP_REF_SCHEMA}},
+        "expression": {"type": ["string", "boolean"]},
+        "steps": {"type": "array", "items": _STEP_REF_SCHEMA},
     }
     schema = dict(kinds["text"] if spec.kind == "choice" else kinds[spec.kind])
     if spec.kind == "choice":
@@ -491,6 +636,8 @@ def _key_schema(spec: Key) -> dict[str, Any]:
 
 def _with_schema(action: str) -> dict[str, Any]:
     keys, required, one_of = ACTION_KEYS[action]
+    if action == "set":  # NAME: value pairs
+        return {"type": "object", "minProperties": 1, "propertyNames": {"pattern": _VAR_PATTERN}}
     schema: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
@@ -519,9 +666,15 @@ def _step_schema() -> dict[str, Any]:
                 "required": ["attempts"],
                 "properties": {
                     "attempts": {"type": "integer", "minimum": 1},
-                    "backoff": {**_DURATION_SCHEMA, "description": "doubles per attempt"},
+                    "delay": {**_DURATION_SCHEMA, "description": "before the 2nd attempt"},
+                    "backoff": {
+                        "anyOf": [{"enum": list(BACKOFFS)}, _DURATION_SCHEMA],
+                        "description": "fixed or exponential (a duration: delay, doubling)",
+                    },
+                    "max_backoff": _DURATION_SCHEMA,
                 },
             },
+            "only_within": _WINDOW_SCHEMA,
             "when": {"type": "string", "description": "expression, e.g. steps.restart.ok"},
             "continue_on_error": {"type": "boolean"},
             "idempotent": {"type": "boolean"},
@@ -561,6 +714,9 @@ def _playbook_schema() -> dict[str, Any]:
                     "properties": {"within": _DURATION_SCHEMA},
                 },
                 "on_failure": steps,
+                "outputs": {"type": "object", "description": "NAME: template over its steps"},
+                "params": {"type": "object", "description": "NAME: default value"},
+                "only_within": _WINDOW_SCHEMA,
             },
         },
     }

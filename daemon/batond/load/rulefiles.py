@@ -88,6 +88,7 @@ RULE_FIELDS: Mapping[str, Field] = {
     "run": Field("run", True, "playbook, or a list tried in order until one resolves"),
     "params": Field("params", description="parameters handed to the playbook"),
     "order": Field("order", description="adaptive (default) or fixed order of run:"),
+    "on_resolve": Field("playbook", description="playbook run when an incident resolves"),
 }
 SCHEDULE_FIELDS: Mapping[str, Field] = {
     "name": Field("name", True, "unique schedule name"),
@@ -96,6 +97,8 @@ SCHEDULE_FIELDS: Mapping[str, Field] = {
     "run": Field("run", True, "playbook, or a list tried in order"),
     "params": Field("params", description="parameters handed to the playbook"),
     "severity": Field("severity", description="severity recorded with the decision"),
+    "timezone": Field("zone", description="IANA time zone of the cron (default: the machine's)"),
+    "catch_up": Field("bool", description="run once at start-up if it came due while down"),
 }
 FILE_FIELDS: Mapping[str, Field] = {
     "rules": Field("rules", description="rules"),
@@ -297,6 +300,20 @@ class _FileReader:
                 out.append((label, item))
         return tuple(out)
 
+    def playbook(self, node: Node) -> str | None:
+        name = self.r.name(node, "playbook name")
+        if name is not None:
+            self.loader.run_refs.append((name, self.r.mark(node)))
+        return name
+
+    def zone(self, node: Node) -> Any:
+        from batond.load.playbooks import read_zone
+
+        return read_zone(self.r, node)
+
+    def flag(self, node: Node) -> bool | None:
+        return self.r.boolean(node)
+
     def run(self, node: Node) -> tuple[str, ...] | None:
         items = self.r.seq_or_one(node)
         if not items:
@@ -395,6 +412,7 @@ class _FileReader:
             params=f.get("params", {}),
             order=f.get("order", "adaptive"),
             fingerprint=_fingerprint(self.r.plain(node)),
+            on_resolve=f.get("on_resolve"),
         )
 
     def schedule(self, node: Node) -> Schedule | None:
@@ -414,6 +432,8 @@ class _FileReader:
             params=f.get("params", {}),
             severity=f.get("severity", "info"),
             fingerprint=_fingerprint(self.r.plain(node)),
+            tz=f.get("timezone"),
+            catch_up=f.get("catch_up", True),
         )
 
 
@@ -516,4 +536,7 @@ _READERS: dict[str, Callable[[_FileReader, Node], Any]] = {
     "part": _FileReader.part,
     "parts": _FileReader.parts,
     "count": _FileReader.count,
+    "playbook": _FileReader.playbook,
+    "zone": _FileReader.zone,
+    "bool": _FileReader.flag,
 }

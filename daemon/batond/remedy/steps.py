@@ -17,6 +17,7 @@ from typing import Any
 
 from batond.engine.expr import EvalError
 from batond.engine.types import Outcome
+from batond.engine.window import Window
 from batond.errors import ActionError
 from batond.load.playbooks import Step, render_args
 from batond.metrics import Metrics
@@ -93,6 +94,8 @@ class StepExecutor:
     async def execute(self, run: Run) -> Outcome:
         """Steps, then verify; on_failure after a failure or timeout; the outcome."""
         pb = run.playbook
+        if pb.only_within is not None:  # before the run's timeout starts: queued till then
+            await self._playbook_window(run, pb.only_within)
         params = {**pb.params, **run.origin.params}  # declared defaults under what was given
         scope = Scope(params, {k: dict(v) for k, v in run.restored.items()}, top=True)
         for restored in scope.results.values():  # set steps done before an interruption
@@ -117,6 +120,17 @@ class StepExecutor:
             await self._compensate(run, scope)
         return outcome
 
+    async def _playbook_window(self, run: Run, window: Window) -> None:
+        if window.contains(self._clock()):
+            return
+        await self._store.run_state(run.id, RunState.QUEUED, self._clock())
+        run.state = RunState.QUEUED
+        try:
+            await self._window(run, window, f"playbook {run.playbook.name}")
+        finally:
+            run.state = RunState.RUNNING
+        await self._store.run_state(run.id, RunState.RUNNING, self._clock())
+
     async def _compensate(self, run: Run, scope: Scope) -> None:
         """on_failure steps; they have their own timeouts, not the run's spent one."""
         try:
@@ -132,6 +146,19 @@ class StepExecutor:
         """Compensation: every step runs though an earlier one failed (each failure is
         recorded with its step)."""
         return await self.run_steps(run, steps, prefix, scope, keep_going=True)
+
+    async def _window(self, run: Run, window: Window, what: str) -> None:
+        """Wait until ``window`` is open (a step: inside the run's timeout)."""
+        now = self._clock()
+        opens = window.next_open(now)
+        if opens is None:
+            raise ActionError(f"{what}: the window {window.text} never opens")
+        if opens > now:
+            until = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(opens))
+            log.info(
+                "run %s: %s waits for its window (%s) until %s", run.id, what, window.text, until
+            )
+            await asyncio.sleep(opens - now)
 
     async def _verify(self, run: Run) -> Outcome:
         within = run.playbook.verify_within
@@ -155,8 +182,8 @@ class StepExecutor:
         keep_going: bool = False,
     ) -> bool:
         """Run ``steps`` in order; False when one failed without ``continue_on_error``
-        (``keep_going``, as compensation does: a failure goes on to the next step; the
-        result is False when any failed)."""
+        (``keep_going``, as compensation does: a failure goes on to the next step unless
+        it says ``continue_on_error: false``; the result is False when any failed)."""
         all_ok = True
         for i, step in enumerate(steps):
             if i < start_at:  # done before an interruption (results restored from the journal)
@@ -169,13 +196,15 @@ class StepExecutor:
                 await self._record_skip(run, step, path, keep=scope.top)
                 scope.results[step.name] = dict(_SKIPPED)
                 continue
+            if step.only_within is not None:
+                await self._window(run, step.only_within, path)
             result = await self._step(run, step, path, scope)
             if result.ok or step.continue_on_error:
                 continue
             all_ok = False
             if run.failed_step is None:
                 run.failed_step = path
-            if not keep_going:
+            if not keep_going or step.continue_on_error is False:
                 return False
             log.warning("run %s: step %s failed; the next one runs", run.id, path)
         return all_ok

@@ -71,6 +71,10 @@ _KINDS: tuple[ActionKind, ...] = (
     ansible.KIND,
     flow.PLAYBOOK,
     flow.PARALLEL,
+    flow.ASSERT,
+    flow.SET,
+    flow.FOREACH,
+    flow.WAIT_UNTIL,
 )
 _BY_NAME: Mapping[str, ActionKind] = MappingProxyType({k.name: k for k in _KINDS})
 
