@@ -468,9 +468,10 @@ def _read_key(reader: Reader, key: str, spec: Key, node: Node) -> Any:
             if items is not None:
                 reader.error(node, f"{key!r} needs at least one element")
             return _BAD
-        if any(reader.string(i, "string", empty_ok=True) is None for i in items):
-            return _BAD
-        return _compile(reader, node, text=True)
+        bad = [i for i in items if not isinstance(i, ScalarNode)]
+        for item in bad:  # any scalar is its text as written (see compile_node)
+            reader.error(item, f"expected a string in {key!r}, got a {type(item.value).__name__}")
+        return _BAD if bad else _compile(reader, node, text=True)
     if kind in ("text_map", "data_map"):
         fields = reader.mapping(node, None, what=f"mapping for {key!r}")
         if fields is None:
