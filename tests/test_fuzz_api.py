@@ -36,6 +36,7 @@ ROUTES = [
     ("POST", "/api/v1/pause"), ("POST", "/api/v1/resume"), ("POST", "/api/v1/reload"),
     ("POST", "/api/v1/circuits/{target}/reset"), ("POST", "/api/v1/events"),
     ("POST", "/api/v1/alertmanager"), ("GET", "/web/{name}"), ("GET", "/api/v1/openapi.json"),
+    ("POST", "/api/v1/schedules/{name}/trigger"), ("POST", "/api/v1/playbooks/{name}/run"),
 ]  # fmt: skip
 #: Answers that are the server's to give whatever the client sends.
 SERVER_STATES = {503}  # /readyz while not ready, or a full queue
@@ -70,6 +71,7 @@ _bodies = st.one_of(
             "reason": st.text(max_size=10) | json_values,
             "duration": st.sampled_from(["1m", "9" * 400 + "s", "-1s", "1x", ""]) | json_values,
             "feedback": st.sampled_from(["false_positive", "x"]) | json_values,
+            "params": st.dictionaries(st.text(max_size=5), json_values, max_size=3) | json_values,
         },
     ).map(orjson.dumps),
 )
