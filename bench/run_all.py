@@ -95,6 +95,7 @@ BENCHES = [
         ["--runs", "500", "--inputs", "50000", "--engine-inputs", "20000"],
     ),
     Bench("procwatch", "bench_procwatch.py", ["--runs", "50"]),
+    Bench("orchestration", "bench_orchestration.py", ["--runs", "100"], ["--runs", "500"]),
 ]
 
 

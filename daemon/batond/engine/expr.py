@@ -127,7 +127,7 @@ class Expression:
     exception; :meth:`evaluate` wraps failures in :class:`EvalError`.
     """
 
-    __slots__ = ("bare_names", "fn", "mark", "names", "refs", "text")
+    __slots__ = ("bare_names", "fn", "mark", "names", "refs", "text", "used")
 
     def __init__(
         self,
@@ -137,6 +137,7 @@ class Expression:
         fn: Callable[..., Any],
         bare_names: tuple[tuple[str, Mark], ...] = (),
         refs: tuple[tuple[str, str, Mark], ...] = (),
+        used: tuple[str, ...] | None = None,
     ):
         self.text = text
         self.mark = mark
@@ -146,6 +147,8 @@ class Expression:
         self.bare_names = bare_names
         #: ``(root, key, where)`` of each ``steps.NAME``, ``params.NAME``, ``vars.NAME`` read
         self.refs = refs
+        #: the names the expression reads (``fn``'s other parameters default to None)
+        self.used = names if used is None else used
 
     def __repr__(self) -> str:
         return f"Expression({self.text!r})"
@@ -161,9 +164,10 @@ class Expression:
 
     def evaluate(self, ctx: Mapping[str, Any]) -> Any:
         """The value for the names in ``ctx`` (missing names are None; labels ``{}``)."""
-        args = [ctx.get(n, {} if n == "labels" else None) for n in self.names]
+        # only the names it reads (a template sees 17; one expression reads one or two)
+        args = {n: ctx.get(n, {} if n == "labels" else None) for n in self.used}
         try:
-            return self.fn(*args)
+            return self.fn(**args)
         except EvalError:
             raise
         except Exception as exc:
@@ -195,7 +199,7 @@ def compile_expression(text: str, mark: Mark, names: Sequence[str] = RULE_NAMES)
                 args=[ast.arg(n) for n in names],
                 kwonlyargs=[],
                 kw_defaults=[],
-                defaults=[],
+                defaults=[ast.Constant(None) for _ in names],
             ),
             body,
         )
@@ -204,7 +208,9 @@ def compile_expression(text: str, mark: Mark, names: Sequence[str] = RULE_NAMES)
     namespace: dict[str, Any] = {"__builtins__": {}, **_HELPERS}
     namespace.update(_Compiler.regexes_of(body))
     fn = eval(compile(lam, f"<expression {mark}>", "eval"), namespace)
-    return Expression(text, mark, names, fn, tuple(compiler.bare_names), tuple(compiler.refs))
+    read = {n.id for n in ast.walk(body) if isinstance(n, ast.Name)}
+    used = tuple(n for n in names if n in read)
+    return Expression(text, mark, names, fn, tuple(compiler.bare_names), tuple(compiler.refs), used)
 
 
 def _parse(text: str) -> ast.Expression:

@@ -20,13 +20,13 @@ from batond.engine.functions import MAX_ITEMS, text_of
 from batond.engine.templates import render_value
 from batond.errors import ActionError
 from batond.remedy.actions import ActionResult
-from batond.remedy.run import Run
+from batond.remedy.run import Run, Scope
 
 if TYPE_CHECKING:
     from batond.load.playbooks import Step
-    from batond.remedy.steps import Scope, StepExecutor
+    from batond.remedy.steps import StepExecutor
 
-__all__ = ["CONTROL", "MAX_NESTING"]
+__all__ = ["CONTROL", "MAX_NESTING", "PURE"]
 
 MAX_NESTING = 8  # nested playbook steps deeper than this fail (a loop check at run time)
 
@@ -77,27 +77,28 @@ async def nested(
     return ActionResult(ok=ok, detail=detail, extra={"outputs": outputs})
 
 
-async def assert_(
-    ex: StepExecutor, run: Run, step: Step, path: str, args: Mapping[str, Any], scope: Scope
-) -> ActionResult:
+def assert_(step: Step, env: Mapping[str, Any], scope: Scope) -> ActionResult:
     """``that`` must be true; when it is not, the step fails with ``message``."""
     that = step.args["that"]
     assert isinstance(that, Expression)
     try:
-        holds = bool(that.evaluate(ex.env(run, scope)))
+        holds = bool(that.evaluate(env))
     except EvalError as exc:
         return ActionResult(ok=False, detail=f"assert: {exc}", extra={"message": str(exc)})
-    message = text_of(args.get("message")) or f"assertion failed: {that.text.strip()}"
     if holds:
-        return ActionResult(ok=True, extra={"message": ""})
-    return ActionResult(ok=False, detail=message, extra={"message": message})
+        return ActionResult(ok=True, extra=_NO_MESSAGE)
+    message = step.args.get("message")  # rendered only when it is needed
+    text = text_of(render_value(message, env)) if message is not None else ""
+    text = text or f"assertion failed: {that.text.strip()}"
+    return ActionResult(ok=False, detail=text, extra={"message": text})
 
 
-async def set_(
-    ex: StepExecutor, run: Run, step: Step, path: str, args: Mapping[str, Any], scope: Scope
-) -> ActionResult:
+_NO_MESSAGE: Mapping[str, Any] = {"message": ""}
+
+
+def set_(step: Step, env: Mapping[str, Any], scope: Scope) -> ActionResult:
     """Named values computed once: ``vars.NAME`` for every later step of the scope."""
-    values = dict(args)
+    values = {name: render_value(value, env) for name, value in step.args.items()}
     scope.variables.update(values)
     return ActionResult(ok=True, extra={"vars": values})
 
@@ -126,7 +127,9 @@ async def foreach(
     failed = asyncio.Event()
 
     async def one(i: int, item: Any) -> None:
-        inner = scope.child(results=dict(scope.results), item=item, variables=dict(scope.variables))
+        inner = Scope(
+            scope.params, dict(scope.results), scope.depth, False, dict(scope.variables), item
+        )
         ok = await ex.run_steps(run, body, f"{path}/{i}/", inner)
         own = {s.name: inner.results[s.name] for s in body if s.name in inner.results}
         done[i] = {"item": item, "ok": ok, "steps": own}
@@ -202,12 +205,14 @@ def first_of(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return found
 
 
+Pure = Callable[["Step", Mapping[str, Any], "Scope"], ActionResult]
+#: Steps that only compute (no I/O, no await): no timeout or retry applies to them.
+PURE: Mapping[str, Pure] = {"assert": assert_, "set": set_}
+
 #: The steps the executor runs itself, by action name.
 CONTROL: Mapping[str, Control] = {
     "parallel": parallel,
     "playbook": nested,
-    "assert": assert_,
-    "set": set_,
     "foreach": foreach,
     "wait_until": wait_until,
 }

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from batond.engine.types import Outcome
 from batond.load.playbooks import Playbook
 
-__all__ = ["Origin", "Run", "RunState", "StepStatus"]
+__all__ = ["Origin", "Run", "RunState", "Scope", "StepStatus"]
 
 
 class RunState(StrEnum):
@@ -103,3 +103,25 @@ class Run:
         if asyncio.get_running_loop().time() >= self.deadline > 0:
             return Outcome.TIMED_OUT
         return Outcome.CANCELLED  # e.g. a sibling branch of a parallel step was denied
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What templates of one step list see besides the run: params, step results
+    (``steps``), values of ``set`` steps (``vars``) and a ``foreach`` block's ``item``.
+
+    ``top`` is the run's own scope (not a nested playbook's or a foreach item's):
+    its step results are journaled with each step, so that a resumption after a
+    crash sees them again.
+    """
+
+    params: Mapping[str, Any]
+    results: dict[str, dict[str, Any]]
+    depth: int = 0
+    top: bool = False
+    variables: dict[str, Any] = field(default_factory=dict)
+    item: Any = None
+
+    def child(self, **changes: Any) -> Scope:
+        """A scope inside this one (a nested playbook, a foreach item): never ``top``."""
+        return replace(self, top=False, **changes)

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from batond.engine.expr import EvalError
@@ -22,9 +21,9 @@ from batond.errors import ActionError
 from batond.load.playbooks import Step, render_args
 from batond.metrics import Metrics
 from batond.remedy.actions import ACTIONS, ActionContext, ActionResult, Denied, StepCall
-from batond.remedy.flow import CONTROL, MAX_NESTING
+from batond.remedy.flow import CONTROL, MAX_NESTING, PURE
 from batond.remedy.records import RunStore
-from batond.remedy.run import Run, RunState, StepStatus
+from batond.remedy.run import Run, RunState, Scope, StepStatus
 from batond.units import format_duration
 
 __all__ = ["MAX_NESTING", "Scope", "StepExecutor", "Stopped", "uncancel"]
@@ -40,28 +39,6 @@ class Stopped(Exception):
     def __init__(self, outcome: Outcome) -> None:
         super().__init__(outcome)
         self.outcome = outcome
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """What templates of one step list see besides the run: params, step results
-    (``steps``), values of ``set`` steps (``vars``) and a ``foreach`` block's ``item``.
-
-    ``top`` is the run's own scope (not a nested playbook's or a foreach item's):
-    its step results are journaled with each step, so that a resumption after a
-    crash sees them again.
-    """
-
-    params: Mapping[str, Any]
-    results: dict[str, dict[str, Any]]
-    depth: int = 0
-    top: bool = False
-    variables: dict[str, Any] = field(default_factory=dict)
-    item: Any = None
-
-    def child(self, **changes: Any) -> Scope:
-        """A scope inside this one (a nested playbook, a foreach item): never ``top``."""
-        return replace(self, top=False, **changes)
 
 
 _SKIPPED = ActionResult(ok=False, detail="skipped: when: was false").view()
@@ -198,7 +175,10 @@ class StepExecutor:
                 continue
             if step.only_within is not None:
                 await self._window(run, step.only_within, path)
-            result = await self._step(run, step, path, scope)
+            if step.action in PURE:
+                result = await self._pure(run, step, path, scope)
+            else:
+                result = await self._step(run, step, path, scope)
             if result.ok or step.continue_on_error:
                 continue
             all_ok = False
@@ -226,6 +206,21 @@ class StepExecutor:
         await self._store.step_finished(
             step_id, status=StepStatus.SKIPPED, ended_at=now, detail=detail
         )
+
+    async def _pure(self, run: Run, step: Step, path: str, scope: Scope) -> ActionResult:
+        """``set`` and ``assert`` compute and touch nothing outside the run: no timeout,
+        no retry, no action; recorded like any step (started, then how it ended)."""
+        step_id = await self._store.step_started(run.id, path, step.action, 1, self._clock())
+        try:
+            result = PURE[step.action](step, self.env(run, scope), scope)
+        except (EvalError, TypeError, ValueError, AttributeError) as exc:
+            result = ActionResult(ok=False, detail=f"template: {exc}")
+        status = StepStatus.OK if result.ok else StepStatus.FAILED
+        await self._store.step_finished(
+            step_id, status=status, ended_at=self._clock(), detail=_detail(result, scope.top)
+        )
+        scope.results[step.name] = result.view()
+        return result
 
     async def _step(self, run: Run, step: Step, path: str, scope: Scope) -> ActionResult:
         """All attempts of one step (retry with doubling backoff); the last result."""
@@ -306,19 +301,9 @@ class StepExecutor:
         self._metrics.step_duration.labels(run.playbook.name, step.action).observe(
             time.perf_counter() - t0
         )
-        detail: dict[str, Any] = {}
-        if result.detail:
-            detail["detail"] = result.detail
-        if result.status is not None:
-            detail["status"] = result.status
-        if keep:  # stdout, stderr and exit_code have their own columns
-            view = result.view()
-            detail["result"] = {
-                k: v for k, v in view.items() if k not in ("stdout", "stderr", "exit_code")
-            }
         await self._store.step_finished(
             step_id, status=status, ended_at=self._clock(), exit_code=result.exit_code,
-            stdout=result.stdout, stderr=result.stderr, detail=detail or None,
+            stdout=result.stdout, stderr=result.stderr, detail=_detail(result, keep),
         )  # fmt: skip
 
     async def _act(
@@ -343,6 +328,22 @@ class StepExecutor:
             "params": scope.params, "rule": o.rule, "key": o.key, "severity": o.severity,
             "vars": scope.variables, "item": scope.item, "previous": run.previous,
         }  # fmt: skip
+
+
+_COLUMNS = ("stdout", "stderr", "exit_code")  # kept in their own journal columns
+
+
+def _detail(result: ActionResult, keep: bool) -> dict[str, Any] | None:
+    """A step record's detail; ``keep``: with what later steps read of it (a resumption
+    restores it)."""
+    detail: dict[str, Any] = {}
+    if result.detail:
+        detail["detail"] = result.detail
+    if result.status is not None:
+        detail["status"] = result.status
+    if keep:
+        detail["result"] = {k: v for k, v in result.view().items() if k not in _COLUMNS}
+    return detail or None
 
 
 def uncancel() -> None:
