@@ -108,3 +108,66 @@ playbooks:
         "rules.yaml:4:42: warning: 'nw' is read as a label (labels.nw); did you mean 'now'?",
     ]
     assert lines[2].startswith("ok: 1 rules")
+
+
+def test_the_new_keys_are_checked_at_their_place(tmp_path: Path) -> None:
+    code, lines = check(
+        tmp_path,
+        """
+playbooks:
+  - name: p
+    only_within: {days: [sat, someday], hours: "02:00-05:00"}
+    steps:
+      - name: a
+        action: assert
+        with: {that: "value >", message: x}
+      - name: b
+        action: foreach
+        with: {items: [1, 2], concurrency: 0}
+      - name: c
+        action: wait_until
+        only_within: {hours: "25:00-26:00", timezone: Mars/Base}
+        retry: {attempts: 2, delay: 1s, backoff: linear}
+        with: {that: "true", every: soon}
+      - name: d
+        action: set
+        with: {_hidden: 1, ok: "{{ item }}"}
+      - name: e
+        action: playbook
+        with: {name: "nope-{{ params.kind }}"}
+""",
+    )
+    assert code == 1
+    assert lines == [
+        "rules.yaml:3:31: day must be one of fri, mon, sat, sun, thu, tue, wed; got 'someday'",
+        "rules.yaml:7:30: expression syntax: invalid syntax",
+        "rules.yaml:10:15: missing required key 'steps'",
+        "rules.yaml:10:44: must be at least 1, got 0",
+        "rules.yaml:13:30: '25:00' is not a time of day",
+        "rules.yaml:13:55: unknown time zone 'Mars/Base' (an IANA name such as Europe/Berlin)",
+        "rules.yaml:14:50: backoff must be one of exponential, fixed; got 'linear'",
+        "rules.yaml:15:37: invalid duration 'soon': expected <integer><unit>... with units "
+        "ms, s, m, h, d",
+        "rules.yaml:18:16: '_hidden': a name of letters, digits, '_'",
+    ]
+
+
+def test_a_templated_nested_name_must_match_a_loaded_playbook(tmp_path: Path) -> None:
+    code, lines = check(
+        tmp_path,
+        RULES.replace("params: {u: https://shop.example, region: eu}", "params: {kind: a}")
+        + """
+  - name: fulfil
+    steps:
+      - name: e
+        action: playbook
+        with: {name: "nope-{{ params.kind }}"}
+      - {name: f, action: exec, with: {argv: [echo, "{{ item }}"]}}
+""",
+    )
+    assert (code, lines) == (
+        1,
+        [
+            "rules.yaml:10:15: step 'e': no loaded playbook matches the name 'nope-{{ params.kind }}'"
+        ],
+    )
