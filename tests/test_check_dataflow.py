@@ -168,6 +168,7 @@ def test_a_templated_nested_name_must_match_a_loaded_playbook(tmp_path: Path) ->
     assert (code, lines) == (
         1,
         [
-            "rules.yaml:10:15: step 'e': no loaded playbook matches the name 'nope-{{ params.kind }}'"
+            "rules.yaml:10:15: step 'e': no loaded playbook matches the name "
+            "'nope-{{ params.kind }}'"
         ],
     )
