@@ -42,6 +42,7 @@ def write_config(
     rules: str = "",
     token: str | None = None,
     http_extra: str = "",
+    host_extra: str = "",
     extra: str = "",
 ) -> Path:
     """``folder/batond.yaml`` with state in ``folder/state`` and rules in ``folder/rules``."""
@@ -62,6 +63,7 @@ def write_config(
         lines.append("  token_file: token")
     lines += [f"  {line}" for line in http_extra.splitlines()]
     lines += ["host:", "  interval: 1s"]
+    lines += [f"  {line}" for line in host_extra.splitlines()]
     path = folder / "batond.yaml"
     path.write_text("\n".join(lines) + "\n" + textwrap.dedent(extra))
     return path
@@ -102,7 +104,13 @@ def http(
 class DaemonProcess:
     """One ``batond run -c CONFIG``; output goes to files next to the config."""
 
-    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.config = config
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -114,7 +122,7 @@ class DaemonProcess:
         full_env.update(env or {})
         with self.stdout.open("ab") as out, self.stderr.open("ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", _RUN_WITH_STACK_DUMPS, "run", "-c", str(config)],
+                [sys.executable, "-c", _RUN_WITH_STACK_DUMPS, "run", "-c", str(config), *args],
                 stdout=out,
                 stderr=err,
                 env=full_env,

@@ -45,7 +45,7 @@ playbooks:
         raw = {"event": "x", **{f"f{i}": v for i, v in enumerate(INJECTIONS)}}
         assert h.runner.start(decision("echo-argv", raw=raw))
         (ended,) = await h.outcomes(1)
-        assert ended.outcome == "resolved"
+        assert ended.outcome == "succeeded"
         run = await h.run(ended.run_id)
         printed = json.loads(run["steps"][0]["stdout"])
         assert printed == [*INJECTIONS, "prefix-" + INJECTIONS[0]]

@@ -91,7 +91,9 @@ async def test_incidents_table_and_token(server: Any, capsys: pytest.CaptureFixt
     canned, url, token = server
     assert await cli("incidents", "--url", url, "--token-file", str(token)) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["ID", "RULE", "KEY", "STATE", "SEVERITY", "OPENED", "RESOLVED"]
+    assert out[0].split() == [
+        "ID", "RULE", "KEY", "STATE", "SEVERITY", "OPENED", "RESOLVED", "RUNS", "LAST",
+    ]  # fmt: skip
     assert out[1].split()[:5] == ["3", "disk-full", "host=web-1", "open", "critical"]
     assert out[1].rstrip().endswith("-")  # not resolved
     assert canned.requests[0][:3] == ("GET", "/api/v1/incidents", "Bearer s3cret")
@@ -118,7 +120,7 @@ async def test_runs_table_and_one_run_timeline(
     assert "run 7  disk-full -> clean-tmp" in text and "outcome resolved" in text
     step_line = next(line for line in text.splitlines() if line.startswith("clean"))
     assert step_line.split()[1:4] == ["exec", "1", "ok"] and "1.25s" in step_line
-    assert "clean stdout: freed 3 GiB" in text
+    assert "  clean stdout:\n    freed 3 GiB" in text  # the whole stored tail, line by line
 
 
 async def test_status_lines(server: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,7 +140,7 @@ async def test_silence_commands(server: Any, capsys: pytest.CaptureFixture[str])
     assert code == 0
     method, path, auth, body = canned.requests[-1]
     assert (method, path, auth) == ("POST", "/api/v1/silences", "Bearer s3cret")
-    assert body == {"matchers": {"host": "web-1", "rule": "x"}, "duration": "2h",
+    assert body == {"matchers": ["host=web-1", "rule=x"], "duration": "2h",
                     "reason": "maintenance"}  # fmt: skip
     assert "silence 4 added" in capsys.readouterr().out
     assert await cli("silence", "list", *args) == 0

@@ -135,7 +135,8 @@ CASES: list[tuple[str, str, list[Any], list[tuple[Any, ...]]]] = [
         [("D", 2.0, "root", "host=h1,mount=/", "fix"), ("D", 3.0, "unlabelled", "host=h1", "fix")],
     ),
     (
-        "an event rule stays open while its run is active, resolves when it resolved",
+        "an event rule stays open while its run is active (inputs recorded"
+        " already_running), resolves when it resolved",
         EDGE,
         [
             event("process.exited", 1, name="nginx"),
@@ -146,19 +147,20 @@ CASES: list[tuple[str, str, list[Any], list[tuple[Any, ...]]]] = [
         ],
         [
             ("D", 1.0, "down", "host=h1", "fix"),
+            ("D", 2.0, "down", "host=h1", "already_running"),
             ("R", 3.0, "down", "host=h1"),
             ("D", 4.0, "down", "host=h1", "fix"),
         ],
     ),
     (
-        "an unresolved run leaves an event incident open",
+        "an unresolved run leaves an event incident open: the next event decides it again",
         EDGE,
         [
             event("process.exited", 1, name="nginx"),
             ("outcome", "down", "fix", "host=h1", "unresolved", 2),
             event("process.exited", 3, name="nginx"),
         ],
-        [("D", 1.0, "down", "host=h1", "fix")],
+        [("D", 1.0, "down", "host=h1", "fix"), ("D", 3.0, "down", "host=h1", "fix")],
     ),
     (
         "explicit resolve: input",
@@ -171,13 +173,15 @@ CASES: list[tuple[str, str, list[Any], list[tuple[Any, ...]]]] = [
         """,
         [
             event("process.exited", 1, name="nginx"),
-            ("outcome", "down", "fix", "host=h1", "resolved", 2),
-            event("process.exited", 3, name="nginx"),
+            ("outcome", "down", "fix", "host=h1", "succeeded", 2),
+            event("process.exited", 3, name="nginx"),  # still down, no run: decided again
             event("process.started", 4, name="nginx"),
+            ("outcome", "down", "fix", "host=h1", "resolved", 4),
             event("process.exited", 5, name="nginx"),
         ],
         [
             ("D", 1.0, "down", "host=h1", "fix"),
+            ("D", 3.0, "down", "host=h1", "fix"),
             ("R", 4.0, "down", "host=h1"),
             ("D", 5.0, "down", "host=h1", "fix"),
         ],

@@ -34,61 +34,64 @@ def test_settings_come_from_the_daemon_config() -> None:
 
 
 def test_a_clean_decision_runs() -> None:
-    assert Governor(WIDE).check(LABELS, "host=web-1", "fix", 0.0) is None
+    assert Governor(WIDE).check(LABELS, "r", "host=web-1", "fix", 0.0) is None
 
 
 def test_reasons_in_spec_order() -> None:
     g = Governor(WIDE, shadow=True)
     g.set_paused(True)
     g.set_silences([{"id": 1, "matchers": {"host": "web-1"}, "starts_at": 0, "ends_at": 100}])
-    assert g.check(LABELS, "k", "fix", 1.0, in_cooldown=True) == "paused"
+    assert g.check(LABELS, "r", "k", "fix", 1.0, in_cooldown=True) == "paused"
     g.set_paused(False)
-    assert g.check(LABELS, "k", "fix", 1.0, in_cooldown=True) == "shadow"
+    assert g.check(LABELS, "r", "k", "fix", 1.0, in_cooldown=True) == "shadow"
     g.shadow = False
-    assert g.check(LABELS, "k", "fix", 1.0, in_cooldown=True) == "silenced"
+    assert g.check(LABELS, "r", "k", "fix", 1.0, in_cooldown=True) == "silenced"
     g.set_silences([])
-    assert g.check(LABELS, "k", "fix", 1.0, in_cooldown=True) == "cooldown"
+    assert g.check(LABELS, "r", "k", "fix", 1.0, in_cooldown=True) == "cooldown"
 
 
 def test_silence_matchers_and_window() -> None:
-    s = Silence(7, {"host": "web-1", "service": "nginx"}, 10.0, 20.0, "maintenance")
-    assert s.covers(LABELS, 10.0) and s.covers(LABELS, 19.9)
-    assert not s.covers(LABELS, 9.9) and not s.covers(LABELS, 20.0)
-    assert not s.covers({"host": "web-1"}, 15.0)
+    s = Silence.of(
+        {"id": 7, "matchers": {"host": "web-1", "service": "nginx"}, "starts_at": 10.0,
+         "ends_at": 20.0, "reason": "maintenance"}
+    )  # fmt: skip
+    assert s.covers(LABELS, {}, 10.0) and s.covers(LABELS, {}, 19.9)
+    assert not s.covers(LABELS, {}, 9.9) and not s.covers(LABELS, {}, 20.0)
+    assert not s.covers({"host": "web-1"}, {}, 15.0)
 
 
 def test_already_running_only_for_single_mode_until_the_run_ends() -> None:
     g = Governor(WIDE)
-    g.admit("fix", "k", 0.0)
-    assert g.check(LABELS, "k", "fix", 1.0) == "already_running"
-    assert g.check(LABELS, "k", "fix", 1.0, single=False) is None
-    assert g.check(LABELS, "other", "fix", 1.0) is None
+    g.admit("fix", "r", "k", 0.0)
+    assert g.check(LABELS, "r", "k", "fix", 1.0) == "already_running"
+    assert g.check(LABELS, "r", "k", "fix", 1.0, single=False) is None
+    assert g.check(LABELS, "r", "other", "fix", 1.0) is None
     g.record_outcome("r", "fix", "k", "", "resolved", 2.0)
-    assert g.check(LABELS, "k", "fix", 3.0) is None
+    assert g.check(LABELS, "r", "k", "fix", 3.0) is None
 
 
 def test_per_target_limit_opens_the_circuit_until_cool_off() -> None:
     g = Governor(GovernorSettings(per_target_count=2, per_target_per=100.0, min_fleet=1000))
     for t in (0.0, 1.0):
-        assert g.check(LABELS, "k", "fix", t, single=False) is None
-        g.admit("fix", "k", t)
-    assert g.check(LABELS, "k", "fix", 2.0, single=False) == "circuit_open"
+        assert g.check(LABELS, "r", "k", "fix", t, single=False) is None
+        g.admit("fix", "r", "k", t)
+    assert g.check(LABELS, "r", "k", "fix", 2.0, single=False) == "circuit_open"
     assert [c["target"] for c in g.open_circuits()] == ["k"]
-    assert g.check(LABELS, "k", "fix", 101.0, single=False) == "circuit_open"
-    assert g.check(LABELS, "k", "fix", 102.0, single=False) is None  # cooled off
+    assert g.check(LABELS, "r", "k", "fix", 101.0, single=False) == "circuit_open"
+    assert g.check(LABELS, "r", "k", "fix", 102.0, single=False) is None  # cooled off
     assert g.open_circuits() == []
 
 
 def test_unresolved_streak_opens_the_circuit_and_reset_closes_it() -> None:
     g = Governor(WIDE)
     for i in range(CIRCUIT_STREAK):
-        assert g.check(LABELS, "k", "fix", float(i)) is None
-        g.admit("fix", "k", float(i))
+        assert g.check(LABELS, "r", "k", "fix", float(i)) is None
+        g.admit("fix", "r", "k", float(i))
         g.record_outcome("r", "fix", "k", "web", "unresolved", float(i))
-    assert g.check(LABELS, "k", "fix", 10.0) == "circuit_open"
-    assert g.reset_circuit("k") is True
-    assert g.check(LABELS, "k", "fix", 11.0) is None
-    assert g.reset_circuit("k") is False
+    assert g.check(LABELS, "r", "k", "fix", 10.0) == "circuit_open"
+    assert g.reset_circuit("k") == [("r", "k")]
+    assert g.check(LABELS, "r", "k", "fix", 11.0) is None
+    assert g.reset_circuit("k") == []
 
 
 def test_a_resolved_run_breaks_the_streak() -> None:
@@ -102,28 +105,28 @@ def test_blast_radius_counts_targets_against_hosts_seen() -> None:
     g = Governor(GovernorSettings(max_targets_fraction=0.2, min_fleet=10, max_runs_count=100))
     for i in range(10):
         g.hosts_seen[f"web-{i}"] = 0.0
-    g.admit("fix", "host=web-0", 0.0)
-    g.admit("fix", "host=web-1", 0.0)  # 2 of 10 hosts: the limit
+    g.admit("fix", "r", "host=web-0", 0.0)
+    g.admit("fix", "r", "host=web-1", 0.0)  # 2 of 10 hosts: the limit
     web2 = {"host": "web-2"}
-    assert g.check(web2, "host=web-2", "fix", 1.0) == "blast_radius"
-    assert g.check(LABELS, "host=web-1", "fix", 1.0, single=False) is None  # not a new target
-    assert g.check(web2, "host=web-2", "fix", 1.0, fleet=False) is None  # schedules
+    assert g.check(web2, "r", "host=web-2", "fix", 1.0) == "blast_radius"
+    assert g.check(LABELS, "r", "host=web-1", "fix", 1.0, single=False) is None  # not a new target
+    assert g.check(web2, "r", "host=web-2", "fix", 1.0, fleet=False) is None  # schedules
 
 
 def test_blast_radius_waits_for_min_fleet() -> None:
     g = Governor(GovernorSettings(max_targets_fraction=0.1, min_fleet=10, max_runs_count=100))
     for i in range(9):
         g.hosts_seen[f"web-{i}"] = 0.0
-    g.admit("fix", "host=web-0", 0.0)
-    assert g.check(LABELS, "host=web-2", "fix", 1.0) is None
+    g.admit("fix", "r", "host=web-0", 0.0)
+    assert g.check(LABELS, "r", "host=web-2", "fix", 1.0) is None
 
 
 def test_global_rate_limit_slides() -> None:
     g = Governor(GovernorSettings(max_runs_count=2, max_runs_per=60.0, min_fleet=1000))
-    g.admit("fix", "a", 0.0)
-    g.admit("fix", "b", 10.0)
-    assert g.check(LABELS, "c", "fix", 30.0) == "rate_limited"
-    assert g.check(LABELS, "c", "fix", 60.0) is None
+    g.admit("fix", "r", "a", 0.0)
+    g.admit("fix", "r", "b", 10.0)
+    assert g.check(LABELS, "r", "c", "fix", 30.0) == "rate_limited"
+    assert g.check(LABELS, "r", "c", "fix", 60.0) is None
 
 
 def test_target_class_strips_the_host_number() -> None:
@@ -174,14 +177,21 @@ def test_engine_applies_pause_as_a_reason(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("outcome", ["cancelled", "denied", "interrupted", "none"])
 def test_outcomes_without_evidence_do_not_count(outcome: str) -> None:
+    """They feed no streak and no adaptive order; a run that ended counts in the runs of
+    the resolve rate (``none``: no run happened)."""
     g = Governor(WIDE)
-    g.record_outcome("r", "fix", "k", "", outcome, 0.0)
-    assert g.resolve_rates("r") == {}
+    for _ in range(CIRCUIT_STREAK):
+        g.record_outcome("r", "fix", "k", "", outcome, 0.0)
+    assert g.open_circuits() == []
+    runs = 0 if outcome == "none" else CIRCUIT_STREAK
+    expected = {"fix": {"resolved": 0, "runs": runs, "rate": 0.0}} if runs else {}
+    assert g.resolve_rates("r") == expected
+    assert g._stats.get(("r", "fix", ""), [0, 0, 0])[1] == 0  # not concluded
 
 
 def test_state_round_trip() -> None:
     g = Governor(WIDE)
-    g.admit("fix", "k", 5.0)
+    g.admit("fix", "r", "k", 5.0)
     for _ in range(CIRCUIT_STREAK):
         g.record_outcome("r", "fix", "k", "web", "failed", 6.0)
     g.hosts_seen["web-1"] = 7.0
@@ -197,16 +207,16 @@ def test_open_circuits_close_by_the_latest_clock() -> None:
     for _ in range(CIRCUIT_STREAK):
         g.record_outcome("r", "fix", "k", "", "failed", 10.0)
     assert len(g.open_circuits()) == 1
-    assert g.check(LABELS, "other", "fix", 111.0) is None  # the clock moves on
+    assert g.check(LABELS, "r", "other", "fix", 111.0) is None  # the clock moves on
     assert g.open_circuits() == []
 
 
 def test_later_candidates_count_as_running(tmp_path: Path) -> None:
     engine = make_engine(tmp_path, "rules: [{name: down, match: {event: e}, run: [fix, alt]}]")
     engine.run_started("down", "alt", "host=h1", 0.0)
-    assert engine.governor.check(LABELS, "host=h1", "alt", 1.0) == "already_running"
+    assert engine.governor.check(LABELS, "down", "host=h1", "alt", 1.0) == "already_running"
     engine.record_outcome("down", "alt", "host=h1", "resolved", 2.0)
-    assert engine.governor.check(LABELS, "host=h1", "alt", 3.0) is None
+    assert engine.governor.check(LABELS, "down", "host=h1", "alt", 3.0) is None
 
 
 def test_blast_radius_counts_hosts_not_incident_keys(tmp_path: Path) -> None:
@@ -231,10 +241,10 @@ def test_blast_radius_falls_back_to_the_key_without_a_host_label() -> None:
     g = Governor(GovernorSettings(max_targets_fraction=0.2, min_fleet=10, max_runs_count=100))
     for i in range(10):
         g.hosts_seen[f"web-{i}"] = 0.0
-    g.admit("fix", "svc=a", 0.0, "svc=a")
-    g.admit("fix", "svc=b", 0.0, "svc=b")
-    assert g.check({"svc": "a"}, "svc=a", "fix", 1.0, single=False) is None
-    assert g.check({"svc": "c"}, "svc=c", "fix", 1.0) == "blast_radius"
+    g.admit("fix", "r", "svc=a", 0.0, "svc=a")
+    g.admit("fix", "r", "svc=b", 0.0, "svc=b")
+    assert g.check({"svc": "a"}, "r", "svc=a", "fix", 1.0, single=False) is None
+    assert g.check({"svc": "c"}, "r", "svc=c", "fix", 1.0) == "blast_radius"
 
 
 def test_hosts_seen_are_pruned_after_the_window_and_capped(
@@ -259,7 +269,7 @@ def test_stale_hosts_are_not_exported() -> None:
     g = Governor(WIDE)
     g.note_host("gone", 0.0)
     g.note_host("here", HOSTS_SEEN_S + 5.0)
-    g.check(LABELS, "k", "fix", HOSTS_SEEN_S + 5.0)  # the clock
+    g.check(LABELS, "r", "k", "fix", HOSTS_SEEN_S + 5.0)  # the clock
     assert g.export_state()["hosts_seen"] == {"here": HOSTS_SEEN_S + 5.0}
 
 
@@ -272,44 +282,45 @@ def test_fake_hosts_beyond_the_cap_cannot_dilute_the_blast_radius(
         g.note_host(f"fake-{i}", float(i) / 1000)
     assert len(g.hosts_seen) == 100  # 20 hosts acted on at most, not 2,000
     for i in range(20):
-        g.admit("fix", f"host=web-{i}", 11.0)
-    assert g.check({"host": "web-99"}, "host=web-99", "fix", 11.0) == "blast_radius"
+        g.admit("fix", "r", f"host=web-{i}", 11.0)
+    assert g.check({"host": "web-99"}, "r", "host=web-99", "fix", 11.0) == "blast_radius"
 
 
 def test_prune_forgets_empty_windows_closed_circuits_and_old_streaks() -> None:
     g = Governor(GovernorSettings(per_target_per=100.0, max_runs_per=100.0, min_fleet=1000))
     for i in range(1000):
-        g.admit("fix", f"host=h{i}", 0.0)
+        g.admit("fix", "r", f"host=h{i}", 0.0)
         g.run_ended("fix", f"host=h{i}")
         g.record_outcome("r", "fix", f"host=h{i}", "", "failed", 0.0)  # a streak of 1
     for _ in range(CIRCUIT_STREAK):
         g.record_outcome("r", "fix", "host=h0", "", "failed", 0.0)
-    assert g.take_escalation("host=h0")
+    assert g.take_escalation("r", "host=h0")
     g.prune(50.0)
-    assert len(g.export_state()["streaks"]) == 1000  # too early: all kept
+    assert len(g.export_state()["scopes"]["streaks"]) == 1000  # too early: all kept
     g.prune(200.0)
     state = g.export_state()
-    assert state["target_runs"] == {} and state["acted"] == {}
-    assert state["circuits"] == {} and state["streaks"] == {} and state["escalated"] == {}
+    scopes = state["scopes"]
+    assert scopes["target_runs"] == [] and state["acted"] == {}
+    assert scopes["circuits"] == [] and scopes["streaks"] == [] and scopes["escalated"] == []
     assert g._target_runs == {} and g._streak_at == {} and g._escalated == {}
 
 
 def test_an_open_circuit_escalates_once_per_opening() -> None:
     g = Governor(GovernorSettings(per_target_per=100.0, min_fleet=1000))
-    assert not g.take_escalation("k")  # no circuit
+    assert not g.take_escalation("r", "k")  # no circuit
     for _ in range(CIRCUIT_STREAK):
         g.record_outcome("r", "fix", "k", "", "failed", 0.0)
-    assert g.check(LABELS, "k", "fix", 1.0) == "circuit_open"
-    assert g.take_escalation("k")
-    assert g.check(LABELS, "k", "fix", 2.0) == "circuit_open"
-    assert not g.take_escalation("k")  # the same opening: no second page
+    assert g.check(LABELS, "r", "k", "fix", 1.0) == "circuit_open"
+    assert g.take_escalation("r", "k")
+    assert g.check(LABELS, "r", "k", "fix", 2.0) == "circuit_open"
+    assert not g.take_escalation("r", "k")  # the same opening: no second page
     h = Governor(GovernorSettings(per_target_per=100.0, min_fleet=1000))
     h.import_state(g.export_state())  # nor after a restart
-    assert not h.take_escalation("k")
+    assert not h.take_escalation("r", "k")
     assert g.reset_circuit("k")
     for _ in range(CIRCUIT_STREAK):
         g.record_outcome("r", "fix", "k", "", "failed", 3.0)
-    assert g.take_escalation("k")  # a new opening pages again
+    assert g.take_escalation("r", "k")  # a new opening pages again
 
 
 def test_schedule_runs_are_outside_the_blast_radius(tmp_path: Path) -> None:
@@ -317,6 +328,6 @@ def test_schedule_runs_are_outside_the_blast_radius(tmp_path: Path) -> None:
     g = Governor(settings)
     for i in range(10):
         g.hosts_seen[f"web-{i}"] = 0.0
-    g.admit("backup", "schedule=nightly", 0.0, "")
-    g.admit("backup", "schedule=weekly", 0.0, "")
-    assert g.check({"host": "web-1"}, "host=web-1", "fix", 1.0) is None
+    g.admit("backup", "nightly", "schedule=nightly", 0.0, "")
+    g.admit("backup", "weekly", "schedule=weekly", 0.0, "")
+    assert g.check({"host": "web-1"}, "r", "host=web-1", "fix", 1.0) is None

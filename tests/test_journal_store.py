@@ -65,13 +65,16 @@ async def test_decision_opens_incident_and_resolve_closes_it(journal: Journal) -
             "id": incident_id, "rule": "disk-full", "key": "host=web-1", "state": "open",
             "severity": "critical", "opened_at": 100.0, "resolved_at": None,
             "labels": {"host": "web-1"}, "metric": "disk_used_percent", "feedback": None,
+            "resolved_by": None, "runs": 0, "last_result": "run", "last_reason": None,
         }
     ]  # fmt: skip
     assert await journal.resolve_incident("disk-full", "host=web-1", 160.0) == incident_id
     assert await journal.resolve_incident("disk-full", "host=web-1", 170.0) is None
     found = await journal.get_incident(incident_id)
     assert found is not None
-    assert (found["state"], found["resolved_at"]) == ("resolved", 160.0)
+    assert (found["state"], found["resolved_at"], found["resolved_by"]) == (
+        "resolved", 160.0, "input",
+    )  # fmt: skip
     assert found["decisions"][0]["id"] == decision_id
 
 

@@ -124,7 +124,7 @@ async def test_disaster_recovery_compensates_and_escalates(tmp_path: Path, hook:
         ended = await h.outcomes(2)
         assert [(e.playbook, e.outcome, e.escalation) for e in ended] == [
             ("failover-to-standby", "failed", False),
-            ("page-oncall", "resolved", True),
+            ("page-oncall", "succeeded", True),
         ]
         assert (root / "active").resolve() == (root / "primary").resolve()  # rolled back
         assert hook.texts == [

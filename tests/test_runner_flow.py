@@ -39,7 +39,7 @@ playbooks:
         h.runner.start(decision("p"))
         (ended,) = await h.outcomes(1)
         elapsed = time.monotonic() - t0
-        assert ended.outcome == "resolved"
+        assert ended.outcome == "succeeded"
         steps = (await h.run(ended.run_id))["steps"]
         assert [(s["attempt"], s["status"]) for s in steps] == [
             (1, "failed"), (2, "failed"), (3, "ok"),
@@ -100,7 +100,7 @@ playbooks:
     try:
         h.runner.start(decision("p"))
         (ended,) = await h.outcomes(1)
-        assert ended.outcome == "resolved"
+        assert ended.outcome == "succeeded"
         steps = {s["path"]: s for s in (await h.run(ended.run_id))["steps"]}
         assert {p: s["status"] for p, s in steps.items()} == {
             "probe": "failed", "fix": "ok", "skip": "skipped", "report": "ok",
@@ -225,14 +225,14 @@ playbooks:
         assert [(e.playbook, e.outcome, e.final, e.escalation) for e in ended] == [
             ("first", "failed", False, False),
             ("second", "unresolved", False, False),
-            ("page", "resolved", True, True),
+            ("page", "succeeded", True, True),  # paging resolves nothing
         ]
         page = await h.run(ended[2].run_id)
         assert page["steps"][0]["stdout"] == "r1 host=h1\n"
         h.runner.start(decision("first", candidates=("first", "good", "second")))
         ended = await h.outcomes(5)
         assert [(e.playbook, e.outcome) for e in ended[3:]] == [
-            ("first", "failed"), ("good", "resolved"),
+            ("first", "failed"), ("good", "succeeded"),
         ]  # fmt: skip
     finally:
         await h.close()
@@ -269,7 +269,7 @@ playbooks:
     try:
         h.runner.start(decision("parent"))
         (ended,) = await h.outcomes(1)
-        assert ended.outcome == "resolved"
+        assert ended.outcome == "succeeded"
         assert sorted(p.name for p in out.iterdir()) == ["b1", "b3", "nested-true"]
         paths = {s["path"]: s["status"] for s in (await h.run(ended.run_id))["steps"]}
         assert paths == {
@@ -290,7 +290,7 @@ playbooks:
     try:
         h.runner.start(decision("p"), arrived=time.monotonic())
         await h.outcomes(1)
-        assert h.sample("batond_runs_total", {"playbook": "p", "outcome": "resolved"}) == 1
+        assert h.sample("batond_runs_total", {"playbook": "p", "outcome": "succeeded"}) == 1
         assert h.sample("batond_event_to_action_seconds_count") == 1
         labels = {"playbook": "p", "action": "exec"}
         assert h.sample("batond_step_duration_seconds_count", labels) == 1

@@ -44,7 +44,7 @@ async def test_approval_granted_continues(tmp_path: Path) -> None:
         assert h.runner.approve(run_id)
         assert not h.runner.approve(run_id)  # settled once
         (ended,) = await h.outcomes(1)
-        assert ended.outcome == "resolved"
+        assert ended.outcome == "succeeded"
         assert (tmp_path / "acted").exists()
         steps = (await h.run(run_id))["steps"]
         assert [(s["path"], s["status"]) for s in steps] == [("ask", "ok"), ("act", "ok")]

@@ -73,7 +73,7 @@ async def test_queued_waits_for_the_active_run(tmp_path: Path) -> None:
         h.runner.approve(second)
         ended = await h.outcomes(2)
         assert [e.run_id for e in ended] == [first, second]
-        assert all(e.outcome == "resolved" for e in ended)
+        assert all(e.outcome == "succeeded" for e in ended)
     finally:
         await h.close()
 
@@ -90,7 +90,7 @@ async def test_restart_cancels_the_active_run(tmp_path: Path) -> None:
         (second,) = h.ctx.approvals.waiting()
         h.runner.approve(second)
         ended2 = (await h.outcomes(2))[1]
-        assert (ended2.run_id, ended2.outcome) == (second, "resolved")
+        assert (ended2.run_id, ended2.outcome) == (second, "succeeded")
     finally:
         await h.close()
 
@@ -104,7 +104,7 @@ async def test_parallel_runs_at_once_up_to_max(tmp_path: Path) -> None:
         ids = await holding(h, 2)
         for run_id in ids:
             h.runner.approve(run_id)
-        assert {e.outcome for e in await h.outcomes(2)} == {"resolved"}
+        assert {e.outcome for e in await h.outcomes(2)} == {"succeeded"}
     finally:
         await h.close()
 
@@ -236,7 +236,7 @@ async def test_resume_or_escalate_an_interrupted_run(
         )  # fmt: skip
         assert await h.runner.resume(old)
         (ended,) = await h.outcomes(1)
-        assert ended.outcome == "resolved"
+        assert ended.outcome == "succeeded"
         assert sorted(p.name for p in out.iterdir()) == expected
         assert (await h.run(ended.run_id))["resumes"] == old_id
     finally:

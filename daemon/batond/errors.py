@@ -9,8 +9,10 @@
     │                            (the `reason` label of batond_events_rejected_total)
     ├── StateError               the journal or learned state is unreadable or of
     │                            another version; nothing is overwritten
-    └── ActionError              an action could not run as asked (bad arguments at
-                                 run time, missing tool); a step failure, not a crash
+    ├── ActionError              an action could not run as asked (bad arguments at
+    │                            run time, missing tool); a step failure, not a crash
+    └── ConflictError            an operator's request that the current state does not
+                                 allow (resolving an incident that is not open)
 
 Errors are translated into these at the boundary (YAML, sqlite3, aiomqtt,
 aiohttp), so callers catch one small set.
@@ -73,3 +75,7 @@ class StateError(BatondError):
 
 class ActionError(BatondError):
     """An action cannot do what its step asks."""
+
+
+class ConflictError(BatondError):
+    """A request that the current state does not allow (the API answers 409)."""

@@ -40,7 +40,30 @@ class Metrics:
             "rule",
             "result",
         )
-        self.runs = _counter(r, "batond_runs", "Ended playbook runs", "playbook", "outcome")
+        self.runs = _counter(
+            r,
+            "batond_runs",
+            "Ended playbook runs (escalations not included)",
+            "playbook",
+            "outcome",
+        )
+        self.escalations = _counter(
+            r, "batond_escalations", "Ended escalation runs (escalate: playbooks)", "playbook",
+            "outcome",
+        )  # fmt: skip
+        self.circuits_opened = _counter(
+            r, "batond_circuits_opened", "Circuits opened, by rule", "rule"
+        )
+        self.without_run = _counter(
+            r, "batond_incidents_without_run",
+            "Decisions that left an incident without a run nobody asked for (not paused,"
+            " shadow or silenced), by rule and reason",
+            "rule", "reason",
+        )  # fmt: skip
+        self.notifications = _counter(
+            r, "batond_notifications",
+            "Notifications to the notify: url, by result (sent, failed, dropped)", "result",
+        )  # fmt: skip
         # counted by the runner as it admits and releases runs (not read at scrape time)
         self.runs_active = _gauge(r, "batond_runs_active", "Playbook runs in progress")
         self.step_duration = Histogram(
@@ -77,6 +100,8 @@ class Metrics:
         # Known label values start at 0, so rate() and alerts see them before the first change.
         for result in ("ok", "error"):
             self.reloads.labels(result)
+        for result in ("sent", "failed", "dropped"):
+            self.notifications.labels(result)
         for source in SOURCES:
             self.events_received.labels(source)
             self.events_dropped.labels(source)

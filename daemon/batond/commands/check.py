@@ -15,6 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from batond.errors import ConfigError, Problem
 from batond.load.dataflow import typo_warnings
@@ -75,11 +76,13 @@ def check_all(
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.paths:
-        problems, summary, warnings = check_all([Path(p) for p in args.paths])
-    else:
-        from batond.load.config import load_config
+    from batond.load.config import GovernorConfig, load_config
 
+    governor = GovernorConfig()
+    if args.paths:
+        rule_paths = [Path(p) for p in args.paths]
+        problems, summary, warnings = check_all(rule_paths)
+    else:
         try:
             config = load_config(args.config)
         except ConfigError as exc:
@@ -87,11 +90,29 @@ def main(args: argparse.Namespace) -> int:
                 print(problem)
             return 1
         default = config.path is None
+        governor = config.governor
+        rule_paths = list(config.rules)
         models = [p for p in config.models if p.exists()]
-        problems, summary, warnings = check_all(list(config.rules), models, missing_ok=default)
+        problems, summary, warnings = check_all(rule_paths, models, missing_ok=default)
     for problem in sorted([*problems, *warnings]):
         print(problem)
     if problems:
         return 1
+    explain_rule = getattr(args, "explain", None)
+    if explain_rule:
+        return _explain(rule_paths, explain_rule, governor)
     print(summary, file=sys.stdout)
+    return 0
+
+
+def _explain(paths: Sequence[Path], name: str, governor: Any) -> int:
+    from batond.commands.explain import explain, unknown_rule
+
+    files, _ = rule_files(paths, missing_ok=True)
+    ruleset = load_rules([f for f in files if not _holds_models(f)])
+    rule = ruleset.rule(name)
+    if rule is None:
+        print(f"batond: {unknown_rule(name, ruleset)}", file=sys.stderr)
+        return 1
+    print(explain(rule, ruleset, governor))
     return 0

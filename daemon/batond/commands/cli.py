@@ -26,6 +26,7 @@ _COMMANDS = {
     "schema": "batond.commands.schema:main",
     "status": "batond.commands.client:status",
     "incidents": "batond.commands.client:incidents",
+    "decisions": "batond.commands.client:decisions",
     "runs": "batond.commands.client:runs",
     "silence": "batond.commands.client:silence",
     "circuit": "batond.commands.client:circuit",
@@ -80,11 +81,21 @@ def _local_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """The daemon itself, and the commands that work on files without one."""
     p = sub.add_parser("run", help="run the daemon in the foreground")
     _config_arg(p)
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (default: log.level of the config, else info)",
+    )
 
     p = sub.add_parser("check", help="validate config, rules, playbooks and models")
     _config_arg(p)
     p.add_argument(
         "paths", nargs="*", metavar="PATH", help="check these files or folders on their own"
+    )
+    p.add_argument(
+        "--explain",
+        metavar="RULE",
+        help="show the limits that apply to RULE (its own, or the governor's) and its key",
     )
 
     p = sub.add_parser("replay", help="feed recorded events through the rules; execute nothing")
@@ -114,8 +125,23 @@ def _local_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _journal_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Clients of a running daemon that read its state, and silences and circuits."""
-    for name, text in (("status", "daemon status"), ("incidents", "incident history")):
-        _client_args(sub.add_parser(name, help=text))
+    _client_args(sub.add_parser("status", help="daemon status"))
+    p = sub.add_parser(
+        "incidents",
+        help="incident history; `incidents ID` explains one; `incidents resolve ID` closes it",
+    )
+    p.add_argument("what", nargs="*", metavar="ID | resolve ID")
+    _client_args(p)
+    p.add_argument("--limit", type=int, default=None)
+
+    p = sub.add_parser("decisions", help="decisions, each with its result and reason")
+    p.add_argument("--rule", help="only this rule's")
+    p.add_argument("--key", help="only this incident key's")
+    p.add_argument("--result", help="run, or a suppression reason (circuit_open, ...)")
+    p.add_argument("--since", help="epoch seconds, or a duration ago (30m)")
+    p.add_argument("--limit", type=int, default=None)
+    _client_args(p)
+
     p = sub.add_parser("runs", help="run history, or one run's step timeline")
     p.add_argument("id", nargs="?", type=int, metavar="ID")
     _client_args(p)
@@ -136,8 +162,11 @@ def _journal_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = sub.add_parser("circuit", help="circuits of targets whose runs keep failing")
     csub = p.add_subparsers(dest="circuit_command", metavar="ACTION", required=True)
     _client_args(csub.add_parser("list", help="list open circuits"))
-    cp = csub.add_parser("reset", help="close a target's circuit: automatic runs resume")
-    cp.add_argument("target", metavar="TARGET", help="the target (incident key) as listed")
+    cp = csub.add_parser(
+        "reset", help="close a key's circuits: held-back incidents are decided again"
+    )
+    cp.add_argument("target", metavar="KEY", help="the incident key as listed")
+    cp.add_argument("--rule", help="only this rule's circuit (default: every rule's for KEY)")
     _client_args(cp)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 import urllib.error
@@ -30,6 +31,7 @@ __all__ = [
     "approve",
     "cancel",
     "circuit",
+    "decisions",
     "deny",
     "feedback",
     "incidents",
@@ -199,15 +201,95 @@ def status(args: argparse.Namespace) -> int:
 
 
 def incidents(args: argparse.Namespace) -> int:
+    """``batond incidents`` (list), ``batond incidents ID`` (one, explained),
+    ``batond incidents resolve ID`` (an operator closes it)."""
+    words = list(getattr(args, "what", None) or [])
+
     def body(api: Api) -> None:
-        limit = getattr(args, "limit", None)
-        doc = api.call("GET", "/api/v1/incidents" + (f"?limit={limit}" if limit else ""))
+        if len(words) == 2 and words[0] == "resolve" and words[1].isdigit():
+            doc = api.call("POST", f"/api/v1/incidents/{words[1]}/resolve", {})
+            _emit(args, doc, f"incident {words[1]} resolved")
+        elif len(words) == 1 and words[0].isdigit():
+            doc = api.call("GET", f"/api/v1/incidents/{words[0]}")
+            _emit(args, doc, format_incident(doc))
+        elif not words:
+            _list_incidents(api, args)
+        else:
+            raise ClientError("usage: batond incidents [ID | resolve ID]", 2)
+
+    return _command(args, body)
+
+
+def _list_incidents(api: Api, args: argparse.Namespace) -> None:
+    limit = getattr(args, "limit", None)
+    doc = api.call("GET", "/api/v1/incidents" + (f"?limit={limit}" if limit else ""))
+    rows = [
+        (i.get("id"), i.get("rule"), i.get("key"), i.get("state"), i.get("severity"),
+         when(i.get("opened_at")), when(i.get("resolved_at")), i.get("runs"),
+         _last(i))
+        for i in doc.get("incidents", [])
+    ]  # fmt: skip
+    headers = ("ID", "RULE", "KEY", "STATE", "SEVERITY", "OPENED", "RESOLVED", "RUNS", "LAST")
+    _emit(args, doc, table(headers, rows))
+
+
+def _last(incident: dict[str, Any]) -> str:
+    """The latest decision's result; for an open incident without a run, why."""
+    result = incident.get("last_result")
+    if result in (None, "run"):
+        return str(result or "-")
+    return f"{result}: {incident.get('last_reason') or ''}".rstrip(": ")
+
+
+def format_incident(doc: dict[str, Any]) -> str:
+    """One incident: what it is, its decisions with their reasons, its runs, its timeline."""
+    head = [
+        f"incident {doc.get('id')}  {doc.get('rule')}  key {doc.get('key')}  {doc.get('state')}"
+        + (f" (resolved by {doc['resolved_by']})" if doc.get("resolved_by") else ""),
+        f"opened {when(doc.get('opened_at'))}  resolved {when(doc.get('resolved_at'))}"
+        f"  severity {doc.get('severity')}",
+    ]
+    decisions = [
+        (d.get("id"), when(d.get("ts")), d.get("result"), d.get("playbook"),
+         d.get("reason") or "", d.get("cause") or "")
+        for d in doc.get("decisions") or []
+    ]  # fmt: skip
+    runs = [
+        (r.get("id"), r.get("playbook"), "escalation" if r.get("escalation") else "run",
+         r.get("state"), r.get("outcome"), when(r.get("started_at") or r.get("created_at")),
+         span(r.get("started_at"), r.get("ended_at")))
+        for r in doc.get("runs") or []
+    ]  # fmt: skip
+    timeline = [f"  {when(t.get('ts'))}  {t.get('what')}  {t.get('text', '')}".rstrip()
+                for t in doc.get("timeline") or []]  # fmt: skip
+    return "\n".join([
+        *head, "", "decisions:",
+        table(("ID", "AT", "RESULT", "PLAYBOOK", "REASON", "CAUSE"), decisions), "", "runs:",
+        table(("ID", "PLAYBOOK", "KIND", "STATE", "OUTCOME", "STARTED", "TOOK"), runs), "",
+        "timeline:", *timeline,
+    ])  # fmt: skip
+
+
+def decisions(args: argparse.Namespace) -> int:
+    """``batond decisions [--rule R] [--key K] [--result X] [--since WHEN] [--limit N]``."""
+
+    def body(api: Api) -> None:
+        query = {
+            k: v
+            for k, v in (
+                ("rule", args.rule), ("key", args.key), ("result", args.result),
+                ("since", args.since), ("limit", args.limit),
+            )
+            if v is not None
+        }  # fmt: skip
+        path = "/api/v1/decisions" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        doc = api.call("GET", path)
         rows = [
-            (i.get("id"), i.get("rule"), i.get("key"), i.get("state"), i.get("severity"),
-             when(i.get("opened_at")), when(i.get("resolved_at")))
-            for i in doc.get("incidents", [])
+            (d.get("id"), when(d.get("ts")), d.get("rule"), d.get("key"), d.get("result"),
+             d.get("playbook"), d.get("incident_id"), d.get("reason") or d.get("cause") or "")
+            for d in doc.get("decisions", [])
         ]  # fmt: skip
-        headers = ("ID", "RULE", "KEY", "STATE", "SEVERITY", "OPENED", "RESOLVED")
+        headers = ("ID", "AT", "RULE", "KEY", "RESULT", "PLAYBOOK", "INCIDENT", "WHY")
         _emit(args, doc, table(headers, rows))
 
     return _command(args, body)
@@ -236,7 +318,8 @@ def format_run(run: dict[str, Any]) -> str:
     """One run: a header and its step timeline, with the tail of each step's output."""
     head = [
         f"run {run.get('id')}  {run.get('rule')} -> {run.get('playbook')}  key {run.get('key')}",
-        f"state {run.get('state')}  outcome {run.get('outcome') or '-'}  "
+        f"state {run.get('state')}  outcome {run.get('outcome') or '-'}"
+        f"{'  (escalation)' if run.get('escalation') else ''}  "
         f"started {when(run.get('started_at'))}  ended {when(run.get('ended_at'))}",
     ]
     if run.get("resumes"):
@@ -252,9 +335,9 @@ def format_run(run: dict[str, Any]) -> str:
     for s in steps:
         for stream in ("stdout", "stderr"):
             text = (s.get(stream) or "").rstrip()
-            if text:
-                last = text.splitlines()[-3:]
-                out.append(f"  {s.get('path') or s.get('name')} {stream}: " + " | ".join(last))
+            if text:  # the whole stored tail (the journal keeps the last 4 KiB)
+                out.append(f"  {s.get('path') or s.get('name')} {stream}:")
+                out.extend(f"    {line}" for line in text.splitlines())
     for a in run.get("approvals") or []:
         out.append(f"  {a.get('verdict')} by {a.get('by')} at {when(a.get('at'))}")
     return "\n".join(out)
@@ -283,12 +366,11 @@ def silence(args: argparse.Namespace) -> int:
 
 
 def _silence_body(args: argparse.Namespace) -> dict[str, Any]:
-    matchers: dict[str, str] = {}
+    matchers: list[str] = []
     for text in args.match:
-        key, sep, value = text.partition("=")
-        if not sep or not key:
-            raise ClientError(f"--match {text!r}: expected K=V", 2)
-        matchers[key] = value
+        if not re.match(r"^\s*[^=!~\s]+\s*(=~|!~|!=|=)", text):
+            raise ClientError(f"--match {text!r}: expected K=V, K!=V, K=~REGEX or K!~REGEX", 2)
+        matchers.append(text)
     try:
         parse_duration(args.duration)
     except ValueError as exc:
@@ -299,6 +381,11 @@ def _silence_body(args: argparse.Namespace) -> dict[str, Any]:
 def _matchers(value: Any) -> str:
     if isinstance(value, dict):
         return ",".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return ",".join(
+            f"{m.get('name')}{m.get('op', '=')}{m.get('value')}" if isinstance(m, dict) else str(m)
+            for m in value
+        )
     return str(value)
 
 
@@ -309,14 +396,18 @@ def circuit(args: argparse.Namespace) -> int:
         if action == "list":
             doc = {"open_circuits": api.call("GET", "/api/v1/status").get("open_circuits", [])}
             rows = [
-                (c.get("target"), when(c.get("opened_at")), when(c.get("closes_at")))
+                (c.get("rule"), c.get("key") or c.get("target"), c.get("why"),
+                 when(c.get("opened_at")), when(c.get("closes_at")))
                 for c in doc["open_circuits"]
-            ]
-            _emit(args, doc, table(("TARGET", "OPENED", "CLOSES"), rows))
+            ]  # fmt: skip
+            _emit(args, doc, table(("RULE", "KEY", "WHY", "OPENED", "CLOSES"), rows))
         else:
             target = urllib.parse.quote(args.target, safe="")
-            doc = api.call("POST", f"/api/v1/circuits/{target}/reset", {})
-            _emit(args, doc, f"circuit of {args.target} reset")
+            rule = getattr(args, "rule", None)
+            query = f"?{urllib.parse.urlencode({'rule': rule})}" if rule else ""
+            doc = api.call("POST", f"/api/v1/circuits/{target}/reset{query}", {})
+            names = ", ".join(c.get("rule", "?") for c in doc.get("circuits", []))
+            _emit(args, doc, f"circuit of {args.target} reset ({names})")
 
     return _command(args, body)
 

@@ -32,7 +32,7 @@ import orjson
 
 from batond.engine.engine import Engine
 from batond.engine.governor import Governor
-from batond.engine.types import Decision
+from batond.engine.types import Decision, Resolved
 from batond.errors import ConfigError, InputError
 from batond.events import item_from_json
 from batond.runtime.pipeline import NoRuns, Pipeline, run_now
@@ -72,7 +72,7 @@ class _Printer:
         self._write(self._fmt(decision))
         return None, None
 
-    async def resolve_incident(self, rule: str, key: str, ts: float) -> None:
+    async def resolve_incident(self, resolved: Resolved) -> None:
         return None
 
 

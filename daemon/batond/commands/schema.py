@@ -16,8 +16,10 @@ from typing import Any
 from batond.load.rulefiles import (
     COUNT_FIELDS,
     FILE_FIELDS,
+    LIMITS_FIELDS,
     ORDERS,
     PART_FIELDS,
+    RATE_FIELDS,
     RULE_FIELDS,
     SCHEDULE_FIELDS,
     SEVERITIES,
@@ -46,6 +48,10 @@ def _kind_schema(kind: str) -> dict[str, Any]:
         return {"$ref": f"#/$defs/{ref[kind]}"}
     if kind == "count":
         return _object(COUNT_FIELDS)
+    if kind == "rate":
+        return _object(RATE_FIELDS)
+    if kind == "limits":
+        return _object(LIMITS_FIELDS)
     kinds: dict[str, dict[str, Any]] = {
         "name": _NAME,
         "text": {"type": "string"},

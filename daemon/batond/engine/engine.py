@@ -17,12 +17,19 @@ import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from batond.engine.governor import HOST_RESOLUTION_S, Governor, target_class
+from batond.engine.governor import HOST_RESOLUTION_S, Governor, Scope, target_class
 from batond.engine.index import MatchIndex
 from batond.engine.keys import split_key
-from batond.engine.model import Rule, RuleSet, Schedule
+from batond.engine.model import NO_LIMITS, Rule, RuleSet, Schedule
 from batond.engine.state import RESOLVE, RuleState, state_for
-from batond.engine.types import Decision, Outcome, Output, Resolved
+from batond.engine.types import (
+    Decision,
+    Outcome,
+    Output,
+    Resolved,
+    ResolvedBy,
+    Suppression,
+)
 from batond.events import Input, Sample
 
 __all__ = ["MANUAL_RULE", "Engine", "RuleSet"]
@@ -31,7 +38,12 @@ STATE_VERSION = 1
 NO_RUN = "none"  # record_outcome: the decision's run never happened (replay)
 CATCH_UP_SLACK_S = 60.0  # a due time older than this was missed (batond was not running)
 MANUAL_RULE = "run-playbook"  # the rule of a decision an operator made (batond run-playbook)
+#: The governor scope of a rule's on_resolve: runs (their budget is not the rule's own).
+ON_RESOLVE_SCOPE = "{}:on_resolve"
 SWEEP_S = 60.0  # housekeeping of per-key state, at most this often (engine clock)
+
+#: A lever: which held incidents to decide again (state, key, the reason it is held).
+Lever = Callable[[RuleState, str, str], bool]
 
 
 class Engine:
@@ -47,6 +59,9 @@ class Engine:
         self._sweep_at = float("-inf")  # next housekeeping (see _sweep)
         self._wake_at = float("-inf")  # the sooner of the two: one test per input
         self.index: MatchIndex[tuple[RuleState, int]] = MatchIndex(())
+        self._levers: list[tuple[Lever, str]] = []  # pulled at the next tick
+        self._pending: list[Output] = []  # outputs of levers and reloads, for the next tick
+        self._paused = False
         #: Whether any rule could match a raw input object, not yet parsed (the fast path
         #: of ``batond replay``); its host counts for the fleet either way, as in
         #: :meth:`evaluate`. False: evaluating it would only fire timers, as :meth:`tick`
@@ -56,16 +71,28 @@ class Engine:
 
     # -- rules ---------------------------------------------------------------------
     def replace_rules(self, rules: RuleSet) -> None:
-        """Swap the whole set; the state of rules whose definition did not change survives."""
+        """Swap the whole set; the state of rules whose definition did not change survives.
+
+        A changed rule keeps its open incidents when its kind, ``group_by`` and ``each``
+        stay (its held ones are decided again, with the new definition); otherwise they
+        close (``rule_changed``). Either way the outputs come from the next tick.
+        """
         old = self.states
         self.states = {}
+        changed: list[Rule] = []
         for rule in rules.rules:
             kept = old.get(rule.name)
             if kept is not None and kept.rule.fingerprint == rule.fingerprint:
                 kept.rule = rule
                 self.states[rule.name] = kept
-            else:
-                self.states[rule.name] = state_for(rule)
+                continue
+            self.states[rule.name] = state_for(rule)
+            if kept is not None:
+                self._carry(kept, self.states[rule.name])
+                changed.append(rule)
+        for name, gone in old.items():
+            if name not in self.states:
+                self._close_all(gone, ResolvedBy.RULE_CHANGED)
         self._schedule_next = {
             s.name: self._schedule_next.get(s.name)
             if self._schedule_fp.get(s.name) == s.fingerprint
@@ -78,11 +105,40 @@ class Engine:
         self.rules = rules
         self.index = MatchIndex(_index_entries(self.states.values()))
         gov = self.governor
+        gov.limits = {r.name: r.limits for r in rules.rules if r.limits != NO_LIMITS}
+        gov.work_items = frozenset(r.name for r in rules.rules if r.each)
         self.prefilter = self.index.prefilter(gov.hosts_seen, gov.note_host, HOST_RESOLUTION_S)
+        names = {rule.name for rule in changed}
+        for rule in changed:
+            gov.rule_changed(rule.name, rule.limits, self._now())
+        if names:
+            self.pull(lambda st, _k, _r: st.rule.name in names, "the rule was changed by a reload")
+
+    def _now(self) -> float:
+        """The engine's latest time (0 before any input: nothing is open then)."""
+        clock = self.governor.clock
+        return clock if clock > float("-inf") else 0.0
+
+    def _carry(self, old: RuleState, new: RuleState) -> None:
+        a, b = old.rule, new.rule
+        if (a.kind, a.group_by, a.each) != (b.kind, b.group_by, b.each):
+            self._close_all(old, ResolvedBy.RULE_CHANGED)
+            return
+        for key, at in new.carry(old):
+            self.schedule(new, key, at)
+
+    def _close_all(self, state: RuleState, by: ResolvedBy) -> None:
+        at = self._now()
+        for key in list(state.open):
+            self.resolve(state, key, at, self._pending, by)
 
     def resolves_by_run(self, rule: str) -> bool:
         state = self.states.get(rule)
         return state is not None and state.rule.resolves_by_run
+
+    def rule_of(self, name: str) -> Rule | None:
+        state = self.states.get(name)
+        return state.rule if state is not None else None
 
     # -- input -----------------------------------------------------------------------
     def evaluate(self, item: Input, now: float, anomaly: float = 0.0) -> list[Output]:
@@ -108,8 +164,14 @@ class Engine:
         return out
 
     def tick(self, now: float) -> list[Output]:
-        """Timers due at or before ``now``, in due order, then schedules."""
+        """Levers and reload outputs, then timers due at or before ``now`` in due order,
+        then schedules."""
         out: list[Output] = []
+        self._watch_governor(now)
+        if self._pending or self._levers:
+            out.extend(self._pending)
+            self._pending = []
+            self._pull_levers(now, out)
         timers = self._timers
         while timers and timers[0][0] <= now:
             at, _, state, key = heapq.heappop(timers)
@@ -124,9 +186,30 @@ class Engine:
             self._schedule_due = min(times) if times else None
         if now >= self._sweep_at:
             self._sweep(now)
-        due = self._schedule_due
-        self._wake_at = self._sweep_at if due is None else min(due, self._sweep_at)
+        self._wake_at = min(
+            t
+            for t in (
+                self._sweep_at, self._schedule_due, self.governor.next_circuit_close(),
+                self.governor.silence_ends(),
+            )
+            if t is not None
+        )  # fmt: skip
         return out
+
+    def _watch_governor(self, now: float) -> None:
+        """Circuits whose cool-off passed, silences that ended, a pause that ended (the
+        kill switch file went away): the incidents they held back are decided again."""
+        gov = self.governor
+        closed = gov.expire_circuits(now) if gov.next_circuit_close() is not None else []
+        if closed:
+            self._reopened(set(closed), "its circuit closed after the cool-off")
+        ends = gov.silence_ends()
+        if ends is not None and ends <= now:
+            gov.silences = tuple(s for s in gov.silences if s.ends_at > now)
+            self.silences_changed("a silence ended")
+        if self._paused and not gov.paused:
+            self.pull(lambda _s, _k, why: why == Suppression.PAUSED, "the pause ended (resume)")
+        self._paused = gov.paused
 
     def _sweep(self, now: float) -> None:
         """Drop per-key state that can no longer matter, so that it stays bounded
@@ -138,10 +221,69 @@ class Engine:
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` must next run (None: only when an input comes)."""
+        if self._pending or self._levers:
+            return float("-inf")
+        gov = self.governor
         times = [t for t in self._schedule_next.values() if t is not None]
+        for t in (gov.next_circuit_close(), gov.silence_ends()):
+            if t is not None:
+                times.append(t)
+        if self._paused != gov.paused:
+            times.append(float("-inf"))
         if self._timers:
             times.append(self._timers[0][0])
         return min(times) if times else None
+
+    # -- levers: held incidents decided again ---------------------------------------
+    def pull(self, lever: Lever, cause: str) -> None:
+        """Decide again, at the next tick, the held incidents ``lever`` picks."""
+        self._levers.append((lever, cause))
+
+    def _pull_levers(self, now: float, out: list[Output]) -> None:
+        levers, self._levers = self._levers, []
+        for state in list(self.states.values()):
+            for key, (_, why) in list(state.held.items()):
+                cause = next((c for lever, c in levers if lever(state, key, why)), None)
+                if cause is None or key not in state.held:
+                    continue
+                labels, item = state.context.get(key, (split_key(key), None))
+                self.decide(state, key, labels, item, now, out, continues=True, cause=cause)
+
+    def _reopened(self, scopes: set[Scope], cause: str) -> None:
+        self.pull(
+            lambda st, key, why: why == Suppression.CIRCUIT_OPEN and (st.rule.name, key) in scopes,
+            cause,
+        )
+
+    def reset_circuit(self, key: str, rule: str | None = None) -> list[Scope]:
+        """An operator closes circuits of ``key`` (of ``rule``, or of every rule); the
+        incidents they held back are decided again. The scopes closed."""
+        scopes = self.governor.reset_circuit(key, rule)
+        if scopes:
+            self._reopened(set(scopes), "circuit reset by an operator")
+        return scopes
+
+    def silences_changed(self, cause: str = "a silence ended") -> None:
+        """The silences changed: held-back incidents that none covers now are decided again."""
+        gov = self.governor
+
+        def lever(state: RuleState, key: str, why: str) -> bool:
+            if why != Suppression.SILENCED:
+                return False
+            rule = state.rule
+            labels = state.context.get(key, ({}, None))[0]
+            return not gov.silenced(labels, rule.name, rule.severity, rule.run[0], self._now())
+
+        self.pull(lever, cause)
+
+    def close_incident(self, rule: str, key: str, now: float, by: ResolvedBy) -> bool:
+        """Close the open incident of ``rule`` for ``key`` (an operator); False if none.
+        The resolution comes out of the next tick."""
+        state = self.states.get(rule)
+        if state is None or key not in state.open:
+            return False
+        self.resolve(state, key, now, self._pending, by)
+        return True
 
     # -- callbacks for rule states (state.EngineCallbacks) ------------------------------
     def schedule(self, state: RuleState, key: str, at: float) -> None:
@@ -159,22 +301,64 @@ class Engine:
         item: Input | None,
         now: float,
         out: list[Output],
+        *,
+        continues: bool = False,
+        cause: str = "",
     ) -> None:
         rule = state.rule
-        state.open[key] = now
+        if not continues or key not in state.open:
+            state.open[key] = now
+            continues = False
+        state.context[key] = (labels, item)
         state.fires += 1
         state.last_fire = now
         in_cooldown = key in state.last_run and now - state.last_run[key] < rule.cooldown
-        decision = self._decision(rule, key, labels, item, now, in_cooldown=in_cooldown)
-        if decision.suppressed is None and rule.cooldown > 0:
-            state.last_run[key] = now
+        decision = self._decision(
+            rule, key, labels, item, now, in_cooldown=in_cooldown, continues=continues, cause=cause
+        )
+        if decision.suppressed is None:
+            state.held.pop(key, None)  # a run works on it
+            if rule.cooldown > 0:
+                state.last_run[key] = now
+        else:
+            state.held[key] = (now, decision.suppressed)
         out.append(decision)
         if decision.suppressed is not None and rule.resolves_by_run:
-            self.resolve(state, key, now, out)
+            self.resolve(state, key, now, out, ResolvedBy.NO_RUN)
 
-    def resolve(self, state: RuleState, key: str, now: float, out: list[Output]) -> None:
+    def in_flight(
+        self,
+        state: RuleState,
+        key: str,
+        labels: Mapping[str, str],
+        item: Input | None,
+        now: float,
+        out: list[Output],
+    ) -> None:
+        """An input for an open incident that a run works on: recorded, nothing starts."""
+        rule = state.rule
+        out.append(
+            Decision(
+                ts=now, rule=rule.name, key=key, target=key, labels=labels,
+                candidates=rule.run, playbook=None, suppressed=Suppression.ALREADY_RUNNING,
+                params=rule.params, severity=rule.severity, item=item, continues=True,
+                reason=self.governor.explain(
+                    Suppression.ALREADY_RUNNING, rule.name, key, rule.limits, now
+                ),
+            )
+        )  # fmt: skip
+
+    def resolve(
+        self,
+        state: RuleState,
+        key: str,
+        now: float,
+        out: list[Output],
+        by: ResolvedBy = ResolvedBy.INPUT,
+    ) -> None:
         if state.open.pop(key, None) is not None:
-            out.append(Resolved(now, state.rule.name, key))
+            state.forget(key)
+            out.append(Resolved(now, state.rule.name, key, by))
 
     def _decision(
         self,
@@ -185,20 +369,27 @@ class Engine:
         now: float,
         *,
         in_cooldown: bool,
+        continues: bool = False,
+        cause: str = "",
     ) -> Decision:
         gov = self.governor
         is_rule = isinstance(rule, Rule)
+        limits = rule.limits if is_rule else NO_LIMITS  # type: ignore[union-attr]
         if is_rule and rule.order == "adaptive" and len(rule.run) > 1:  # type: ignore[union-attr]
             candidates = gov.order(rule.name, rule.run, target_class(labels))
         else:
             candidates = rule.run
         first = candidates[0]
         mode = getattr(self.rules.playbooks.get(first), "mode", "single")
+        fleet = is_rule and rule.in_blast_radius  # type: ignore[union-attr]
         reason = gov.check(
-            labels, key, first, now, in_cooldown=in_cooldown, single=mode == "single", fleet=is_rule
-        )
+            labels, rule.name, key, first, now, in_cooldown=in_cooldown, single=mode == "single",
+            fleet=fleet, limits=limits, severity=rule.severity,
+        )  # fmt: skip
         if reason is None:
-            gov.admit(first, key, now, (labels.get("host") or key) if is_rule else "")
+            gov.admit(
+                first, rule.name, key, now, (labels.get("host") or key) if fleet else "", limits
+            )
         return Decision(
             ts=now,
             rule=rule.name,
@@ -212,6 +403,10 @@ class Engine:
             severity=rule.severity,
             item=item,
             opens_incident=is_rule,
+            continues=continues,
+            cause=cause,
+            reason="" if reason is None else gov.explain(reason, rule.name, key, limits, now),
+            max_concurrent=limits.max_concurrent_runs,
         )
 
     def _tick_schedule(self, schedule: Schedule, now: float, out: list[Output]) -> None:
@@ -249,11 +444,13 @@ class Engine:
         labels = split_key(key)
         playbook = rule.on_resolve
         mode = getattr(self.rules.playbooks.get(playbook), "mode", "single")
+        scope = ON_RESOLVE_SCOPE.format(rule.name)  # its own budget: not the remediation's
         reason = self.governor.check(
-            labels, key, playbook, now, in_cooldown=False, single=mode == "single", fleet=False
-        )
+            labels, scope, key, playbook, now, in_cooldown=False, single=mode == "single",
+            fleet=False, severity=rule.severity,
+        )  # fmt: skip
         if reason is None:
-            self.governor.admit(playbook, key, now, "")
+            self.governor.admit(playbook, scope, key, now, "")
         return Decision(
             ts=now, rule=rule.name, key=key, target=key, labels=labels, candidates=(playbook,),
             playbook=playbook if reason is None else None, suppressed=reason,
@@ -268,10 +465,11 @@ class Engine:
         mode = getattr(self.rules.playbooks.get(playbook), "mode", "single")
         gov = self.governor
         reason = gov.check(
-            labels, key, playbook, now, in_cooldown=False, single=mode == "single", fleet=False
-        )
+            labels, MANUAL_RULE, key, playbook, now, in_cooldown=False, single=mode == "single",
+            fleet=False, severity="info",
+        )  # fmt: skip
         if reason is None:
-            gov.admit(playbook, key, now, "")
+            gov.admit(playbook, MANUAL_RULE, key, now, "")
         return Decision(
             ts=now, rule=MANUAL_RULE, key=key, target=key, labels=labels, candidates=(playbook,),
             playbook=playbook if reason is None else None, suppressed=reason,
@@ -285,20 +483,48 @@ class Engine:
         self.governor.mark_running(playbook, key)
 
     def record_outcome(
-        self, rule: str, playbook: str, key: str, outcome: str, now: float
+        self,
+        rule: str,
+        playbook: str,
+        key: str,
+        outcome: str,
+        now: float,
+        *,
+        final: bool = True,
+        escalation: bool = False,
+        after_resolve: bool = False,
     ) -> list[Output]:
         """A run ended (an :class:`Outcome`, or ``NO_RUN``: no run happened).
 
-        Feeds the statistics and circuits; resolves an incident that only its
-        run can resolve when the run resolved it (or never ran).
+        Feeds the statistics and circuits (not for an escalation); resolves an
+        incident that only its run can resolve when the run resolved it (or never
+        ran, or every action step was skipped), a work item when its runs ended. When
+        the last run of a decision (``final``) leaves its incident open, the incident
+        is held: further input decides it again. An ``on_resolve:`` run (``after_resolve``)
+        only frees its place: it came after the incident and says nothing about it.
         """
-        labels = split_key(key)
-        self.governor.record_outcome(rule, playbook, key, target_class(labels), outcome, now)
+        if after_resolve:
+            self.governor.run_ended(playbook, key)
+            return []
+        if not escalation:
+            self.governor.record_outcome(
+                rule, playbook, key, target_class(split_key(key)), outcome, now
+            )
         out: list[Output] = []
+        if final:  # incidents of any rule held back by this run (already_running) go again
+            self.pull(
+                lambda _s, k, why: k == key and why == Suppression.ALREADY_RUNNING,
+                f"the run of {playbook} for {key} that held it back ended",
+            )
         state = self.states.get(rule)
-        resolved = outcome in (Outcome.RESOLVED, NO_RUN)
-        if state is not None and state.rule.resolves_by_run and resolved:
-            self.resolve(state, key, now, out)
+        if state is None or key not in state.open:
+            return out
+        if state.rule.resolves_by_run and outcome in (Outcome.RESOLVED, Outcome.SKIPPED, NO_RUN):
+            self.resolve(state, key, now, out, ResolvedBy.RUN)
+        elif final and state.rule.each:
+            self.resolve(state, key, now, out, ResolvedBy.ITEM_DONE)
+        elif final:
+            state.held.setdefault(key, (now, ""))
         return out
 
     def take_errors(self) -> list[tuple[str, str]]:

@@ -29,11 +29,15 @@ from batond.errors import Mark
 
 __all__ = [
     "ALERT_GROUP_BY",
+    "ITEM_LABEL",
     "KINDS",
     "NOT_LABELS",
+    "NO_LIMITS",
     "Count",
+    "Limits",
     "Match",
     "Part",
+    "Rate",
     "Rule",
     "RuleSet",
     "Schedule",
@@ -43,6 +47,8 @@ __all__ = [
 KINDS = ("level", "edge", "count", "absent", "all", "alert")
 #: An alert rule's incident key when it names no group_by: one incident per alert and instance.
 ALERT_GROUP_BY = ("alertname", "instance")
+#: The label of a work item's key (``each: true``) that makes it unique.
+ITEM_LABEL = "item"
 #: Names that are not labels (docs/rules.md): errors in ``group_by``.
 NOT_LABELS = ("metric", "value", "event", "ts")
 
@@ -84,6 +90,31 @@ class Count:
 
 
 @dataclass(frozen=True, slots=True)
+class Rate:
+    """At most ``count`` runs per ``per`` seconds."""
+
+    count: int
+    per: float
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A rule's own governor limits (``limits:``); None: the governor's setting applies.
+
+    ``blast_radius`` None means the default: rules that act on hosts are inside the
+    blast radius, work items (``each: true``) are not.
+    """
+
+    max_runs: Rate | None = None
+    per_target: Rate | None = None
+    max_concurrent_runs: int | None = None
+    blast_radius: bool | None = None
+
+
+NO_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     name: str
     mark: Mark
@@ -103,11 +134,27 @@ class Rule:
     order: str = "adaptive"  # adaptive | fixed
     fingerprint: str = ""  # identity of the definition: state survives a reload if equal
     on_resolve: str | None = None  # playbook run when an incident of this rule resolves
+    each: bool = False  # every matching event is its own work item (edge rules)
+    limits: Limits = NO_LIMITS
+    resolve_after: float | None = None  # an event incident closes after this quiet time
 
     @property
     def resolves_by_run(self) -> bool:
         """Only a run (or a decision without one) can resolve this rule's incidents."""
         return self.kind in ("edge", "all") and self.resolve is None
+
+    @property
+    def decides_again(self) -> bool:
+        """An open incident of this rule is decided again by further matching input
+        (event incidents: their condition cannot turn false by itself)."""
+        return self.kind in ("edge", "all") and not self.each
+
+    @property
+    def in_blast_radius(self) -> bool:
+        """Whether this rule's runs count as acting on hosts (governor blast radius)."""
+        if self.limits.blast_radius is not None:
+            return self.limits.blast_radius
+        return not self.each
 
     @property
     def match(self) -> Match:

@@ -18,11 +18,11 @@ from typing import Any, Protocol
 
 from batond.engine.expr import Expression
 from batond.engine.keys import escape, incident_key
-from batond.engine.model import Rule
-from batond.engine.types import Output
-from batond.events import Input, Sample
+from batond.engine.model import ITEM_LABEL, Rule
+from batond.engine.types import Output, ResolvedBy
+from batond.events import Event, Input, Sample
 
-__all__ = ["RESOLVE", "EngineCallbacks", "RuleState", "state_for"]
+__all__ = ["RESOLVE", "EngineCallbacks", "RuleState", "dump_item", "load_item", "state_for"]
 
 RESOLVE = -1  # the role of a rule's resolve: part in the index
 MAX_GROUPS = 100_000  # groups an absent: rule remembers (the least recently seen go first)
@@ -34,20 +34,43 @@ class EngineCallbacks(Protocol):
 
     def decide(
         self, state: RuleState, key: str, labels: Mapping[str, str], item: Input | None,
+        now: float, out: list[Output], *, continues: bool = False, cause: str = "",
+    ) -> None: ...  # fmt: skip
+
+    def in_flight(
+        self, state: RuleState, key: str, labels: Mapping[str, str], item: Input | None,
         now: float, out: list[Output],
     ) -> None: ...  # fmt: skip
 
-    def resolve(self, state: RuleState, key: str, now: float, out: list[Output]) -> None: ...
+    def resolve(
+        self, state: RuleState, key: str, now: float, out: list[Output],
+        by: ResolvedBy = ResolvedBy.INPUT,
+    ) -> None: ...  # fmt: skip
 
     def schedule(self, state: RuleState, key: str, at: float) -> None: ...
 
 
+#: The cause of a decision taken again on an open event incident by a further input.
+AGAIN = "decided again: the incident is still open and no run is active"
+
+
 class RuleState:
-    """Common to every kind: open incidents, cooldown starts, counters."""
+    """Common to every kind: open incidents, cooldown starts, counters.
+
+    An open incident is *held* while no run works on it: its decision was suppressed
+    (``held[key]`` = (since, the reason)) or its runs ended without resolving it
+    (reason ``""``). Held incidents are what further input, an operator's lever or a
+    reload decide again. ``context`` keeps the labels and the input of each open
+    incident's latest decision, for those decisions.
+    """
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
         self.open: dict[str, float] = {}  # key -> opened at
+        self.context: dict[str, tuple[Mapping[str, str], Input | None]] = {}
+        self.held: dict[str, tuple[float, str]] = {}  # key -> (since, suppression or "")
+        self.quiet: dict[str, float] = {}  # key -> latest matching input (resolve_after:)
+        self.items = 0  # work items numbered so far (each: true)
         self.last_run: dict[str, float] = {}  # key -> decision that started a run
         self.due: dict[str, float] = {}  # key -> the timer pending in the engine's heap
         self.fires = 0
@@ -73,6 +96,59 @@ class RuleState:
                 key = self._keys[value] = self._prefix + escape(value)
             return key
         return incident_key(self.rule.group_by, labels)
+
+    def item_key(self, labels: Mapping[str, str]) -> str:
+        """A new work item's key: the group_by labels plus its number (``item=17``)."""
+        self.items += 1
+        base = incident_key(self.rule.group_by, labels) if self.rule.group_by else ""
+        return f"{base},{ITEM_LABEL}={self.items}" if base else f"{ITEM_LABEL}={self.items}"
+
+    def forget(self, key: str) -> None:
+        """The incident of ``key`` closed: what was kept for it goes."""
+        self.context.pop(key, None)
+        self.held.pop(key, None)
+        self.quiet.pop(key, None)
+
+    def heard(self, engine: EngineCallbacks, key: str, now: float) -> None:
+        """A matching input for the open incident of ``key``: its quiet time starts again."""
+        after = self.rule.resolve_after
+        if after is not None:
+            self.quiet[key] = now
+            engine.schedule(self, key, now + after)
+
+    def on_quiet(self, engine: EngineCallbacks, key: str, at: float, out: list[Output]) -> bool:
+        """A timer of ``resolve_after:``; True when it was one (handled)."""
+        last = self.quiet.get(key)
+        after = self.rule.resolve_after
+        if last is None or after is None or key not in self.open:
+            return False
+        if last + after > at:
+            engine.schedule(self, key, last + after)
+        else:
+            engine.resolve(self, key, last + after, out, ResolvedBy.RESOLVE_AFTER)
+        return True
+
+    def again(
+        self, engine: EngineCallbacks, key: str, item: Input, now: float, out: list[Output]
+    ) -> None:
+        """A further matching input for the open event incident of ``key``: decided
+        again when no run works on it, else recorded as one that is in progress."""
+        self.heard(engine, key, now)
+        if key in self.held:
+            engine.decide(self, key, item.labels, item, now, out, continues=True, cause=AGAIN)
+        else:
+            engine.in_flight(self, key, item.labels, item, now, out)
+
+    def carry(self, old: RuleState) -> list[tuple[str, float]]:
+        """Take over the open incidents of the rule's previous definition (a reload);
+        the timers to schedule again."""
+        self.open, self.context, self.held = old.open, old.context, old.held
+        self.quiet, self.last_run, self.items = old.quiet, old.last_run, old.items
+        after = self.rule.resolve_after
+        if after is None:
+            self.quiet = {}
+            return []
+        return [(k, t + after) for k, t in self.quiet.items()]
 
     def prune(self, now: float) -> None:
         """Forget cooldown starts whose cooldown has passed (kinds add their own)."""
@@ -113,7 +189,7 @@ class RuleState:
 
     def resolve_part(
         self, engine: EngineCallbacks, item: Input, now: float, anomaly: float, out: list[Output]
-    ) -> None:
+    ) -> None:  # (no resolve_after timers to look at here: resolve: inputs are not quiet)
         resolve = self.rule.resolve
         if resolve is not None and self.test(resolve.when, item, now, anomaly):
             key = self.key(item.labels)
@@ -124,6 +200,10 @@ class RuleState:
     def dump(self) -> dict[str, Any]:
         return {
             "open": self.open,
+            "context": {k: [dict(lb), dump_item(it)] for k, (lb, it) in self.context.items()},
+            "held": {k: list(v) for k, v in self.held.items()},
+            "quiet": self.quiet,
+            "items": self.items,
             "last_run": self.last_run,
             "fires": self.fires,
             "last_fire": self.last_fire,
@@ -132,11 +212,19 @@ class RuleState:
     def load(self, data: Mapping[str, Any]) -> list[tuple[str, float]]:
         """Restore; returns the timers to schedule again."""
         self.open = {str(k): float(v) for k, v in data.get("open", {}).items()}
+        self.context = {
+            str(k): ({str(a): str(b) for a, b in v[0].items()}, load_item(v[1]))
+            for k, v in data.get("context", {}).items()
+        }
+        self.held = {str(k): (float(v[0]), str(v[1])) for k, v in data.get("held", {}).items()}
+        self.quiet = {str(k): float(v) for k, v in data.get("quiet", {}).items()}
+        self.items = int(data.get("items", 0))
         self.last_run = {str(k): float(v) for k, v in data.get("last_run", {}).items()}
         self.fires = int(data.get("fires", 0))
         last = data.get("last_fire")
         self.last_fire = None if last is None else float(last)
-        return []
+        after = self.rule.resolve_after
+        return [] if after is None else [(k, t + after) for k, t in self.quiet.items()]
 
 
 class LevelState(RuleState):
@@ -145,6 +233,7 @@ class LevelState(RuleState):
     def __init__(self, rule: Rule) -> None:
         super().__init__(rule)
         self.pending: dict[str, tuple[float, Mapping[str, str]]] = {}  # key -> first true
+        self.latest: dict[str, Input] = {}  # key -> the latest true sample while pending
 
     def on_input(
         self, engine: EngineCallbacks, item: Input, role: int, now: float, anomaly: float,
@@ -160,12 +249,15 @@ class LevelState(RuleState):
                 return
             if rule.for_s <= 0:
                 engine.decide(self, key, item.labels, item, now, out)
-            elif key not in self.pending:
+                return
+            if key not in self.pending:
                 self.pending[key] = (item.ts, item.labels)
                 engine.schedule(self, key, item.ts + rule.for_s)
+            self.latest[key] = item  # what completes the condition, when for: passes
             return
         if self.pending:
             self.pending.pop(key, None)
+            self.latest.pop(key, None)
         if key in self.open and rule.resolve is None:
             engine.resolve(self, key, now, out)
 
@@ -180,21 +272,28 @@ class LevelState(RuleState):
             engine.schedule(self, key, deadline)
             return
         del self.pending[key]
-        engine.decide(self, key, first[1], None, max(at, deadline), out)
+        item = self.latest.pop(key, None)
+        labels = item.labels if item is not None else first[1]
+        engine.decide(self, key, labels, item, max(at, deadline), out)
 
     def dump(self) -> dict[str, Any]:
         data = super().dump()
         data["pending"] = _dump_stamped(self.pending)
+        data["latest"] = {k: dump_item(v) for k, v in self.latest.items()}
         return data
 
     def load(self, data: Mapping[str, Any]) -> list[tuple[str, float]]:
-        super().load(data)
+        timers = super().load(data)
         self.pending = _load_stamped(data.get("pending", {}))
-        return [(k, ts + self.rule.for_s) for k, (ts, _) in self.pending.items()]
+        latest = {str(k): load_item(v) for k, v in data.get("latest", {}).items()}
+        self.latest = {k: v for k, v in latest.items() if v is not None and k in self.pending}
+        return timers + [(k, ts + self.rule.for_s) for k, (ts, _) in self.pending.items()]
 
 
 class EdgeState(RuleState):
-    """Each matching input that passes ``when:`` fires (while no incident is open)."""
+    """Each matching input that passes ``when:`` fires: it opens an incident, or it is
+    decided again on the open one (:meth:`RuleState.again`). With ``each: true`` every
+    one is a new work item of its own."""
 
     def on_input(
         self, engine: EngineCallbacks, item: Input, role: int, now: float, anomaly: float,
@@ -203,9 +302,22 @@ class EdgeState(RuleState):
         if role == RESOLVE:
             self.resolve_part(engine, item, now, anomaly, out)
             return
+        if not self.test(self.rule.parts[0].when, item, now, anomaly):
+            return
+        if self.rule.each:
+            engine.decide(self, self.item_key(item.labels), item.labels, item, now, out)
+            return
         key = self.key(item.labels)
-        if key not in self.open and self.test(self.rule.parts[0].when, item, now, anomaly):
-            engine.decide(self, key, item.labels, item, now, out)
+        if key in self.open:
+            self.again(engine, key, item, now, out)
+            return
+        engine.decide(self, key, item.labels, item, now, out)
+        self.heard(engine, key, now)
+
+    def on_timer(
+        self, engine: EngineCallbacks, key: str, at: float, now: float, out: list[Output]
+    ) -> None:
+        self.on_quiet(engine, key, at, out)
 
 
 class CountState(RuleState):
@@ -292,6 +404,7 @@ class AbsentState(RuleState):
         assert rule.absent is not None
         self.absent = rule.absent
         self.seen: dict[str, tuple[float, Mapping[str, str]]] = {}
+        self.last: dict[str, Input] = {}  # key -> the last input seen (handed to the run)
 
     def on_input(
         self, engine: EngineCallbacks, item: Input, role: int, now: float, anomaly: float,
@@ -305,6 +418,8 @@ class AbsentState(RuleState):
         last = self.seen.pop(key, None)  # re-inserted: least recently seen first
         ts = item.ts if last is None else max(item.ts, last[0])
         self.seen[key] = (ts, item.labels)
+        if last is None or item.ts >= last[0]:
+            self.last[key] = item
         engine.schedule(self, key, ts + self.absent)
 
     def prune(self, now: float) -> None:
@@ -314,6 +429,7 @@ class AbsentState(RuleState):
             oldest = [k for k in self.seen if k not in self.open][:excess]
             for key in oldest:
                 del self.seen[key]
+                self.last.pop(key, None)
 
     def on_timer(
         self, engine: EngineCallbacks, key: str, at: float, now: float, out: list[Output]
@@ -325,17 +441,22 @@ class AbsentState(RuleState):
         if deadline > at:
             engine.schedule(self, key, deadline)
             return
-        engine.decide(self, key, seen[1], None, deadline, out)
+        engine.decide(self, key, seen[1], self.last.get(key), deadline, out)
 
     def dump(self) -> dict[str, Any]:
         data = super().dump()
         data["seen"] = _dump_stamped(self.seen)
+        data["last"] = {k: dump_item(v) for k, v in self.last.items()}
         return data
 
     def load(self, data: Mapping[str, Any]) -> list[tuple[str, float]]:
-        super().load(data)
+        timers = super().load(data)
         self.seen = _load_stamped(data.get("seen", {}))
-        return [(k, ts + self.absent) for k, (ts, _) in self.seen.items() if k not in self.open]
+        last = {str(k): load_item(v) for k, v in data.get("last", {}).items()}
+        self.last = {k: v for k, v in last.items() if v is not None and k in self.seen}
+        return timers + [
+            (k, ts + self.absent) for k, (ts, _) in self.seen.items() if k not in self.open
+        ]
 
 
 class AllState(RuleState):
@@ -361,11 +482,20 @@ class AllState(RuleState):
         slots = self.slots.setdefault(key, [None] * len(self.rule.parts))
         slots[role] = item.ts
         if key in self.open:
-            return
+            self.heard(engine, key, now)
         oldest = now - self.rule.within
         if all(ts is not None and ts >= oldest for ts in slots):
             del self.slots[key]  # the correlation is used up by this firing
-            engine.decide(self, key, item.labels, item, now, out)
+            if key in self.open:
+                self.again(engine, key, item, now, out)
+            else:
+                engine.decide(self, key, item.labels, item, now, out)
+                self.heard(engine, key, now)
+
+    def on_timer(
+        self, engine: EngineCallbacks, key: str, at: float, now: float, out: list[Output]
+    ) -> None:
+        self.on_quiet(engine, key, at, out)
 
     def prune(self, now: float) -> None:
         super().prune(now)
@@ -382,12 +512,12 @@ class AllState(RuleState):
         return data
 
     def load(self, data: Mapping[str, Any]) -> list[tuple[str, float]]:
-        super().load(data)
+        timers = super().load(data)
         self.slots = {
             str(k): [None if t is None else float(t) for t in v]
             for k, v in data.get("slots", {}).items()
         }
-        return []
+        return timers
 
 
 class AlertState(RuleState):
@@ -516,3 +646,24 @@ def _load_stamped(data: Mapping[str, Any]) -> dict[str, tuple[float, Mapping[str
     return {
         str(k): (float(v[0]), {str(a): str(b) for a, b in v[1].items()}) for k, v in data.items()
     }
+
+
+def dump_item(item: Input | None) -> list[Any] | None:
+    """An input as JSON-ready data (the state of rules keeps the inputs it hands on)."""
+    if item is None:
+        return None
+    if type(item) is Sample:
+        return ["metric", item.metric, item.value, item.ts, item.labels, item.raw, item.source]
+    return ["event", item.name, None, item.ts, item.labels, item.raw, item.source]  # type: ignore[union-attr]
+
+
+def load_item(data: Any) -> Input | None:
+    """The inverse of :func:`dump_item` (None for anything it cannot read)."""
+    if not isinstance(data, list) or len(data) != 7:
+        return None
+    kind, name, value, ts, labels, raw, source = data
+    labels = {str(a): str(b) for a, b in (labels or {}).items()}
+    raw = raw if isinstance(raw, dict) else {}
+    if kind == "metric":
+        return Sample(str(name), float(value), float(ts), labels, raw, str(source))
+    return Event(str(name), float(ts), labels, raw, str(source))

@@ -14,7 +14,17 @@ from typing import Any
 
 from batond.events import Input
 
-__all__ = ["NOT_RESOLVED", "Decision", "Outcome", "Output", "Resolved", "Suppression"]
+__all__ = [
+    "CONCLUDED",
+    "HELD_BY_OPERATOR",
+    "NOT_RESOLVED",
+    "Decision",
+    "Outcome",
+    "Output",
+    "Resolved",
+    "ResolvedBy",
+    "Suppression",
+]
 
 
 class Suppression(StrEnum):
@@ -30,6 +40,12 @@ class Suppression(StrEnum):
     RATE_LIMITED = "rate_limited"
 
 
+#: Suppressions an operator asked for (pause, shadow mode, a silence): logged at INFO and
+#: notified to nobody. Every other suppression leaves an incident without a run that
+#: nobody chose: a WARNING, a metric and a notification.
+HELD_BY_OPERATOR = frozenset({Suppression.PAUSED, Suppression.SHADOW, Suppression.SILENCED})
+
+
 class Outcome(StrEnum):
     """How a playbook run ends.
 
@@ -37,7 +53,9 @@ class Outcome(StrEnum):
     rates, circuits) and the pure core imports no layer above it.
     """
 
-    RESOLVED = "resolved"
+    RESOLVED = "resolved"  # the incident went away, or verification passed
+    SUCCEEDED = "succeeded"  # the steps succeeded; nothing verified that it went away
+    SKIPPED = "skipped"  # every action step was skipped by when:
     UNRESOLVED = "unresolved"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
@@ -50,6 +68,22 @@ class Outcome(StrEnum):
 #: the governor counts them in resolve rates and circuit streaks. The others
 #: (cancelled, denied, interrupted) are no evidence either way.
 NOT_RESOLVED = frozenset({Outcome.UNRESOLVED, Outcome.FAILED, Outcome.TIMED_OUT})
+#: Outcomes that say how a playbook did: resolve rates count ``resolved`` among these
+#: (cancelled, denied and interrupted runs concluded nothing; escalations are not counted).
+CONCLUDED = NOT_RESOLVED | {Outcome.RESOLVED, Outcome.SUCCEEDED, Outcome.SKIPPED}
+
+
+class ResolvedBy(StrEnum):
+    """What closed an incident (the journal's ``resolved_by``)."""
+
+    INPUT = "input"  # the rule's condition: a false sample, resolve:, a count or absence
+    RUN = "run"  # its run resolved it (rules that only a run can resolve)
+    NO_RUN = "no_run"  # a rule only a run can resolve decided without one (suppressed)
+    ITEM_DONE = "item_done"  # a work item (each: true) whose runs ended
+    RESOLVE_AFTER = "resolve_after"  # quiet for resolve_after:
+    OPERATOR = "operator"  # batond incidents resolve ID
+    RULE_CHANGED = "rule_changed"  # a reload removed the rule or changed its kind or group_by
+    RESTART = "restart"  # after a restart the rule state no longer held it open
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +91,10 @@ class Decision:
     """A rule fired for a group (or a schedule came due): run a playbook, or why not.
 
     ``playbook`` is the chosen playbook when a run should start; otherwise
-    ``suppressed`` names the reason. ``candidates`` is the adapted order of
-    the rule's playbooks (tried in that order until one resolves).
+    ``suppressed`` names the reason and ``reason`` says it in words. ``candidates``
+    is the adapted order of the rule's playbooks (tried in that order until one
+    resolves). ``continues``: a decision on the incident already open for the key
+    (decided again), not a new one; ``cause`` says what decided it again.
     """
 
     ts: float
@@ -73,6 +109,10 @@ class Decision:
     severity: str = "warning"
     item: Input | None = None  # the input that made the condition true, if any
     opens_incident: bool = True  # False for schedules
+    continues: bool = False  # on the open incident of (rule, key)
+    cause: str = ""  # why it was decided again ("circuit reset", "silence 3 ended" ...)
+    reason: str = ""  # the suppression in words, for logs and the API
+    max_concurrent: int | None = None  # the rule's own limits.max_concurrent_runs
 
     @property
     def result(self) -> str:
@@ -82,11 +122,12 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
-    """The incident of ``rule`` for ``key`` resolved at ``ts``."""
+    """The incident of ``rule`` for ``key`` resolved at ``ts``, closed ``by``."""
 
     ts: float
     rule: str
     key: str
+    by: ResolvedBy = ResolvedBy.INPUT
 
 
 Output = Decision | Resolved

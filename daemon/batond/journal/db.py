@@ -134,8 +134,18 @@ CREATE TABLE kv (
 );
 """
 
+# Why each decision was taken (again) and suppressed, in words; what closed an incident;
+# which runs were escalations (paging someone, counted in no resolve rate).
+_V2 = """
+ALTER TABLE decisions ADD COLUMN cause TEXT NOT NULL DEFAULT '';
+ALTER TABLE decisions ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+CREATE INDEX decisions_rule_key ON decisions (rule, key);
+ALTER TABLE incidents ADD COLUMN resolved_by TEXT;
+ALTER TABLE runs ADD COLUMN escalation INTEGER NOT NULL DEFAULT 0;
+"""
+
 #: Schema migrations; entry N-1 takes the schema from version N-1 to N. Append only.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 
 class DbLock:

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from batond.engine.types import Decision, Outcome
+from batond.engine.types import Decision, Outcome, ResolvedBy
 from batond.errors import StateError
 from batond.events import Sample
 from batond.journal import queries as q
@@ -157,22 +157,28 @@ class Journal:
             labels,
             decision.severity,
             raw,
+            decision.cause,
+            decision.reason,
         )
-
+        scope = (decision.rule, decision.key)
         incident_id = None
-        if decision.opens_incident:
+        opens = decision.opens_incident
+        if opens and decision.continues:  # decided again: the incident open for the key
+            incident_id = self._open.get(scope)
+            opens = incident_id is None  # (lost in a crash: a new one, then)
+        if opens:
             incident_id = self._next_incident
             self._next_incident += 1
         decision_id = self._next_decision
         self._next_decision += 1
         with self._rows.batch() as rows:
-            if incident_id is not None:
+            if opens:
                 # one open incident per rule and key: an older one (the engine lost
                 # track of it in a crash) ends where the new one starts
-                previous = self._open.pop((decision.rule, decision.key), None)
+                previous = self._open.pop(scope, None)
                 if previous is not None:
-                    rows.resolves.append((decision.ts, previous))
-                self._open[(decision.rule, decision.key)] = incident_id
+                    rows.resolves.append((decision.ts, ResolvedBy.RESTART, previous))
+                self._open[scope] = incident_id  # type: ignore[assignment]
                 rows.incidents.append(
                     (incident_id, decision.rule, decision.key, decision.severity, decision.ts,
                      labels, metric)
@@ -180,13 +186,19 @@ class Journal:
             rows.decisions.append((decision_id, *row, incident_id))
         return decision_id, incident_id
 
-    async def resolve_incident(self, rule: str, key: str, ts: float) -> int | None:
+    async def resolve_incident(
+        self, rule: str, key: str, ts: float, by: str = ResolvedBy.INPUT
+    ) -> int | None:
         """Resolve the open incident of ``rule`` for ``key``; its id, or None if none was open."""
         incident_id = self._open.pop((rule, key), None)
         if incident_id is not None:
             with self._rows.batch() as rows:
-                rows.resolves.append((ts, incident_id))
+                rows.resolves.append((ts, by, incident_id))
         return incident_id
+
+    def open_incident(self, rule: str, key: str) -> int | None:
+        """The id of the open incident of ``rule`` for ``key``, if there is one."""
+        return self._open.get((rule, key))
 
     async def reconcile_incidents(
         self, open_keys: Iterable[tuple[str, str]], now: float
@@ -201,7 +213,7 @@ class Journal:
         keep = set(open_keys)
         stale = sorted(self._open.pop(rk) for rk in list(self._open) if rk not in keep)
         with self._rows.batch() as rows:
-            rows.resolves.extend((now, incident_id) for incident_id in stale)
+            rows.resolves.extend((now, ResolvedBy.RESTART, i) for i in stale)
         return stale
 
     async def feedback(self, incident_id: int, kind: str, at: float | None = None) -> bool:
@@ -224,8 +236,11 @@ class Journal:
         """One incident with its labels, decisions and run ids."""
         return await self._read(lambda conn: q.incident(conn, incident_id))
 
-    async def list_decisions(self, limit: int = 100) -> dict[str, Any]:
-        return await self._read(lambda conn: q.decisions(conn, limit))
+    async def list_decisions(
+        self, limit: int = 100, filters: q.DecisionFilter | None = None
+    ) -> dict[str, Any]:
+        """Decisions newest first, optionally only those of a rule, key, result, since."""
+        return await self._read(lambda conn: q.decisions(conn, limit, filters))
 
     # -- runs and steps (records.RunStore) ------------------------------------
     async def run_created(
@@ -241,6 +256,7 @@ class Journal:
         incident_id: int | None = None,
         resumes: int | None = None,
         state: RunState = RunState.QUEUED,
+        escalation: bool = False,
     ) -> int:
         started_at = created_at if state == RunState.RUNNING else None
         row = (
@@ -255,13 +271,14 @@ class Journal:
             decision_id,
             incident_id,
             resumes,
+            escalation,
         )
 
         def job(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "INSERT INTO runs (rule, playbook, key, params, labels, state, created_at,"
-                " started_at, decision_id, incident_id, resumes)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " started_at, decision_id, incident_id, resumes, escalation)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
             assert cur.lastrowid is not None
@@ -364,13 +381,14 @@ class Journal:
     # -- silences, pause, saved state -----------------------------------------
     async def add_silence(
         self,
-        matchers: Mapping[str, str],
+        matchers: Mapping[str, str] | list[dict[str, str]],
         starts_at: float,
         ends_at: float,
         reason: str,
         created_by: str = "api",
     ) -> int:
-        row = (_dumps(dict(matchers)), starts_at, ends_at, reason, created_by, time.time())
+        stored = matchers if isinstance(matchers, list) else dict(matchers)
+        row = (_dumps(stored), starts_at, ends_at, reason, created_by, time.time())
 
         def job(conn: sqlite3.Connection) -> int:
             cur = conn.execute(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ from batond.remedy.run import RunState, StepStatus
 __all__ = [
     "PRUNE_BATCH",
     "PRUNE_RULES",
+    "DecisionFilter",
     "decisions",
     "incident",
     "incidents",
@@ -39,40 +41,163 @@ PRUNE_BATCH = 500
 
 
 def incidents(conn: sqlite3.Connection, limit: int) -> dict[str, Any]:
-    rows = conn.execute(f"{_INCIDENT_SELECT} ORDER BY id DESC LIMIT ?", (limit,))
-    return {"incidents": [_incident(r) for r in rows]}
+    """The latest incidents, each with how many runs it had and its latest decision's
+    result (``run`` or why not), so that an open incident without a run says why."""
+    rows = conn.execute(f"{_INCIDENT_SELECT} ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    found = [_incident(r) for r in rows]
+    by_id = {i["id"]: i for i in found}
+    for i in found:
+        i["runs"] = 0
+        i["last_result"] = i["last_reason"] = None
+    if by_id:
+        marks = ",".join("?" * len(by_id))
+        for incident_id, n in conn.execute(
+            f"SELECT incident_id, count(*) FROM runs WHERE incident_id IN ({marks})"
+            " GROUP BY incident_id",
+            tuple(by_id),
+        ):
+            by_id[incident_id]["runs"] = n
+        for incident_id, suppressed, reason in conn.execute(
+            "SELECT incident_id, suppressed, reason FROM decisions WHERE id IN (SELECT max(id)"
+            f" FROM decisions WHERE incident_id IN ({marks}) GROUP BY incident_id)",
+            tuple(by_id),
+        ):
+            by_id[incident_id]["last_result"] = suppressed or "run"
+            by_id[incident_id]["last_reason"] = reason or None
+    return {"incidents": found}
 
 
 def incident(conn: sqlite3.Connection, incident_id: int) -> dict[str, Any] | None:
-    """One incident with its labels, decisions and run ids."""
+    """One incident with its decisions (and why each did not run), its runs and a
+    timeline of all of it in order."""
     row = conn.execute(f"{_INCIDENT_SELECT} WHERE id = ?", (incident_id,)).fetchone()
     if row is None:
         return None
     found = _incident(row)
     found["decisions"] = [
-        {"id": r[0], "ts": r[1], "playbook": r[2], "suppressed": r[3]}
+        _decision(r)
         for r in conn.execute(
-            "SELECT id, ts, playbook, suppressed FROM decisions WHERE incident_id = ? ORDER BY id",
-            (incident_id,),
+            f"{_DECISION_SELECT} WHERE incident_id = ? ORDER BY id", (incident_id,)
         )
     ]
     found["runs"] = [
-        r[0]
+        {
+            "id": r[0], "playbook": r[1], "state": r[2], "outcome": r[3], "escalation": bool(r[4]),
+            "decision_id": r[5], "created_at": r[6], "started_at": r[7], "ended_at": r[8],
+        }
         for r in conn.execute(
-            "SELECT id FROM runs WHERE incident_id = ? ORDER BY id", (incident_id,)
+            "SELECT id, playbook, state, outcome, escalation, decision_id, created_at,"
+            " started_at, ended_at FROM runs WHERE incident_id = ? ORDER BY id",
+            (incident_id,),
         )
-    ]
+    ]  # fmt: skip
+    found["timeline"] = _timeline(found)
     return found
 
 
-def decisions(conn: sqlite3.Connection, limit: int) -> dict[str, Any]:
-    rows = conn.execute(
-        "SELECT id, ts, rule, key, playbook, suppressed, incident_id FROM decisions"
-        " ORDER BY id DESC LIMIT ?",
-        (limit,),
-    )
-    names = ("id", "ts", "rule", "key", "playbook", "suppressed", "incident_id")
-    return {"decisions": [dict(zip(names, r, strict=True)) for r in rows]}
+def _timeline(found: dict[str, Any]) -> list[dict[str, Any]]:
+    """Opened, each decision, each run's start and end, resolved: ordered by time."""
+    events: list[tuple[float, int, dict[str, Any]]] = [
+        (found["opened_at"], 0, {"ts": found["opened_at"], "what": "opened"})
+    ]
+    for d in found["decisions"]:
+        text = f"run {d['playbook']}" if d["result"] == "run" else f"{d['result']}: {d['reason']}"
+        if d["cause"]:
+            text += f" ({d['cause']})"
+        events.append(
+            (d["ts"], 1, {"ts": d["ts"], "what": "decision", "decision": d["id"], "text": text})
+        )
+    for r in found["runs"]:
+        kind = "escalation " if r["escalation"] else ""
+        start = r["started_at"] or r["created_at"]
+        events.append(
+            (
+                start,
+                2,
+                {
+                    "ts": start,
+                    "what": "run_started",
+                    "run": r["id"],
+                    "text": f"{kind}run {r['id']} {r['playbook']}",
+                },
+            )
+        )
+        if r["ended_at"] is not None:
+            events.append(
+                (
+                    r["ended_at"],
+                    3,
+                    {
+                        "ts": r["ended_at"],
+                        "what": "run_ended",
+                        "run": r["id"],
+                        "text": f"{kind}run {r['id']} {r['outcome']}",
+                    },
+                )
+            )
+    if found["resolved_at"] is not None:
+        at = found["resolved_at"]
+        events.append(
+            (at, 4, {"ts": at, "what": "resolved", "text": f"resolved by {found['resolved_by']}"})
+        )
+    return [e for _, _, e in sorted(events, key=lambda e: (e[0], e[1]))]
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionFilter:
+    """What ``GET /api/v1/decisions`` may ask for (None: any)."""
+
+    rule: str | None = None
+    key: str | None = None
+    result: str | None = None  # "run" or a suppression reason
+    since: float | None = None
+
+
+def decisions(
+    conn: sqlite3.Connection, limit: int, filters: DecisionFilter | None = None
+) -> dict[str, Any]:
+    """Decisions newest first, with each one's result and reason."""
+    f = filters or DecisionFilter()
+    where: list[str] = []
+    args: list[Any] = []
+    for column, value in (("rule", f.rule), ("key", f.key)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if f.result == "run":
+        where.append("suppressed IS NULL")
+    elif f.result is not None:
+        where.append("suppressed = ?")
+        args.append(f.result)
+    if f.since is not None:
+        where.append("ts >= ?")
+        args.append(f.since)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = conn.execute(f"{_DECISION_SELECT}{clause} ORDER BY id DESC LIMIT ?", (*args, limit))
+    return {"decisions": [_decision(r) for r in rows]}
+
+
+_DECISION_SELECT = (
+    "SELECT id, ts, rule, key, playbook, suppressed, reason, cause, incident_id, labels,"
+    " candidates FROM decisions"
+)
+
+
+def _decision(r: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "id": r[0],
+        "ts": r[1],
+        "rule": r[2],
+        "key": r[3],
+        "playbook": r[4],
+        "result": r[5] or "run",
+        "suppressed": r[5],
+        "reason": r[6],
+        "cause": r[7],
+        "incident_id": r[8],
+        "labels": orjson.loads(r[9]),
+        "candidates": orjson.loads(r[10]),
+    }
 
 
 def runs(conn: sqlite3.Connection, limit: int) -> dict[str, Any]:
@@ -127,12 +252,12 @@ def summary(conn: sqlite3.Connection) -> dict[str, int]:
 
 # -- row shapes ----------------------------------------------------------------
 _INCIDENT_SELECT = (
-    "SELECT id, rule, key, state, severity, opened_at, resolved_at, labels, metric, feedback"
-    " FROM incidents"
+    "SELECT id, rule, key, state, severity, opened_at, resolved_at, labels, metric, feedback,"
+    " resolved_by FROM incidents"
 )
 _RUN_SELECT = (
     "SELECT id, rule, playbook, key, state, outcome, created_at, started_at, ended_at,"
-    " decision_id, incident_id, resumes, params, labels FROM runs"
+    " decision_id, incident_id, resumes, params, labels, escalation FROM runs"
 )
 
 
@@ -148,6 +273,7 @@ def _incident(r: tuple[Any, ...]) -> dict[str, Any]:
         "labels": orjson.loads(r[7]),
         "metric": r[8],
         "feedback": r[9],
+        "resolved_by": r[10],
     }
 
 
@@ -167,6 +293,7 @@ def _run(r: tuple[Any, ...]) -> dict[str, Any]:
         "resumes": r[11],
         "params": orjson.loads(r[12]),
         "labels": orjson.loads(r[13]),
+        "escalation": bool(r[14]),
         "steps": [],
     }
 

@@ -325,7 +325,7 @@ class _Rows:
     def __init__(self) -> None:
         self.incidents: list[tuple[Any, ...]] = []
         self.decisions: list[tuple[Any, ...]] = []
-        self.resolves: list[tuple[float, int]] = []
+        self.resolves: list[tuple[float, str, int]] = []  # (at, by, incident id)
 
 
 class PostedRows:
@@ -370,10 +370,12 @@ class PostedRows:
         )
         conn.executemany(
             "INSERT INTO decisions (id, ts, rule, key, target, playbook, suppressed,"
-            " candidates, params, labels, severity, item, incident_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " candidates, params, labels, severity, item, cause, reason, incident_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows.decisions,
         )
         conn.executemany(
-            "UPDATE incidents SET state = 'resolved', resolved_at = ? WHERE id = ?", rows.resolves
+            "UPDATE incidents SET state = 'resolved', resolved_at = ?, resolved_by = ?"
+            " WHERE id = ? AND state = 'open'",
+            rows.resolves,
         )

@@ -22,7 +22,9 @@ __all__ = [
     "HostConfig",
     "HttpConfig",
     "JournalConfig",
+    "LogConfig",
     "MqttConfig",
+    "NotifyConfig",
     "RateLimit",
     "RecordConfig",
     "Subscription",
@@ -32,6 +34,7 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_PATH = "/etc/batond/batond.yaml"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,19 @@ class JournalConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NotifyConfig:
+    """Where batond tells a human what needs one (circuits, incidents left without a run)."""
+
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"  # debug | info | warning | error
+    format: str | None = None  # text | json; None: json under journald, else text
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path | None = None  # None: built-in defaults (no file)
     node: str = field(default_factory=socket.gethostname)
@@ -133,6 +149,8 @@ class Config:
     host: HostConfig = HostConfig()
     governor: GovernorConfig = GovernorConfig()
     journal: JournalConfig = JournalConfig()
+    notify: NotifyConfig | None = None
+    log: LogConfig = LogConfig()
 
 
 def read_secret(path: Path) -> str:
@@ -205,6 +223,8 @@ class _ConfigReader:
                 "host",
                 "governor",
                 "journal",
+                "notify",
+                "log",
             ),
             what="configuration mapping",
         )
@@ -227,7 +247,33 @@ class _ConfigReader:
             host=self.host(f["host"]) if "host" in f else d.host,
             governor=self.governor(f["governor"]) if "governor" in f else d.governor,
             journal=self.journal(f["journal"]) if "journal" in f else d.journal,
+            notify=self.notify(f["notify"]) if "notify" in f else None,
+            log=self.log(f["log"]) if "log" in f else d.log,
         )
+
+    def notify(self, node: Node) -> NotifyConfig | None:
+        f = self.r.mapping(node, ("url",), ("url",), "notify mapping {url}")
+        if f is None or "url" not in f:
+            return None
+        url = self.r.string(f["url"], "URL")
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self.r.error(
+                f["url"], f"notify url must be http://HOST/... or https://..., got {url!r}"
+            )
+            return None
+        return NotifyConfig(url)
+
+    def log(self, node: Node) -> LogConfig:
+        d = LogConfig()
+        f = self.r.mapping(node, ("level", "format"), what="log mapping")
+        if f is None:
+            return d
+        level = self.r.one_of(f["level"], LOG_LEVELS, "log level") if "level" in f else None
+        fmt = self.r.one_of(f["format"], ("text", "json"), "log format") if "format" in f else None
+        return LogConfig(level or d.level, fmt)
 
     def http(self, node: Node) -> HttpConfig:
         d = HttpConfig()

@@ -21,10 +21,13 @@ from batond.engine.cron import parse_cron
 from batond.engine.expr import Expression, compile_expression
 from batond.engine.model import (
     ALERT_GROUP_BY,
+    NO_LIMITS,
     NOT_LABELS,
     Count,
+    Limits,
     Match,
     Part,
+    Rate,
     Rule,
     RuleSet,
     Schedule,
@@ -36,8 +39,10 @@ from batond.load.yamlfile import Node, Reader, ScalarNode, compose_file, text_ma
 __all__ = [
     "COUNT_FIELDS",
     "FILE_FIELDS",
+    "LIMITS_FIELDS",
     "ORDERS",
     "PART_FIELDS",
+    "RATE_FIELDS",
     "RULE_FIELDS",
     "SCHEDULE_FIELDS",
     "SEVERITIES",
@@ -67,6 +72,20 @@ COUNT_FIELDS: Mapping[str, Field] = {
     "at_least": Field("int", True, "how many matching inputs"),
     "within": Field("duration", True, "sliding window"),
 }
+RATE_FIELDS: Mapping[str, Field] = {
+    "count": Field("int", True, "how many runs"),
+    "per": Field("duration", True, "per this window"),
+}
+LIMITS_FIELDS: Mapping[str, Field] = {
+    "max_runs": Field("rate", description="this rule's own rate limit (else governor.max_runs)"),
+    "per_target": Field(
+        "rate", description="runs per key before its circuit opens (else governor.per_target)"
+    ),
+    "max_concurrent_runs": Field("int", description="this rule's runs at once (own slots)"),
+    "blast_radius": Field(
+        "bool", description="whether its runs count as acting on hosts (default: not each:)"
+    ),
+}
 RULE_FIELDS: Mapping[str, Field] = {
     "name": Field("name", True, "unique rule name"),
     "description": Field("text", description="what the rule is about"),
@@ -89,6 +108,9 @@ RULE_FIELDS: Mapping[str, Field] = {
     "params": Field("params", description="parameters handed to the playbook"),
     "order": Field("order", description="adaptive (default) or fixed order of run:"),
     "on_resolve": Field("playbook", description="playbook run when an incident resolves"),
+    "each": Field("bool", description="each matching event is its own work item"),
+    "limits": Field("limits", description="this rule's own governor limits"),
+    "resolve_after": Field("duration", description="an event incident closes after this quiet"),
 }
 SCHEDULE_FIELDS: Mapping[str, Field] = {
     "name": Field("name", True, "unique schedule name"),
@@ -272,6 +294,29 @@ class _FileReader:
     def integer(self, node: Node) -> int | None:
         return self.r.integer(node, 1)
 
+    def rate(self, node: Node) -> Rate | None:
+        f = self.fields(node, RATE_FIELDS, "mapping {count, per}")
+        if f is None or "count" not in f or "per" not in f:
+            return None
+        if f["per"] <= 0:
+            self.r.error(f["__nodes__"]["per"], "per must be longer than 0s")
+            return None
+        return Rate(f["count"], f["per"])
+
+    def limits(self, node: Node) -> Limits | None:
+        f = self.fields(
+            node, LIMITS_FIELDS,
+            "mapping {max_runs, per_target, max_concurrent_runs, blast_radius}",
+        )  # fmt: skip
+        if f is None or len(f) != len(f["__nodes__"]) + 1:
+            return None  # a problem was recorded
+        return Limits(
+            max_runs=f.get("max_runs"),
+            per_target=f.get("per_target"),
+            max_concurrent_runs=f.get("max_concurrent_runs"),
+            blast_radius=f.get("blast_radius"),
+        )
+
     def severity(self, node: Node) -> str | None:
         return self.r.one_of(node, SEVERITIES, "severity")
 
@@ -393,7 +438,10 @@ class _FileReader:
             return None  # a problem was recorded (a missing value means an invalid one)
         parts = _rule_parts(kind, f)
         group = f.get("group_by")
-        default_group = ALERT_GROUP_BY if kind == "alert" else ("host",)
+        each = bool(f.get("each", False))
+        default_group: tuple[str, ...] = ALERT_GROUP_BY if kind == "alert" else ("host",)
+        if each:
+            default_group = ()
         return Rule(
             name=f["name"],
             mark=self.r.mark(nodes["name"]),
@@ -413,6 +461,9 @@ class _FileReader:
             order=f.get("order", "adaptive"),
             fingerprint=_fingerprint(self.r.plain(node)),
             on_resolve=f.get("on_resolve"),
+            each=each,
+            limits=f.get("limits", NO_LIMITS),
+            resolve_after=f.get("resolve_after"),
         )
 
     def schedule(self, node: Node) -> Schedule | None:
@@ -485,15 +536,42 @@ class _RuleChecks:
                 "resolve: cannot be combined with count: or absent: (they resolve by themselves)",
             )
         self._group_by_possible([match] if match is not None else [])
+        kind = "edge"
         if "count" in n:
-            return "count"
-        if "absent" in n:
-            return "absent"
-        if match is not None and match.kind == "metric" and ("when" in n or "for" in n):
-            return "level"
-        return "alert" if alert else "edge"
+            kind = "count"
+        elif "absent" in n:
+            kind = "absent"
+        elif match is not None and match.kind == "metric" and ("when" in n or "for" in n):
+            kind = "level"
+        elif alert:
+            kind = "alert"
+        self._work_items(kind, match)
+        return kind
+
+    def _work_items(self, kind: str, match: Match | None) -> None:
+        """``each:`` and ``resolve_after:`` are for event incidents."""
+        n = self.nodes
+        if "resolve_after" in n and kind not in ("edge", "all"):
+            self.at(
+                "resolve_after",
+                "resolve_after: is for event rules (this rule's incidents resolve by themselves)",
+            )
+        if not self.f.get("each"):
+            return
+        if match is not None and match.kind != "event":
+            self.at("each", "each: true needs an event match (every event is a work item)")
+        elif kind == "alert":
+            self.at("each", "each: true is not for alert rules (an alert has its own identity)")
+        for key in ("for", "count", "absent", "resolve", "resolve_after"):
+            if key in n:
+                self.at(
+                    key,
+                    f"{key}: cannot be combined with each: true (an item closes when its run ends)",
+                )
 
     def _all(self) -> str | None:
+        if self.f.get("each"):
+            self.at("each", "each: true is for event rules, not all:")
         for key in ("match", "when", "for", "count", "absent"):
             if key in self.nodes:
                 self.at(key, f"{key}: cannot be combined with all: (put it in a part)")
@@ -539,4 +617,6 @@ _READERS: dict[str, Callable[[_FileReader, Node], Any]] = {
     "playbook": _FileReader.playbook,
     "zone": _FileReader.zone,
     "bool": _FileReader.flag,
+    "rate": _FileReader.rate,
+    "limits": _FileReader.limits,
 }

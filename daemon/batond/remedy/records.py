@@ -32,8 +32,10 @@ class RunStore(Protocol):
         incident_id: int | None = None,
         resumes: int | None = None,
         state: RunState = RunState.QUEUED,
+        escalation: bool = False,
     ) -> int:
-        """Durably record a run's intent; returns its id."""
+        """Durably record a run's intent; returns its id. ``escalation``: an
+        ``escalate:`` playbook's run (paging someone), counted in no resolve rate."""
         ...
 
     async def run_state(self, run_id: int, state: RunState, at: float) -> None:

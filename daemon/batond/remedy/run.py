@@ -63,6 +63,7 @@ class Origin:
     decision_id: int | None = None
     incident_id: int | None = None
     verify_by_run: bool = False
+    max_concurrent: int | None = None  # the rule's own limits.max_concurrent_runs
 
 
 @dataclass(eq=False)
@@ -89,6 +90,7 @@ class Run:
     after: list[asyncio.Event] = field(default_factory=list)  # restart: predecessors' ends
     has_slot: bool = False
     refused: str = ""  # why it never ran: journal_unavailable (its intent could not be written)
+    acted: bool = False  # an action step ran (not only steps skipped by when:)
     resolved: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -81,6 +81,31 @@ class _Nobody:
 
 
 @dataclass(eq=False)
+class _Slots:
+    """Run slots: the governor's ``max_concurrent_runs``, or a rule's own
+    (``limits.max_concurrent_runs``). Runs beyond wait ``queued``, first come first."""
+
+    limit: int
+    running: int = 0
+    waiters: deque[tuple[Run, asyncio.Future[None]]] = field(default_factory=deque)
+
+    def take_now(self) -> bool:
+        if self.running < self.limit and not self.waiters:
+            self.running += 1
+            return True
+        return False
+
+    def wake(self) -> None:
+        while self.waiters and self.running < self.limit:
+            run, fut = self.waiters.popleft()
+            if fut.done():
+                continue
+            self.running += 1
+            run.has_slot = True
+            fut.set_result(None)
+
+
+@dataclass(eq=False)
 class _KeyRuns:
     active: list[Run] = field(default_factory=list)
     waiting: deque[Run] = field(default_factory=deque)
@@ -102,15 +127,14 @@ class Runner:
         self._metrics = metrics
         self._ctx = actions
         self._listener: RunListener = _Nobody()
-        self._max_concurrent = max(1, max_concurrent)
+        self._slots = _Slots(max(1, max_concurrent))
+        self._rule_slots: dict[str, _Slots] = {}  # rules with their own max_concurrent_runs
         self._clock = clock
         self._keys: dict[tuple[str, str], _KeyRuns] = {}
         self._watch: dict[tuple[str, str], set[Run]] = {}
         self._by_id: dict[int, Run] = {}
         self._runs: set[Run] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._running = 0  # runs holding one of max_concurrent slots
-        self._slot_waiters: deque[tuple[Run, asyncio.Future[None]]] = deque()
         self._closing = False
         self._refused_logged_at = float("-inf")
         self._refused_unlogged = 0
@@ -200,6 +224,11 @@ class Runner:
     def active_count(self) -> int:
         """Runs admitted and not ended (queued ones included)."""
         return len(self._runs)
+
+    def set_max_concurrent(self, limit: int) -> None:
+        """A reload changed ``governor.max_concurrent_runs`` (waiting runs may start)."""
+        self._slots.limit = max(1, limit)
+        self._slots.wake()
 
     def replace_playbooks(self, playbooks: Mapping[str, Playbook]) -> None:
         """A reload: new runs use these; running runs keep the version they started with."""
@@ -295,9 +324,7 @@ class Runner:
                     self._stop(old, Outcome.CANCELLED)
                     run.after.append(old.done)
             slot.active.append(run)
-            if self._running < self._max_concurrent and not self._slot_waiters:
-                self._running += 1
-                run.has_slot = True
+            run.has_slot = self._slots_of(run).take_now()
         self._runs.add(run)
         self._watch.setdefault((run.origin.rule, run.origin.key), set()).add(run)
         self._metrics.runs_active.inc()
@@ -319,8 +346,11 @@ class Runner:
                 del self._keys[run.slot]
         if run.has_slot:
             run.has_slot = False
-            self._running -= 1
-            self._wake_slot_waiter()
+            slots = self._slots_of(run)
+            slots.running -= 1
+            slots.wake()
+            if slots is not self._slots and not slots.running and not slots.waiters:
+                self._rule_slots.pop(run.origin.rule, None)
         watchers = self._watch.get((run.origin.rule, run.origin.key))
         if watchers is not None:
             watchers.discard(run)
@@ -332,21 +362,24 @@ class Runner:
         self._by_id.pop(run.id, None)
         run.done.set()
 
-    def _wake_slot_waiter(self) -> None:
-        while self._slot_waiters and self._running < self._max_concurrent:
-            run, fut = self._slot_waiters.popleft()
-            if fut.done():
-                continue
-            self._running += 1
-            run.has_slot = True
-            fut.set_result(None)
+    def _slots_of(self, run: Run) -> _Slots:
+        """The slots a run takes: its rule's own, or the shared ones."""
+        own = run.origin.max_concurrent
+        if own is None:
+            return self._slots
+        slots = self._rule_slots.get(run.origin.rule)
+        if slots is None:
+            slots = self._rule_slots[run.origin.rule] = _Slots(own)
+        slots.limit = own  # a reload may have changed it
+        return slots
 
     async def _global_slot(self, run: Run) -> None:
         if run.has_slot:
             return
+        slots = self._slots_of(run)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._slot_waiters.append((run, fut))
-        self._wake_slot_waiter()
+        slots.waiters.append((run, fut))
+        slots.wake()
         await fut
 
     def _stop(self, run: Run, reason: Outcome) -> None:
@@ -426,11 +459,16 @@ class Runner:
                     labels=o.labels, created_at=run.started_at, decision_id=o.decision_id,
                     incident_id=o.incident_id, resumes=run.resumes,
                     state=RunState.RUNNING if ready else RunState.QUEUED,
+                    escalation=run.escalation,
                 )  # fmt: skip
             except Exception as exc:  # disk full, a broken journal: nothing acts unrecorded
                 self._refuse(run, exc)
                 return Outcome.INTERRUPTED
             self._by_id[run.id] = run
+            log.info(
+                "run %d started: %s %s -> %s%s", run.id, o.rule, o.key, run.playbook.name,
+                " (escalation)" if run.escalation else "",
+            )  # fmt: skip
             if run.stop_reason is not None:  # stopped while the intent was being written
                 outcome = run.stop_reason
             else:
@@ -444,7 +482,8 @@ class Runner:
             self._release(run)
         if run.id:
             await self._store.run_finished(run.id, outcome, self._clock())
-            self._metrics.runs.labels(run.playbook.name, outcome).inc()
+            counted = self._metrics.escalations if run.escalation else self._metrics.runs
+            counted.labels(run.playbook.name, outcome).inc()
         return outcome
 
     def _refuse(self, run: Run, exc: Exception) -> None:
@@ -492,6 +531,7 @@ def _origin_of(
         decision_id=decision_id,
         incident_id=incident_id,
         verify_by_run=verify_by_run,
+        max_concurrent=decision.max_concurrent,
     )
 
 

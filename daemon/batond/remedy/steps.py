@@ -138,9 +138,19 @@ class StepExecutor:
             await asyncio.sleep(opens - now)
 
     async def _verify(self, run: Run) -> Outcome:
+        """How a run whose steps succeeded ends: ``skipped`` when no action step ran;
+        an escalation ``succeeded`` (paging resolves nothing); ``resolved`` when the
+        incident went away (or only the run can resolve it); without ``verify:``,
+        ``succeeded``; else whether it resolves within ``verify.within``."""
         within = run.playbook.verify_within
-        if run.origin.verify_by_run or within is None or run.resolved.is_set():
+        if not run.acted and run.start_at == 0:
+            return Outcome.SKIPPED
+        if run.escalation:
+            return Outcome.SUCCEEDED
+        if run.origin.verify_by_run or run.resolved.is_set():
             return Outcome.RESOLVED
+        if within is None:
+            return Outcome.SUCCEEDED
         try:
             async with asyncio.timeout(within):
                 await run.resolved.wait()
@@ -245,6 +255,8 @@ class StepExecutor:
         except (EvalError, TypeError, ValueError, AttributeError) as exc:
             args, failure = {}, ActionResult(ok=False, detail=f"template: {exc}")
         step_id = await self._store.step_started(run.id, path, step.action, attempt, self._clock())
+        if step.action not in CONTROL:  # (the steps inside say whether anything acted)
+            run.acted = True
         if run.arrived is not None:
             self._metrics.event_to_action.observe(max(0.0, time.monotonic() - run.arrived))
             run.arrived = None
@@ -305,6 +317,8 @@ class StepExecutor:
             step_id, status=status, ended_at=self._clock(), exit_code=result.exit_code,
             stdout=result.stdout, stderr=result.stderr, detail=_detail(result, keep),
         )  # fmt: skip
+        if status in (StepStatus.FAILED, StepStatus.TIMED_OUT):
+            _log_failure(run, step, status, result)
 
     async def _act(
         self, run: Run, step: Step, path: str, args: dict[str, Any], scope: Scope
@@ -344,6 +358,15 @@ def _detail(result: ActionResult, keep: bool) -> dict[str, Any] | None:
     if keep:
         detail["result"] = {k: v for k, v in result.view().items() if k not in _COLUMNS}
     return detail or None
+
+
+def _log_failure(run: Run, step: Step, status: StepStatus, result: ActionResult) -> None:
+    """One WARNING per failed step attempt: its exit code and the last line it wrote."""
+    lines = (result.stderr or result.stdout or "").strip().splitlines()
+    code = "" if result.exit_code is None else f" (exit {result.exit_code})"
+    last = f": {lines[-1][:300]}" if lines else ""
+    why = f": {result.detail}" if result.detail and not lines and result.exit_code is None else ""
+    log.warning("run %d step %s %s%s%s%s", run.id, step.name, status, code, last, why)
 
 
 def uncancel() -> None:

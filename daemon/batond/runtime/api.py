@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any, Protocol
@@ -18,10 +19,13 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from batond.errors import BatondError
+from batond.engine.types import Suppression
+from batond.errors import BatondError, ConflictError
 from batond.intake.httpguard import BodyRefused, expect_handler, handler_args, read_body
+from batond.journal.queries import DecisionFilter
 from batond.metrics import Metrics
 from batond.runtime.openapi import spec_for
+from batond.units import parse_duration
 
 __all__ = ["Control", "build_app"]
 
@@ -38,6 +42,8 @@ class Control(Protocol):
     async def runs(self, limit: int) -> dict[str, Any]: ...
     async def run(self, run_id: int) -> dict[str, Any] | None: ...
     async def incident(self, incident_id: int) -> dict[str, Any] | None: ...
+    async def decisions(self, limit: int, filters: DecisionFilter) -> dict[str, Any]: ...
+    async def resolve_incident(self, incident_id: int) -> dict[str, Any] | None: ...
     async def feedback(self, incident_id: int, kind: str) -> dict[str, Any]: ...
     def rules(self) -> dict[str, Any]: ...
     def series(self, metric: str | None, host: str | None) -> dict[str, Any]: ...
@@ -46,7 +52,7 @@ class Control(Protocol):
     async def expire_silence(self, silence_id: int) -> bool: ...
     async def gate(self, run_id: int, verb: str) -> bool: ...
     async def set_paused(self, paused: bool) -> dict[str, Any]: ...
-    async def reset_circuit(self, target: str) -> bool: ...
+    async def reset_circuit(self, key: str, rule: str | None = None) -> list[dict[str, str]]: ...
     async def reload(self) -> dict[str, Any]: ...
     async def trigger_schedule(self, name: str) -> dict[str, Any] | None: ...
     async def run_playbook(self, name: str, params: Mapping[str, Any]) -> dict[str, Any] | None: ...
@@ -75,6 +81,8 @@ def _auth_middleware(token: str | None) -> Any:
                 return resp
         try:
             return await handler(request)
+        except ConflictError as exc:
+            return _error(409, str(exc))
         except (BatondError, _Invalid) as exc:
             return _error(400, str(exc))
         except BodyRefused as exc:
@@ -99,6 +107,35 @@ def _digits(text: str, name: str) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 19:
         raise _Invalid(f"{name} must be a positive integer, got {text[:40]!r}")
     return int(text)
+
+
+#: What ``result=`` of GET /api/v1/decisions may be.
+RESULTS = ("run", *(str(s) for s in Suppression))
+
+
+def _decision_filter(request: web.Request) -> DecisionFilter:
+    q = request.query
+    result = q.get("result") or None
+    if result is not None and result not in RESULTS:
+        raise _Invalid(f"result must be one of {', '.join(RESULTS)}")
+    return DecisionFilter(
+        rule=q.get("rule") or None, key=q.get("key") or None, result=result,
+        since=_since(q.get("since") or None),
+    )  # fmt: skip
+
+
+def _since(text: str | None) -> float | None:
+    """Epoch seconds, or a duration meaning that long ago (``1h``)."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return time.time() - parse_duration(text)
+    except ValueError:
+        raise _Invalid("since must be epoch seconds or a duration such as 30m") from None
 
 
 def _int(request: web.Request, name: str) -> int:
@@ -165,7 +202,10 @@ class _Routes:
         r.add_get("/metrics", self.metrics_page)
         r.add_get("/api/v1/status", self.status)
         r.add_get("/api/v1/incidents", self.incidents)
+        r.add_get("/api/v1/incidents/{id}", self.incident)
+        post("/api/v1/incidents/{id}/resolve", self.resolve_incident)
         post("/api/v1/incidents/{id}/feedback", self.feedback)
+        r.add_get("/api/v1/decisions", self.decisions)
         r.add_get("/api/v1/runs", self.runs)
         r.add_get("/api/v1/runs/{id}", self.run)
         for verb in ("approve", "deny", "cancel"):
@@ -222,6 +262,21 @@ class _Routes:
     async def incidents(self, request: web.Request) -> web.Response:
         return json_response(await self.control.incidents(_limit(request)))
 
+    async def incident(self, request: web.Request) -> web.Response:
+        found = await self.control.incident(_int(request, "id"))
+        return json_response(found) if found is not None else _error(404, "no such incident")
+
+    async def resolve_incident(self, request: web.Request) -> web.Response:
+        incident_id = _int(request, "id")
+        done = await self.control.resolve_incident(incident_id)
+        if done is None:
+            return _error(404, f"no incident {incident_id}")
+        return json_response(done)
+
+    async def decisions(self, request: web.Request) -> web.Response:
+        filters = _decision_filter(request)
+        return json_response(await self.control.decisions(_limit(request), filters))
+
     async def runs(self, request: web.Request) -> web.Response:
         return json_response(await self.control.runs(_limit(request)))
 
@@ -275,9 +330,12 @@ class _Routes:
 
     async def reset_circuit(self, request: web.Request) -> web.Response:
         target = request.match_info["target"]
-        if await self.control.reset_circuit(target):
-            return json_response({"target": target, "reset": True})
-        return _error(404, f"no open circuit for {target!r}")
+        rule = request.query.get("rule") or None
+        reset = await self.control.reset_circuit(target, rule)
+        if reset:
+            return json_response({"target": target, "reset": True, "circuits": reset})
+        whose = f" of rule {rule!r}" if rule else ""
+        return _error(404, f"no open circuit for {target!r}{whose}")
 
     async def reload(self, _: web.Request) -> web.Response:
         result = await self.control.reload()

@@ -17,9 +17,11 @@ from typing import Any, Protocol
 from batond.anomaly import ModelSet
 from batond.engine.engine import Engine
 from batond.engine.governor import GovernorSettings
-from batond.engine.types import Decision
-from batond.errors import BatondError, ConfigError
+from batond.engine.silences import MatcherError, check_matchers, matchers_of
+from batond.engine.types import Decision, ResolvedBy
+from batond.errors import BatondError, ConfigError, ConflictError
 from batond.journal.facade import Journal
+from batond.journal.queries import DecisionFilter
 from batond.load.config import Config, load_config
 from batond.metrics import Metrics
 from batond.remedy.runner import Runner
@@ -33,7 +35,7 @@ __all__ = ["Operator", "Source"]
 log = logging.getLogger("batond")
 
 #: Config sections a running daemon cannot adopt: a reload names them, a restart applies them.
-RESTART_ONLY = ("node", "state_dir", "http", "mqtt", "host")
+RESTART_ONLY = ("node", "state_dir", "http", "mqtt", "host", "log", "notify")
 
 
 class Source(Protocol):
@@ -112,6 +114,26 @@ class Operator:
     async def incident(self, incident_id: int) -> dict[str, Any] | None:
         return await self._journal.get_incident(incident_id)
 
+    async def decisions(self, limit: int, filters: DecisionFilter) -> dict[str, Any]:
+        return await self._journal.list_decisions(limit, filters)
+
+    async def resolve_incident(self, incident_id: int) -> dict[str, Any] | None:
+        """An operator closes an open incident (None: no such incident; Conflict: it is
+        not open). What held it is forgotten; the next matching input opens a new one."""
+        found = await self._journal.get_incident(incident_id)
+        if found is None:
+            return None
+        if found["state"] != "open":
+            raise ConflictError(f"incident {incident_id} is {found['state']}, not open")
+        now = time.time()
+        rule, key = found["rule"], found["key"]
+        if not self._engine.close_incident(rule, key, now, ResolvedBy.OPERATOR):
+            # open in the journal only (the engine lost track of it): close it there
+            await self._journal.resolve_incident(rule, key, now, ResolvedBy.OPERATOR)
+        await self._pipeline.tick(now)
+        log.info("incident %d (%s %s) resolved by an operator", incident_id, rule, key)
+        return {"incident": incident_id, "resolved": True, "resolved_at": now}
+
     async def runs(self, limit: int) -> dict[str, Any]:
         return await self._journal.list_runs(limit)
 
@@ -141,13 +163,18 @@ class Operator:
         return {"silences": await self._journal.list_silences(time.time())}
 
     async def add_silence(self, body: dict[str, Any]) -> dict[str, Any]:
-        matchers, reason = body.get("matchers"), body.get("reason")
-        if (
-            not isinstance(matchers, dict)
-            or not matchers
-            or not all(isinstance(k, str) and isinstance(v, str) for k, v in matchers.items())
-        ):
-            raise BatondError('"matchers" must be a non-empty object of strings')
+        """A silence of matchers (Alertmanager's ``=``, ``!=``, ``=~``, ``!~`` over rule,
+        severity, playbook and labels); refused when they name nothing any loaded rule
+        can produce."""
+        reason = body.get("reason")
+        try:
+            parsed = matchers_of(body.get("matchers"))
+        except MatcherError as exc:
+            raise BatondError(str(exc)) from None
+        problems = check_matchers(parsed, self._engine.rules)
+        if problems:
+            raise BatondError("; ".join(problems))
+        matchers = [m.as_json() for m in parsed]
         if not isinstance(reason, str) or not reason.strip():
             raise BatondError('"reason" is required')
         now = time.time()
@@ -162,6 +189,9 @@ class Operator:
     async def expire_silence(self, silence_id: int) -> bool:
         found = await self._journal.expire_silence(silence_id, time.time())
         await self.refresh_silences()
+        if found:
+            self._engine.silences_changed(f"silence {silence_id} was expired by an operator")
+            await self._pipeline.tick(time.time())
         return bool(found)
 
     async def refresh_silences(self) -> None:
@@ -176,13 +206,17 @@ class Operator:
         await self._journal.record_approval(run_id, verb)
         return True
 
-    async def reset_circuit(self, target: str) -> bool:
-        """An operator closes ``target``'s circuit; False when it was not open."""
-        if not self._engine.governor.reset_circuit(target):
-            return False
+    async def reset_circuit(self, key: str, rule: str | None = None) -> list[dict[str, str]]:
+        """An operator closes the circuits of ``key`` (of ``rule``, or of every rule); the
+        incidents they held back are decided again at once. The circuits reset."""
+        scopes = self._engine.reset_circuit(key, rule)
+        if not scopes:
+            return []
         self._state.changed()
-        log.info("circuit of %s reset by an operator", target)
-        return True
+        for name, _ in scopes:
+            log.info("circuit of %s %s reset by an operator", name, key)
+        await self._pipeline.tick(time.time())
+        return [{"rule": name, "key": k} for name, k in scopes]
 
     # -- by hand -------------------------------------------------------------------------
     async def trigger_schedule(self, name: str) -> dict[str, Any] | None:
@@ -217,6 +251,7 @@ class Operator:
 
     async def set_paused(self, paused: bool) -> dict[str, Any]:
         await self._pause.set_by_operator(paused)
+        await self._pipeline.tick(time.time())  # a resume decides what the pause held back
         return {"paused": self._engine.governor.paused}
 
     # -- reload ------------------------------------------------------------------------
@@ -233,6 +268,7 @@ class Operator:
             return {"ok": False, "errors": [str(p) for p in exc.problems]}
         restart_needed = self._adopt_config(config)
         self._adopt(new)
+        await self._pipeline.tick(time.time())  # what the changed rules decide again
         rules = new.rules
         log.info("reloaded: %d rules, %d playbooks", rules.rule_count, len(rules.playbooks))
         return {
@@ -258,6 +294,7 @@ class Operator:
         governor = self._engine.governor
         governor.settings = GovernorSettings.of(new.governor)
         governor.shadow = new.mode == "shadow"
+        self._runner.set_max_concurrent(new.governor.max_concurrent_runs)
         self._config = new
         self._pause.use_kill_file(new.governor.kill_switch_file)
         return restart_needed

@@ -22,15 +22,16 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from batond.engine.engine import NO_RUN, Engine
-from batond.engine.types import Decision, Output, Suppression
+from batond.engine.types import Decision, Output, Resolved, Suppression
 from batond.events import Input, Sample
 
 if TYPE_CHECKING:
     from batond.anomaly import ModelSet
+    from batond.engine.governor import CircuitEvent
     from batond.engine.model import RuleSet
     from batond.remedy.runner import RunEnded
 
-__all__ = ["NoRuns", "Pipeline", "run_now"]
+__all__ = ["NoRuns", "Pipeline", "Reporter", "run_now"]
 
 T = TypeVar("T")
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
@@ -42,7 +43,7 @@ class Ledger(Protocol):
     async def record_decision(self, decision: Decision) -> tuple[int | None, int | None]:
         """(decision id, incident id); None where nothing is kept."""
 
-    async def resolve_incident(self, rule: str, key: str, ts: float) -> int | None:
+    async def resolve_incident(self, resolved: Resolved) -> int | None:
         """The incident resolved, if one is kept."""
 
 
@@ -84,6 +85,21 @@ class StateKeeper(Protocol):
 
     def changed(self) -> None:
         """Outputs or feedback changed the state: save it soon (coalesced)."""
+
+
+class Reporter(Protocol):
+    """Who tells people what was decided and done: the daemon's log, metrics and
+    notifications (replay prints decisions through its ledger and has none)."""
+
+    def decided(self, decision: Decision, incident_id: int | None, started: bool) -> None:
+        """A decision was recorded; ``started``: its run started."""
+
+    def resolved(self, resolved: Resolved, incident_id: int | None) -> None: ...
+
+    def run_ended(self, ended: RunEnded) -> None: ...
+
+    def circuits(self, events: list[CircuitEvent]) -> None:
+        """Circuits that opened or closed, in order."""
 
 
 class NoRuns:
@@ -144,8 +160,10 @@ class Pipeline:
         tap: Callable[[Input], None] | None = None,
         spawn: Spawn = run_now,
         on_error: Callable[[Input, Exception], None] | None = None,
+        reporter: Reporter | None = None,
     ) -> None:
         self._engine = engine
+        self._reporter = reporter
         self._ledger = ledger
         self._runs = runs
         self._models = models
@@ -175,7 +193,8 @@ class Pipeline:
         return True
 
     def replace_rules(self, rules: RuleSet) -> None:
-        """A reload: the engine swaps its rules; timers are looked at again at once."""
+        """A reload: the engine swaps its rules; timers are looked at again at once (and
+        what the reload decides again or closes comes out of the next tick)."""
         self._engine.replace_rules(rules)
         self._due = float("-inf")
         self.prefilter = self._choose_prefilter()
@@ -186,6 +205,8 @@ class Pipeline:
         outputs = self._engine.tick(now)
         if outputs:
             await self.act(outputs, now, None)
+        else:
+            self._report_circuits()
         return self._next_due()
 
     async def observe(self, item: Input, now: float, arrived: float | None = None) -> float:
@@ -236,15 +257,23 @@ class Pipeline:
             if isinstance(out, Decision):
                 work[i:i] = await self._decided(out, now, arrived)
             else:
-                incident_id = await self._ledger.resolve_incident(out.rule, out.key, out.ts)
+                incident_id = await self._ledger.resolve_incident(out)
                 self._runs.incident_resolved(out.rule, out.key)
+                if self._reporter is not None:
+                    self._reporter.resolved(out, incident_id)
                 if incident_id is not None:
                     await self._publisher.incident(incident_id)
                 after = self._engine.on_resolve(out.rule, out.key, now)
                 if after is not None:  # the rule's on_resolve: playbook, for that incident
                     work[i:i] = await self._decided(after, now, None, incident_id)
+        self._report_circuits()
         if self._state is not None:
             self._state.changed()
+
+    def _report_circuits(self) -> None:
+        events = self._engine.governor.take_events()
+        if events and self._reporter is not None:
+            self._reporter.circuits(events)
 
     async def _decided(
         self, decision: Decision, now: float, arrived: float | None, resolved: int | None = None
@@ -256,6 +285,7 @@ class Pipeline:
             incident_id = resolved
         fed_back: list[Output] = []
         engine = self._engine
+        started = False
         if decision.playbook is not None:
             started = self._runs.start(
                 decision,
@@ -269,9 +299,11 @@ class Pipeline:
                     decision.rule, decision.playbook, decision.key, NO_RUN, now
                 )
         elif decision.suppressed == Suppression.CIRCUIT_OPEN and engine.governor.take_escalation(
-            decision.target
+            decision.rule, decision.key
         ):  # an escalation instead, once per opening of the circuit
             self._runs.escalate_only(decision, decision_id=decision_id, incident_id=incident_id)
+        if self._reporter is not None:
+            self._reporter.decided(decision, incident_id, started)
         if incident_id is not None:
             await self._publisher.incident(incident_id)
         return fed_back
@@ -286,24 +318,29 @@ class Pipeline:
 
         The engine learns at once (the next decision sees it); acting on what that
         resolves, saving and publishing is spawned. An escalation (paging someone)
-        says nothing about whether remediation works: it feeds nothing back.
+        says nothing about whether remediation works: it feeds no statistics back, only
+        that the decision's runs are over when it is the last.
         """
-        outputs: list[Output] = []
         rule = self._engine.rules.rule(ended.rule)
         after_resolve = rule is not None and rule.on_resolve == ended.playbook
-        # an on_resolve: run comes after the incident: it says nothing about remediation
-        if not ended.escalation and not after_resolve:
-            # a refused run (its intent could not be journaled) is like no run at all: it
-            # frees the governor's count and resolves what only a run could resolve
-            outcome = NO_RUN if ended.refused else ended.outcome
-            outputs = self._engine.record_outcome(
-                ended.rule, ended.playbook, ended.key, outcome, ended.ended_at
-            )
+        # a refused run (its intent could not be journaled) is like no run at all: it frees
+        # the governor's count and resolves what only a run could resolve; an on_resolve:
+        # run comes after the incident: it says nothing about remediation
+        outcome = NO_RUN if ended.refused else ended.outcome
+        outputs = self._engine.record_outcome(
+            ended.rule, ended.playbook, ended.key, outcome, ended.ended_at,
+            final=ended.final, escalation=ended.escalation, after_resolve=after_resolve,
+        )  # fmt: skip
+        if self._reporter is not None and not ended.refused:
+            self._reporter.run_ended(ended)
         self._spawn(self._after_run(ended.run_id, outputs, ended.ended_at))
 
     async def _after_run(self, run_id: int, outputs: list[Output], now: float) -> None:
         if outputs:
             await self.act(outputs, now, None)
+        if self._engine.next_deadline() == float("-inf"):  # the run's end pulled a lever
+            await self.tick(now)
+        self._report_circuits()
         if self._state is not None:
             self._state.changed()  # statistics and circuits changed even without outputs
         if run_id:  # (0: refused, never journaled)

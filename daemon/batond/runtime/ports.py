@@ -21,7 +21,7 @@ import orjson
 from batond.anomaly import ModelSet
 from batond.engine.engine import Engine
 from batond.engine.governor import Governor
-from batond.engine.types import Decision
+from batond.engine.types import Decision, Resolved
 from batond.errors import BatondError
 from batond.journal.facade import Journal
 from batond.journal.model_state import write_state
@@ -51,15 +51,24 @@ class JournalLedger:
     def __init__(self, journal: Journal, metrics: Metrics) -> None:
         self._journal = journal
         self._metrics = metrics
+        self._counted: dict[tuple[str, str], Any] = {}  # (rule, result) -> its counter
 
     async def record_decision(self, decision: Decision) -> tuple[int, int | None]:
-        self._metrics.decisions.labels(decision.rule, decision.result).inc()
+        labels = (decision.rule, decision.result)
+        counter = self._counted.get(labels)
+        if counter is None:  # (labels() costs more than the whole rest of the counting)
+            if len(self._counted) > 10_000:
+                self._counted.clear()
+            counter = self._counted[labels] = self._metrics.decisions.labels(*labels)
+        counter.inc()
         if not decision.opens_incident:  # a schedule came due: the schedule source's input
             self._metrics.events_received.labels("schedule").inc()
         return await self._journal.record_decision(decision)
 
-    async def resolve_incident(self, rule: str, key: str, ts: float) -> int | None:
-        return await self._journal.resolve_incident(rule, key, ts)
+    async def resolve_incident(self, resolved: Resolved) -> int | None:
+        return await self._journal.resolve_incident(
+            resolved.rule, resolved.key, resolved.ts, resolved.by
+        )
 
 
 class MqttPublisher:

@@ -32,6 +32,7 @@ from batond.remedy.actions import ActionContext
 from batond.remedy.records import InterruptedRun
 from batond.remedy.runner import Runner
 from batond.runtime.definitions import Definitions, load_definitions
+from batond.runtime.notify import Notifier as Notify
 from batond.runtime.operator import Operator, Source
 from batond.runtime.pipeline import Pipeline, Publisher
 from batond.runtime.ports import (
@@ -42,6 +43,7 @@ from batond.runtime.ports import (
     TaskSet,
     save_models,
 )
+from batond.runtime.reporter import DaemonReporter
 from batond.runtime.sdnotify import Notifier
 
 __all__ = ["Components", "build"]
@@ -69,9 +71,12 @@ class Components:
     after_run: TaskSet  # the after-run work of ended runs (resolutions, publishing)
     recorder: Recorder | None  # only when journal.record is configured
     interrupted: tuple[InterruptedRun, ...]  # found at start, resumed once READY
+    notify: Notify | None  # only when notify: {url} is configured
 
     async def close(self) -> None:
         """Release what the components hold (after serving, or a start that failed)."""
+        if self.notify is not None:
+            await self.notify.close()
         await save_models(self.models, self.config.state_dir)
         await self.actions.close()
         await self.journal.close()
@@ -125,6 +130,7 @@ async def _wire(
         engine.governor, journal, config.governor.kill_switch_file, by_operator=restored.paused
     )
     after_run = TaskSet("after-run bookkeeping")
+    notify = Notify(config.notify.url, config.node, metrics) if config.notify else None
     pipeline = Pipeline(
         engine,
         JournalLedger(journal, metrics),
@@ -135,6 +141,7 @@ async def _wire(
         tap=recorder.append if recorder is not None else None,
         spawn=after_run.spawn,
         on_error=_evaluation_failed,
+        reporter=DaemonReporter(metrics, notify),
     )
     runner.listen(pipeline)  # outcomes feed back through the pipeline
     operator = Operator(
@@ -149,7 +156,7 @@ async def _wire(
         config=config, metrics=metrics, journal=journal, bus=bus, sources=sources,
         engine=engine, models=models, actions=actions, runner=runner, pipeline=pipeline,
         operator=operator, pause=pause, state=state, after_run=after_run, recorder=recorder,
-        interrupted=restored.interrupted,
+        interrupted=restored.interrupted, notify=notify,
     )  # fmt: skip
 
 
