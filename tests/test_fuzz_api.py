@@ -28,7 +28,8 @@ TOKEN = "fuzz-token"
 ROUTES = [
     ("GET", "/"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
     ("GET", "/api/v1/status"), ("GET", "/api/v1/incidents"),
-    ("POST", "/api/v1/incidents/{id}/feedback"), ("GET", "/api/v1/runs"),
+    ("POST", "/api/v1/incidents/{id}/feedback"), ("GET", "/api/v1/incidents/{id}"),
+    ("POST", "/api/v1/incidents/{id}/resolve"), ("GET", "/api/v1/decisions"), ("GET", "/api/v1/runs"),
     ("GET", "/api/v1/runs/{id}"), ("POST", "/api/v1/runs/{id}/approve"),
     ("POST", "/api/v1/runs/{id}/deny"), ("POST", "/api/v1/runs/{id}/cancel"),
     ("GET", "/api/v1/rules"), ("GET", "/api/v1/series"), ("GET", "/api/v1/silences"),

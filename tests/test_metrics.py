@@ -20,6 +20,10 @@ DOCUMENTED_METRICS = {
     "batond_queue_depth": ("gauge", set()),
     "batond_decisions_total": ("counter", {"rule", "result"}),
     "batond_runs_total": ("counter", {"playbook", "outcome"}),
+    "batond_escalations_total": ("counter", {"playbook", "outcome"}),
+    "batond_incidents_without_run_total": ("counter", {"rule", "reason"}),
+    "batond_circuits_opened_total": ("counter", {"rule"}),
+    "batond_notifications_total": ("counter", {"result"}),
     "batond_runs_active": ("gauge", set()),
     "batond_runs_refused_total": ("counter", {"reason"}),
     "batond_step_duration_seconds": ("histogram", {"playbook", "action"}),
@@ -60,6 +64,10 @@ def exercise(m: Metrics) -> None:
     m.decisions.labels("disk-full", "run").inc()
     m.decisions.labels("disk-full", "cooldown").inc()
     m.runs.labels("clean-tmp", "resolved").inc()
+    m.escalations.labels("page-oncall", "succeeded").inc()
+    m.without_run.labels("disk-full", "circuit_open").inc()
+    m.circuits_opened.labels("disk-full").inc()
+    m.notifications.labels("sent").inc()
     m.runs_active.set(1)
     m.step_duration.labels("clean-tmp", "exec").observe(0.02)
     m.event_to_action.observe(0.003)

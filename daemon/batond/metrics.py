@@ -47,23 +47,7 @@ class Metrics:
             "playbook",
             "outcome",
         )
-        self.escalations = _counter(
-            r, "batond_escalations", "Ended escalation runs (escalate: playbooks)", "playbook",
-            "outcome",
-        )  # fmt: skip
-        self.circuits_opened = _counter(
-            r, "batond_circuits_opened", "Circuits opened, by rule", "rule"
-        )
-        self.without_run = _counter(
-            r, "batond_incidents_without_run",
-            "Decisions that left an incident without a run nobody asked for (not paused,"
-            " shadow or silenced), by rule and reason",
-            "rule", "reason",
-        )  # fmt: skip
-        self.notifications = _counter(
-            r, "batond_notifications",
-            "Notifications to the notify: url, by result (sent, failed, dropped)", "result",
-        )  # fmt: skip
+        self._nothing_silent(r)
         # counted by the runner as it admits and releases runs (not read at scrape time)
         self.runs_active = _gauge(r, "batond_runs_active", "Playbook runs in progress")
         self.step_duration = Histogram(
@@ -81,6 +65,20 @@ class Metrics:
         )
         self.rules_loaded = _gauge(r, "batond_rules_loaded", "Rules in the active set")
         self.reloads = _counter(r, "batond_reloads", "Rule reloads by result (ok, error)", "result")
+        self._mqtt_and_models(r)
+        self.circuits_open = _gauge(
+            r, "batond_circuits_open", "Circuits (of a rule and key) open now"
+        )
+        self._health(r)
+
+        # Known label values start at 0, so rate() and alerts see them before the first change.
+        for result in ("ok", "error"):
+            self.reloads.labels(result)
+        for source in SOURCES:
+            self.events_received.labels(source)
+            self.events_dropped.labels(source)
+
+    def _mqtt_and_models(self, r: CollectorRegistry) -> None:
         self.mqtt_connected = _gauge(
             r, "batond_mqtt_connected", "1 while connected to the MQTT broker"
         )
@@ -94,17 +92,28 @@ class Metrics:
         self.anomaly_refused_samples = _gauge(
             r, "batond_anomaly_refused_samples", "Samples not scored: their series was refused"
         )
-        self.circuits_open = _gauge(r, "batond_circuits_open", "Targets whose circuit is open")
-        self._health(r)
 
-        # Known label values start at 0, so rate() and alerts see them before the first change.
-        for result in ("ok", "error"):
-            self.reloads.labels(result)
+    def _nothing_silent(self, r: CollectorRegistry) -> None:
+        """What was done apart from remediation, and what was left undone, told."""
+        self.escalations = _counter(
+            r, "batond_escalations", "Ended escalation runs (escalate: playbooks)", "playbook",
+            "outcome",
+        )  # fmt: skip
+        self.circuits_opened = _counter(
+            r, "batond_circuits_opened", "Circuits opened, by rule", "rule"
+        )
+        self.without_run = _counter(
+            r, "batond_incidents_without_run",
+            "Decisions that left an incident without a run nobody asked for (not paused,"
+            " shadow or silenced), by rule and reason",
+            "rule", "reason",
+        )  # fmt: skip
+        self.notifications = _counter(
+            r, "batond_notifications",
+            "Notifications to the notify: url, by result (sent, failed, dropped)", "result",
+        )  # fmt: skip
         for result in ("sent", "failed", "dropped"):
             self.notifications.labels(result)
-        for source in SOURCES:
-            self.events_received.labels(source)
-            self.events_dropped.labels(source)
 
     def _health(self, r: CollectorRegistry) -> None:
         """What says the daemon itself is in trouble: a held loop, a journal that cannot write."""

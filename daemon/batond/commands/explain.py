@@ -19,6 +19,7 @@ _KINDS = {
     "count": "count rule",
     "absent": "absence rule",
     "all": "correlation rule (all:)",
+    "alert": "alert rule (Alertmanager's alert events, by fingerprint)",
 }
 
 
@@ -100,6 +101,7 @@ def _resolves(rule: Rule) -> str:
     if rule.each:
         return "when its runs end, whatever the outcome"
     how = {
+        "alert": "at the alert's resolved notification",
         "level": "when a matching sample fails when:",
         "count": "when the count falls below at_least",
         "absent": "at the next matching input",

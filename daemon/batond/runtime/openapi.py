@@ -82,6 +82,7 @@ _RUN_FIELDS: dict[str, Schema] = {
     "resumes": _nullable(INT),
     "params": ANY_OBJECT,
     "labels": LABELS,
+    "escalation": {"type": "boolean", "description": "an escalate: playbook's run"},
     "steps": {"type": "array", "items": _ref("Step")},
 }
 _RUN_REQUIRED = ("id", "rule", "playbook", "key", "state", "outcome", "created_at", "steps")
@@ -96,19 +97,62 @@ _INCIDENT_FIELDS: dict[str, Schema] = {
     "labels": LABELS,
     "metric": _nullable(STR),
     "feedback": _nullable(STR),
+    "resolved_by": _nullable(STR),
 }
 _INCIDENT_REQUIRED = ("id", "rule", "key", "state", "opened_at", "resolved_at", "labels")
 _DECISION = _obj(
-    ["id", "ts", "playbook", "suppressed"],
+    ["id", "ts", "playbook", "suppressed", "result", "reason", "cause"],
     id=INT,
     ts=TIME,
     rule=STR,
     key=STR,
     playbook=_nullable(STR),
+    result=_enum(("run", *Suppression)),
     suppressed=_nullable(_enum(Suppression)),
+    reason={"type": "string", "description": "the suppression in words"},
+    cause={"type": "string", "description": "why it was decided again"},
     incident_id=_nullable(INT),
+    labels=LABELS,
+    candidates={"type": "array", "items": STR},
 )
-_CIRCUIT = _obj(["target", "closes_at"], target=STR, opened_at=TIME, closes_at=TIME)
+_CIRCUIT = _obj(
+    ["rule", "key", "target", "closes_at"],
+    rule=STR,
+    key=STR,
+    target=STR,
+    why=_enum(("budget", "streak")),
+    opened_at=TIME,
+    closes_at=TIME,
+)
+_MATCHER = _obj(["name", "op", "value"], name=STR, op=_enum(("=", "!=", "=~", "!~")), value=STR)
+_MATCHERS: Schema = {
+    "description": "NAME=VALUE, NAME!=VALUE, NAME=~REGEX, NAME!~REGEX over rule, severity,"
+    " playbook and labels (docs/governor.md)",
+    "anyOf": [
+        LABELS,
+        {"type": "array", "minItems": 1, "items": {"anyOf": [STR, _MATCHER]}},
+    ],
+}
+_INCIDENT_RUN = _obj(
+    ["id", "playbook", "state", "outcome", "escalation"],
+    id=INT,
+    playbook=STR,
+    state=_enum(RunState),
+    outcome=_nullable(_enum(Outcome)),
+    escalation=BOOL,
+    decision_id=_nullable(INT),
+    created_at=TIME,
+    started_at=_nullable(TIME),
+    ended_at=_nullable(TIME),
+)
+_TIMELINE = _obj(
+    ["ts", "what"],
+    ts=TIME,
+    what=_enum(("opened", "decision", "run_started", "run_ended", "resolved")),
+    text=STR,
+    decision=INT,
+    run=INT,
+)
 _STATUS = _obj(
     ["node", "mode", "paused", "ready", "sources", "rules_loaded", "open_incidents"],
     node=STR,
@@ -155,7 +199,7 @@ _SERIES = _obj(
 _SILENCE = _obj(
     ["id", "matchers", "starts_at", "ends_at", "reason"],
     id=INT,
-    matchers=LABELS,
+    matchers=_MATCHERS,
     starts_at=TIME,
     ends_at=TIME,
     reason=_nullable(STR),
@@ -179,12 +223,19 @@ SCHEMAS: dict[str, Schema] = {
         **_RUN_FIELDS,
         approvals={"type": "array", "items": _obj(["verdict"], verdict=STR, by=STR, at=TIME)},
     ),
-    "Incident": _obj(_INCIDENT_REQUIRED, **_INCIDENT_FIELDS),
+    "Incident": _obj(
+        _INCIDENT_REQUIRED,
+        **_INCIDENT_FIELDS,
+        runs={"type": "integer", "description": "how many runs it had"},
+        last_result=_nullable(_enum(("run", *Suppression))),
+        last_reason=_nullable(STR),
+    ),
     "IncidentDetail": _obj(
         _INCIDENT_REQUIRED,
         **_INCIDENT_FIELDS,
         decisions={"type": "array", "items": _ref("Decision")},
-        runs={"type": "array", "items": INT},
+        runs={"type": "array", "items": _INCIDENT_RUN},
+        timeline={"type": "array", "items": _TIMELINE},
     ),
     "Decision": _DECISION,
     "Circuit": _CIRCUIT,
@@ -222,11 +273,11 @@ _AM_BODY = _obj(
 )
 _SILENCE_BODY = _obj(
     ["matchers", "duration", "reason"],
-    matchers=LABELS,
+    matchers=_MATCHERS,
     duration={"type": "string", "examples": ["30m", "2h"]},
     reason=STR,
 )
-_SILENCE_ADDED = _obj(["id", "ends_at"], id=INT, matchers=LABELS, starts_at=TIME, ends_at=TIME)
+_SILENCE_ADDED = _obj(["id", "ends_at"], id=INT, matchers=_MATCHERS, starts_at=TIME, ends_at=TIME)
 _PAUSED = _obj(["paused"], paused=BOOL)
 _GATE = {200: ANY_OBJECT, 404: _ERR, 409: _ERR, 400: _ERR}
 
@@ -266,7 +317,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/v1/decisions"): Operation(
         "decisions, newest first, with suppression reasons",
         {200: _list_of("decisions", _ref("Decision")), 400: _ERR},
-        query={**_LIMIT, "rule": STR, "key": STR, "result": STR, "since": NUM},
+        query={
+            **_LIMIT,
+            "rule": STR,
+            "key": STR,
+            "result": _enum(("run", *Suppression)),
+            "since": {"type": "string", "description": "epoch seconds, or a duration ago (30m)"},
+        },
     ),
     ("GET", "/api/v1/runs"): Operation(
         "runs with their steps, newest first", {200: _list_of("runs", _ref("Run"))}, query=_LIMIT
@@ -311,8 +368,18 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: _obj(["ok"], ok=BOOL), 400: _obj(["ok"], ok=BOOL, errors=ANY_OBJECT)},
     ),
     ("POST", "/api/v1/circuits/{target}/reset"): Operation(
-        "close a target's circuit (the target is an incident key, percent-encoded)",
-        {200: _obj(["target", "reset"], target=STR, reset=BOOL), 404: _ERR},
+        "close the circuits of an incident key (percent-encoded), every rule's or ?rule='s;"
+        " the incidents they held back are decided again",
+        {
+            200: _obj(
+                ["target", "reset"],
+                target=STR,
+                reset=BOOL,
+                circuits={"type": "array", "items": _obj(["rule", "key"], rule=STR, key=STR)},
+            ),
+            404: _ERR,
+        },
+        query={"rule": STR},
     ),
     ("POST", "/api/v1/events"): Operation(
         "metric samples and events as JSON",

@@ -260,6 +260,11 @@ function incidentLevers(i) {
   if (why) acts.firstChild.title = acts.firstChild.dataset.why = why;
   return acts;
 }
+// An open incident whose latest decision started no run says why (circuit_open, ...).
+function noRunWhy(i) {
+  if (i.state !== "open" || !i.last_result || i.last_result === "run") return [];
+  return [" ", el("small", { class: "muted", title: i.last_reason || "" }, "no run: " + i.last_result)];
+}
 function renderIncidents(data) {
   const list = data.incidents || [];
   state.incidents = list;
@@ -268,7 +273,7 @@ function renderIncidents(data) {
     el("td", {}, i.rule),
     el("td", { class: "mono", title: "the key: which thing this incident is about" }, i.key || "–"),
     el("td", {}, i.severity ? badge(i.severity) : "–"),
-    el("td", {}, badge(i.state)),
+    el("td", {}, badge(i.state), ...noRunWhy(i)),
     el("td", { title: ago(i.opened_at) }, when(i.opened_at)),
     el("td", { class: "num" }, span((i.resolved_at ?? Date.now() / 1000) - i.opened_at)),
     el("td", {}, incidentLevers(i)),
@@ -298,15 +303,20 @@ function openSilence(incident) {
   d.returnValue = "";
   d.showModal();
 }
+// Matchers as Alertmanager writes them: name=value, name!=value, name=~regex, name!~regex
+// (names: rule, severity, playbook, or a label); the daemon checks them against its rules.
 function parseMatchers(text) {
-  const m = {};
+  const m = [];
   for (const part of text.split(",").map((x) => x.trim()).filter(Boolean)) {
-    const at = part.indexOf("=");
-    if (at <= 0) throw new Error(`"${part}" is not label=value`);
-    m[part.slice(0, at).trim()] = part.slice(at + 1).trim();
+    if (!/^[^=!~\s]+\s*(=~|!~|!=|=)/.test(part)) throw new Error(`"${part}" is not name=value (or !=, =~, !~)`);
+    m.push(part);
   }
-  if (!Object.keys(m).length) throw new Error("at least one matcher is needed");
+  if (!m.length) throw new Error("at least one matcher is needed");
   return m;
+}
+function matcherText(matchers) {
+  if (!Array.isArray(matchers)) return labelText(matchers);
+  return matchers.map((x) => (typeof x === "string" ? x : `${x.name}${x.op || "="}${x.value}`)).join(", ");
 }
 $("#silence-form").addEventListener("submit", async (ev) => {
   const d = $("#silence-dialog");
@@ -547,7 +557,8 @@ function decisionRows(decisions) {
   return decisions.map((d) => el("tr", { "data-decision": d.id },
     el("td", { class: "mono" }, d.id), el("td", {}, when(d.ts)), el("td", {}, d.playbook || "–"),
     el("td", {}, d.suppressed ? badge(d.suppressed) : badge("run")),
-    el("td", {}, d.suppressed ? (SUPPRESSION_WHY[d.suppressed] || d.suppressed) : "a run was started")));
+    el("td", {}, d.suppressed ? (d.reason || SUPPRESSION_WHY[d.suppressed] || d.suppressed)
+      : "a run was started", d.cause ? el("small", { class: "muted" }, ` (${d.cause})`) : "")));
 }
 async function renderIncidentView(id) {
   let inc = null;
@@ -717,7 +728,7 @@ function renderSilences(data) {
   const list = data.silences || [];
   $("#silences tbody").replaceChildren(...list.map((s) => el("tr", { "data-silence": s.id },
     el("td", { class: "mono" }, s.id),
-    el("td", { class: "mono" }, labelText(s.matchers)),
+    el("td", { class: "mono" }, matcherText(s.matchers)),
     el("td", {}, s.reason ?? ""),
     el("td", { title: when(s.ends_at) }, s.ends_at ? "in " + span(s.ends_at - Date.now() / 1000) : "–"),
     el("td", {}, lever("expire", "delete /api/v1/silences/{id}", async () => {
