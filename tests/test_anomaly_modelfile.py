@@ -78,7 +78,7 @@ models:
     )
     f = str(path)
     assert [str(p) for p in check_model_paths([path])] == [
-        f"{f}:4:15: detector must be one of context; got 'forest'",
+        f"{f}:4:15: detector must be one of context, host; got 'forest'",
         f"{f}:5:18: must be greater than 0 and at most 1, got 1.5",
         f"{f}:6:13: must be at least 10, got 3",
         f"{f}:7:14: invalid duration '10': expected <integer><unit>... with units ms, s, m, h, d",
