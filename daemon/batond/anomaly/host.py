@@ -66,6 +66,16 @@ class HostFit:
 
 def fit_host(history: Floats, params: HostParams) -> HostFit:
     """Fit on ``history`` (vectors x metrics); for a worker thread (it takes ~ms)."""
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread: a fit must leave the other core to the event loop (with two
+    # OpenBLAS threads spinning on a loaded 2-core host, a 6000 x 40 fit stalled the
+    # loop 0.35 s and took 10x longer)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit(history, params)
+
+
+def _fit(history: Floats, params: HostParams) -> HostFit:
     import numpy as np
     from sklearn.decomposition import PCA
 

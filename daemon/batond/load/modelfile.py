@@ -203,9 +203,9 @@ def _read_host_params(node: Node, reader: Reader) -> HostParams | None:
         if value is not None and value > high:
             reader.error(vnode, f"must be at most {high:g}, got {value}")
             value = None
-        if value is None:
-            return None
         values[key] = value
+    if any(v is None for v in values.values()):
+        return None
     return HostParams(**values)
 
 
