@@ -111,10 +111,16 @@ class HostModels:
         return [host.spec for host in self._hosts.values()]
 
     def observe(self, sample: Sample, specs: list[ModelSpec]) -> None:
+        labels = sample.labels
         for spec in specs:
-            if spec.match_labels and not spec.covers(sample.labels):
+            if spec.match_labels and not spec.covers(labels):
                 continue
-            key = (spec.name, HOST_METRIC, tuple(sample.labels.get(k, "") for k in spec.series_by))
+            by = spec.series_by
+            key: SeriesKey
+            if len(by) == 1:  # the usual case (host): no generator
+                key = (spec.name, HOST_METRIC, (labels.get(by[0], ""),))
+            else:
+                key = (spec.name, HOST_METRIC, tuple([labels.get(k, "") for k in by]))
             host = self._hosts.get(key) or self._new_host(key, spec)
             if host is not None:
                 self._take(host, self._columns[spec.name][sample.metric], sample)
