@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from batond.anomaly import DEFAULT_SPEC, HostParams, ModelSet
+from batond.anomaly.host import ratio_score
 from batond.engine.types import Decision
 from batond.events import Sample
 from batond.runtime.pipeline import NoRuns, Pipeline, run_now
@@ -159,3 +160,10 @@ def test_false_positive_feedback_lowers_a_hosts_sensitivity() -> None:
     assert models.feedback_false_positive("host_anomaly", {"host": "h", "top_metric": "x"})
     (series,) = models.series(metric="host_anomaly")
     assert series["sensitivity"] < series["model_sensitivity"]
+
+
+def test_the_score_is_099_at_a_ratio_of_1_and_never_ties_strong_anomalies() -> None:
+    ratios = [0.0, 0.5, 1.0, 2.0, 8.0, 10.0, 1e3, 1e6]
+    scores = [ratio_score(r) for r in ratios]
+    assert scores[2] == 0.99 and scores[5] == 0.999
+    assert all(a < b < 1.0 for a, b in itertools.pairwise(scores))

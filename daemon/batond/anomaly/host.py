@@ -11,8 +11,9 @@ training history:
 - the largest per-metric ``|z|`` (one metric unusual on its own).
 
 A ratio of 1 is as unusual as the 0.5 % most unusual training vectors; the
-score is ``1 - 0.01 ** ratio``, so the default threshold 0.99 is a ratio
-of 1 and every ratio keeps its order.  ``bench/bench_smd_host.py`` chose this
+score is ``0.99 * ratio`` below 1 and ``1 - 0.01 / ratio`` above (see
+:func:`ratio_score`), so the default threshold 0.99 is a ratio of 1 and every
+ratio keeps its order.  ``bench/bench_smd_host.py`` chose this
 combination on the Server Machine Dataset (leave-one-machine-out).
 """
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
     Floats = npt.NDArray[np.float64]
 
-__all__ = ["HostFit", "HostParams", "fit_host", "score_vector"]
+__all__ = ["HostFit", "HostParams", "fit_host", "ratio_score", "score_vector"]
 
 _QUANTILE = 0.995  # a ratio of 1: as unusual as the top 0.5 % of the training history
 
@@ -108,8 +109,17 @@ def score_vector(fit: HostFit, vector: Floats, sensitivity: float) -> tuple[floa
     squared = residual * residual
     parts = np.maximum(squared / fit.pca_scale, np.abs(z) / fit.z_scale)
     ratio = max(float(squared.sum()) / fit.pca_scale, float(parts.max()))
-    ratio *= sensitivity / 0.5
-    return 1.0 - 0.01**ratio, parts
+    return ratio_score(ratio * sensitivity / 0.5), parts
+
+
+def ratio_score(ratio: float) -> float:
+    """A ratio as a score in [0, 1): 0.99 at 1, never saturating.
+
+    ``1 - 0.01 / ratio`` above 1 keeps every ratio's order (float64 tells ratios apart
+    up to about 1e13); ``1 - 0.01 ** ratio`` reached 1.0 at a ratio of 8, and the ties
+    among the strongest anomalies cost machine-2-8 of SMD 0.948 -> 0.049 point-wise F1.
+    """
+    return 0.99 * ratio if ratio < 1.0 else 1.0 - 0.01 / ratio
 
 
 def fit_state(fit: HostFit) -> dict[str, Any]:
