@@ -89,6 +89,7 @@ BENCHES = [
         ["--series", "1000,10000,100000", "--rounds", "20"],
     ),
     Bench("smd host", "bench_smd_host.py", [], [], _shared("smd-data")),
+    Bench("smd backtest host", "bench_smd_backtest.py", [], [], _shared("smd-data")),
     Bench(
         "journal",
         "bench_journal.py",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from batond.anomaly import DEFAULT_SPEC, ContextParams
+from batond.anomaly import DEFAULT_SPEC, ContextParams, HostParams
 from batond.errors import ConfigError
 from batond.load.modelfile import check_model_paths, load_models
 
@@ -78,7 +79,7 @@ models:
     )
     f = str(path)
     assert [str(p) for p in check_model_paths([path])] == [
-        f"{f}:4:15: detector must be one of context; got 'forest'",
+        f"{f}:4:15: detector must be one of context, host; got 'forest'",
         f"{f}:5:18: must be greater than 0 and at most 1, got 1.5",
         f"{f}:6:13: must be at least 10, got 3",
         f"{f}:7:14: invalid duration '10': expected <integer><unit>... with units ms, s, m, h, d",
@@ -112,4 +113,54 @@ def test_yaml_syntax_and_a_wrong_top_level_are_problems(tmp_path: Path) -> None:
     assert problems[1:] == [
         f"{wrong}:1:1: missing required key 'models'",
         f"{wrong}:1:1: unknown key 'model' (did you mean 'models'?)",
+    ]
+
+
+def test_a_host_model_is_read_with_its_own_params(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "host.yaml",
+        """\
+models:
+  - name: whole-host
+    match: {metric: [cpu_percent, load_1m, disk_io_percent]}
+    detector: host
+    params: {variance: 0.9, history: 2000, top: 2}
+  - name: defaults
+    match: {metric: [a, b]}
+    detector: host
+""",
+    )
+    host, defaults = load_models([tmp_path])
+    assert host.detector == "host" and host.params == DEFAULT_SPEC.params
+    assert host.host == HostParams(variance=0.9, history=2000, top=2)
+    assert defaults.host == HostParams() and defaults.series_by == ("host",)
+    assert host.fingerprint() != replace(host, host=HostParams()).fingerprint()
+
+
+def test_host_model_mistakes_are_reported_at_their_line_and_column(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "bad.yaml",
+        """\
+models:
+  - name: one
+    match: {metric: cpu_percent}
+    detector: host
+  - name: loop
+    match: {metric: [cpu_percent, host_anomaly]}
+    detector: host
+  - name: params
+    match: {metric: [a, b]}
+    detector: host
+    params: {variance: 1.5, bins: 7, top: 0}
+""",
+    )
+    f = str(path)
+    assert [str(p) for p in check_model_paths([path])] == [
+        f"{f}:3:21: a host model scores metrics jointly: name at least 2 metrics",
+        f"{f}:6:21: a host model cannot cover host_anomaly, the series it makes",
+        f"{f}:11:24: must be above 0 and at most 1, got 1.5",
+        f"{f}:11:29: unknown key 'bins'",
+        f"{f}:11:43: must be at least 1, got 0",
     ]

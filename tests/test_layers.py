@@ -55,7 +55,7 @@ THIRD_PARTY: dict[str, set[str] | None] = {
     "units": set(),
     "events": {"orjson"},
     "engine": {"orjson", "re2"},
-    "anomaly": {"numpy", "sklearn", "scipy"},
+    "anomaly": {"numpy", "sklearn", "scipy", "threadpoolctl"},  # threadpoolctl: sklearn's own
     "metrics": {"prometheus_client"},
 }
 #: Standard-library modules that do I/O or read the clock: never in the pure core.

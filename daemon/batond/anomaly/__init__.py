@@ -9,6 +9,6 @@ imported only when a series first trains, scikit-learn never on this path.
 from __future__ import annotations
 
 from batond.anomaly.modelset import ModelSet
-from batond.anomaly.spec import DEFAULT_SPEC, DETECTORS, ContextParams, ModelSpec
+from batond.anomaly.spec import DEFAULT_SPEC, DETECTORS, ContextParams, HostParams, ModelSpec
 
-__all__ = ["DEFAULT_SPEC", "DETECTORS", "ContextParams", "ModelSet", "ModelSpec"]
+__all__ = ["DEFAULT_SPEC", "DETECTORS", "ContextParams", "HostParams", "ModelSet", "ModelSpec"]

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batond.anomaly.detector import ContextDetector
+from batond.anomaly.hostset import HOST_METRIC, HostModels, host_series_bytes
 from batond.anomaly.spec import ModelSpec
 from batond.errors import StateError
 from batond.events import Sample
@@ -133,6 +134,10 @@ class ModelSet:
         self._ready: list[_Series] = []
         self._due: list[tuple[float, int, _Series]] = []
         self._order = itertools.count()
+        self._hosts = HostModels(self._reserve_host)
+        #: host_anomaly samples of the ``detector: host`` models, for the rules: the
+        #: pipeline takes them (:meth:`take_synthetic`) after each sample it scores
+        self.synthetic = self._hosts.pending
         self._index(specs)
 
     def prepare(self) -> None:
@@ -143,11 +148,17 @@ class ModelSet:
         """
         if self.specs:
             import numpy  # noqa: F401
+        if self._hosts.by_metric:
+            import sklearn.decomposition  # noqa: F401  (a host model's first fit needs it)
 
-    def _index(self, specs: Sequence[ModelSpec]) -> None:
+    def _index(self, specs: Sequence[ModelSpec]) -> list[str]:
         self.specs = tuple(specs)
         self._by_metric: dict[str, list[ModelSpec]] = {}
+        notes = self._hosts.index([s for s in self.specs if s.detector == "host"])
+        self._host_metrics = self._hosts.by_metric
         for spec in self.specs:
+            if spec.detector == "host":
+                continue
             for metric in spec.match_metrics:
                 self._by_metric.setdefault(metric, []).append(spec)
         # metric -> (model name, label) where one model owns the metric's series by one
@@ -157,6 +168,7 @@ class ModelSet:
             for metric, specs in self._by_metric.items()
             if len(specs) == 1 and not specs[0].match_labels and len(specs[0].series_by) == 1
         }
+        return notes
 
     def replace_specs(self, new: ModelSet | Sequence[ModelSpec]) -> None:
         """Adopt reloaded models, keeping what each series learned where it still applies.
@@ -168,10 +180,9 @@ class ModelSet:
         """
         specs = new.specs if isinstance(new, ModelSet) else tuple(new)
         old = self._series
-        self._index(specs)
         self._series = {}
-        self._bytes = 0
-        self.state_notes = []
+        self.state_notes = self._index(specs)
+        self._bytes = sum(series_bytes(spec) for spec in self._hosts.kept())
         by_name = {spec.name: spec for spec in specs}
         for key, series in old.items():
             spec = by_name.get(series.spec.name)
@@ -192,6 +203,9 @@ class ModelSet:
     def observe(self, sample: Sample) -> float:
         """Score of ``sample`` for its series, computed before learning from it."""
         metric = sample.metric
+        hosts = self._host_metrics.get(metric)
+        if hosts is not None and sample.value - sample.value == 0.0:
+            self._hosts.observe(sample, hosts)
         specs = self._by_metric.get(metric)
         if specs is None:
             return 0.0
@@ -212,6 +226,20 @@ class ModelSet:
             series.training = True  # the first fit is due: a job, never inline
             self._ready.append(series)
         return score
+
+    def take_synthetic(self) -> list[Sample]:
+        """The ``host_anomaly`` samples made since the last call (their value is the score)."""
+        out = list(self.synthetic)
+        self.synthetic.clear()
+        return out
+
+    def _reserve_host(self, key: SeriesKey, where: str, spec: ModelSpec) -> bool:
+        full = self._full(spec)
+        if full:
+            self._refuse(key, where, full)
+            return False
+        self._bytes += series_bytes(spec)
+        return True
 
     def _schedule(self, series: _Series, when: float) -> None:
         heapq.heappush(self._due, (when, next(self._order), series))
@@ -241,7 +269,7 @@ class ModelSet:
 
     def _full(self, spec: ModelSpec) -> str:
         """Why a new series of ``spec`` does not fit ("" if it does)."""
-        if len(self._series) >= self.max_series:
+        if self.series_count() >= self.max_series:
             return f"the series cap ({self.max_series} series) is reached"
         need = series_bytes(spec)
         if self._bytes + need > self.max_bytes_total:
@@ -279,7 +307,8 @@ class ModelSet:
             )
 
     def series_count(self) -> int:
-        return len(self._series)
+        """Series scored: per-series ones and the hosts of host models."""
+        return len(self._series) + self._hosts.count()
 
     def bytes_reserved(self) -> int:
         """Bytes the series reserve, against ``max_bytes_total``."""
@@ -298,6 +327,8 @@ class ModelSet:
     ) -> list[dict[str, Any]]:
         """Recent points with their scores, for ``GET /api/v1/series``."""
         out: list[dict[str, Any]] = []
+        if metric is None or metric == HOST_METRIC:
+            out.extend(self._hosts.series(host, limit))
         for s in self._series.values():
             if metric is not None and s.metric != metric:
                 continue
@@ -321,6 +352,8 @@ class ModelSet:
     # -- feedback --------------------------------------------------------
     def feedback_false_positive(self, metric: str, labels: Mapping[str, str]) -> bool:
         """Lower the sensitivity of the series of ``metric``/``labels``; False if unknown."""
+        if metric == HOST_METRIC:
+            return self._hosts.feedback_false_positive(labels, FEEDBACK_FACTOR, MIN_SENSITIVITY)
         for spec in self._by_metric.get(metric, ()):
             if not spec.covers(labels):
                 continue
@@ -367,6 +400,7 @@ class ModelSet:
             if detector.range_moved() or detector.ready():
                 series.training = True
                 jobs.append(_job(series))
+        jobs.extend(self._hosts.jobs(now, limit - examined))
         return jobs
 
     # -- persistence -----------------------------------------------------
@@ -478,6 +512,8 @@ def series_bytes(spec: ModelSpec) -> int:
     each) and the per-series object overhead.  ``bench/bench_anomaly_fleet.py``
     checks the estimate against tracemalloc and RSS.
     """
+    if spec.detector == "host":
+        return host_series_bytes(spec)
     params = spec.params
     probe = _new_detector(spec)
     history = max(2 * history_capacity(spec), 8 * 2 * probe.warmup)

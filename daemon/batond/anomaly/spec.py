@@ -12,14 +12,17 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
+from batond.anomaly.host import HostParams
+
 __all__ = [
     "DEFAULT_SPEC",
     "DETECTORS",
     "ContextParams",
+    "HostParams",
     "ModelSpec",
 ]
 
-DETECTORS = ("context",)
+DETECTORS = ("context", "host")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +64,10 @@ class ModelSpec:
     sample must carry; ``series_by``: labels that tell series apart (others,
     such as a sequence number, never multiply series); ``warmup``: points a
     series learns before it is scored; ``retrain``: seconds between
-    retrainings of a series; ``threshold``: the score at or above which the
-    model calls a point anomalous (and starts its rest period).
+    retrainings of a series; ``host``: the parameters of a ``detector: host``
+    model (whose series is the host's vector of ``match_metrics``);
+    ``threshold``: the score at or above which the model calls a point
+    anomalous (and starts its rest period).
     """
 
     name: str = "default"
@@ -71,6 +76,7 @@ class ModelSpec:
     series_by: tuple[str, ...] = ("host",)
     detector: str = "context"
     params: ContextParams = ContextParams()
+    host: HostParams = field(default_factory=HostParams)  # a ``detector: host`` model's params
     sensitivity: float = 0.5
     warmup: int = 200
     retrain: float = 3600.0
@@ -84,7 +90,7 @@ class ModelSpec:
         """Identity of what learned state depends on (not sensitivity or match)."""
         data = {
             "detector": self.detector,
-            "params": self.params.as_dict(),
+            "params": (self.host if self.detector == "host" else self.params).as_dict(),
             "warmup": self.warmup,
             "threshold": self.threshold,
         }

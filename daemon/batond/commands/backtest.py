@@ -4,7 +4,8 @@ Each file is one series, fed point by point through the same
 :class:`~batond.anomaly.ModelSet` the daemon uses (strictly causal), with
 retraining run inline at the point's own timestamp, so the scores written
 are exactly what the daemon would have scored.  The last stdout line is
-``series=N rows=M elapsed_s=X threshold=T``.
+``series=N rows=M elapsed_s=X threshold=T``.  ``--detector host`` scores
+SMD-format machines with the host model instead (:mod:`.backtest_host`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ _METRIC = "backtest"
 
 def main(args: argparse.Namespace) -> int:
     try:
-        spec = _spec(args.config, args.model)
+        if getattr(args, "detector", "context") == "host":
+            from batond.commands.backtest_host import DEFAULT_HOST_SPEC, run_host
+
+            if len(args.paths) != 1:
+                raise InputError("usage", "--detector host takes one SMD_DIR")
+            spec = _spec(args.config, args.model, DEFAULT_HOST_SPEC)
+            return run_host(Path(args.paths[0]), Path(args.out), spec, args.step)
+        spec = _spec(args.config, args.model, DEFAULT_SPEC)
         return _run([Path(p) for p in args.paths], Path(args.out), spec)
     except BatondError as exc:
         text = exc.detail if isinstance(exc, InputError) and exc.detail else exc
@@ -39,9 +47,9 @@ def main(args: argparse.Namespace) -> int:
         return 1
 
 
-def _spec(config: str | None, name: str | None) -> ModelSpec:
+def _spec(config: str | None, name: str | None, default: ModelSpec) -> ModelSpec:
     if name is None:
-        spec = DEFAULT_SPEC
+        spec = default
     else:
         from batond.load.config import load_config
         from batond.load.modelfile import load_models

@@ -109,6 +109,19 @@ def _local_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--out", required=True, metavar="DIR")
     _config_arg(p)
     p.add_argument("--model", metavar="NAME", help="a model of the config's models:")
+    p.add_argument(
+        "--detector",
+        choices=("context", "host"),
+        default="context",
+        help="host: score SMD-format machine folders (train/test halves) with the host model",
+    )
+    p.add_argument(
+        "--step",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="--detector host: seconds between rows (timestamps count rows; SMD: 60)",
+    )
 
     sub.add_parser("schema", help="print the JSON Schema of rule and playbook files")
 

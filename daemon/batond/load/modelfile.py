@@ -8,13 +8,16 @@
           metric: cpu_percent           # a metric name or a list of names
           role: web                     # any other key: label that must be equal
         series_by: [host]               # labels that tell series apart (default [host])
-        detector: context               # the only detector (default)
+        detector: context               # context (default) or host
         params: {bins: 7, offsets: [0, 0.5], context: 1, short: 10, long: 400,
                  rest: 30, history: 2000, beyond: 2}
         sensitivity: 0.5                # (0, 1]; lower needs stronger evidence
         warmup: 200                     # points learned before scoring
         retrain: 1h                     # re-learn range and memory this often
         threshold: 0.99                 # default alert threshold, (0, 1]
+
+A ``detector: host`` model scores each host's vector of its metrics jointly;
+its ``params`` are ``{variance: 0.95, history: 4000, min_std: 0.05, top: 3}``.
 
 Every key but ``name`` and ``match`` defaults to the built-in model
 (:data:`batond.anomaly.spec.DEFAULT_SPEC`).
@@ -27,9 +30,10 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from batond.anomaly.spec import DEFAULT_SPEC, DETECTORS, ContextParams, ModelSpec
+from batond.anomaly.hostset import HOST_METRIC
+from batond.anomaly.spec import DEFAULT_SPEC, DETECTORS, ContextParams, HostParams, ModelSpec
 from batond.errors import ConfigError, Problem
-from batond.load.yamlfile import Node, Reader, compose_file
+from batond.load.yamlfile import MappingNode, Node, Reader, compose_file
 
 __all__ = ["check_model_paths", "load_models", "model_files"]
 
@@ -110,10 +114,16 @@ def _read_model(node: Node, reader: Reader, names: set[str]) -> ModelSpec | None
             reader.error(f["name"], f"duplicate model name {name!r}")
         names.add(name)
     metrics, labels = _read_match(f["match"], reader) if "match" in f else ((), {})
+    detector = _opt(f, "detector", lambda n: reader.one_of(n, DETECTORS, "detector"))
+    host = detector == "host"
+    if host and "match" in f:
+        _check_host_metrics(f["match"], metrics, reader)
     values: dict[str, Any] = {
         "series_by": _opt(f, "series_by", reader.str_list),
-        "detector": _opt(f, "detector", lambda n: reader.one_of(n, DETECTORS, "detector")),
-        "params": _opt(f, "params", lambda n: _read_params(n, reader)),
+        "detector": detector,
+        "host" if host else "params": _opt(
+            f, "params", lambda n: _read_host_params(n, reader) if host else _read_params(n, reader)
+        ),
         "sensitivity": _opt(f, "sensitivity", lambda n: _fraction(n, reader)),
         "warmup": _opt(f, "warmup", lambda n: reader.integer(n, minimum=10)),
         "retrain": _opt(f, "retrain", lambda n: reader.duration(n, minimum=1.0)),
@@ -153,6 +163,50 @@ def _read_match(node: Node, reader: Reader) -> tuple[tuple[str, ...], dict[str, 
         if value is not None:
             labels[key] = value
     return tuple(m for m in metrics if m is not None), labels
+
+
+def _check_host_metrics(node: Node, metrics: tuple[str, ...], reader: Reader) -> None:
+    at = node  # the metric list itself when the match is a mapping (it was read above)
+    if isinstance(node, MappingNode):
+        at = next((v for k, v in node.value if getattr(k, "value", None) == "metric"), node)
+    if HOST_METRIC in metrics:
+        reader.error(at, f"a host model cannot cover {HOST_METRIC}, the series it makes")
+    elif len(set(metrics)) < 2:
+        reader.error(at, "a host model scores metrics jointly: name at least 2 metrics")
+    elif len(set(metrics)) != len(metrics):
+        reader.error(at, "a host model names each metric once")
+
+
+_HOST_LIMITS: dict[str, tuple[float, float]] = {
+    "variance": (0.0, 1.0),  # (low, high]: at least one component, at most all
+    "history": (10, 1_000_000),
+    "min_std": (0.0, 1e12),
+    "top": (1, 50),
+}
+
+
+def _read_host_params(node: Node, reader: Reader) -> HostParams | None:
+    f = reader.mapping(node, list(_HOST_LIMITS), what="params mapping (detector host)")
+    if f is None:
+        return None
+    values: dict[str, Any] = {}
+    for key, vnode in f.items():
+        low, high = _HOST_LIMITS[key]
+        value: Any
+        if key in ("history", "top"):
+            value = reader.integer(vnode, minimum=int(low))
+        else:
+            value = reader.number(vnode)
+            if value is not None and not low < value <= high:
+                reader.error(vnode, f"must be above {low:g} and at most {high:g}, got {value}")
+                value = None
+        if value is not None and value > high:
+            reader.error(vnode, f"must be at most {high:g}, got {value}")
+            value = None
+        values[key] = value
+    if any(v is None for v in values.values()):
+        return None
+    return HostParams(**values)
 
 
 def _read_params(node: Node, reader: Reader) -> ContextParams | None:

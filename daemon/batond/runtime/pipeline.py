@@ -231,6 +231,9 @@ class Pipeline:
             models = self._models
             score = models.observe(item) if models is not None and type(item) is Sample else 0.0
             outputs = self._engine.evaluate(item, now, score)
+            if models is not None and models.synthetic:  # host models scored a vector
+                for extra in models.take_synthetic():
+                    outputs += self._engine.evaluate(extra, now, extra.value)
         except Exception as exc:
             if self._on_error is None:
                 raise

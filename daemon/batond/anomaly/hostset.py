@@ -1,0 +1,268 @@
+"""The series of ``detector: host`` models: one per host, a vector of its metrics.
+
+A host's samples arrive one metric at a time.  Its vector is complete, and
+scored, when every metric of the model has a new value since the last
+vector; when a metric comes again before that (a metric that stopped, or a
+slower one) the vector is scored with the other metrics' last values carried
+forward.  Each scored vector becomes a synthetic sample of metric
+``host_anomaly`` (value and ``anomaly`` = the score) whose labels are the
+model's ``series_by`` labels plus ``top_metric`` (the metric contributing most)
+and ``top_metrics`` (the ``top`` largest, comma-separated, largest first); the
+pipeline hands it to the rules right after the sample that completed it.
+
+Training is a job like a per-series model's (:meth:`HostModels.jobs`): the
+fit (scikit-learn) runs in a worker thread on a copy of the history taken
+when the job was made; its *apply* swaps the fit in on the loop.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from batond.anomaly.host import HostFit, fit_host, score_vector
+from batond.anomaly.spec import ModelSpec
+from batond.events import Sample
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+__all__ = ["HOST_METRIC", "HostModels", "host_series_bytes"]
+
+HOST_METRIC = "host_anomaly"
+_RECENT = 240  # points kept for GET /api/v1/series
+_OVERHEAD_BYTES = 6000  # objects, label dicts and the recent deque, beyond the history array
+
+SeriesKey = tuple[str, str, tuple[str, ...]]
+Job = Callable[[], Callable[[], None]]
+# (key, "metric {labels}" for the log line, spec) -> "" if it fits, else why it does not
+Reserve = Callable[[SeriesKey, str, ModelSpec], bool]
+
+
+def host_series_bytes(spec: ModelSpec) -> int:
+    """Bytes one host of ``spec`` reserves: its float32 history and the objects."""
+    metrics = len(spec.match_metrics)
+    capacity = max(spec.host.history, spec.warmup)
+    return 4 * capacity * metrics + 40 * metrics + _OVERHEAD_BYTES
+
+
+@dataclass(slots=True)
+class _Host:
+    key: SeriesKey
+    spec: ModelSpec
+    labels: dict[str, str]
+    sensitivity: float
+    values: list[float]
+    fresh: list[bool]
+    ever: list[bool]  # reported at least once
+    nfresh: int = 0
+    unseen: int = 0  # metrics never seen yet: no vector before all are
+    history: Any = None  # numpy float32 (capacity x metrics), made at the first vector
+    count: int = 0  # vectors learned
+    fit: HostFit | None = None
+    trained_at: float | None = None
+    training: bool = False
+    recent: deque[list[float]] = field(default_factory=lambda: deque(maxlen=_RECENT))
+
+
+class HostModels:
+    """Every host of every ``detector: host`` model; synthetic samples in ``pending``."""
+
+    def __init__(self, reserve: Reserve) -> None:
+        self._reserve = reserve
+        self._hosts: dict[SeriesKey, _Host] = {}
+        self._columns: dict[str, dict[str, int]] = {}  # model name -> metric -> column
+        self.by_metric: dict[str, list[ModelSpec]] = {}
+        self.pending: list[Sample] = []  # host_anomaly samples for the rules, in order
+        self._ready: list[_Host] = []
+        self._due: list[tuple[float, int, _Host]] = []
+        self._order = itertools.count()
+
+    def index(self, specs: Sequence[ModelSpec]) -> list[str]:
+        """Adopt ``specs`` (reload); hosts whose model changed start afresh (notes say so)."""
+        self.by_metric = {}
+        self._columns = {}
+        for spec in specs:
+            self._columns[spec.name] = {m: i for i, m in enumerate(spec.match_metrics)}
+            for metric in spec.match_metrics:
+                self.by_metric.setdefault(metric, []).append(spec)
+        by_name = {spec.name: spec for spec in specs}
+        notes = []
+        for key, host in list(self._hosts.items()):
+            new = by_name.get(host.spec.name)
+            if new is None or not _same_model(host.spec, new):
+                del self._hosts[key]
+                notes.append(
+                    f"{HOST_METRIC} {host.labels}: model {host.spec.name!r} is gone or"
+                    " changed; the host learns afresh"
+                )
+            else:
+                host.sensitivity *= new.sensitivity / host.spec.sensitivity
+                host.spec = new
+        return notes
+
+    def kept(self) -> list[ModelSpec]:
+        """The spec of every host kept (their bytes stay reserved)."""
+        return [host.spec for host in self._hosts.values()]
+
+    def observe(self, sample: Sample, specs: list[ModelSpec]) -> None:
+        labels = sample.labels
+        for spec in specs:
+            if spec.match_labels and not spec.covers(labels):
+                continue
+            by = spec.series_by
+            key: SeriesKey
+            if len(by) == 1:  # the usual case (host): no generator
+                key = (spec.name, HOST_METRIC, (labels.get(by[0], ""),))
+            else:
+                key = (spec.name, HOST_METRIC, tuple([labels.get(k, "") for k in by]))
+            host = self._hosts.get(key) or self._new_host(key, spec)
+            if host is not None:
+                self._take(host, self._columns[spec.name][sample.metric], sample)
+            return
+
+    def _new_host(self, key: SeriesKey, spec: ModelSpec) -> _Host | None:
+        labels = dict(zip(spec.series_by, key[2], strict=True))
+        if not self._reserve(key, f"{HOST_METRIC} {labels}", spec):
+            return None
+        n = len(spec.match_metrics)
+        host = _Host(
+            key, spec, labels, spec.sensitivity, [0.0] * n, [False] * n, [False] * n, unseen=n
+        )
+        self._hosts[key] = host
+        return host
+
+    def _take(self, host: _Host, column: int, sample: Sample) -> None:
+        if host.fresh[column]:  # a new round began before the vector was complete
+            self._vector(host, sample.ts)
+        if host.unseen and not host.ever[column]:
+            host.ever[column] = True
+            host.unseen -= 1
+        host.values[column] = sample.value
+        host.fresh[column] = True
+        host.nfresh += 1
+        if host.nfresh == len(host.values):
+            self._vector(host, sample.ts)
+
+    def _vector(self, host: _Host, ts: float) -> None:
+        """Score the host's vector (before learning it), learn it, queue its sample."""
+        n = len(host.values)
+        host.fresh = [False] * n
+        host.nfresh = 0
+        if host.unseen:
+            return  # a metric has never reported: no honest vector yet
+        import numpy as np
+
+        vector = np.array(host.values, dtype=np.float64)
+        score, top = 0.0, ""
+        names = host.spec.match_metrics
+        ranked: list[str] = []
+        if host.fit is not None:
+            score, parts = score_vector(host.fit, vector, host.sensitivity)
+            order = np.argsort(-parts)[: host.spec.host.top]
+            ranked = [names[int(i)] for i in order]
+            top = ranked[0]
+        self._learn(host, vector)
+        labels = {**host.labels, "top_metric": top, "top_metrics": ",".join(ranked)}
+        self.pending.append(Sample(HOST_METRIC, score, ts, labels, source="host model"))
+        host.recent.append([ts, score, score])
+
+    def _learn(self, host: _Host, vector: npt.NDArray[np.float64]) -> None:
+        import numpy as np
+
+        if host.history is None:
+            capacity = max(host.spec.host.history, host.spec.warmup)
+            host.history = np.zeros((capacity, len(host.values)), dtype=np.float32)
+        history = host.history
+        history[host.count % history.shape[0]] = vector
+        host.count += 1
+        if host.count == host.spec.warmup and host.trained_at is None and not host.training:
+            host.training = True
+            self._ready.append(host)
+
+    def jobs(self, now: float, limit: int) -> list[Job]:
+        """First fits, then retraining that is due; at most ``limit`` hosts examined."""
+        out: list[Job] = []
+        examined = 0
+        while self._ready and examined < limit:
+            host = self._ready.pop()
+            examined += 1
+            if self._hosts.get(host.key) is host:
+                out.append(self._job(host, now))
+        due = self._due
+        while due and due[0][0] <= now and examined < limit:
+            host = heapq.heappop(due)[2]
+            examined += 1
+            if self._hosts.get(host.key) is not host:
+                continue  # dropped by a reload
+            if host.training:
+                heapq.heappush(due, (now + host.spec.retrain, next(self._order), host))
+                continue
+            out.append(self._job(host, now))
+        return out
+
+    def _job(self, host: _Host, now: float) -> Job:
+        host.training = True
+        host.trained_at = now
+        heapq.heappush(self._due, (now + host.spec.retrain, next(self._order), host))
+        given = host.history[: min(host.count, host.history.shape[0])].copy()
+        params = host.spec.host
+
+        def work() -> Callable[[], None]:
+            try:
+                fit = fit_host(given, params)
+            except BaseException:
+                host.training = False
+                raise
+
+            def apply() -> None:
+                host.training = False
+                host.fit = fit
+
+            return apply
+
+        return work
+
+    def feedback_false_positive(
+        self, labels: Mapping[str, str], factor: float, floor: float
+    ) -> bool:
+        for host in self._hosts.values():
+            if all(labels.get(k) == v for k, v in host.labels.items()):
+                host.sensitivity = max(floor, host.sensitivity * factor)
+                return True
+        return False
+
+    def series(self, host_name: str | None, limit: int) -> list[dict[str, Any]]:
+        out = []
+        for host in self._hosts.values():
+            if host_name is not None and host.labels.get("host") != host_name:
+                continue
+            points = list(host.recent)[-limit:] if limit > 0 else []
+            out.append(
+                {
+                    "metric": HOST_METRIC,
+                    "labels": dict(host.labels),
+                    "model": host.spec.name,
+                    "threshold": host.spec.threshold,
+                    "sensitivity": host.sensitivity,
+                    "model_sensitivity": host.spec.sensitivity,
+                    "points": points,
+                }
+            )
+        return out
+
+    def count(self) -> int:
+        return len(self._hosts)
+
+
+def _same_model(old: ModelSpec, new: ModelSpec) -> bool:
+    return (
+        old.match_metrics == new.match_metrics
+        and old.series_by == new.series_by
+        and old.fingerprint() == new.fingerprint()
+    )
