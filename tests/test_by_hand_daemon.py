@@ -59,8 +59,8 @@ def test_run_playbook_and_trigger_by_hand_need_the_token_and_are_recorded(
             return sorted(found) if len(found) >= 2 else []
 
         assert wait_until(ended, what="two ended runs") == [
-            ("nightly", "schedule=nightly", "resolved"),
-            ("run-playbook", "playbook=report", "resolved"),
+            ("nightly", "schedule=nightly", "succeeded"),
+            ("run-playbook", "playbook=report", "succeeded"),
         ]
     finally:
         daemon.stop()
