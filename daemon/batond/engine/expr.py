@@ -73,9 +73,12 @@ _MAX_REPEAT = 100_000  # "x" * n giving more items than this is refused (memory)
 
 _REF_ROOTS = frozenset({"steps", "params", "vars"})
 _CONSTANTS = {"true": True, "false": False, "null": None}
+_NUMBERS = frozenset({int, float})
 
 
 def _attr(obj: object, name: str) -> Any:
+    if type(obj) is dict:  # the common case, without the ABC check's cost
+        return obj.get(name)
     if isinstance(obj, Mapping):
         return obj.get(name)
     return None
@@ -94,6 +97,8 @@ def _item(obj: Any, key: Any) -> Any:
 
 def _mul(a: Any, b: Any) -> Any:
     """``*``, refusing repetitions that would build huge strings or lists (event data)."""
+    if type(a) in _NUMBERS and type(b) in _NUMBERS:
+        return a * b
     seq, n = (a, b) if isinstance(a, str | list | tuple) else (b, a)
     if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > _MAX_REPEAT:
         raise EvalError(f"repetition to {len(seq) * n} items is too large")

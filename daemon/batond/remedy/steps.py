@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from batond.engine.expr import EvalError
@@ -172,6 +172,7 @@ class StepExecutor:
         (``keep_going``, as compensation does: a failure goes on to the next step unless
         it says ``continue_on_error: false``; the result is False when any failed)."""
         all_ok = True
+        env = self.env(run, scope)  # scope's results and vars change in place: one per list
         for i, step in enumerate(steps):
             if i < start_at:  # done before an interruption (results restored from the journal)
                 scope.results.setdefault(step.name, dict(_EARLIER))
@@ -179,14 +180,14 @@ class StepExecutor:
             if self._closing:
                 raise Stopped(Outcome.INTERRUPTED)
             path = prefix + step.name
-            if step.when is not None and not self._when(run, step, scope):
+            if step.when is not None and not self._when(run, step, env):
                 await self._record_skip(run, step, path, keep=scope.top)
                 scope.results[step.name] = dict(_SKIPPED)
                 continue
             if step.only_within is not None:
                 await self._window(run, step.only_within, path)
             if step.action in PURE:
-                result = await self._pure(run, step, path, scope)
+                result = await self._pure(run, step, path, scope, env)
             else:
                 result = await self._step(run, step, path, scope)
             if result.ok or step.continue_on_error:
@@ -199,10 +200,10 @@ class StepExecutor:
             log.warning("run %s: step %s failed; the next one runs", run.id, path)
         return all_ok
 
-    def _when(self, run: Run, step: Step, scope: Scope) -> bool:
+    def _when(self, run: Run, step: Step, env: Mapping[str, Any]) -> bool:
         assert step.when is not None
         try:
-            return bool(step.when.evaluate(self.env(run, scope)))
+            return bool(step.when.evaluate(env))
         except EvalError as exc:
             log.warning("run %s step %s: when: %s (counted as false)", run.id, step.name, exc)
             return False
@@ -217,12 +218,14 @@ class StepExecutor:
             step_id, status=StepStatus.SKIPPED, ended_at=now, detail=detail
         )
 
-    async def _pure(self, run: Run, step: Step, path: str, scope: Scope) -> ActionResult:
+    async def _pure(
+        self, run: Run, step: Step, path: str, scope: Scope, env: Mapping[str, Any]
+    ) -> ActionResult:
         """``set`` and ``assert`` compute and touch nothing outside the run: no timeout,
         no retry, no action; recorded like any step (started, then how it ended)."""
         step_id = await self._store.step_started(run.id, path, step.action, 1, self._clock())
         try:
-            result = PURE[step.action](step, self.env(run, scope), scope)
+            result = PURE[step.action](step, env, scope)
         except (EvalError, TypeError, ValueError, AttributeError) as exc:
             result = ActionResult(ok=False, detail=f"template: {exc}")
         status = StepStatus.OK if result.ok else StepStatus.FAILED
