@@ -254,7 +254,7 @@ def test_nightly_backup_asserts_age_and_size_by_schedule_trigger_and_by_hand(
     subprocess.run(["sh", str(script), str(example.folder / "backup")], check=True)
     out = client(example, "trigger", "nightly-backup")
     assert "run of backup started (key schedule=nightly-backup)" in out
-    assert example.ended_runs(1) == [("backup", "resolved")]
+    assert example.ended_runs(1) == [("backup", "succeeded")]
     archive = example.folder / "backup" / "archive"
     (made,) = archive.glob("backup-*.tar.gz")
     size = made.stat().st_size

@@ -145,7 +145,7 @@ playbooks:
         raw={"event": "hired", "hardware": ["laptop", "monitor", "headset"]},
     )
     try:
-        assert ended.outcome == "resolved"
+        assert ended.outcome == "succeeded"
         assert [s["path"] for s in steps] == [
             "account", "hardware", "hardware/0/order", "hardware/1/order", "hardware/2/order",
             "summary",
@@ -227,7 +227,7 @@ playbooks:
 """,
     )
     try:
-        assert ended.outcome == "resolved"
+        assert ended.outcome == "succeeded"
         paths = [(s["path"], s["status"]) for s in steps]
         assert paths == [
             ("settle", "ok"), ("settle/1/probe", "ok"), ("settle/2/probe", "ok"),
@@ -292,7 +292,7 @@ playbooks:
         h.runner.start(decision("first", candidates=("first", "second"), raw={"kind": "user"}))
         ended = await h.outcomes(3)
         assert [(e.playbook, e.outcome) for e in ended] == [
-            ("first", "failed"), ("second", "failed"), ("page", "resolved"),
+            ("first", "failed"), ("second", "failed"), ("page", "succeeded"),
         ]  # fmt: skip
         first, second, page = [(await h.run(e.run_id))["steps"] for e in ended]
         assert [s["stdout"] for s in first if s["path"] == "show"] == ["U-ann-0\n"]
