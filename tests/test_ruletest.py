@@ -65,7 +65,7 @@ tests:
   - name: hot for 2 minutes cools, once per cooldown
     interval: 1m
     series:
-      temp{host="a"}: 50 95x3 50 95x3   # 95x3 is 4 samples: 1m to 4m, again 6m to 9m
+      temp{host="a"}: 50 95 96 97 98 50 95x3   # above 90 from 1m to 4m, again 6m to 9m
       temp{host="b"}: 91 _ 91 _x2 50    # a gap does not break the 2 minutes
     decisions:
       - {at: 2m, rule: hot, key: host=b, playbook: cool}
@@ -76,8 +76,8 @@ tests:
       - {at: 5m, open: []}
     steps:
       - {at: 3m, rule: hot, key: host=a, step: fan, with: {argv: [fanctl, a, high]}}
-      # the timer decides a for: rule, not a sample: value is null
-      - {at: 3m, rule: hot, key: host=a, step: tell, with: {json: {v: null, k: host=a}}}
+      # the timer decides a for: rule at 3m, before the sample of 3m: the latest is 96
+      - {at: 3m, rule: hot, key: host=a, step: tell, with: {json: {v: 96.0, k: host=a}}}
   - name: events and alerts at offsets
     events:
       - {at: 10s, event: process.exited, host: a, name: nginx}
