@@ -22,6 +22,7 @@ _COMMANDS = {
     "run": "batond.runtime.daemon:main",
     "check": "batond.commands.check:main",
     "replay": "batond.commands.replay:main",
+    "test": "batond.commands.ruletest:main",
     "backtest": "batond.commands.backtest:main",
     "schema": "batond.commands.schema:main",
     "status": "batond.commands.client:status",
@@ -98,11 +99,10 @@ def _local_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="show the limits that apply to RULE (its own, or the governor's) and its key",
     )
 
-    p = sub.add_parser("replay", help="feed recorded events through the rules; execute nothing")
-    p.add_argument("events", metavar="EVENTS.jsonl")
-    _config_arg(p)
-    p.add_argument("--rules", nargs="+", metavar="PATH", help="use these rule files instead")
-    p.add_argument("--json", action="store_true", help="one JSON object per decision")
+    _replay_command(sub)
+
+    p = sub.add_parser("test", help="run rule test files: inputs in, expected decisions out")
+    p.add_argument("files", nargs="+", metavar="FILE")
 
     p = sub.add_parser("backtest", help="score NAB-format CSV series with the anomaly model")
     p.add_argument("paths", nargs="+", metavar="PATH")
@@ -134,6 +134,30 @@ def _local_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         dp = dsub.add_parser(action, help=text)
         dp.add_argument("name", nargs="?", default="batond-demo-worker", metavar="NAME",
                         help="the process name (default batond-demo-worker)")  # fmt: skip
+
+
+def _replay_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("replay", help="feed recorded events through the rules; execute nothing")
+    p.add_argument("events", nargs="*", metavar="EVENTS.jsonl")
+    _config_arg(p)
+    p.add_argument("--rules", nargs="+", metavar="PATH", help="use these rule files instead")
+    p.add_argument("--json", action="store_true", help="one JSON object per decision")
+    p.add_argument(
+        "--recorded", action="store_true", help="read the daemon's recording in state_dir/record/"
+    )
+    p.add_argument("--since", metavar="DURATION", help="only inputs of the last DURATION")
+    p.add_argument(
+        "--diff",
+        nargs=2,
+        metavar=("OLD_RULES", "NEW_RULES"),
+        help="run both rule sets over the inputs; print what would decide differently",
+    )
+    p.add_argument(
+        "--window", metavar="DURATION", help="--diff: how far apart a pair may be (default 1h)"
+    )
+    p.add_argument(
+        "--examples", type=int, default=3, metavar="N", help="--diff: examples per rule (3)"
+    )
 
 
 def _journal_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -26,7 +26,7 @@ __all__ = ["RESOLVE", "EngineCallbacks", "RuleState", "dump_item", "load_item", 
 
 RESOLVE = -1  # the role of a rule's resolve: part in the index
 MAX_GROUPS = 100_000  # groups an absent: rule remembers (the least recently seen go first)
-_KEY_CACHE = 10_000  # keys of one-label rules kept ready (cleared when full: bounded)
+_KEY_CACHE = 10_000  # keys of one- and two-label rules kept ready (cleared when full: bounded)
 
 
 class EngineCallbacks(Protocol):
@@ -83,7 +83,10 @@ class RuleState:
             self._label = rule.group_by[0]
         else:
             self._prefix = None
+        # two labels ([host, mount]) are common enough to cache their keys as well
+        self._pair = (rule.group_by[0], rule.group_by[1]) if len(rule.group_by) == 2 else None
         self._keys: dict[str, str] = {}  # value -> key of a one-label group_by (a cache)
+        self._pair_keys: dict[tuple[str, str], str] = {}  # the same for two labels
 
     def key(self, labels: Mapping[str, str]) -> str:
         """The incident key (:mod:`batond.engine.keys`; values escaped)."""
@@ -94,6 +97,15 @@ class RuleState:
                 if len(self._keys) >= _KEY_CACHE:
                     self._keys.clear()
                 key = self._keys[value] = self._prefix + escape(value)
+            return key
+        pair = self._pair
+        if pair is not None:
+            values = (labels.get(pair[0], ""), labels.get(pair[1], ""))
+            key = self._pair_keys.get(values)
+            if key is None:
+                if len(self._pair_keys) >= _KEY_CACHE:
+                    self._pair_keys.clear()
+                key = self._pair_keys[values] = incident_key(pair, labels)
             return key
         return incident_key(self.rule.group_by, labels)
 

@@ -31,7 +31,14 @@ from batond.errors import StateError
 from batond.events import Event, Input, Sample
 from batond.load.config import RecordConfig
 
-__all__ = ["FLUSH_BYTES", "FLUSH_SECONDS", "Recorder", "input_json", "recorded_files"]
+__all__ = [
+    "FLUSH_BYTES",
+    "FLUSH_SECONDS",
+    "Recorder",
+    "input_json",
+    "record_dir",
+    "recorded_files",
+]
 
 log = logging.getLogger("batond.intake.recorder")
 
@@ -41,6 +48,11 @@ FLUSH_SECONDS = 1.0
 ENFORCE_SECONDS = 60.0
 _PREFIX = "inputs-"
 _SUFFIX = ".jsonl"
+
+
+def record_dir(state_dir: Path) -> Path:
+    """Where the daemon records its inputs (``batond replay --recorded`` reads them)."""
+    return Path(state_dir) / "record"
 
 
 def recorded_files(directory: Path) -> list[Path]:

@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from batond.engine.cron import parse_cron
-from batond.engine.expr import TEMPLATE_NAMES, Expression, compile_expression
+from batond.engine.expr import TEMPLATE_NAMES, EvalError, Expression, compile_expression
 from batond.engine.templates import render_value, text_of
 from batond.engine.window import DAY_NAMES, Window, parse_span
 from batond.errors import ConfigError, Mark, Problem
@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_STEP_TIMEOUT",
     "MODES",
     "PLAYBOOK_SCHEMA",
+    "RENDER_ERRORS",
     "Playbook",
     "Retry",
     "Step",
@@ -137,6 +138,10 @@ _CONFINED = {
     ("notify", "url"): render_url,
     ("exec", "cwd"): render_cwd,
 }
+
+
+#: What rendering a step's ``with:`` may raise on data it cannot take (the step fails).
+RENDER_ERRORS = (EvalError, TypeError, ValueError, AttributeError)
 
 
 def render_args(step: Step, ctx: Mapping[str, Any]) -> dict[str, Any]:

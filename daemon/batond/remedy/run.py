@@ -14,15 +14,25 @@ their values are the names users see. How a run ends is an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from batond.engine.types import Outcome
+from batond.engine.types import Decision, Outcome
+from batond.events import Sample
 from batond.load.playbooks import Playbook
 
-__all__ = ["Origin", "Run", "RunState", "Scope", "StepStatus"]
+__all__ = [
+    "Origin",
+    "Run",
+    "RunState",
+    "Scope",
+    "StepStatus",
+    "initial_scope",
+    "origin_of",
+    "template_context",
+]
 
 
 class RunState(StrEnum):
@@ -127,3 +137,63 @@ class Scope:
     def child(self, **changes: Any) -> Scope:
         """A scope inside this one (a nested playbook, a foreach item): never ``top``."""
         return replace(self, top=False, **changes)
+
+
+def origin_of(
+    decision: Decision,
+    decision_id: int | None = None,
+    incident_id: int | None = None,
+    verify_by_run: bool = False,
+) -> Origin:
+    """What a decision gives the runs of its chain."""
+    item = decision.item
+    return Origin(
+        rule=decision.rule,
+        key=decision.key,
+        target=decision.target,
+        labels=dict(decision.labels),
+        params=dict(decision.params),
+        severity=decision.severity,
+        event=item.raw if item is not None else {},
+        value=item.value if isinstance(item, Sample) else None,
+        metric=item.metric if isinstance(item, Sample) else None,
+        decision_id=decision_id,
+        incident_id=incident_id,
+        verify_by_run=verify_by_run,
+        max_concurrent=decision.max_concurrent,
+    )
+
+
+def initial_scope(
+    playbook: Playbook, origin: Origin, restored: Mapping[str, Mapping[str, Any]] | None = None
+) -> Scope:
+    """The scope a run's steps start in: the playbook's declared ``params`` under those the
+    decision gives; ``restored``: step results from before an interruption (with the
+    values of its ``set`` steps)."""
+    params = {**playbook.params, **origin.params}  # declared defaults under what was given
+    scope = Scope(params, {k: dict(v) for k, v in (restored or {}).items()}, top=True)
+    for result in scope.results.values():  # set steps done before an interruption
+        scope.variables.update(result.get("vars") or {})
+    return scope
+
+
+def template_context(
+    origin: Origin,
+    scope: Scope,
+    *,
+    now: float,
+    clock: Callable[[], float],
+    previous: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What templates and expressions of a step in ``scope`` see (docs/playbooks.md).
+
+    The one place it is built: the step executor, and ``batond test`` rendering a
+    step's arguments without running it, both call this.
+    """
+    o = origin
+    return {
+        "value": o.value, "metric": o.metric, "labels": o.labels, "event": o.event,
+        "anomaly": None, "now": now, "clock": clock, "steps": scope.results,
+        "params": scope.params, "rule": o.rule, "key": o.key, "severity": o.severity,
+        "vars": scope.variables, "item": scope.item, "previous": previous,
+    }  # fmt: skip

@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from batond.engine.types import NOT_RESOLVED, Decision, Outcome
-from batond.events import Sample
 from batond.load.playbooks import Playbook
 from batond.metrics import Metrics
 from batond.remedy.actions import ActionContext
 from batond.remedy.records import InterruptedRun, RunStore
-from batond.remedy.run import Origin, Run, RunState
+from batond.remedy.run import Origin, Run, RunState, origin_of
 from batond.remedy.steps import StepExecutor, uncancel
 
 __all__ = ["JOURNAL_UNAVAILABLE", "RunEnded", "RunListener", "Runner"]
@@ -170,7 +169,7 @@ class Runner:
         if self._closing or decision.playbook is None:
             return False
         names = [decision.playbook, *(c for c in decision.candidates if c != decision.playbook)]
-        origin = _origin_of(decision, decision_id, incident_id, verify_by_run)
+        origin = origin_of(decision, decision_id, incident_id, verify_by_run)
         pb = self._playbooks.get(names[0])
         if pb is None:
             log.error("rule %s: no playbook %r", decision.rule, names[0])
@@ -192,7 +191,7 @@ class Runner:
         for name in decision.candidates:
             pb = pbs.get(name)
             if pb is not None and pb.escalate and pb.escalate in pbs:
-                origin = _origin_of(decision, decision_id, incident_id, False)
+                origin = origin_of(decision, decision_id, incident_id, False)
                 why = {"playbook": name, "outcome": None, "failed_step": None, "run_id": None,
                        "reason": decision.suppressed}  # fmt: skip
                 run = Run(origin, pbs[pb.escalate], pbs, escalation=True, previous=why)
@@ -512,27 +511,6 @@ class Runner:
             await self._store.run_state(run.id, RunState.RUNNING, self._clock())
         run.state = RunState.RUNNING
         return await self._exec.execute(run)
-
-
-def _origin_of(
-    decision: Decision, decision_id: int | None, incident_id: int | None, verify_by_run: bool
-) -> Origin:
-    item = decision.item
-    return Origin(
-        rule=decision.rule,
-        key=decision.key,
-        target=decision.target,
-        labels=dict(decision.labels),
-        params=dict(decision.params),
-        severity=decision.severity,
-        event=item.raw if item is not None else {},
-        value=item.value if isinstance(item, Sample) else None,
-        metric=item.metric if isinstance(item, Sample) else None,
-        decision_id=decision_id,
-        incident_id=incident_id,
-        verify_by_run=verify_by_run,
-        max_concurrent=decision.max_concurrent,
-    )
 
 
 def _how_it_ended(run: Run, outcome: Outcome) -> dict[str, Any]:

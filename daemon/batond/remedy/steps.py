@@ -18,12 +18,19 @@ from batond.engine.expr import EvalError
 from batond.engine.types import Outcome
 from batond.engine.window import Window
 from batond.errors import ActionError
-from batond.load.playbooks import Step, render_args
+from batond.load.playbooks import RENDER_ERRORS, Step, render_args
 from batond.metrics import Metrics
 from batond.remedy.actions import ACTIONS, ActionContext, ActionResult, Denied, StepCall
 from batond.remedy.flow import CONTROL, MAX_NESTING, PURE
 from batond.remedy.records import RunStore
-from batond.remedy.run import Run, RunState, Scope, StepStatus
+from batond.remedy.run import (
+    Run,
+    RunState,
+    Scope,
+    StepStatus,
+    initial_scope,
+    template_context,
+)
 from batond.units import format_duration
 
 __all__ = ["MAX_NESTING", "Scope", "StepExecutor", "Stopped", "uncancel"]
@@ -73,10 +80,7 @@ class StepExecutor:
         pb = run.playbook
         if pb.only_within is not None:  # before the run's timeout starts: queued till then
             await self._playbook_window(run, pb.only_within)
-        params = {**pb.params, **run.origin.params}  # declared defaults under what was given
-        scope = Scope(params, {k: dict(v) for k, v in run.restored.items()}, top=True)
-        for restored in scope.results.values():  # set steps done before an interruption
-            scope.variables.update(restored.get("vars") or {})
+        scope = initial_scope(pb, run.origin, run.restored)
         loop = asyncio.get_running_loop()
         run.deadline = loop.time() + pb.timeout
         try:
@@ -226,7 +230,7 @@ class StepExecutor:
         step_id = await self._store.step_started(run.id, path, step.action, 1, self._clock())
         try:
             result = PURE[step.action](step, env, scope)
-        except (EvalError, TypeError, ValueError, AttributeError) as exc:
+        except RENDER_ERRORS as exc:
             result = ActionResult(ok=False, detail=f"template: {exc}")
         status = StepStatus.OK if result.ok else StepStatus.FAILED
         await self._store.step_finished(
@@ -255,7 +259,7 @@ class StepExecutor:
         failure: ActionResult | None = None
         try:
             args = render_args(step, self.env(run, scope))
-        except (EvalError, TypeError, ValueError, AttributeError) as exc:
+        except RENDER_ERRORS as exc:
             args, failure = {}, ActionResult(ok=False, detail=f"template: {exc}")
         step_id = await self._store.step_started(run.id, path, step.action, attempt, self._clock())
         if step.action not in CONTROL:  # (the steps inside say whether anything acted)
@@ -338,13 +342,9 @@ class StepExecutor:
 
     def env(self, run: Run, scope: Scope) -> dict[str, Any]:
         """What templates and expressions of a step in ``scope`` see."""
-        o = run.origin
-        return {
-            "value": o.value, "metric": o.metric, "labels": o.labels, "event": o.event,
-            "anomaly": None, "now": run.started_at, "clock": self._clock, "steps": scope.results,
-            "params": scope.params, "rule": o.rule, "key": o.key, "severity": o.severity,
-            "vars": scope.variables, "item": scope.item, "previous": run.previous,
-        }  # fmt: skip
+        return template_context(
+            run.origin, scope, now=run.started_at, clock=self._clock, previous=run.previous
+        )
 
 
 _COLUMNS = ("stdout", "stderr", "exit_code")  # kept in their own journal columns

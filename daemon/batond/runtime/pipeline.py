@@ -18,7 +18,7 @@ file. The daemon says what a failed evaluation does (``on_error``: it logs).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from batond.engine.engine import NO_RUN, Engine
@@ -26,12 +26,11 @@ from batond.engine.types import Decision, Output, Resolved, Suppression
 from batond.events import Input, Sample
 
 if TYPE_CHECKING:
-    from batond.anomaly import ModelSet
     from batond.engine.governor import CircuitEvent
     from batond.engine.model import RuleSet
     from batond.remedy.runner import RunEnded
 
-__all__ = ["NoRuns", "Pipeline", "Reporter", "run_now"]
+__all__ = ["NoRuns", "Pipeline", "Reporter", "Scorer", "run_now"]
 
 T = TypeVar("T")
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
@@ -68,6 +67,21 @@ class Runs(Protocol):
 
     def incident_resolved(self, rule: str, key: str) -> None:
         """Runs waiting for the incident to resolve (``verify:``) may end."""
+
+
+class Scorer(Protocol):
+    """What scores samples: the anomaly ModelSet (replay: one that trains at event time;
+    ``replay --diff``: one shared by both lanes)."""
+
+    @property
+    def synthetic(self) -> Collection[Sample]:
+        """Samples the host models made from the last samples (``host_anomaly``), if any."""
+
+    def observe(self, sample: Sample) -> float:
+        """The sample's anomaly score; the model learns from it too."""
+
+    def take_synthetic(self) -> list[Sample]:
+        """The :attr:`synthetic` samples, handed over once."""
 
 
 class Publisher(Protocol):
@@ -154,7 +168,7 @@ class Pipeline:
         ledger: Ledger,
         runs: Runs,
         *,
-        models: ModelSet | None = None,
+        models: Scorer | None = None,
         publisher: Publisher | None = None,
         state: StateKeeper | None = None,
         tap: Callable[[Input], None] | None = None,

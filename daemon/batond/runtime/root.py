@@ -23,7 +23,7 @@ from batond.errors import BatondError
 from batond.events import Input
 from batond.intake.bus import Bus
 from batond.intake.host import HostSource
-from batond.intake.recorder import Recorder
+from batond.intake.recorder import Recorder, record_dir
 from batond.journal.facade import Journal
 from batond.journal.model_state import load_state
 from batond.load.config import Config
@@ -170,7 +170,7 @@ async def _restore(journal: Journal) -> _Restored:
 def _recorder(config: Config) -> Recorder | None:
     if config.journal.record is None:
         return None
-    return Recorder(config.state_dir / "record", config.journal.record)
+    return Recorder(record_dir(config.state_dir), config.journal.record)
 
 
 def _models(config: Config, definitions: Definitions) -> ModelSet:
