@@ -68,7 +68,10 @@ def test_a_resumed_run_after_sigkill_keeps_the_earlier_steps_outputs(tmp_path: P
 
         runs = daemon.wait_for(ended, what="two ended runs")
         by_outcome = sorted((r["outcome"], r["resumes"] is not None) for r in runs)
-        assert by_outcome == [("interrupted", False), ("succeeded", True)], runs
+        # the event's incident only its run resolves: the resumption resolves it
+        assert by_outcome == [("interrupted", False), ("resolved", True)], runs
+        incidents = daemon.get("/api/v1/incidents").json()["incidents"]
+        assert [i["state"] for i in incidents] == ["resolved"], incidents
     finally:
         daemon.stop()
         world.close()

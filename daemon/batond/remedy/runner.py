@@ -233,7 +233,7 @@ class Runner:
         """A reload: new runs use these; running runs keep the version they started with."""
         self._playbooks = dict(playbooks)
 
-    async def resume(self, interrupted: InterruptedRun) -> bool:
+    async def resume(self, interrupted: InterruptedRun, *, verify_by_run: bool = False) -> bool:
         """Act on a run the journal found interrupted at start, per ``on_interrupt:``.
 
         ``resume``: a new run (naming the old one) from the step that was in
@@ -254,6 +254,7 @@ class Runner:
             labels=dict(interrupted.labels),
             params=dict(interrupted.params),
             incident_id=interrupted.incident_id,
+            verify_by_run=verify_by_run,  # its rule's incidents only a run resolves
         )
         index = _resume_index(pb, interrupted)
         if pb.on_interrupt == "resume" and index is not None:

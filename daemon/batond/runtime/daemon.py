@@ -130,7 +130,8 @@ class Daemon:
         parts = self._parts
         # what the last life left interrupted: resumed or escalated (per on_interrupt:)
         for record in parts.interrupted:
-            await parts.runner.resume(record)
+            by_run = parts.engine.resolves_by_run(record.rule)
+            await parts.runner.resume(record, verify_by_run=by_run)
         parts.operator.set_ready(True)
         line = self._status_line()
         self._notifier.ready(line)
