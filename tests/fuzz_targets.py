@@ -29,9 +29,9 @@ from batond.events import Event, Sample, parse_json_payload
 from batond.intake.http import parse_alertmanager
 from batond.intake.influx import parse_influx
 from batond.load.config import load_config
-from batond.load.playbooks import render_args
 from batond.load.rulefiles import load_rules
 from batond.load.yamlfile import compose_text
+from batond.remedy.render import render_args
 from runner_support import load_playbooks
 
 NOW = 1_767_225_600.0

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from batond.errors import ConfigError
-from batond.load.playbooks import ACTION_KEYS, PLAYBOOK_SCHEMA, Retry, render_args
+from batond.load.playbooks import ACTION_KEYS, PLAYBOOK_SCHEMA, Retry
+from batond.remedy.render import render_args
 from runner_support import load_playbooks
 
 DOCS_EXAMPLE = """\
@@ -206,12 +207,12 @@ def test_schema_comes_from_the_same_key_tables() -> None:
         rule["if"]["properties"]["action"]["const"]: rule["then"]["properties"]["with"]
         for rule in step["allOf"]
     }
-    for action, (keys, required, _) in ACTION_KEYS.items():
+    for action, keys in ACTION_KEYS.items():
         if action == "set":  # NAME: value pairs
             assert by_action[action]["minProperties"] == 1
             continue
         assert set(by_action[action]["properties"]) == set(keys)
-        assert by_action[action].get("required", []) == list(required)
+        assert by_action[action].get("required", []) == list(keys.required)
         assert by_action[action]["additionalProperties"] is False
 
 

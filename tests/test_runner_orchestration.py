@@ -9,7 +9,7 @@ from typing import Any
 
 from batond.engine.types import Outcome
 from batond.journal.facade import Journal
-from batond.load.playbooks import render_args
+from batond.remedy.render import render_args
 from batond.remedy.run import RunState, StepStatus
 from runner_support import Harness, decision, load_playbooks
 

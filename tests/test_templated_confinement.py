@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from batond.engine.templates import EvalError
-from batond.load.playbooks import render_args
+from batond.remedy.render import render_args
 from runner_support import Harness, decision, load_playbooks
 
 

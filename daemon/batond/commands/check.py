@@ -19,7 +19,7 @@ from typing import Any
 
 from batond.errors import ConfigError, Problem
 from batond.load.dataflow import typo_warnings
-from batond.load.rulefiles import load_rules, rule_files
+from batond.load.rulefiles import FILE_FIELDS, load_rules, rule_files
 from batond.load.yamlfile import MappingNode, compose_file
 
 __all__ = ["check_all", "check_paths", "main"]
@@ -30,7 +30,7 @@ def _holds_models(path: Path) -> bool:
     if not isinstance(node, MappingNode):
         return False
     keys = {getattr(k, "value", None) for k, _ in node.value}
-    return "models" in keys and not keys & {"rules", "schedules", "playbooks"}
+    return "models" in keys and not keys & set(FILE_FIELDS)
 
 
 def _check_models(paths: Sequence[Path]) -> list[Problem]:

@@ -31,7 +31,7 @@ from batond.engine.model import RuleSet
 from batond.engine.types import Decision, Resolved
 from batond.errors import ConfigError, Problem
 from batond.events import Input, item_from_json
-from batond.load.playbooks import RENDER_ERRORS, Playbook, Step, render_args
+from batond.load.playbooks import Playbook, Step
 from batond.load.ruletests import (
     ExpectedIncidents,
     ExpectedStep,
@@ -41,6 +41,7 @@ from batond.load.ruletests import (
     read_test_file,
 )
 from batond.remedy.flow import PURE
+from batond.remedy.render import RENDER_ERRORS, render_args
 from batond.remedy.run import initial_scope, origin_of, template_context
 from batond.runtime.pipeline import NoRuns, Pipeline, run_now
 from batond.units import format_duration

@@ -8,14 +8,29 @@ types and bad durations are errors. Secrets are read from files (so systemd's
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from batond.errors import ConfigError, Problem
+from batond.load.fields import INVALID, Field, Fields, Kind, SchemaBuilder, Section, read_section
+from batond.load.kinds import (
+    Choice,
+    Duration,
+    FilePath,
+    Integer,
+    ListOf,
+    Name,
+    Nested,
+    Number,
+    Size,
+    Text,
+)
 from batond.load.yamlfile import Node, Reader, compose_file
 
 __all__ = [
+    "CONFIG_FIELDS",
     "DEFAULT_CONFIG_PATH",
     "Config",
     "GovernorConfig",
@@ -176,270 +191,235 @@ def load_config(path: str | Path | None, *, must_exist: bool = False) -> Config:
         if reader.problems:
             reader.raise_if_problems()
         return Config(path=path)  # an empty file: all defaults
-    config = _ConfigReader(reader, path.parent).config(node, path)
+    fields = read_section(reader, node, CONFIG_FIELDS)
+    config = _config(fields, path) if fields is not None else None
     reader.raise_if_problems()
     assert config is not None
     return config
 
 
-class _ConfigReader:
-    def __init__(self, reader: Reader, base: Path) -> None:
-        self.r = reader
-        self.base = base
+def _config(f: Fields, path: Path) -> Config:
+    config = Config(path=path, **f.values())
+    if config.mqtt is not None and not config.mqtt.client_id:  # not set (see _mqtt)
+        # one client id per node, fixed, so the broker keeps the session across reconnects
+        mqtt = replace(config.mqtt, client_id=default_client_id(config.node))
+        config = replace(config, mqtt=mqtt)
+    return config
 
-    def path(self, node: Node) -> Path | None:
-        text = self.r.string(node, "path")
-        return None if text is None else self.base / text
 
-    def paths(self, node: Node) -> tuple[Path, ...]:
-        items = self.r.seq(node, "list of paths") or []
-        return tuple(p for p in (self.path(n) for n in items) if p is not None)
+# -- the kinds only this file has -----------------------------------------------------
+class _Listen(Kind):
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as ``(host, port)``."""
 
-    def secret_file(self, node: Node) -> Path | None:
-        p = self.path(node)
-        if p is None:
-            return None
+    def read(self, r: Reader, node: Node, key: str) -> Any:
+        text = r.string(node, "listen address (HOST:PORT)")
+        if text is None:
+            return INVALID
+        parsed = _host_port(text)
+        if parsed is None:
+            r.error(node, f"listen must be HOST:PORT, got {text!r}")
+            return INVALID
+        return parsed
+
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        return {"type": "string", "pattern": r"^.*:[0-9]+$"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Url(Kind):
+    """A URL of one of ``schemes`` with a host; ``wrong`` says what it must be."""
+
+    what: str
+    schemes: tuple[str, ...]
+    wrong: str
+
+    def read(self, r: Reader, node: Node, key: str) -> Any:
+        url = r.string(node, self.what)
+        if url is None:
+            return INVALID
+        parts = urlsplit(url)
+        if parts.scheme not in self.schemes or not parts.hostname:
+            r.error(node, f"{self.wrong}, got {url!r}")
+            return INVALID
+        return url
+
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        return {"type": "string", "pattern": f"^({'|'.join(self.schemes)})://"}
+
+
+_MQTT_URL = _Url(
+    "MQTT URL", ("mqtt", "mqtts"), "MQTT url must be mqtt://HOST[:PORT] or mqtts://..."
+)
+_NOTIFY_URL = _Url("URL", ("http", "https"), "notify url must be http://HOST/... or https://...")
+
+
+class _SecretFile(Kind):
+    """A path to a file holding a secret: it must be readable and not empty.
+
+    A secret that cannot be read is reported but its path kept, so the
+    checks that pair it with other keys still see it.
+    """
+
+    def read(self, r: Reader, node: Node, key: str) -> Any:
+        path = FilePath().read(r, node, key)
+        if path is INVALID:
+            return INVALID
         try:
-            empty = not read_secret(p)
+            empty = not read_secret(path)
         except (OSError, UnicodeDecodeError) as exc:
-            self.r.error(node, f"secret file {str(p)!r} cannot be read: {exc.__class__.__name__}")
-            return p
+            r.error(node, f"secret file {str(path)!r} cannot be read: {exc.__class__.__name__}")
+            return path
         if empty:
             # an empty token would otherwise mean "no authentication" to a careless reader
-            self.r.error(node, f"secret file {str(p)!r} is empty")
-        return p
+            r.error(node, f"secret file {str(path)!r} is empty")
+        return path
 
-    def config(self, node: Node, path: Path) -> Config | None:
-        f = self.r.mapping(
-            node,
-            (
-                "node",
-                "state_dir",
-                "rules",
-                "models",
-                "mode",
-                "http",
-                "mqtt",
-                "host",
-                "governor",
-                "journal",
-                "notify",
-                "log",
-            ),
-            what="configuration mapping",
-        )
-        if f is None:
-            return None
-        d = Config()
-        node_name = (self.r.name(f["node"], "node name") or d.node) if "node" in f else d.node
-        mqtt = self.mqtt(f["mqtt"], node_name) if "mqtt" in f else None
-        return Config(
-            path=path,
-            node=node_name,
-            state_dir=self.path(f["state_dir"]) or d.state_dir if "state_dir" in f else d.state_dir,
-            rules=self.paths(f["rules"]) if "rules" in f else d.rules,
-            models=self.paths(f["models"]) if "models" in f else d.models,
-            mode=self.r.one_of(f["mode"], ("enforce", "shadow"), "mode") or d.mode
-            if "mode" in f
-            else d.mode,
-            http=self.http(f["http"]) if "http" in f else d.http,
-            mqtt=mqtt,
-            host=self.host(f["host"]) if "host" in f else d.host,
-            governor=self.governor(f["governor"]) if "governor" in f else d.governor,
-            journal=self.journal(f["journal"]) if "journal" in f else d.journal,
-            notify=self.notify(f["notify"]) if "notify" in f else None,
-            log=self.log(f["log"]) if "log" in f else d.log,
-        )
-
-    def notify(self, node: Node) -> NotifyConfig | None:
-        f = self.r.mapping(node, ("url",), ("url",), "notify mapping {url}")
-        if f is None or "url" not in f:
-            return None
-        url = self.r.string(f["url"], "URL")
-        if url is None:
-            return None
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            self.r.error(
-                f["url"], f"notify url must be http://HOST/... or https://..., got {url!r}"
-            )
-            return None
-        return NotifyConfig(url)
-
-    def log(self, node: Node) -> LogConfig:
-        d = LogConfig()
-        f = self.r.mapping(node, ("level", "format"), what="log mapping")
-        if f is None:
-            return d
-        level = self.r.one_of(f["level"], LOG_LEVELS, "log level") if "level" in f else None
-        fmt = self.r.one_of(f["format"], ("text", "json"), "log format") if "format" in f else None
-        return LogConfig(level or d.level, fmt)
-
-    def http(self, node: Node) -> HttpConfig:
-        d = HttpConfig()
-        f = self.r.mapping(node, ("listen", "token_file", "max_body"), what="http mapping")
-        if f is None:
-            return d
-        host, port = d.host, d.port
-        if "listen" in f:
-            text = self.r.string(f["listen"], "listen address (HOST:PORT)")
-            if text is not None:
-                parsed = _host_port(text)
-                if parsed is None:
-                    self.r.error(f["listen"], f"listen must be HOST:PORT, got {text!r}")
-                else:
-                    host, port = parsed
-        return HttpConfig(
-            host=host,
-            port=port,
-            token_file=self.secret_file(f["token_file"]) if "token_file" in f else None,
-            max_body=self.r.size(f["max_body"]) or d.max_body if "max_body" in f else d.max_body,
-        )
-
-    def mqtt(self, node: Node, node_name: str) -> MqttConfig | None:
-        keys = (
-            "url",
-            "client_id",
-            "username",
-            "password_file",
-            "ca_file",
-            "cert_file",
-            "key_file",
-            "subscribe",
-            "publish_prefix",
-            "max_payload",
-        )
-        f = self.r.mapping(node, keys, what="mqtt mapping")
-        if f is None:
-            return None
-        default = MqttConfig()  # (class attributes are slot descriptors)
-        url = default.url
-        if "url" in f:
-            url = self.r.string(f["url"], "MQTT URL") or url
-            parts = urlsplit(url)
-            if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-                self.r.error(
-                    f["url"], f"MQTT url must be mqtt://HOST[:PORT] or mqtts://..., got {url!r}"
-                )
-        cert = self.secret_file(f["cert_file"]) if "cert_file" in f else None
-        key = self.secret_file(f["key_file"]) if "key_file" in f else None
-        if (cert is None) != (key is None):
-            lone = f["cert_file"] if "cert_file" in f else f["key_file"]
-            self.r.error(lone, "cert_file and key_file go together")
-        username = self.r.string(f["username"], "user name") if "username" in f else None
-        password = self.secret_file(f["password_file"]) if "password_file" in f else None
-        if password is not None and username is None:
-            self.r.error(f["password_file"], "password_file needs a username")
-        subs: list[Subscription] = []
-        for item in (
-            self.r.seq(f["subscribe"], "list of subscriptions") or [] if "subscribe" in f else []
-        ):
-            sub = self.subscription(item)
-            if sub is not None:
-                subs.append(sub)
-        return MqttConfig(
-            url=url,
-            client_id=(self.r.name(f["client_id"], "client id") if "client_id" in f else None)
-            or default_client_id(node_name),
-            username=username,
-            password_file=password,
-            ca_file=self.secret_file(f["ca_file"]) if "ca_file" in f else None,
-            cert_file=cert,
-            key_file=key,
-            subscribe=tuple(subs),
-            publish_prefix=self.r.string(f["publish_prefix"], "topic prefix")
-            if "publish_prefix" in f
-            else None,
-            max_payload=(self.r.size(f["max_payload"]) or default.max_payload)
-            if "max_payload" in f
-            else default.max_payload,
-        )
-
-    def subscription(self, node: Node) -> Subscription | None:
-        f = self.r.mapping(node, ("topic", "format", "qos"), ("topic",), "subscription mapping")
-        if f is None or "topic" not in f:
-            return None
-        topic = self.r.string(f["topic"], "topic filter")
-        fmt = self.r.one_of(f["format"], ("json", "influx"), "format") if "format" in f else "json"
-        qos = self.r.integer(f["qos"], 0) if "qos" in f else 0
-        if qos is not None and qos > 1:
-            self.r.error(f["qos"], "qos must be 0 or 1")
-        if topic is None or fmt is None or qos is None:
-            return None
-        return Subscription(topic, fmt, qos)
-
-    def host(self, node: Node) -> HostConfig:
-        d = HostConfig()
-        f = self.r.mapping(node, ("interval", "processes"), what="host mapping")
-        if f is None:
-            return d
-        interval = self.r.duration(f["interval"], 0.1) if "interval" in f else d.interval
-        procs = self.r.str_list(f["processes"]) if "processes" in f else []
-        return HostConfig(interval or d.interval, tuple(procs or ()))
-
-    def rate(self, node: Node, default: RateLimit) -> RateLimit:
-        f = self.r.mapping(node, ("count", "per"), ("count", "per"), "mapping {count, per}")
-        if f is None or "count" not in f or "per" not in f:
-            return default
-        count = self.r.integer(f["count"], 1)
-        per = self.r.duration(f["per"], 0.001)
-        return RateLimit(count, per) if count is not None and per is not None else default
-
-    def governor(self, node: Node) -> GovernorConfig:
-        d = GovernorConfig()
-        keys = (
-            "max_concurrent_runs",
-            "max_runs",
-            "per_target",
-            "max_targets_fraction",
-            "min_fleet",
-            "kill_switch_file",
-        )
-        f = self.r.mapping(node, keys, what="governor mapping")
-        if f is None:
-            return d
-        return GovernorConfig(
-            max_concurrent_runs=self.r.integer(f["max_concurrent_runs"], 1) or d.max_concurrent_runs
-            if "max_concurrent_runs" in f
-            else d.max_concurrent_runs,
-            max_runs=self.rate(f["max_runs"], d.max_runs) if "max_runs" in f else d.max_runs,
-            per_target=self.rate(f["per_target"], d.per_target)
-            if "per_target" in f
-            else d.per_target,
-            max_targets_fraction=_or(
-                self.r.number(f["max_targets_fraction"], 0.0, 1.0), d.max_targets_fraction
-            )
-            if "max_targets_fraction" in f
-            else d.max_targets_fraction,
-            min_fleet=self.r.integer(f["min_fleet"], 1) or d.min_fleet
-            if "min_fleet" in f
-            else d.min_fleet,
-            kill_switch_file=self.path(f["kill_switch_file"]) if "kill_switch_file" in f else None,
-        )
-
-    def journal(self, node: Node) -> JournalConfig:
-        d = JournalConfig()
-        f = self.r.mapping(node, ("retention", "record"), what="journal mapping")
-        if f is None:
-            return d
-        record = None
-        if "record" in f:
-            rf = self.r.mapping(f["record"], ("max_age", "max_size"), what="record mapping")
-            if rf is not None:
-                rd = RecordConfig()
-                record = RecordConfig(
-                    self.r.duration(rf["max_age"], 1.0) or rd.max_age
-                    if "max_age" in rf
-                    else rd.max_age,
-                    self.r.size(rf["max_size"]) or rd.max_size if "max_size" in rf else rd.max_size,
-                )
-        retention = self.r.duration(f["retention"], 1.0) if "retention" in f else d.retention
-        return JournalConfig(retention or d.retention, record)
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        return {"type": "string"}
 
 
-def _or(value: float | None, default: float) -> float:
-    """``value`` unless it was invalid (None); unlike ``or``, keeps a valid 0."""
-    return default if value is None else value
+# -- building each section -----------------------------------------------------------
+def _http(f: Fields) -> HttpConfig:
+    values = f.values()
+    if "listen" in values:
+        values["host"], values["port"] = values.pop("listen")
+    return HttpConfig(**values)
+
+
+def _mqtt(f: Fields) -> MqttConfig:
+    cert, key = f.get("cert_file"), f.get("key_file")
+    if (cert is None) != (key is None):
+        lone = f.nodes["cert_file"] if "cert_file" in f else f.nodes["key_file"]
+        f.reader.error(lone, "cert_file and key_file go together")
+    if f.get("password_file") is not None and f.get("username") is None:
+        f.reader.error(f.nodes["password_file"], "password_file needs a username")
+    # without client_id: "" until the configuration's node name is known (see _config)
+    return MqttConfig(**{"client_id": "", **f.values()})
+
+
+def _subscription(f: Fields) -> Any:
+    # without a topic there is nothing to subscribe to: the other keys are not read
+    if "topic" not in f or not f.valid():
+        return INVALID
+    return Subscription(**f.values())
+
+
+def _rate(f: Fields) -> Any:
+    if "count" not in f or "per" not in f or not f.valid():
+        return INVALID
+    return RateLimit(**f.values())
+
+
+# -- the sections of batond.yaml (docs/configuration.md) ------------------------------
+SUBSCRIPTION_FIELDS = Section(
+    "subscription mapping",
+    (
+        Field("topic", Text("topic filter"), True, "MQTT topic filter"),
+        Field("format", Choice(("json", "influx"), "format"), doc="payload format (default json)"),
+        Field("qos", Integer(0, 1, "qos must be 0 or 1"), doc="0 or 1 (default 0)"),
+    ),
+    build=_subscription,
+)
+HTTP_FIELDS = Section(
+    "http mapping",
+    (
+        Field("listen", _Listen(), doc="HOST:PORT of the API (default 127.0.0.1:9180)"),
+        Field("token_file", _SecretFile(), doc="file with the bearer token mutations need"),
+        Field("max_body", Size(), doc="largest request body (default 1MiB)"),
+    ),
+    build=_http,
+)
+MQTT_FIELDS = Section(
+    "mqtt mapping",
+    (
+        Field("url", _MQTT_URL, doc="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"),
+        Field("client_id", Name("client id"), doc="default batond-<node>"),
+        Field("username", Text("user name")),
+        Field("password_file", _SecretFile(), doc="file with the password (needs username)"),
+        Field("ca_file", _SecretFile(), doc="CA bundle for mqtts://"),
+        Field("cert_file", _SecretFile(), doc="client certificate (with key_file)"),
+        Field("key_file", _SecretFile(), doc="client key (with cert_file)"),
+        Field("subscribe", ListOf(Nested(SUBSCRIPTION_FIELDS), "list of subscriptions")),
+        Field("publish_prefix", Text("topic prefix"), doc="incidents and runs are published here"),
+        Field("max_payload", Size(), doc="larger messages are rejected unparsed (default 256KiB)"),
+    ),
+    build=_mqtt,
+)
+HOST_FIELDS = Section(
+    "host mapping",
+    (
+        Field("interval", Duration(0.1), doc="sampling period (default 5s)"),
+        Field("processes", ListOf(Text(), "list of strings"), doc="process names to watch"),
+    ),
+    build=lambda f: HostConfig(**f.values()),
+)
+RATE_FIELDS = Section(
+    "mapping {count, per}",
+    (
+        Field("count", Integer(1), True, "runs allowed"),
+        Field("per", Duration(0.001), True, "sliding window"),
+    ),
+    build=_rate,
+)
+GOVERNOR_FIELDS = Section(
+    "governor mapping",
+    (
+        Field("max_concurrent_runs", Integer(1), doc="runs at once (default 4)"),
+        Field("max_runs", Nested(RATE_FIELDS), doc="runs in all (default 30 per 1h)"),
+        Field("per_target", Nested(RATE_FIELDS), doc="runs per target (default 3 per 1h)"),
+        Field("max_targets_fraction", Number(0.0, 1.0), doc="blast radius (default 0.2)"),
+        Field("min_fleet", Integer(1), doc="hosts known before the fraction applies"),
+        Field("kill_switch_file", FilePath(), doc="while it exists, nothing is executed"),
+    ),
+    build=lambda f: GovernorConfig(**f.values()),
+)
+RECORD_FIELDS = Section(
+    "record mapping",
+    (
+        Field("max_age", Duration(1.0), doc="recorded inputs kept this long (default 7d)"),
+        Field("max_size", Size(), doc="and at most this much (default 1GiB)"),
+    ),
+    build=lambda f: RecordConfig(**f.values()),
+)
+JOURNAL_FIELDS = Section(
+    "journal mapping",
+    (
+        Field("retention", Duration(1.0), doc="history older than this is pruned (default 30d)"),
+        Field("record", Nested(RECORD_FIELDS), doc="record every input (absent: not recorded)"),
+    ),
+    build=lambda f: JournalConfig(**f.values()),
+)
+NOTIFY_FIELDS = Section(
+    "notify mapping {url}",
+    (Field("url", _NOTIFY_URL, True, "webhook that gets what needs a human"),),
+    build=lambda f: NotifyConfig(**f.values()) if "url" in f.values() else INVALID,
+)
+LOG_FIELDS = Section(
+    "log mapping",
+    (
+        Field("level", Choice(LOG_LEVELS, "log level"), doc="default info"),
+        Field("format", Choice(("text", "json"), "log format"), doc="default: json under journald"),
+    ),
+    build=lambda f: LogConfig(**f.values()),
+)
+CONFIG_FIELDS = Section(
+    "configuration mapping",
+    (
+        Field("node", Name("node name"), doc="name of this machine (default: the host name)"),
+        Field("state_dir", FilePath(), doc="journal, learned state, recorded inputs"),
+        Field("rules", ListOf(FilePath(), "list of paths"), doc="rule files or folders"),
+        Field("models", ListOf(FilePath(), "list of paths"), doc="model files or folders"),
+        Field("mode", Choice(("enforce", "shadow"), "mode"), doc="shadow: never execute"),
+        Field("http", Nested(HTTP_FIELDS)),
+        Field("mqtt", Nested(MQTT_FIELDS), doc="absent: no MQTT"),
+        Field("host", Nested(HOST_FIELDS)),
+        Field("governor", Nested(GOVERNOR_FIELDS)),
+        Field("journal", Nested(JOURNAL_FIELDS)),
+        Field("notify", Nested(NOTIFY_FIELDS), doc="where batond tells a human (absent: nowhere)"),
+        Field("log", Nested(LOG_FIELDS)),
+    ),
+    doc="batond.yaml",
+)
 
 
 def _host_port(text: str) -> tuple[str, int] | None:

@@ -33,14 +33,62 @@ from typing import Any
 from batond.anomaly.hostset import HOST_METRIC
 from batond.anomaly.spec import DEFAULT_SPEC, DETECTORS, ContextParams, HostParams, ModelSpec
 from batond.errors import ConfigError, Problem
+from batond.load.fields import INVALID, Field, Fields, Kind, SchemaBuilder, Section, read_section
+from batond.load.kinds import (
+    Choice,
+    Duration,
+    Integer,
+    ListOf,
+    Name,
+    Nested,
+    Number,
+    Switch,
+    Text,
+)
 from batond.load.yamlfile import MappingNode, Node, Reader, compose_file
 
-__all__ = ["check_model_paths", "load_models", "model_files"]
+__all__ = ["MODEL_FIELDS", "MODEL_FILE_FIELDS", "check_model_paths", "load_models", "model_files"]
 
-_MODEL_KEYS = (
-    "name", "match", "series_by", "detector", "params",
-    "sensitivity", "warmup", "retrain", "threshold",
-)  # fmt: skip
+
+class _ModelMatch(Kind):
+    """``{metric: NAME or [NAMES], label: value...}`` as (metric names, labels)."""
+
+    def read(self, r: Reader, node: Node, key: str) -> Any:
+        f = r.mapping(node, None, required=("metric",), what="match mapping")
+        if f is None or "metric" not in f:
+            return INVALID
+        mnode = f.pop("metric")
+        metrics = [r.name(n, "metric name") for n in r.seq_or_one(mnode)]
+        if not metrics:
+            r.error(mnode, "expected at least one metric name")
+        labels: dict[str, str] = {}
+        for label, vnode in f.items():
+            value = r.string(vnode, f"value of label {label!r}", empty_ok=True)
+            if value is not None:
+                labels[label] = value
+        return tuple(m for m in metrics if m is not None), labels
+
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        name = {"type": "string", "minLength": 1}
+        return {
+            "type": "object",
+            "required": ["metric"],
+            "properties": {"metric": {"anyOf": [name, {"type": "array", "items": name}]}},
+            "additionalProperties": {"type": ["string", "number", "boolean"]},
+        }
+
+
+def _params(f: Fields) -> Any:
+    if not f.valid():
+        return INVALID
+    params = ContextParams(**f.values())
+    if params.rest >= params.long:
+        f.reader.error(f.nodes.get("rest", f.node), "rest must be shorter than long")
+        return INVALID
+    return params
+
+
+#: The integer parameters of the context detector and their (lowest, highest) values.
 _PARAM_LIMITS: dict[str, tuple[int, int]] = {
     "bins": (2, 100),
     "context": (1, 4),
@@ -50,6 +98,79 @@ _PARAM_LIMITS: dict[str, tuple[int, int]] = {
     "history": (10, 1_000_000),
     "beyond": (1, 3),
 }
+_OFFSETS = ListOf(
+    Number(
+        0.0, 1.0, high_open=True, message="an offset is a fraction of a bin in [0, 1), got {value}"
+    ),
+    "list of offsets",
+    1,
+    8,
+    "expected 1 to 8 offsets, got {n}",
+    partial=False,
+    stop=True,
+)
+#: Every parameter of :class:`ContextParams`, none other.
+PARAMS_FIELDS = Section(
+    "params mapping",
+    tuple(
+        Field(p.name, _OFFSETS if p.name == "offsets" else Integer(*_PARAM_LIMITS[p.name]))
+        for p in fields(ContextParams)
+    ),
+    build=_params,
+)
+#: The parameters of the ``host`` detector and their (lowest, highest) values.
+_HOST_LIMITS: dict[str, tuple[float, float]] = {
+    "variance": (0.0, 1.0),  # (low, high]: at least one component, at most all
+    "history": (10, 1_000_000),
+    "min_std": (0.0, 1e12),
+    "top": (1, 50),
+}
+
+
+def _host_param(name: str) -> Field:
+    low, high = _HOST_LIMITS[name]
+    if name in ("history", "top"):
+        return Field(name, Integer(int(low), int(high), f"must be at most {high:g}, got {{value}}"))
+    above = f"must be above {low:g} and at most {high:g}, got {{value}}"
+    return Field(name, Number(low, high, low_open=True, message=above))
+
+
+HOST_PARAMS_FIELDS = Section(
+    "params mapping (detector host)",
+    tuple(_host_param(name) for name in _HOST_LIMITS),
+    build=lambda f: HostParams(**f.values()) if f.valid() else INVALID,
+)
+_FRACTION = Number(
+    0.0, 1.0, low_open=True, message="must be greater than 0 and at most 1, got {value}"
+)
+MODEL_FIELDS = Section(
+    "model",
+    (
+        Field("name", Name("model name"), True, "unique across all model files"),
+        Field("match", _ModelMatch(), True, "a metric name or a list of names, and labels"),
+        Field("series_by", ListOf(Text(), "list of strings"), doc="labels that tell series apart"),
+        Field("detector", Choice(DETECTORS, "detector"), doc="context (default) or host"),
+        Field(
+            "params",
+            Switch(
+                "detector",
+                {"context": Nested(PARAMS_FIELDS), "host": Nested(HOST_PARAMS_FIELDS)},
+                default="context",
+            ),
+            doc="the detector's parameters",
+        ),
+        Field("sensitivity", _FRACTION, doc="lower needs stronger evidence"),
+        Field("warmup", Integer(10), doc="points learned before scoring"),
+        Field("retrain", Duration(1.0), doc="re-learn range and memory this often"),
+        Field("threshold", _FRACTION, doc="default alert threshold"),
+    ),
+    ref="model",
+)
+MODEL_FILE_FIELDS = Section(
+    "mapping",
+    (Field("models", ListOf(Nested(MODEL_FIELDS), "list of models"), True),),
+    doc="batond model file",
+)
 
 
 def model_files(paths: Sequence[Path]) -> list[Path]:
@@ -91,165 +212,41 @@ def _read_all(paths: Sequence[Path]) -> tuple[list[Problem], list[ModelSpec]]:
 
 
 def _read_file(node: Node, reader: Reader, names: set[str]) -> list[ModelSpec]:
-    top = reader.mapping(node, ("models",), required=("models",))
-    if top is None or "models" not in top:
+    top = read_section(reader, node, MODEL_FILE_FIELDS)
+    if top is None:
         return []
-    items = reader.seq(top["models"], "list of models")
-    specs = []
-    for item in items or ():
-        spec = _read_model(item, reader, names)
-        if spec is not None:
-            specs.append(spec)
-    return specs
+    specs = (_model(f, names) for f in top.get("models", ()))
+    return [spec for spec in specs if spec is not None]
 
 
-def _read_model(node: Node, reader: Reader, names: set[str]) -> ModelSpec | None:
+def _model(f: Fields, names: set[str]) -> ModelSpec | None:
+    reader = f.reader
     before = len(reader.problems)
-    f = reader.mapping(node, _MODEL_KEYS, required=("name", "match"), what="model")
-    if f is None:
-        return None
-    name = reader.name(f["name"], "model name") if "name" in f else None
+    name = f.get("name")
     if name is not None:
         if name in names:
-            reader.error(f["name"], f"duplicate model name {name!r}")
+            reader.error(f.nodes["name"], f"duplicate model name {name!r}")
         names.add(name)
-    metrics, labels = _read_match(f["match"], reader) if "match" in f else ((), {})
-    detector = _opt(f, "detector", lambda n: reader.one_of(n, DETECTORS, "detector"))
-    host = detector == "host"
-    if host and "match" in f:
-        _check_host_metrics(f["match"], metrics, reader)
-    values: dict[str, Any] = {
-        "series_by": _opt(f, "series_by", reader.str_list),
-        "detector": detector,
-        "host" if host else "params": _opt(
-            f, "params", lambda n: _read_host_params(n, reader) if host else _read_params(n, reader)
-        ),
-        "sensitivity": _opt(f, "sensitivity", lambda n: _fraction(n, reader)),
-        "warmup": _opt(f, "warmup", lambda n: reader.integer(n, minimum=10)),
-        "retrain": _opt(f, "retrain", lambda n: reader.duration(n, minimum=1.0)),
-        "threshold": _opt(f, "threshold", lambda n: _fraction(n, reader)),
-    }
-    if len(reader.problems) > before or name is None:
+    if f.get("detector") == "host" and "match" in f:
+        _check_host_metrics(f, f.get("match", ((), {}))[0])
+    values = f.values()
+    if len(reader.problems) > before or name is None or "match" not in values:
         return None
-    values = {k: v for k, v in values.items() if v is not None}
-    if "series_by" in values:
-        values["series_by"] = tuple(values["series_by"])
+    metrics, labels = values.pop("match")
+    values.pop("name")
+    if isinstance(values.get("params"), HostParams):
+        values["host"] = values.pop("params")
     return replace(DEFAULT_SPEC, name=name, match_metrics=metrics, match_labels=labels, **values)
 
 
-def _opt(fields_: dict[str, Node], key: str, read: Any) -> Any:
-    return read(fields_[key]) if key in fields_ else None
-
-
-def _fraction(node: Node, reader: Reader) -> float | None:
-    value = reader.number(node)
-    if value is not None and not 0.0 < value <= 1.0:
-        reader.error(node, f"must be greater than 0 and at most 1, got {value}")
-        return None
-    return value
-
-
-def _read_match(node: Node, reader: Reader) -> tuple[tuple[str, ...], dict[str, str]]:
-    f = reader.mapping(node, None, required=("metric",), what="match mapping")
-    if f is None or "metric" not in f:
-        return (), {}
-    mnode = f.pop("metric")
-    metrics = [reader.name(n, "metric name") for n in reader.seq_or_one(mnode)]
-    if not metrics:
-        reader.error(mnode, "expected at least one metric name")
-    labels: dict[str, str] = {}
-    for key, vnode in f.items():
-        value = reader.string(vnode, f"value of label {key!r}", empty_ok=True)
-        if value is not None:
-            labels[key] = value
-    return tuple(m for m in metrics if m is not None), labels
-
-
-def _check_host_metrics(node: Node, metrics: tuple[str, ...], reader: Reader) -> None:
-    at = node  # the metric list itself when the match is a mapping (it was read above)
+def _check_host_metrics(f: Fields, metrics: tuple[str, ...]) -> None:
+    node = f.nodes["match"]
+    at = node  # the metric list itself when the match is a mapping
     if isinstance(node, MappingNode):
         at = next((v for k, v in node.value if getattr(k, "value", None) == "metric"), node)
     if HOST_METRIC in metrics:
-        reader.error(at, f"a host model cannot cover {HOST_METRIC}, the series it makes")
+        f.reader.error(at, f"a host model cannot cover {HOST_METRIC}, the series it makes")
     elif len(set(metrics)) < 2:
-        reader.error(at, "a host model scores metrics jointly: name at least 2 metrics")
+        f.reader.error(at, "a host model scores metrics jointly: name at least 2 metrics")
     elif len(set(metrics)) != len(metrics):
-        reader.error(at, "a host model names each metric once")
-
-
-_HOST_LIMITS: dict[str, tuple[float, float]] = {
-    "variance": (0.0, 1.0),  # (low, high]: at least one component, at most all
-    "history": (10, 1_000_000),
-    "min_std": (0.0, 1e12),
-    "top": (1, 50),
-}
-
-
-def _read_host_params(node: Node, reader: Reader) -> HostParams | None:
-    f = reader.mapping(node, list(_HOST_LIMITS), what="params mapping (detector host)")
-    if f is None:
-        return None
-    values: dict[str, Any] = {}
-    for key, vnode in f.items():
-        low, high = _HOST_LIMITS[key]
-        value: Any
-        if key in ("history", "top"):
-            value = reader.integer(vnode, minimum=int(low))
-        else:
-            value = reader.number(vnode)
-            if value is not None and not low < value <= high:
-                reader.error(vnode, f"must be above {low:g} and at most {high:g}, got {value}")
-                value = None
-        if value is not None and value > high:
-            reader.error(vnode, f"must be at most {high:g}, got {value}")
-            value = None
-        values[key] = value
-    if any(v is None for v in values.values()):
-        return None
-    return HostParams(**values)
-
-
-def _read_params(node: Node, reader: Reader) -> ContextParams | None:
-    allowed = [f.name for f in fields(ContextParams)]
-    f = reader.mapping(node, allowed, what="params mapping")
-    if f is None:
-        return None
-    values: dict[str, Any] = {}
-    ok = True
-    for key, vnode in f.items():
-        if key == "offsets":
-            value: Any = _read_offsets(vnode, reader)
-        else:
-            low, high = _PARAM_LIMITS[key]
-            value = reader.integer(vnode, minimum=low)
-            if value is not None and value > high:
-                reader.error(vnode, f"must be at most {high}, got {value}")
-                value = None
-        ok = ok and value is not None
-        values[key] = value
-    if not ok:
-        return None
-    params = ContextParams(**values)
-    if params.rest >= params.long:
-        reader.error(f.get("rest", node), "rest must be shorter than long")
-        return None
-    return params
-
-
-def _read_offsets(node: Node, reader: Reader) -> tuple[float, ...] | None:
-    items = reader.seq(node, "list of offsets")
-    if items is None:
-        return None
-    if not 1 <= len(items) <= 8:
-        reader.error(node, f"expected 1 to 8 offsets, got {len(items)}")
-        return None
-    out = []
-    for item in items:
-        value = reader.number(item)
-        if value is not None and not 0.0 <= value < 1.0:
-            reader.error(item, f"an offset is a fraction of a bin in [0, 1), got {value}")
-            value = None
-        if value is None:
-            return None
-        out.append(value)
-    return tuple(out)
+        f.reader.error(at, "a host model names each metric once")

@@ -1,16 +1,17 @@
 """Rule files: ``rules:``, ``schedules:`` and ``playbooks:`` read into a RuleSet.
 
-The key tables below (:data:`RULE_FIELDS` and friends) are the single
-description of rule files: the reader validates against them and
-``batond schema`` generates the JSON Schema from them. Every problem of every
-file is collected and raised together as one ConfigError; a duplicate name
-is reported at its later definition, a ``run`` naming no playbook at that value.
+The sections below (:data:`RULE_FIELDS` and friends, in the vocabulary of
+:mod:`batond.load.fields`) are the single description of rule files: the
+reader validates against them and ``batond schema`` generates the JSON Schema
+from them. Every problem of every file is collected and raised together as
+one ConfigError; a duplicate name is reported at its later definition, a
+``run`` naming no playbook at that value.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ from typing import Any
 import orjson
 
 from batond.engine.cron import parse_cron
-from batond.engine.expr import Expression, compile_expression
 from batond.engine.model import (
     ALERT_GROUP_BY,
     NO_LIMITS,
@@ -34,7 +34,33 @@ from batond.engine.model import (
     is_alert_match,
 )
 from batond.errors import ConfigError, Mark, Problem
-from batond.load.yamlfile import Node, Reader, ScalarNode, compose_file, text_mark
+from batond.load.dataflow import dataflow_problems
+from batond.load.fields import (
+    INVALID,
+    At,
+    Field,
+    Fields,
+    Kind,
+    SchemaBuilder,
+    Section,
+    read_section,
+)
+from batond.load.kinds import (
+    Choice,
+    Data,
+    Duration,
+    Expr,
+    Flag,
+    Integer,
+    ListOf,
+    Name,
+    Nested,
+    Text,
+    Zone,
+)
+from batond.load.playbooks import Playbook, build_playbooks, check_references
+from batond.load.playbooks.sections import PLAYBOOK_LIST
+from batond.load.yamlfile import Node, Reader, compose_file
 
 __all__ = [
     "COUNT_FIELDS",
@@ -46,7 +72,6 @@ __all__ = [
     "RULE_FIELDS",
     "SCHEDULE_FIELDS",
     "SEVERITIES",
-    "Field",
     "load_rules",
     "rule_files",
 ]
@@ -55,78 +80,284 @@ SEVERITIES = ("info", "warning", "error", "critical")
 ORDERS = ("adaptive", "fixed")
 
 
+# -- the kinds only rule files have ---------------------------------------------------
+def _names_once(
+    r: Reader,
+    items: Sequence[Node],
+    what: str,
+    twice: str,
+    refuse: Callable[[str], str | None] = lambda name: None,
+) -> list[At[str]]:
+    """The valid names of ``items``, each once and where it was written.
+
+    A name ``refuse`` has a message for, or one listed again (``twice``, with
+    ``{name!r}``), is reported at that item and left out.
+    """
+    out: list[At[str]] = []
+    for item in items:
+        name = r.name(item, what)
+        if name is None:
+            continue
+        again = any(name == seen.value for seen in out)
+        why = refuse(name) or (twice.format(name=name) if again else None)
+        if why:
+            r.error(item, why)
+        else:
+            out.append(At(name, r.mark(item)))
+    return out
+
+
+def _label(name: str) -> str | None:
+    if name in NOT_LABELS:
+        return f"{name!r} is not a label and cannot be in group_by"
+    return None
+
+
+class _Match(Kind):
+    """``{metric|event: NAME, label: value...}``: equality on the input's name and labels."""
+
+    def read(self, r: Reader, node: Node, key: str) -> Any:
+        labels = r.str_map(node)
+        if labels is None:
+            return INVALID
+        kinds = [k for k in ("metric", "event") if k in labels]
+        if len(kinds) != 1:
+            message = "match needs exactly one of 'metric' or 'event'"
+            r.error(node if not kinds else r.key_node(node, kinds[1]), message)
+            return INVALID
+        kind = kinds[0]
+        name = labels.pop(kind)
+        if not name:
+            r.error(node, f"{kind} name must not be empty")
+            return INVALID
+        return Match(kind, name, tuple(sorted(labels.items())))
+
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        return s.define(
+            "match",
+            {
+                "type": "object",
+                "description": "metric or event name, plus labels that must be equal",
+                "additionalProperties": {"type": ["string", "number", "boolean"]},
+                "oneOf": [{"required": ["metric"]}, {"required": ["event"]}],
+            },
+        )
+
+
+class _GroupBy(Kind):
+    """Label names, each once, each where it was written (for the checks across keys)."""
+
+    def read(self, r: Reader, node: Node, key: str) -> Any:
+        items = r.seq(node, "list of labels")
+        if items is None:
+            return INVALID
+        return tuple(_names_once(r, items, "label name", "label {name!r} is listed twice", _label))
+
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        label = {"type": "string", "not": {"enum": list(NOT_LABELS)}}
+        return {"type": "array", "items": label}
+
+
 @dataclass(frozen=True, slots=True)
-class Field:
-    """One key of a mapping in a rule file: its kind (see ``_READERS``), need, meaning."""
+class _RunList:
+    """The playbook names of ``run:`` that are valid, and whether all of them are."""
 
-    kind: str
-    required: bool = False
-    description: str = ""
+    names: tuple[At[str], ...]
+    complete: bool
 
 
-PART_FIELDS: Mapping[str, Field] = {
-    "match": Field("match", True, "equality on metric or event name and labels"),
-    "when": Field("expr", description="expression that must be true"),
-}
-COUNT_FIELDS: Mapping[str, Field] = {
-    "at_least": Field("int", True, "how many matching inputs"),
-    "within": Field("duration", True, "sliding window"),
-}
-RATE_FIELDS: Mapping[str, Field] = {
-    "count": Field("int", True, "how many runs"),
-    "per": Field("duration", True, "per this window"),
-}
-LIMITS_FIELDS: Mapping[str, Field] = {
-    "max_runs": Field("rate", description="this rule's own rate limit (else governor.max_runs)"),
-    "per_target": Field(
-        "rate", description="runs per key before its circuit opens (else governor.per_target)"
+class _Run(Kind):
+    """A playbook name, or a list tried in order; each name is checked to exist later."""
+
+    def read(self, r: Reader, node: Node, key: str) -> Any:
+        items = r.seq_or_one(node)
+        if not items:
+            r.error(node, "run needs at least one playbook")
+            return INVALID
+        names = _names_once(r, items, "playbook name", "playbook {name!r} is listed twice")
+        return _RunList(tuple(names), len(names) == len(items))
+
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        name = {"type": "string", "minLength": 1}
+        return {"anyOf": [name, {"type": "array", "minItems": 1, "items": name}]}
+
+
+class _Playbook(Kind):
+    """A playbook name, checked to exist once every file is read."""
+
+    def read(self, r: Reader, node: Node, key: str) -> Any:
+        name = r.name(node, "playbook name")
+        return INVALID if name is None else At(name, r.mark(node))
+
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        return {"type": "string", "minLength": 1, "pattern": r"^\S(.*\S)?$"}
+
+
+class _Cron(Kind):
+    def read(self, r: Reader, node: Node, key: str) -> Any:
+        text = r.string(node, "cron expression")
+        if text is None:
+            return INVALID
+        try:
+            return parse_cron(text)
+        except ValueError as exc:
+            r.error(node, str(exc))
+            return INVALID
+
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        return {"type": "string"}
+
+
+def _rate(f: Fields) -> Any:
+    values = f.values()
+    if "count" not in values or "per" not in values:
+        return INVALID
+    if values["per"] <= 0:
+        f.reader.error(f.nodes["per"], "per must be longer than 0s")
+        return INVALID
+    return Rate(values["count"], values["per"])
+
+
+def _limits(f: Fields) -> Any:
+    if not f.valid():
+        return INVALID  # a problem was recorded
+    return Limits(**f.values())
+
+
+def _part(f: Fields) -> Any:
+    values = f.values()
+    return Part(**values) if "match" in values else INVALID
+
+
+def _count(f: Fields) -> Any:
+    if not f.valid("at_least", "within") or "at_least" not in f or "within" not in f:
+        return INVALID
+    if f.read("within") <= 0:
+        f.reader.error(f.nodes["within"], "count window must be longer than 0s")
+        return INVALID
+    return Count(f.read("at_least"), f.read("within"))
+
+
+# -- the sections of a rule file (docs/rules.md) --------------------------------------
+PART_FIELDS = Section(
+    "mapping {match, when}",
+    (
+        Field("match", _Match(), True, "equality on metric or event name and labels"),
+        Field("when", Expr(), doc="expression that must be true"),
     ),
-    "max_concurrent_runs": Field("int", description="this rule's runs at once (own slots)"),
-    "blast_radius": Field(
-        "bool", description="whether its runs count as acting on hosts (default: not each:)"
+    ref="part",
+    build=_part,
+)
+COUNT_FIELDS = Section(
+    "mapping {at_least, within}",
+    (
+        Field("at_least", Integer(1), True, "how many matching inputs"),
+        Field("within", Duration(), True, "sliding window"),
     ),
-}
-RULE_FIELDS: Mapping[str, Field] = {
-    "name": Field("name", True, "unique rule name"),
-    "description": Field("text", description="what the rule is about"),
-    "match": Field("match", description="equality on {metric|event: NAME, label: value...}"),
-    "when": Field("expr", description="expression over value, labels, event, anomaly, now"),
-    "for": Field("duration", description="the condition must hold this long for the group"),
-    "count": Field("count", description="at least N passing inputs within a window"),
-    "absent": Field("duration", description="fires when a group seen before goes silent"),
-    "all": Field("parts", description="correlation: every part seen for the same key"),
-    "within": Field("duration", description="window of all:"),
-    "group_by": Field(
-        "labels",
-        description="labels forming the incident key (default [host]; [alertname, instance]"
-        " for an alert rule)",
+    build=_count,
+)
+RATE_FIELDS = Section(
+    "mapping {count, per}",
+    (
+        Field("count", Integer(1), True, "how many runs"),
+        Field("per", Duration(), True, "per this window"),
     ),
-    "cooldown": Field("duration", description="no new run for the key this long after one"),
-    "severity": Field("severity", description="severity of the incident"),
-    "resolve": Field("part", description="explicit resolving input"),
-    "run": Field("run", True, "playbook, or a list tried in order until one resolves"),
-    "params": Field("params", description="parameters handed to the playbook"),
-    "order": Field("order", description="adaptive (default) or fixed order of run:"),
-    "on_resolve": Field("playbook", description="playbook run when an incident resolves"),
-    "each": Field("bool", description="each matching event is its own work item"),
-    "limits": Field("limits", description="this rule's own governor limits"),
-    "resolve_after": Field("duration", description="an event incident closes after this quiet"),
-}
-SCHEDULE_FIELDS: Mapping[str, Field] = {
-    "name": Field("name", True, "unique schedule name"),
-    "description": Field("text", description="what the schedule does"),
-    "cron": Field("cron", True, "five-field cron expression (machine's local time)"),
-    "run": Field("run", True, "playbook, or a list tried in order"),
-    "params": Field("params", description="parameters handed to the playbook"),
-    "severity": Field("severity", description="severity recorded with the decision"),
-    "timezone": Field("zone", description="IANA time zone of the cron (default: the machine's)"),
-    "catch_up": Field("bool", description="run once at start-up if it came due while down"),
-}
-FILE_FIELDS: Mapping[str, Field] = {
-    "rules": Field("rules", description="rules"),
-    "schedules": Field("schedules", description="cron schedules"),
-    "playbooks": Field("playbooks", description="playbooks (see docs/playbooks.md)"),
-}
+    build=_rate,
+)
+LIMITS_FIELDS = Section(
+    "mapping {max_runs, per_target, max_concurrent_runs, blast_radius}",
+    (
+        Field(
+            "max_runs",
+            Nested(RATE_FIELDS),
+            doc="this rule's own rate limit (else governor.max_runs)",
+        ),
+        Field(
+            "per_target",
+            Nested(RATE_FIELDS),
+            doc="runs per key before its circuit opens (else governor.per_target)",
+        ),
+        Field("max_concurrent_runs", Integer(1), doc="this rule's runs at once (own slots)"),
+        Field(
+            "blast_radius",
+            Flag(),
+            doc="whether its runs count as acting on hosts (default: not each:)",
+        ),
+    ),
+    build=_limits,
+)
+_NAME = Name()
+_RUN = _Run()
+_PARAMS = Data("mapping of parameters")
+_SEVERITY = Choice(SEVERITIES, "severity")
+RULE_FIELDS = Section(
+    "rule mapping",
+    (
+        Field("name", _NAME, True, "unique rule name"),
+        Field("description", Text(empty_ok=True), doc="what the rule is about"),
+        Field("match", _Match(), doc="equality on {metric|event: NAME, label: value...}"),
+        Field("when", Expr(), doc="expression over value, labels, event, anomaly, now"),
+        Field("for", Duration(), doc="the condition must hold this long for the group"),
+        Field("count", Nested(COUNT_FIELDS), doc="at least N passing inputs within a window"),
+        Field("absent", Duration(), doc="fires when a group seen before goes silent"),
+        Field(
+            "all",
+            ListOf(
+                Nested(PART_FIELDS),
+                "list of {match, when} parts",
+                2,
+                count_message="all: needs at least two parts",
+                partial=False,
+            ),
+            doc="correlation: every part seen for the same key",
+        ),
+        Field("within", Duration(), doc="window of all:"),
+        Field(
+            "group_by",
+            _GroupBy(),
+            doc="labels forming the incident key (default [host]; [alertname, instance]"
+            " for an alert rule)",
+        ),
+        Field("cooldown", Duration(), doc="no new run for the key this long after one"),
+        Field("severity", _SEVERITY, doc="severity of the incident"),
+        Field("resolve", Nested(PART_FIELDS), doc="explicit resolving input"),
+        Field("run", _RUN, True, "playbook, or a list tried in order until one resolves"),
+        Field("params", _PARAMS, doc="parameters handed to the playbook"),
+        Field("order", Choice(ORDERS, "order"), doc="adaptive (default) or fixed order of run:"),
+        Field("on_resolve", _Playbook(), doc="playbook run when an incident resolves"),
+        Field("each", Flag(), doc="each matching event is its own work item"),
+        Field("limits", Nested(LIMITS_FIELDS), doc="this rule's own governor limits"),
+        Field("resolve_after", Duration(), doc="an event incident closes after this quiet"),
+    ),
+    ref="rule",
+    # what _RuleChecks.kind() asks of a rule beyond its keys' kinds
+    schema_extra={"anyOf": [{"required": ["match"]}, {"required": ["all", "within"]}]},
+)
+SCHEDULE_FIELDS = Section(
+    "schedule mapping",
+    (
+        Field("name", _NAME, True, "unique schedule name"),
+        Field("description", Text(empty_ok=True), doc="what the schedule does"),
+        Field("cron", _Cron(), True, "five-field cron expression (machine's local time)"),
+        Field("run", _RUN, True, "playbook, or a list tried in order"),
+        Field("params", _PARAMS, doc="parameters handed to the playbook"),
+        Field("severity", _SEVERITY, doc="severity recorded with the decision"),
+        Field("timezone", Zone(), doc="IANA time zone of the cron (default: the machine's)"),
+        Field("catch_up", Flag(), doc="run once at start-up if it came due while down"),
+    ),
+    ref="schedule",
+)
+FILE_FIELDS = Section(
+    "rule file mapping",
+    (
+        Field("rules", ListOf(Nested(RULE_FIELDS), "list of rules"), doc="rules"),
+        Field(
+            "schedules", ListOf(Nested(SCHEDULE_FIELDS), "list of schedules"), doc="cron schedules"
+        ),
+        Field("playbooks", PLAYBOOK_LIST, doc="playbooks (see docs/playbooks.md)"),
+    ),
+    doc="batond rule and playbook file",
+)
 
 
 def rule_files(
@@ -168,7 +399,7 @@ class _Loader:
         self.readers: list[Reader] = []
         self.rules: list[Rule] = []
         self.schedules: list[Schedule] = []
-        self.playbooks: dict[str, Any] = {}
+        self.playbooks: dict[str, Playbook] = {}
         self.run_refs: list[tuple[str, Mark]] = []
         self.cross: list[Problem] = []
         self.names: dict[str, Mark] = {}
@@ -179,10 +410,9 @@ class _Loader:
         self.readers.append(reader)
         if node is None:
             return  # empty file, or a syntax error already recorded
-        fields = reader.mapping(node, FILE_FIELDS, what="rule file mapping")
-        if fields is None:
-            return
-        _FileReader(reader, self).read(fields)
+        fields = read_section(reader, node, FILE_FIELDS)
+        if fields is not None:
+            _FileReader(self).read(fields)
 
     def add_name(self, table: dict[str, Mark], what: str, name: str, mark: Mark) -> bool:
         first = table.get(name)
@@ -206,248 +436,68 @@ class _Loader:
                 out.append(
                     Problem(mark.file, mark.line, mark.col, f"run names unknown playbook {name!r}")
                 )
-        if not out:
-            out.extend(_playbook_references(self.playbooks, self.rules, self.schedules))
+        if not out:  # then what templates read that will not be there
+            out.extend(
+                check_references(self.playbooks)
+                or dataflow_problems(self.playbooks, self.rules, self.schedules)
+            )
         return out
 
     def ruleset(self) -> RuleSet:
         return RuleSet(tuple(self.rules), tuple(self.schedules), dict(self.playbooks))
 
 
-def _playbook_references(
-    playbooks: Mapping[str, Any], rules: Sequence[Rule], schedules: Sequence[Schedule]
-) -> list[Problem]:
-    """``escalate:`` and nested playbook names across all files (the playbooks module's
-    check), then what templates read that will not be there (:mod:`batond.load.dataflow`)."""
-    from batond.load.dataflow import dataflow_problems
-    from batond.load.playbooks import check_references
-
-    return check_references(playbooks) or dataflow_problems(playbooks, rules, schedules)
-
-
 class _FileReader:
-    def __init__(self, reader: Reader, loader: _Loader) -> None:
-        self.r = reader
+    """The rules, schedules and playbooks of one file, into the loader's tables."""
+
+    def __init__(self, loader: _Loader) -> None:
         self.loader = loader
 
-    def read(self, fields: Mapping[str, Node]) -> None:
-        if "playbooks" in fields:
-            self.read_playbooks(fields["playbooks"])
-        for node in self.r.seq(fields["rules"], "list of rules") or [] if "rules" in fields else []:
-            rule = self.rule(node)
+    def read(self, f: Fields) -> None:
+        loader = self.loader
+        for pb in build_playbooks(f.reader, f.get("playbooks", ())):
+            if loader.add_name(loader.playbook_marks, "playbook", pb.name, pb.mark):
+                loader.playbooks[pb.name] = pb
+        for fields in f.get("rules", ()):
+            rule = self.rule(fields)
             if rule is not None:
-                self.loader.rules.append(rule)
-        for node in (
-            self.r.seq(fields["schedules"], "list of schedules") or []
-            if "schedules" in fields
-            else []
-        ):
-            schedule = self.schedule(node)
+                loader.rules.append(rule)
+        for fields in f.get("schedules", ()):
+            schedule = self.schedule(fields)
             if schedule is not None:
-                self.loader.schedules.append(schedule)
+                loader.schedules.append(schedule)
 
-    def read_playbooks(self, node: Node) -> None:
-        from batond.load.playbooks import read_playbooks
+    def refs(self, f: Fields) -> _RunList | None:
+        """The ``run:`` (and ``on_resolve:``) names, to be checked once every file is read."""
+        run: _RunList | None = f.get("run")
+        on_resolve: At[str] | None = f.get("on_resolve")
+        for ref in (*(run.names if run is not None else ()), *filter(None, [on_resolve])):
+            self.loader.run_refs.append((ref.value, ref.mark))
+        return run
 
-        for pb in read_playbooks(self.r, node):
-            if self.loader.add_name(self.loader.playbook_marks, "playbook", pb.name, pb.mark):
-                self.loader.playbooks[pb.name] = pb
+    def named(self, f: Fields, what: str) -> bool:
+        """Registers the (valid) name; whether it is new."""
+        return self.loader.add_name(self.loader.names, what, f.read("name"), f.mark_of("name"))
 
-    # -- generic table-driven reading --------------------------------------------------
-    def fields(self, node: Node, table: Mapping[str, Field], what: str) -> dict[str, Any] | None:
-        """Read a mapping by its key table; invalid values are left out (problems recorded)."""
-        required = [k for k, f in table.items() if f.required]
-        nodes = self.r.mapping(node, table, required, what)
-        if nodes is None:
+    def rule(self, f: Fields) -> Rule | None:
+        valid = f.valid()  # every value is read (and every problem reported) first
+        run = self.refs(f)
+        if f.get("name") is None:
             return None
-        out: dict[str, Any] = {}
-        for key, vnode in nodes.items():
-            value = _READERS[table[key].kind](self, vnode)
-            if value is not None:
-                out[key] = value
-        out["__nodes__"] = nodes
-        return out
-
-    def name(self, node: Node) -> Any:
-        return self.r.name(node)
-
-    def text(self, node: Node) -> Any:
-        return self.r.string(node, empty_ok=True)
-
-    def expr(self, node: Node) -> Expression | None:
-        if not isinstance(node, ScalarNode) or node.tag.endswith(":null"):
-            self.r.error(node, "expected an expression (a string)")
-            return None
-        text = str(node.value)
-        if not text.strip():
-            self.r.error(node, "expected an expression, got an empty string")
-            return None
-        try:
-            return compile_expression(text, text_mark(self.r, node))
-        except ConfigError as exc:
-            self.r.problems.extend(exc.problems)
-            return None
-
-    def duration(self, node: Node) -> float | None:
-        return self.r.duration(node)
-
-    def integer(self, node: Node) -> int | None:
-        return self.r.integer(node, 1)
-
-    def rate(self, node: Node) -> Rate | None:
-        f = self.fields(node, RATE_FIELDS, "mapping {count, per}")
-        if f is None or "count" not in f or "per" not in f:
-            return None
-        if f["per"] <= 0:
-            self.r.error(f["__nodes__"]["per"], "per must be longer than 0s")
-            return None
-        return Rate(f["count"], f["per"])
-
-    def limits(self, node: Node) -> Limits | None:
-        f = self.fields(
-            node, LIMITS_FIELDS,
-            "mapping {max_runs, per_target, max_concurrent_runs, blast_radius}",
-        )  # fmt: skip
-        if f is None or len(f) != len(f["__nodes__"]) + 1:
+        ok = self.named(f, "rule")
+        kind = _RuleChecks(f).kind()
+        if kind is None or not ok or run is None or not run.complete or not valid:
             return None  # a problem was recorded
-        return Limits(
-            max_runs=f.get("max_runs"),
-            per_target=f.get("per_target"),
-            max_concurrent_runs=f.get("max_concurrent_runs"),
-            blast_radius=f.get("blast_radius"),
-        )
-
-    def severity(self, node: Node) -> str | None:
-        return self.r.one_of(node, SEVERITIES, "severity")
-
-    def order(self, node: Node) -> str | None:
-        return self.r.one_of(node, ORDERS, "order")
-
-    def params(self, node: Node) -> Any:
-        if self.r.mapping(node, None, what="mapping of parameters") is None:
-            return None
-        return self.r.plain(node)
-
-    def labels(self, node: Node) -> tuple[tuple[str, Node], ...] | None:
-        items = self.r.seq(node, "list of labels")
-        if items is None:
-            return None
-        out: list[tuple[str, Node]] = []
-        for item in items:
-            label = self.r.name(item, "label name")
-            if label is None:
-                continue
-            if label in NOT_LABELS:
-                self.r.error(item, f"{label!r} is not a label and cannot be in group_by")
-            elif any(label == seen for seen, _ in out):
-                self.r.error(item, f"label {label!r} is listed twice")
-            else:
-                out.append((label, item))
-        return tuple(out)
-
-    def playbook(self, node: Node) -> str | None:
-        name = self.r.name(node, "playbook name")
-        if name is not None:
-            self.loader.run_refs.append((name, self.r.mark(node)))
-        return name
-
-    def zone(self, node: Node) -> Any:
-        from batond.load.playbooks import read_zone
-
-        return read_zone(self.r, node)
-
-    def flag(self, node: Node) -> bool | None:
-        return self.r.boolean(node)
-
-    def run(self, node: Node) -> tuple[str, ...] | None:
-        items = self.r.seq_or_one(node)
-        if not items:
-            self.r.error(node, "run needs at least one playbook")
-            return None
-        names = []
-        for item in items:
-            name = self.r.name(item, "playbook name")
-            if name is None:
-                continue
-            if name in names:
-                self.r.error(item, f"playbook {name!r} is listed twice")
-                continue
-            names.append(name)
-            self.loader.run_refs.append((name, self.r.mark(item)))
-        return tuple(names) if len(names) == len(items) else None
-
-    def cron(self, node: Node) -> Any:
-        text = self.r.string(node, "cron expression")
-        if text is None:
-            return None
-        try:
-            return parse_cron(text)
-        except ValueError as exc:
-            self.r.error(node, str(exc))
-            return None
-
-    def match(self, node: Node) -> Match | None:
-        labels = self.r.str_map(node)
-        if labels is None:
-            return None
-        kinds = [k for k in ("metric", "event") if k in labels]
-        if len(kinds) != 1:
-            message = "match needs exactly one of 'metric' or 'event'"
-            self.r.error(node if not kinds else self.r.key_node(node, kinds[1]), message)
-            return None
-        kind = kinds[0]
-        name = labels.pop(kind)
-        if not name:
-            self.r.error(node, f"{kind} name must not be empty")
-            return None
-        return Match(kind, name, tuple(sorted(labels.items())))
-
-    def part(self, node: Node) -> Part | None:
-        f = self.fields(node, PART_FIELDS, "mapping {match, when}")
-        if f is None or "match" not in f:
-            return None
-        return Part(f["match"], f.get("when"))
-
-    def parts(self, node: Node) -> tuple[Part, ...] | None:
-        items = self.r.seq(node, "list of {match, when} parts")
-        if items is None:
-            return None
-        if len(items) < 2:
-            self.r.error(node, "all: needs at least two parts")
-        parts = [self.part(item) for item in items]
-        return tuple(p for p in parts if p is not None) if all(parts) else None
-
-    def count(self, node: Node) -> Count | None:
-        f = self.fields(node, COUNT_FIELDS, "mapping {at_least, within}")
-        if f is None or "at_least" not in f or "within" not in f:
-            return None
-        if f["within"] <= 0:
-            self.r.error(f["__nodes__"]["within"], "count window must be longer than 0s")
-            return None
-        return Count(f["at_least"], f["within"])
-
-    # -- rules and schedules ---------------------------------------------------------------
-    def rule(self, node: Node) -> Rule | None:
-        f = self.fields(node, RULE_FIELDS, "rule mapping")
-        if f is None or "name" not in f:
-            return None
-        nodes: dict[str, Node] = f["__nodes__"]
-        ok = self.loader.add_name(self.loader.names, "rule", f["name"], self.r.mark(nodes["name"]))
-        kind = _RuleChecks(self.r, node, f).kind()
-        if kind is None or not ok or "run" not in f or len(f) != len(nodes) + 1:
-            return None  # a problem was recorded (a missing value means an invalid one)
-        parts = _rule_parts(kind, f)
-        group = f.get("group_by")
-        each = bool(f.get("each", False))
+        group, each, on_resolve = f.get("group_by"), f.get("each", False), f.get("on_resolve")
         default_group: tuple[str, ...] = ALERT_GROUP_BY if kind == "alert" else ("host",)
         if each:
             default_group = ()
         return Rule(
-            name=f["name"],
-            mark=self.r.mark(nodes["name"]),
+            name=f.read("name"),
+            mark=f.mark_of("name"),
             kind=kind,
-            parts=parts,
-            group_by=tuple(label for label, _ in group) if group is not None else default_group,
+            parts=_rule_parts(kind, f),
+            group_by=tuple(a.value for a in group) if group is not None else default_group,
             description=f.get("description", ""),
             for_s=f.get("for", 0.0),
             count=f.get("count"),
@@ -456,43 +506,42 @@ class _FileReader:
             cooldown=f.get("cooldown", 0.0),
             severity=f.get("severity", "warning"),
             resolve=f.get("resolve"),
-            run=f["run"],
+            run=tuple(a.value for a in run.names),
             params=f.get("params", {}),
             order=f.get("order", "adaptive"),
-            fingerprint=_fingerprint(self.r.plain(node)),
-            on_resolve=f.get("on_resolve"),
+            fingerprint=_fingerprint(f.reader.plain(f.node)),
+            on_resolve=on_resolve.value if on_resolve is not None else None,
             each=each,
             limits=f.get("limits", NO_LIMITS),
             resolve_after=f.get("resolve_after"),
         )
 
-    def schedule(self, node: Node) -> Schedule | None:
-        f = self.fields(node, SCHEDULE_FIELDS, "schedule mapping")
-        if f is None or "name" not in f:
+    def schedule(self, f: Fields) -> Schedule | None:
+        valid = f.valid()
+        run = self.refs(f)
+        if f.get("name") is None:
             return None
-        nodes: dict[str, Node] = f["__nodes__"]
-        mark = self.r.mark(nodes["name"])
-        ok = self.loader.add_name(self.loader.names, "schedule", f["name"], mark)
-        if not ok or len(f) != len(nodes) + 1 or "cron" not in f or "run" not in f:
+        ok = self.named(f, "schedule")
+        if not ok or not valid or "cron" not in f or run is None or not run.complete:
             return None
         return Schedule(
-            name=f["name"],
-            mark=mark,
-            cron=f["cron"],
-            run=f["run"],
+            name=f.read("name"),
+            mark=f.mark_of("name"),
+            cron=f.read("cron"),
+            run=tuple(a.value for a in run.names),
             params=f.get("params", {}),
             severity=f.get("severity", "info"),
-            fingerprint=_fingerprint(self.r.plain(node)),
+            fingerprint=_fingerprint(f.reader.plain(f.node)),
             tz=f.get("timezone"),
             catch_up=f.get("catch_up", True),
         )
 
 
-def _rule_parts(kind: str, f: Mapping[str, Any]) -> tuple[Part, ...]:
+def _rule_parts(kind: str, f: Fields) -> tuple[Part, ...]:
     if kind == "all":
-        parts: tuple[Part, ...] = f["all"]
+        parts: tuple[Part, ...] = f.read("all")
         return parts
-    match: Match = f["match"]
+    match: Match = f.read("match")
     if kind == "alert":  # the rule follows each alert through firing and resolved itself
         match = Match(match.kind, match.name, tuple(kv for kv in match.labels if kv[0] != "status"))
     return (Part(match, f.get("when")),)
@@ -501,47 +550,45 @@ def _rule_parts(kind: str, f: Mapping[str, Any]) -> tuple[Part, ...]:
 class _RuleChecks:
     """The rules between keys of one rule: which combinations make sense."""
 
-    def __init__(self, reader: Reader, node: Node, f: Mapping[str, Any]) -> None:
-        self.r = reader
-        self.node = node
+    def __init__(self, f: Fields) -> None:
+        self.r = f.reader
         self.f = f
-        self.nodes: Mapping[str, Node] = f["__nodes__"]
 
     def at(self, key: str, message: str) -> None:
-        self.r.error(self.r.key_node(self.node, key), message)
+        self.r.error(self.f.key_node(key), message)
 
     def kind(self) -> str | None:
-        n = self.nodes
-        if "all" in n:
+        f = self.f
+        if "all" in f:
             return self._all()
-        if "match" not in n:
-            self.r.error(self.node, "a rule needs match: or all:")
+        if "match" not in f:
+            self.r.error(f.node, "a rule needs match: or all:")
             return None
-        if "within" in n:
+        if "within" in f:
             self.at("within", "within: belongs to all: (count: has its own within)")
-        timers = [k for k in ("for", "count", "absent") if k in n]
+        timers = [k for k in ("for", "count", "absent") if k in f]
         for extra in timers[1:]:
             self.at(extra, f"{extra}: cannot be combined with {timers[0]}:")
-        match = self.f.get("match")
+        match = f.get("match")
         alert = match is not None and is_alert_match(match)
-        if "for" in n and match is not None and match.kind == "event" and not alert:
+        if "for" in f and match is not None and match.kind == "event" and not alert:
             self.at(
                 "for",
                 "for: needs a metric match or an Alertmanager alert (an event does not hold"
                 " over time)",
             )
-        if "resolve" in n and ("count" in n or "absent" in n):
+        if "resolve" in f and ("count" in f or "absent" in f):
             self.at(
                 "resolve",
                 "resolve: cannot be combined with count: or absent: (they resolve by themselves)",
             )
         self._group_by_possible([match] if match is not None else [])
         kind = "edge"
-        if "count" in n:
+        if "count" in f:
             kind = "count"
-        elif "absent" in n:
+        elif "absent" in f:
             kind = "absent"
-        elif match is not None and match.kind == "metric" and ("when" in n or "for" in n):
+        elif match is not None and match.kind == "metric" and ("when" in f or "for" in f):
             kind = "level"
         elif alert:
             kind = "alert"
@@ -550,20 +597,20 @@ class _RuleChecks:
 
     def _work_items(self, kind: str, match: Match | None) -> None:
         """``each:`` and ``resolve_after:`` are for event incidents."""
-        n = self.nodes
-        if "resolve_after" in n and kind not in ("edge", "all"):
+        f = self.f
+        if "resolve_after" in f and kind not in ("edge", "all"):
             self.at(
                 "resolve_after",
                 "resolve_after: is for event rules (this rule's incidents resolve by themselves)",
             )
-        if not self.f.get("each"):
+        if not f.get("each"):
             return
         if match is not None and match.kind != "event":
             self.at("each", "each: true needs an event match (every event is a work item)")
         elif kind == "alert":
             self.at("each", "each: true is not for alert rules (an alert has its own identity)")
         for key in ("for", "count", "absent", "resolve", "resolve_after"):
-            if key in n:
+            if key in f:
                 self.at(
                     key,
                     f"{key}: cannot be combined with each: true (an item closes when its run ends)",
@@ -573,9 +620,9 @@ class _RuleChecks:
         if self.f.get("each"):
             self.at("each", "each: true is for event rules, not all:")
         for key in ("match", "when", "for", "count", "absent"):
-            if key in self.nodes:
+            if key in self.f:
                 self.at(key, f"{key}: cannot be combined with all: (put it in a part)")
-        if "within" not in self.nodes:
+        if "within" not in self.f:
             self.at("all", "all: needs within: (the correlation window)")
         parts = self.f.get("all") or ()
         self._group_by_possible([p.match for p in parts])
@@ -583,40 +630,16 @@ class _RuleChecks:
 
     def _group_by_possible(self, matches: Sequence[Match]) -> None:
         """A group_by label that match pins to different values can never form one key."""
-        group = self.f.get("group_by") or ()
-        for label, node in group:
-            pinned = {dict(m.labels)[label] for m in matches if label in dict(m.labels)}
+        for label in self.f.get("group_by") or ():
+            pinned = {dict(m.labels)[label.value] for m in matches if label.value in dict(m.labels)}
             if len(pinned) > 1:
                 values = ", ".join(repr(v) for v in sorted(pinned))
                 self.r.error(
-                    node, f"group_by label {label!r} can never be equal: the parts match {values}"
+                    label.mark,
+                    f"group_by label {label.value!r} can never be equal: the parts match {values}",
                 )
 
 
 def _fingerprint(plain: Any) -> str:
     data = orjson.dumps(plain, option=orjson.OPT_SORT_KEYS, default=str)
     return hashlib.sha256(data).hexdigest()[:16]
-
-
-_READERS: dict[str, Callable[[_FileReader, Node], Any]] = {
-    "name": _FileReader.name,
-    "text": _FileReader.text,
-    "expr": _FileReader.expr,
-    "duration": _FileReader.duration,
-    "int": _FileReader.integer,
-    "severity": _FileReader.severity,
-    "order": _FileReader.order,
-    "params": _FileReader.params,
-    "labels": _FileReader.labels,
-    "run": _FileReader.run,
-    "cron": _FileReader.cron,
-    "match": _FileReader.match,
-    "part": _FileReader.part,
-    "parts": _FileReader.parts,
-    "count": _FileReader.count,
-    "playbook": _FileReader.playbook,
-    "zone": _FileReader.zone,
-    "bool": _FileReader.flag,
-    "rate": _FileReader.rate,
-    "limits": _FileReader.limits,
-}

@@ -18,11 +18,12 @@ from batond.engine.expr import EvalError
 from batond.engine.types import Outcome
 from batond.engine.window import Window
 from batond.errors import ActionError
-from batond.load.playbooks import RENDER_ERRORS, Step, render_args
+from batond.load.playbooks import Step
 from batond.metrics import Metrics
 from batond.remedy.actions import ACTIONS, ActionContext, ActionResult, Denied, StepCall
 from batond.remedy.flow import CONTROL, MAX_NESTING, PURE
 from batond.remedy.records import RunStore
+from batond.remedy.render import RENDER_ERRORS, render_args
 from batond.remedy.run import (
     Run,
     RunState,
