@@ -34,7 +34,7 @@ from batond.runtime.logs import configure as configure_logs
 from batond.runtime.looplag import LoopLag
 from batond.runtime.ports import save_models
 from batond.runtime.root import Components, build
-from batond.runtime.sdnotify import Notifier
+from batond.runtime.sdnotify import Notifier, WatchdogThread
 
 __all__ = ["Daemon", "main"]
 
@@ -80,19 +80,29 @@ class Daemon:
             self._spawn(tg, "runner", self._serve_runner)
             self._spawn(tg, "engine", self._serve_engine)
             self._spawn(tg, "housekeeping", self._housekeeping)
-            self._spawn(tg, "looplag", LoopLag(self._parts.metrics.loop_lag).run)
-            watchdog = tg.create_task(self._notifier.watchdog(), name="watchdog")
+            looplag = LoopLag(self._parts.metrics.loop_lag)
+            self._spawn(tg, "looplag", looplag.run)
+            watchdog = self._start_watchdog(looplag)
             await self._wait_started()
             if not self._stop.is_set():  # a component that failed to start: never READY
                 await self._become_ready()
             await self._until_stopped()
             await self._shutdown()
-            watchdog.cancel()
+            if watchdog is not None:
+                watchdog.stop()
             for task in self._tasks.values():
                 task.cancel()
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _start_watchdog(self, looplag: LoopLag) -> WatchdogThread | None:
+        timeout = self._notifier.watchdog_timeout
+        if timeout is None:
+            return None
+        watchdog = WatchdogThread(self._notifier, timeout, lambda: looplag.last_beat)
+        watchdog.start()
+        return watchdog
 
     def request_reload(self) -> None:
         self._reload_requested.set()

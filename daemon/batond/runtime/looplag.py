@@ -36,6 +36,8 @@ class LoopLag:
         self._interval = interval
         self._clock = clock
         self.samples: deque[float] = deque(maxlen=max(1, round(window / interval)))
+        #: when the loop last ran this task (clock seconds): the watchdog thread's heartbeat
+        self.last_beat = clock()
 
     @property
     def worst(self) -> float:
@@ -49,8 +51,10 @@ class LoopLag:
 
     async def run(self, started: asyncio.Event) -> None:
         """Until cancelled."""
+        self.last_beat = self._clock()
         started.set()
         while True:
             asked = self._clock() + self._interval
             await asyncio.sleep(self._interval)
-            self.sample(self._clock() - asked)
+            self.last_beat = self._clock()
+            self.sample(self.last_beat - asked)
