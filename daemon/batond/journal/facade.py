@@ -110,7 +110,7 @@ class Journal:
             try:
                 return cls(backend, conn, lock)
             except BaseException:
-                conn.close()
+                backend.close(conn)
                 raise
         except BaseException:
             lock.release()

@@ -9,6 +9,7 @@ fetched in the background while half of the current one is left.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import deque
 from typing import Protocol
@@ -44,7 +45,7 @@ class SequenceIds:
         self._free: dict[str, deque[int]] = {t: deque() for t in _TABLES}
         self._fetching: set[str] = set()
         for table in _TABLES:
-            self._add(table, db.run_sync(lambda conn, t=table: _reserve(conn, t)))
+            self._add(table, db.run_sync(functools.partial(_reserve, table=table)))
 
     def take(self, table: str) -> int:
         with self._lock:
