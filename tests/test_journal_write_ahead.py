@@ -13,6 +13,7 @@ import pytest
 
 from batond.engine.types import Decision
 from batond.errors import StateError
+from batond.journal.backend import SqliteBackend
 from batond.journal.db import connect, open_database
 from batond.journal.facade import Journal
 from batond.journal.writer import Database
@@ -21,7 +22,7 @@ from batond.journal.writer import Database
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     path = tmp_path / "journal.db"
-    database = Database(path, open_database(path))
+    database = Database(SqliteBackend(path), open_database(path))
     database.run_sync(lambda c: c.execute("CREATE TABLE log (n INTEGER PRIMARY KEY, what TEXT)"))
     yield database
     await asyncio.to_thread(database.close)
@@ -58,7 +59,7 @@ async def test_write_ahead_commits_on_the_loop_thread_after_what_was_posted(db: 
         db.post(logging_job(f"posted{i}"))
         await db.write_ahead(logging_job(f"ahead{i}", threads))
         seen += [f"posted{i}", f"ahead{i}"]
-        assert committed(db.path) == seen  # durable, and behind what was posted first
+        assert committed(Path(db.where)) == seen  # durable, and behind what was posted first
         inline += threads == [loop_thread]
     assert inline > 0
 
@@ -89,7 +90,7 @@ async def test_write_ahead_does_not_hold_the_loop_behind_a_long_write(db: Databa
         safety.cancel()
     assert held < 5.0  # the loop went on while the writer was busy
     assert threads and threads != [threading.get_ident()]  # it went through the writer
-    assert committed(db.path) == ["long", "ahead"]
+    assert committed(Path(db.where)) == ["long", "ahead"]
 
 
 def a_decision() -> Decision:

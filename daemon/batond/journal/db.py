@@ -23,6 +23,7 @@ from typing import IO
 
 from batond import __version__
 from batond.errors import StateError
+from batond.journal.backend import render_schema
 
 __all__ = ["APPLICATION_ID", "MIGRATIONS", "DbLock", "connect", "open_database"]
 
@@ -32,24 +33,24 @@ _HEADER = b"SQLite format 3\x00"
 
 _V1 = """
 CREATE TABLE incidents (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- ids are never reused, even after pruning
+    id $id,  -- ids are never reused, even after pruning
     rule TEXT NOT NULL,
     key TEXT NOT NULL,
     severity TEXT NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('open', 'resolved')),
-    opened_at REAL NOT NULL,
-    resolved_at REAL,
+    opened_at $real NOT NULL,
+    resolved_at $real,
     labels TEXT NOT NULL DEFAULT '{}',
     metric TEXT,
     feedback TEXT,
-    feedback_at REAL
+    feedback_at $real
 );
 CREATE INDEX incidents_open ON incidents (rule, key) WHERE state = 'open';
 CREATE INDEX incidents_resolved_at ON incidents (resolved_at);
 
 CREATE TABLE decisions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
+    id $id,
+    ts $real NOT NULL,
     rule TEXT NOT NULL,
     key TEXT NOT NULL,
     target TEXT NOT NULL,
@@ -60,13 +61,13 @@ CREATE TABLE decisions (
     labels TEXT NOT NULL DEFAULT '{}',
     severity TEXT NOT NULL,
     item TEXT,
-    incident_id INTEGER REFERENCES incidents (id) ON DELETE SET NULL
+    incident_id $int REFERENCES incidents (id) ON DELETE SET NULL
 );
 CREATE INDEX decisions_ts ON decisions (ts);
 CREATE INDEX decisions_incident ON decisions (incident_id);
 
 CREATE TABLE runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id $id,
     rule TEXT NOT NULL,
     playbook TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -74,12 +75,12 @@ CREATE TABLE runs (
     labels TEXT NOT NULL DEFAULT '{}',
     state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'waiting_approval', 'done')),
     outcome TEXT,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    ended_at REAL,
-    decision_id INTEGER REFERENCES decisions (id) ON DELETE SET NULL,
-    incident_id INTEGER REFERENCES incidents (id) ON DELETE SET NULL,
-    resumes INTEGER REFERENCES runs (id) ON DELETE SET NULL
+    created_at $real NOT NULL,
+    started_at $real,
+    ended_at $real,
+    decision_id $int REFERENCES decisions (id) ON DELETE SET NULL,
+    incident_id $int REFERENCES incidents (id) ON DELETE SET NULL,
+    resumes $int REFERENCES runs (id) ON DELETE SET NULL
 );
 CREATE INDEX runs_unfinished ON runs (state) WHERE state != 'done';
 CREATE INDEX runs_ended_at ON runs (ended_at);
@@ -88,15 +89,15 @@ CREATE INDEX runs_incident ON runs (incident_id);
 CREATE INDEX runs_resumes ON runs (resumes);
 
 CREATE TABLE steps (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    id $id,
+    run_id $int NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     path TEXT NOT NULL,
     action TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
+    attempt $int NOT NULL,
     status TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    ended_at REAL,
-    exit_code INTEGER,
+    started_at $real NOT NULL,
+    ended_at $real,
+    exit_code $int,
     stdout TEXT NOT NULL DEFAULT '',
     stderr TEXT NOT NULL DEFAULT '',
     detail TEXT
@@ -105,23 +106,23 @@ CREATE INDEX steps_run ON steps (run_id);
 CREATE INDEX steps_running ON steps (run_id) WHERE status = 'running';
 
 CREATE TABLE approvals (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    id $id,
+    run_id $int NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     verdict TEXT NOT NULL,
     by TEXT NOT NULL,
-    at REAL NOT NULL
+    at $real NOT NULL
 );
 CREATE INDEX approvals_run ON approvals (run_id);
 
 CREATE TABLE silences (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id $id,
     matchers TEXT NOT NULL,
-    starts_at REAL NOT NULL,
-    ends_at REAL NOT NULL,
+    starts_at $real NOT NULL,
+    ends_at $real NOT NULL,
     reason TEXT NOT NULL,
     created_by TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    expired_at REAL
+    created_at $real NOT NULL,
+    expired_at $real
 );
 CREATE INDEX silences_ends_at ON silences (ends_at);
 
@@ -129,8 +130,8 @@ CREATE INDEX silences_ends_at ON silences (ends_at);
 -- outcome statistics), pause, anything saved whole
 CREATE TABLE kv (
     name TEXT PRIMARY KEY,
-    value BLOB NOT NULL,
-    updated_at REAL NOT NULL
+    value $blob NOT NULL,
+    updated_at $real NOT NULL
 );
 """
 
@@ -141,10 +142,11 @@ ALTER TABLE decisions ADD COLUMN cause TEXT NOT NULL DEFAULT '';
 ALTER TABLE decisions ADD COLUMN reason TEXT NOT NULL DEFAULT '';
 CREATE INDEX decisions_rule_key ON decisions (rule, key);
 ALTER TABLE incidents ADD COLUMN resolved_by TEXT;
-ALTER TABLE runs ADD COLUMN escalation INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN escalation $int NOT NULL DEFAULT 0;
 """
 
 #: Schema migrations; entry N-1 takes the schema from version N-1 to N. Append only.
+#: Written once for both backends: ``journal.backend.render_schema`` fills in the types.
 MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 
@@ -291,7 +293,7 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     )
     current = _version(conn)
     for version in range(current + 1, len(MIGRATIONS) + 1):
-        script = MIGRATIONS[version - 1]
+        script = render_schema(MIGRATIONS[version - 1], "sqlite")
         record = f"INSERT INTO schema_version VALUES ({version}, {time.time()!r}, '{__version__}');"
         try:
             conn.executescript(f"BEGIN IMMEDIATE;\n{script}\n{record}\nCOMMIT;")

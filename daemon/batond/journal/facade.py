@@ -31,7 +31,9 @@ from batond.engine.types import Decision, Outcome, ResolvedBy
 from batond.errors import StateError
 from batond.events import Sample
 from batond.journal import queries as q
+from batond.journal.backend import Backend, Conn, SqliteBackend
 from batond.journal.db import DbLock, open_database
+from batond.journal.ids import CounterIds, IdSource, SequenceIds
 from batond.journal.queries import PRUNE_BATCH
 from batond.journal.writer import Database, PostedRows
 from batond.remedy.records import InterruptedRun
@@ -62,14 +64,14 @@ def _tail(text: str) -> str:
 
 
 class Journal:
-    """The SQLite journal in ``state_dir``. Build with ``Journal.open``."""
+    """The journal: SQLite in ``state_dir``, or PostgreSQL. Build with ``Journal.open``."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, lock: DbLock) -> None:
-        self.path = path
+    def __init__(self, backend: Backend, conn: Conn, lock: DbLock) -> None:
+        self.path = backend.where
         self._lock = lock
-        self._db = Database(path, conn)
+        self._db = Database(backend, conn)
         try:
-            self._next_incident, self._next_decision = self._db.run_sync(q.next_ids)
+            self._ids = self._id_source(backend)
             # (rule, key) -> id of its open incident: resolving needs no round trip
             self._open: dict[tuple[str, str], int] = self._db.run_sync(q.open_incidents)
         except BaseException:
@@ -83,12 +85,19 @@ class Journal:
         self._export_now: Callable[[], None] = lambda: None
         self._last_export = float("-inf")
 
-    @classmethod
-    def open(cls, state_dir: Path) -> Journal:
-        """Open (or create) ``state_dir/journal.db``; blocking, so call it in a thread.
+    def _id_source(self, backend: Backend) -> IdSource:
+        if isinstance(backend, SqliteBackend):
+            return CounterIds(*self._db.run_sync(q.next_ids))
+        return SequenceIds(self._db)
 
-        Raises StateError, leaving the file untouched, when it is not a
-        journal this batond can use.
+    @classmethod
+    def open(cls, state_dir: Path, database: str | None = None) -> Journal:
+        """Open (or create) ``state_dir/journal.db``, or the PostgreSQL journal at
+        ``database`` (a postgresql:// URL); blocking, so call it in a thread.
+
+        Raises StateError, leaving the journal untouched, when it is not a
+        journal this batond can use. ``state_dir`` is locked either way: it
+        holds this batond's other state.
         """
         state_dir = Path(state_dir)
         try:
@@ -97,21 +106,25 @@ class Journal:
             raise StateError(f"{state_dir}: cannot create the state directory: {exc}") from None
         lock = DbLock(state_dir / "journal.lock")
         try:
-            path = state_dir / _DB_NAME
-            conn = open_database(path)
+            backend, conn = _open_backend(state_dir, database)
             try:
-                return cls(path, conn, lock)
+                return cls(backend, conn, lock)
             except BaseException:
-                conn.close()
+                backend.close(conn)
                 raise
         except BaseException:
             lock.release()
             raise
 
-    async def _write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+    @property
+    def backend(self) -> str:
+        """Which database holds the journal: "sqlite" or "postgresql"."""
+        return "sqlite" if isinstance(self._db.backend, SqliteBackend) else "postgresql"
+
+    async def _write(self, job: Callable[[Conn], T]) -> T:
         return await self._db.write(job)
 
-    async def _read(self, job: Callable[[sqlite3.Connection], T]) -> T:
+    async def _read(self, job: Callable[[Conn], T]) -> T:
         return await self._db.read(job)
 
     @property
@@ -167,10 +180,8 @@ class Journal:
             incident_id = self._open.get(scope)
             opens = incident_id is None  # (lost in a crash: a new one, then)
         if opens:
-            incident_id = self._next_incident
-            self._next_incident += 1
-        decision_id = self._next_decision
-        self._next_decision += 1
+            incident_id = self._ids.take("incidents")
+        decision_id = self._ids.take("decisions")
         with self._rows.batch() as rows:
             if opens:
                 # one open incident per rule and key: an older one (the engine lost
@@ -220,7 +231,7 @@ class Journal:
         """Operator feedback on an incident; False when there is no such incident."""
         when = time.time() if at is None else at
 
-        def job(conn: sqlite3.Connection) -> bool:
+        def job(conn: Conn) -> bool:
             cur = conn.execute(
                 "UPDATE incidents SET feedback = ?, feedback_at = ? WHERE id = ?",
                 (kind, when, incident_id),
@@ -271,25 +282,24 @@ class Journal:
             decision_id,
             incident_id,
             resumes,
-            escalation,
+            int(escalation),
         )
 
-        def job(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
+        def job(conn: Conn) -> int:
+            return _new_id(
+                conn,
                 "INSERT INTO runs (rule, playbook, key, params, labels, state, created_at,"
                 " started_at, decision_id, incident_id, resumes, escalation)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
 
         return await self._db.write_ahead(job)
 
     async def run_state(self, run_id: int, state: RunState, at: float) -> None:
         running = state == RunState.RUNNING
 
-        def job(conn: sqlite3.Connection) -> None:
+        def job(conn: Conn) -> None:
             conn.execute(
                 "UPDATE runs SET state = ?, started_at = CASE WHEN ?"
                 " THEN coalesce(started_at, ?) ELSE started_at END WHERE id = ?",
@@ -301,14 +311,13 @@ class Journal:
     async def step_started(
         self, run_id: int, path: str, action: str, attempt: int, started_at: float
     ) -> int:
-        def job(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
+        def job(conn: Conn) -> int:
+            return _new_id(
+                conn,
                 "INSERT INTO steps (run_id, path, action, attempt, status, started_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (run_id, path, action, attempt, StepStatus.RUNNING, started_at),
             )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
 
         return await self._db.write_ahead(job)
 
@@ -333,7 +342,7 @@ class Journal:
             step_id,
         )
 
-        def job(conn: sqlite3.Connection) -> None:
+        def job(conn: Conn) -> None:
             conn.execute(
                 "UPDATE steps SET status = ?, ended_at = ?, exit_code = ?, stdout = ?,"
                 " stderr = ?, detail = ? WHERE id = ?",
@@ -343,7 +352,7 @@ class Journal:
         await self._write(job)
 
     async def run_finished(self, run_id: int, outcome: Outcome, ended_at: float) -> None:
-        def job(conn: sqlite3.Connection) -> None:
+        def job(conn: Conn) -> None:
             conn.execute(
                 "UPDATE runs SET state = ?, outcome = ?, ended_at = ? WHERE id = ?",
                 (RunState.DONE, outcome, ended_at, run_id),
@@ -357,13 +366,12 @@ class Journal:
         """Who approved, denied or cancelled a run, and when."""
         when = time.time() if at is None else at
 
-        def job(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
+        def job(conn: Conn) -> int:
+            return _new_id(
+                conn,
                 "INSERT INTO approvals (run_id, verdict, by, at) VALUES (?, ?, ?, ?)",
                 (run_id, verdict, by, when),
             )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
 
         return await self._write(job)
 
@@ -390,21 +398,20 @@ class Journal:
         stored = matchers if isinstance(matchers, list) else dict(matchers)
         row = (_dumps(stored), starts_at, ends_at, reason, created_by, time.time())
 
-        def job(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
+        def job(conn: Conn) -> int:
+            return _new_id(
+                conn,
                 "INSERT INTO silences (matchers, starts_at, ends_at, reason, created_by,"
                 " created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 row,
             )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
 
         return await self._write(job)
 
     async def expire_silence(self, silence_id: int, now: float) -> bool:
         """End a silence now; False when it does not exist or has already ended."""
 
-        def job(conn: sqlite3.Connection) -> bool:
+        def job(conn: Conn) -> bool:
             cur = conn.execute(
                 "UPDATE silences SET ends_at = ?, expired_at = ? WHERE id = ? AND ends_at > ?",
                 (now, now, silence_id, now),
@@ -479,8 +486,8 @@ class Journal:
         if not queued:
             self._db.post(self._state_job(name))
 
-    def _state_job(self, name: str) -> Callable[[sqlite3.Connection], None]:
-        def job(conn: sqlite3.Connection) -> None:
+    def _state_job(self, name: str) -> Callable[[Conn], None]:
+        def job(conn: Conn) -> None:
             with self._state_lock:
                 blob = self._state_pending.pop(name)
             conn.execute(
@@ -521,7 +528,7 @@ class Journal:
         # hand freed pages back to the file system in bounded steps
         free = -1
         while sum(counts.values()):
-            left = await self._db.maintain(q.vacuum_step)
+            left = await self._db.maintain(self._db.backend.vacuum_step)
             if left == 0 or left == free:  # done, or auto_vacuum is off for this file
                 break
             free = left
@@ -531,3 +538,21 @@ class Journal:
     async def summary(self) -> dict[str, int]:
         """Counts for status pages."""
         return await self._read(q.summary)
+
+
+def _new_id(conn: Conn, sql: str, row: tuple[Any, ...]) -> int:
+    """Insert one row; its new id."""
+    if isinstance(conn, sqlite3.Connection):  # RETURNING would defer SQLITE_FULL past the job
+        cur = conn.execute(sql, row)
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+    return int(conn.execute(f"{sql} RETURNING id", row).fetchone()[0])
+
+
+def _open_backend(state_dir: Path, database: str | None) -> tuple[Backend, Conn]:
+    if database is None:
+        path = state_dir / _DB_NAME
+        return SqliteBackend(path), open_database(path)
+    from batond.journal.pg import open_pg_database  # psycopg only when it is used
+
+    return open_pg_database(database)

@@ -6,7 +6,6 @@ API's (docs/api.md): newest first, integer ids, epoch-second times.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import orjson
 
 from batond.engine.types import Outcome
+from batond.journal.backend import Conn
 from batond.remedy.records import InterruptedRun
 from batond.remedy.run import RunState, StepStatus
 
@@ -33,14 +33,13 @@ __all__ = [
     "silences",
     "state_blob",
     "summary",
-    "vacuum_step",
 ]
 
 #: Rows deleted per pruning transaction: keeps each writer job short.
 PRUNE_BATCH = 500
 
 
-def incidents(conn: sqlite3.Connection, limit: int) -> dict[str, Any]:
+def incidents(conn: Conn, limit: int) -> dict[str, Any]:
     """The latest incidents, each with how many runs it had and its latest decision's
     result (``run`` or why not), so that an open incident without a run says why."""
     rows = conn.execute(f"{_INCIDENT_SELECT} ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
@@ -67,7 +66,7 @@ def incidents(conn: sqlite3.Connection, limit: int) -> dict[str, Any]:
     return {"incidents": found}
 
 
-def incident(conn: sqlite3.Connection, incident_id: int) -> dict[str, Any] | None:
+def incident(conn: Conn, incident_id: int) -> dict[str, Any] | None:
     """One incident with its decisions (and why each did not run), its runs and a
     timeline of all of it in order."""
     row = conn.execute(f"{_INCIDENT_SELECT} WHERE id = ?", (incident_id,)).fetchone()
@@ -153,9 +152,7 @@ class DecisionFilter:
     since: float | None = None
 
 
-def decisions(
-    conn: sqlite3.Connection, limit: int, filters: DecisionFilter | None = None
-) -> dict[str, Any]:
+def decisions(conn: Conn, limit: int, filters: DecisionFilter | None = None) -> dict[str, Any]:
     """Decisions newest first, with each one's result and reason."""
     f = filters or DecisionFilter()
     where: list[str] = []
@@ -200,13 +197,13 @@ def _decision(r: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-def runs(conn: sqlite3.Connection, limit: int) -> dict[str, Any]:
+def runs(conn: Conn, limit: int) -> dict[str, Any]:
     found = [_run(r) for r in conn.execute(f"{_RUN_SELECT} ORDER BY id DESC LIMIT ?", (limit,))]
     _attach_steps(conn, found)
     return {"runs": found}
 
 
-def run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
+def run(conn: Conn, run_id: int) -> dict[str, Any] | None:
     """One run with its step timeline and approvals."""
     row = conn.execute(f"{_RUN_SELECT} WHERE id = ?", (run_id,)).fetchone()
     if row is None:
@@ -222,7 +219,7 @@ def run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
     return found
 
 
-def silences(conn: sqlite3.Connection, now: float, include_expired: bool) -> list[dict[str, Any]]:
+def silences(conn: Conn, now: float, include_expired: bool) -> list[dict[str, Any]]:
     """Silences in force at ``now`` (or all kept ones), newest first."""
     where = "" if include_expired else "WHERE starts_at <= ? AND ends_at > ?"
     args = () if include_expired else (now, now)
@@ -238,12 +235,12 @@ def silences(conn: sqlite3.Connection, now: float, include_expired: bool) -> lis
     return out
 
 
-def state_blob(conn: sqlite3.Connection, name: str) -> bytes | None:
+def state_blob(conn: Conn, name: str) -> bytes | None:
     row = conn.execute("SELECT value FROM kv WHERE name = ?", (name,)).fetchone()
     return None if row is None else bytes(row[0])
 
 
-def summary(conn: sqlite3.Connection) -> dict[str, int]:
+def summary(conn: Conn) -> dict[str, int]:
     """Counts for status pages."""
     (open_count,) = conn.execute("SELECT count(*) FROM incidents WHERE state = 'open'").fetchone()
     (unfinished,) = conn.execute("SELECT count(*) FROM runs WHERE state != 'done'").fetchone()
@@ -298,7 +295,7 @@ def _run(r: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-def _attach_steps(conn: sqlite3.Connection, runs: list[dict[str, Any]]) -> None:
+def _attach_steps(conn: Conn, runs: list[dict[str, Any]]) -> None:
     by_id = {run["id"]: run for run in runs}
     if not by_id:
         return
@@ -328,7 +325,7 @@ def _attach_steps(conn: sqlite3.Connection, runs: list[dict[str, Any]]) -> None:
         )
 
 
-def recover(conn: sqlite3.Connection, now: float) -> list[InterruptedRun]:
+def recover(conn: Conn, now: float) -> list[InterruptedRun]:
     """Mark every unfinished run and its running steps ``interrupted``; what they were."""
     found: list[InterruptedRun] = []
     # 'done' and 'running' stay literal in the WHERE clauses: the partial indexes
@@ -370,7 +367,7 @@ def recover(conn: sqlite3.Connection, now: float) -> list[InterruptedRun]:
 _MAX_CHAIN = 64  # resumptions of resumptions followed back (a bound, not a limit in practice)
 
 
-def _resumed_chain(conn: sqlite3.Connection, run_id: int) -> list[int]:
+def _resumed_chain(conn: Conn, run_id: int) -> list[int]:
     """The runs ``run_id`` resumes, oldest first, then itself."""
     chain = [run_id]
     while len(chain) < _MAX_CHAIN:
@@ -393,7 +390,7 @@ def _started_and_ended(steps: list[tuple[Any, ...]]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(s[0] for s in steps if s[1] != StepStatus.RUNNING))
 
 
-def _step_rows(conn: sqlite3.Connection, run_id: int) -> list[tuple[Any, ...]]:
+def _step_rows(conn: Conn, run_id: int) -> list[tuple[Any, ...]]:
     return conn.execute(
         "SELECT path, status, exit_code, stdout, stderr, detail FROM steps"
         " WHERE run_id = ? ORDER BY id",
@@ -421,8 +418,8 @@ PRUNE_RULES = (
 )
 
 
-def prune_batch(table: str, where: str, cutoff: float) -> Callable[[sqlite3.Connection], int]:
-    def job(conn: sqlite3.Connection) -> int:
+def prune_batch(table: str, where: str, cutoff: float) -> Callable[[Conn], int]:
+    def job(conn: Conn) -> int:
         cur = conn.execute(
             f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {where} LIMIT ?)",
             (cutoff, PRUNE_BATCH),
@@ -432,13 +429,7 @@ def prune_batch(table: str, where: str, cutoff: float) -> Callable[[sqlite3.Conn
     return job
 
 
-def vacuum_step(conn: sqlite3.Connection) -> int:
-    """Free up to 1000 pages; how many free pages remain."""
-    conn.execute("PRAGMA incremental_vacuum(1000)").fetchall()
-    return int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-
-
-def next_ids(conn: sqlite3.Connection) -> tuple[int, int]:
+def next_ids(conn: Conn) -> tuple[int, int]:
     """The next incident and decision ids: past every id ever given (AUTOINCREMENT)."""
 
     def next_id(table: str) -> int:
@@ -453,6 +444,6 @@ def next_ids(conn: sqlite3.Connection) -> tuple[int, int]:
     return next_id("incidents"), next_id("decisions")
 
 
-def open_incidents(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+def open_incidents(conn: Conn) -> dict[tuple[str, str], int]:
     rows = conn.execute("SELECT rule, key, id FROM incidents WHERE state = 'open' ORDER BY id")
     return {(rule, key): int(incident_id) for rule, key, incident_id in rows}

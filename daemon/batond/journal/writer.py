@@ -35,22 +35,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 from batond.errors import StateError
-from batond.journal.db import connect
+from batond.journal.backend import Backend, Conn
 
 __all__ = ["CHECKPOINT_EVERY", "INLINE_WAIT_S", "Database", "PostedRows"]
 
 T = TypeVar("T")
-Job = Callable[[sqlite3.Connection], T]
+Job = Callable[[Conn], T]
 log = logging.getLogger("batond.journal.facade")
 
 #: Writes between two WAL checkpoints (each write adds a few pages to the WAL).
@@ -70,11 +68,13 @@ class _JobFailed(Exception):
 
 
 class Database:
-    def __init__(self, path: Path, wconn: sqlite3.Connection) -> None:
-        self.path = path
+    def __init__(self, backend: Backend, wconn: Conn) -> None:
+        self.backend = backend
+        self.where = backend.where
+        self._errors = backend.errors
         self._wconn = wconn
-        self._rconn = connect(path)
-        self._cconn = connect(path)
+        self._rconn = backend.connect()
+        self._cconn = backend.connect()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="batond-journal-w")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="batond-journal-r")
         self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="batond-journal-c")
@@ -110,7 +110,10 @@ class Database:
         transaction, so the order is the same as through the writer thread.
         """
         self._check_open()
-        if not self._conn_lock.acquire(timeout=INLINE_WAIT_S):
+        # inline only where a commit is a local write (SQLite), and not while the
+        # database is in trouble (a reconnection attempt must not hold the loop)
+        inline = self.backend.inline_write_ahead and not self.trouble
+        if not inline or not self._conn_lock.acquire(timeout=INLINE_WAIT_S):
             return await self.write(job)
         try:
             self._check_open()
@@ -133,7 +136,14 @@ class Database:
 
     def _maintain(self, job: Job[T]) -> T:
         with self._conn_lock:
+            self._wconn = self._usable(self._wconn)
             return self._run(self._wconn, job, False)
+
+    def _usable(self, conn: Conn) -> Conn:
+        try:
+            return self.backend.usable(conn)
+        except self._errors as exc:
+            raise StateError(f"{self.where}: journal error: {exc}") from None
 
     async def barrier(self) -> None:
         """Wait until every write submitted so far has committed (or failed)."""
@@ -190,10 +200,10 @@ class Database:
             # only the failing job is rolled back and only its caller hears of it
             try:
                 results = self._transaction(batch, isolate=True)
-            except sqlite3.Error as exc:
+            except self._errors as exc:
                 results = [(False, self._state_error(exc))] * len(batch)
                 self._trouble(exc)
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             results = [(False, self._state_error(exc))] * len(batch)
             self._trouble(exc)
         else:
@@ -213,9 +223,9 @@ class Database:
     def _transaction(
         self, batch: list[tuple[Job[Any], Future[Any]]], *, isolate: bool
     ) -> list[tuple[bool, Any]]:
-        conn = self._wconn
+        conn = self._wconn = self.backend.usable(self._wconn)
         results: list[tuple[bool, Any]] = []
-        conn.execute("BEGIN IMMEDIATE")
+        self.backend.begin(conn, write=True)
         try:
             for job, _ in batch:
                 if not isolate:
@@ -228,7 +238,7 @@ class Database:
                 try:
                     results.append((True, job(conn)))
                 except Exception as exc:
-                    if not conn.in_transaction:
+                    if not self.backend.in_transaction(conn):
                         # SQLite rolled the whole transaction back (SQLITE_FULL, an I/O
                         # error): there is no savepoint left, and the batch fails as one
                         raise
@@ -237,10 +247,16 @@ class Database:
                 conn.execute("RELEASE job")
             conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            self._rollback(conn)
             raise
         return results
+
+    def _rollback(self, conn: Conn) -> None:
+        try:
+            if self.backend.in_transaction(conn):
+                conn.execute("ROLLBACK")
+        except self._errors:  # the connection broke: the server rolled it back
+            pass
 
     def _trouble(self, exc: Exception) -> None:
         """A commit failed (disk full, I/O error): say so until one succeeds again."""
@@ -249,8 +265,8 @@ class Database:
         self.trouble = f"journal cannot write: {exc}"
 
     def _state_error(self, exc: Exception) -> Exception:
-        if isinstance(exc, sqlite3.Error):
-            return StateError(f"{self.path}: journal error: {exc}")
+        if isinstance(exc, self._errors):
+            return StateError(f"{self.where}: journal error: {exc}")
         return exc
 
     def _log_post_failure(self, future: Future[Any]) -> None:
@@ -266,8 +282,9 @@ class Database:
 
     def _checkpoint(self) -> None:
         try:
-            self._cconn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:  # the next one retries; commits are unaffected
+            self._cconn = self.backend.usable(self._cconn)
+            self.backend.checkpoint(self._cconn)
+        except self._errors as exc:  # the next one retries; commits are unaffected
             log.warning("journal checkpoint failed: %s", exc)
 
     # -- reads ---------------------------------------------------------------------
@@ -275,21 +292,31 @@ class Database:
         """Run a read in one snapshot that includes every write submitted before."""
         await self.barrier()
         self._check_open()
-        return await asyncio.wrap_future(self._reader.submit(self._run, self._rconn, job, True))
+        return await asyncio.wrap_future(self._reader.submit(self._read, job))
 
     # -- both ------------------------------------------------------------------------
-    def _run(self, conn: sqlite3.Connection, job: Job[T], snapshot: bool) -> T:
+    def _read(self, job: Job[T]) -> T:
+        self._rconn = self._usable(self._rconn)
+        return self._run(self._rconn, job, True)
+
+    def _run(self, conn: Conn, job: Job[T], snapshot: bool) -> T:
         """A read in one snapshot (``snapshot``), or a job with no transaction around it."""
         try:
             if not snapshot:
                 return job(conn)
-            conn.execute("BEGIN")  # one consistent snapshot for multi-query reads
+            self.backend.begin(conn, write=False)  # one snapshot for multi-query reads
             try:
                 return job(conn)
             finally:
-                conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: journal error: {exc}") from None
+                self._end_read(conn)
+        except self._errors as exc:
+            raise StateError(f"{self.where}: journal error: {exc}") from None
+
+    def _end_read(self, conn: Conn) -> None:
+        try:
+            conn.execute("COMMIT")
+        except self._errors:
+            self._rollback(conn)
 
     def run_sync(self, job: Job[T]) -> T:
         """A write run to completion from a plain thread (opening, tests)."""
@@ -297,7 +324,7 @@ class Database:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StateError(f"{self.path}: the journal is closed")
+            raise StateError(f"{self.where}: the journal is closed")
 
     @property
     def closed(self) -> bool:
@@ -311,14 +338,16 @@ class Database:
         self._reader.shutdown(wait=True)
         self._writer.shutdown(wait=True)
         self._checkpointer.shutdown(wait=True)
-        self._rconn.close()
-        self._cconn.close()
+        for conn in (self._rconn, self._cconn):
+            self._close(conn)
         with self._conn_lock:  # a write_ahead under way on another thread ends first
-            try:
-                self._wconn.execute("PRAGMA optimize")
-            except sqlite3.Error:
-                pass
-            self._wconn.close()
+            self._close(self._wconn)
+
+    def _close(self, conn: Conn) -> None:
+        try:
+            self.backend.close(conn)
+        except self._errors:
+            pass
 
 
 class _Rows:
@@ -359,7 +388,7 @@ class PostedRows:
                 batch = created
                 self._db.post(lambda conn: self._write(batch, conn))
 
-    def _write(self, rows: _Rows, conn: sqlite3.Connection) -> None:
+    def _write(self, rows: _Rows, conn: Conn) -> None:
         with self._lock:
             if self._queued is rows:
                 self._queued = None  # later rows go to a new batch
