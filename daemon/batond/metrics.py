@@ -70,6 +70,7 @@ class Metrics:
             r, "batond_circuits_open", "Circuits (of a rule and key) open now"
         )
         self._health(r)
+        self._fleet_agent(r)
 
         # Known label values start at 0, so rate() and alerts see them before the first change.
         for result in ("ok", "error"):
@@ -127,6 +128,30 @@ class Metrics:
         self.loop_lag = _gauge(
             r, "batond_loop_lag_seconds", "Worst event-loop delay of the last 30 s (a late timer)"
         )
+
+    def _fleet_agent(self, r: CollectorRegistry) -> None:
+        """A fleet agent's batches and the remediation requests between it and central."""
+        self.fleet_batches = _counter(
+            r, "batond_fleet_batches_published", "Batches of this host's inputs published"
+        )
+        self.fleet_batch_dropped = _counter(
+            r, "batond_fleet_batch_dropped",
+            "Inputs not published because the batch buffer was full (the broker was away)",
+        )  # fmt: skip
+        self.fleet_batch_buffered = _gauge(
+            r, "batond_fleet_batch_buffered", "Inputs waiting to be published in a batch"
+        )
+        self.fleet_requests_accepted = _counter(
+            r, "batond_fleet_requests_accepted",
+            "Remediation requests that passed every check and were decided (run or suppressed)",
+        )  # fmt: skip
+        self.fleet_requests_refused = _counter(
+            r, "batond_fleet_requests_refused", "Remediation requests refused, by reason", "reason"
+        )
+        self.fleet_remote_steps = _counter(
+            r, "batond_fleet_remote_steps",
+            "remote steps of this instance, by the outcome the agent reported", "outcome",
+        )  # fmt: skip
 
     def bind_gauges(
         self,

@@ -32,12 +32,13 @@ from batond.engine.types import (
 )
 from batond.events import Input, Sample
 
-__all__ = ["MANUAL_RULE", "Engine", "RuleSet"]
+__all__ = ["MANUAL_RULE", "REMOTE_RULE", "Engine", "RuleSet"]
 
 STATE_VERSION = 1
 NO_RUN = "none"  # record_outcome: the decision's run never happened (replay)
 CATCH_UP_SLACK_S = 60.0  # a due time older than this was missed (batond was not running)
 MANUAL_RULE = "run-playbook"  # the rule of a decision an operator made (batond run-playbook)
+REMOTE_RULE = "remote-request"  # the rule of a fleet agent's decision on a signed request
 #: The governor scope of a rule's on_resolve: runs (their budget is not the rule's own).
 ON_RESOLVE_SCOPE = "{}:on_resolve"
 SWEEP_S = 60.0  # housekeeping of per-key state, at most this often (engine clock)
@@ -457,21 +458,31 @@ class Engine:
             params=rule.params, severity=rule.severity, item=None, opens_incident=False,
         )  # fmt: skip
 
-    def run_by_hand(self, playbook: str, params: Mapping[str, Any], now: float) -> Decision:
+    def run_by_hand(
+        self,
+        playbook: str,
+        params: Mapping[str, Any],
+        now: float,
+        *,
+        rule: str = MANUAL_RULE,
+        labels: Mapping[str, str] | None = None,
+    ) -> Decision:
         """An operator runs a playbook (``batond run-playbook``): a decision of rule
-        :data:`MANUAL_RULE` for key ``playbook=NAME``, through the governor."""
+        :data:`MANUAL_RULE` for key ``playbook=NAME``, through the governor. A fleet
+        agent's remote request is one of :data:`REMOTE_RULE`, whose ``labels`` say who
+        asked (silences can match them)."""
         key = f"playbook={playbook}"
-        labels = {"playbook": playbook}
+        labels = {**(labels or {}), "playbook": playbook}
         mode = getattr(self.rules.playbooks.get(playbook), "mode", "single")
         gov = self.governor
         reason = gov.check(
-            labels, MANUAL_RULE, key, playbook, now, in_cooldown=False, single=mode == "single",
+            labels, rule, key, playbook, now, in_cooldown=False, single=mode == "single",
             fleet=False, severity="info",
         )  # fmt: skip
         if reason is None:
-            gov.admit(playbook, MANUAL_RULE, key, now, "")
+            gov.admit(playbook, rule, key, now, "")
         return Decision(
-            ts=now, rule=MANUAL_RULE, key=key, target=key, labels=labels, candidates=(playbook,),
+            ts=now, rule=rule, key=key, target=key, labels=labels, candidates=(playbook,),
             playbook=playbook if reason is None else None, suppressed=reason,
             params=dict(params), severity="info", item=None, opens_incident=False,
         )  # fmt: skip

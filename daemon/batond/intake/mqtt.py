@@ -40,6 +40,8 @@ log = logging.getLogger("batond.mqtt")
 _Parser = Callable[[bytes, float, str], tuple[list[Input], list[InputError]]]
 _PARSERS: dict[str, _Parser] = {"json": parse_json_payload, "influx": parse_influx}
 _TOPIC_CACHE_MAX = 4096
+#: Takes a message of a routed topic (not input): the topic and the payload.
+Handler = Callable[[str, bytes], None]
 
 
 def topic_matches(topic: str, pattern: str) -> bool:
@@ -82,9 +84,16 @@ class MqttSource:
         self._rejections = Rejections(metrics, "mqtt")
         self._client: aiomqtt.Client | None = None
         self._formats: dict[str, _Parser | None] = {}
+        self._routes: dict[str, tuple[int, Handler]] = {}  # topic filter -> (qos, handler)
         self.connections = 0
         self._attempted = False
         self.client_path = choose_path(client_path)
+
+    def route(self, topic: str, qos: int, handler: Handler) -> None:
+        """Subscribe to ``topic`` too (on every connection) and hand its messages to
+        ``handler`` instead of parsing them as input (the fleet's requests and outcome
+        reports). Called by the composition root before :meth:`run`."""
+        self._routes[topic] = (qos, handler)
 
     @property
     def connected(self) -> bool:
@@ -141,18 +150,20 @@ class MqttSource:
             self.connections += 1
             if self.connections > 1:
                 self._metrics.mqtt_reconnects.inc()
-            for sub in self._cfg.subscribe:
-                granted = await client.subscribe(sub.topic, qos=sub.qos, timeout=self._timeout)
+            wanted = [(sub.topic, sub.qos) for sub in self._cfg.subscribe]
+            wanted += [(topic, qos) for topic, (qos, _) in self._routes.items()]
+            for topic, qos in wanted:
+                granted = await client.subscribe(topic, qos=qos, timeout=self._timeout)
                 codes = [code if isinstance(code, int) else code.value for code in granted]
                 if any(code >= 0x80 for code in codes):  # e.g. an ACL: say so, keep the rest
-                    log.error("MQTT broker refused the subscription to %r", sub.topic)
+                    log.error("MQTT broker refused the subscription to %r", topic)
             self._client = client
             self._metrics.mqtt_connected.set(1)
             log.info(
                 "MQTT connected to %s as %s (%d subscriptions)",
                 self._cfg.url,
                 self._cfg.client_id,
-                len(self._cfg.subscribe),
+                len(wanted),
             )
             started.set()
             # On the buffered path messages never wait in the client (they were
@@ -197,6 +208,8 @@ class MqttSource:
 
     def _on_message(self, message: aiomqtt.Message) -> None:
         topic = message.topic.value
+        if self._routes and self._routed(topic, message.payload):
+            return
         parser = self._parser(topic)
         if parser is None:
             return  # a message for a subscription of an earlier configuration
@@ -209,6 +222,14 @@ class MqttSource:
             self._rejections.reject_all(errors, f"topic {topic}")
         if items:
             self._bus.offer_many(items, "mqtt")  # a full bus drops and counts; never blocks
+
+    def _routed(self, topic: str, payload: object) -> bool:
+        for pattern, (_, handler) in self._routes.items():
+            if topic_matches(topic, pattern):
+                raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+                handler(topic, bytes(raw))
+                return True
+        return False
 
     def _parser(self, topic: str) -> _Parser | None:
         try:

@@ -145,9 +145,19 @@ ALTER TABLE incidents ADD COLUMN resolved_by TEXT;
 ALTER TABLE runs ADD COLUMN escalation $int NOT NULL DEFAULT 0;
 """
 
+# The nonces of the fleet's remediation requests this agent took (docs/fleet.md): a
+# replayed request is refused across restarts; rows older than the window are pruned.
+_V3 = """
+CREATE TABLE fleet_nonces (
+    nonce TEXT PRIMARY KEY,
+    ts $real NOT NULL
+);
+CREATE INDEX fleet_nonces_ts ON fleet_nonces (ts);
+"""
+
 #: Schema migrations; entry N-1 takes the schema from version N-1 to N. Append only.
 #: Written once for both backends: ``journal.backend.render_schema`` fills in the types.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 
 
 class DbLock:

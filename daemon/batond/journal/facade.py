@@ -508,6 +508,22 @@ class Journal:
             raise StateError(f"{self.path}: saved state {name!r} is not JSON: {exc}") from None
         return value if isinstance(value, dict) else None
 
+    # -- fleet requests ----------------------------------------------------------
+    async def remember_nonce(self, nonce: str, ts: float, forget_before: float) -> bool:
+        """Keep a request's nonce (committed before the request acts); False when it was
+        already kept (a replay). Nonces older than ``forget_before`` go: a request that
+        old is refused as stale anyway."""
+
+        def job(conn: Conn) -> bool:
+            conn.execute("DELETE FROM fleet_nonces WHERE ts < ?", (forget_before,))
+            cur = conn.execute(  # ON CONFLICT: the one spelling both backends take
+                "INSERT INTO fleet_nonces (nonce, ts) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (nonce, ts),
+            )
+            return cur.rowcount > 0
+
+        return await self._write(job)
+
     # -- retention -------------------------------------------------------------
     async def prune(self, retention_s: float, now: float) -> dict[str, int]:
         """Delete finished records older than ``retention_s``, in short batches.

@@ -55,6 +55,7 @@ class RunEnded:
     final: bool  # no further run of this decision follows (no next candidate, no escalation)
     escalation: bool  # this run was an escalate: playbook
     refused: str = ""  # it never ran (run_id 0): journal_unavailable
+    labels: Mapping[str, str] = field(default_factory=dict)  # its decision's (who asked)
 
 
 class RunListener(Protocol):
@@ -438,6 +439,7 @@ class Runner:
         ended = RunEnded(
             run.id, run.origin.rule, run.playbook.name, run.origin.key, run.origin.target,
             outcome, run.started_at, self._clock(), final, run.escalation, run.refused,
+            run.origin.labels,
         )  # fmt: skip
         try:
             self._listener.run_ended(ended)

@@ -1,0 +1,1 @@
+"""The fleet: agents on every host, central instances (docs/fleet.md)."""
