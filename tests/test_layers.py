@@ -44,8 +44,11 @@ MAY_IMPORT: dict[str, set[str]] = {
     "intake": LEAVES | {"load", "metrics"},
     "remedy": LEAVES | {"engine", "load", "metrics"},
     "journal": LEAVES | CORE | {"remedy"},
-    "runtime": LEAVES | CORE | {"load", "intake", "remedy", "journal", "metrics"},
-    "commands": LEAVES | CORE | {"load", "intake", "remedy", "journal", "runtime", "metrics"},
+    "fleet": LEAVES | CORE | {"load", "intake", "remedy", "journal", "metrics"},
+    "runtime": LEAVES | CORE | {"load", "intake", "remedy", "journal", "metrics", "fleet"},
+    "commands": LEAVES
+    | CORE
+    | {"load", "intake", "remedy", "journal", "runtime", "metrics", "fleet"},
     "__main__": {"commands"},
     "web": set(),
 }
