@@ -7,6 +7,8 @@ types and bad durations are errors. Secrets are read from files (so systemd's
 
 from __future__ import annotations
 
+import enum
+import os
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +35,8 @@ __all__ = [
     "CONFIG_FIELDS",
     "DEFAULT_CONFIG_PATH",
     "Config",
+    "FleetConfig",
+    "FleetRole",
     "GovernorConfig",
     "HostConfig",
     "HttpConfig",
@@ -151,6 +155,42 @@ class LogConfig:
     format: str | None = None  # text | json; None: json under journald, else text
 
 
+class FleetRole(enum.Enum):
+    """What this daemon is in a fleet (docs/fleet.md)."""
+
+    AGENT = "agent"
+    CENTRAL = "central"
+
+
+DEFAULT_FLEET_PREFIX = "batond/fleet"
+
+
+def default_instance(host: str) -> str:
+    """A central instance's id when ``fleet.instance`` is not set: ``HOST-PID``."""
+    return f"{host}-{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class FleetConfig:
+    """The ``fleet:`` section: absent, this daemon is on its own (no fleet)."""
+
+    role: FleetRole
+    host: str  # this host's name in the fleet (default: the node name)
+    prefix: str = DEFAULT_FLEET_PREFIX
+    partitions: int = 64
+    batch_interval: float = 10.0  # agent: one batch per interval
+    key_file: Path | None = None  # agent: the HMAC key of remediation requests
+    database: str | None = None  # central: postgresql:// DSN (required there)
+    keys_dir: Path | None = None  # central: one <host>.key per agent
+    instance: str = ""  # central: this instance's id (default HOST-PID)
+    heartbeat: float = 2.0
+    lease: float = 6.0  # a member not heard within it is gone
+
+    @property
+    def is_central(self) -> bool:
+        return self.role is FleetRole.CENTRAL
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     path: Path | None = None  # None: built-in defaults (no file)
@@ -166,6 +206,7 @@ class Config:
     journal: JournalConfig = JournalConfig()
     notify: NotifyConfig | None = None
     log: LogConfig = LogConfig()
+    fleet: FleetConfig | None = None
 
 
 def read_secret(path: Path) -> str:
@@ -204,6 +245,11 @@ def _config(f: Fields, path: Path) -> Config:
         # one client id per node, fixed, so the broker keeps the session across reconnects
         mqtt = replace(config.mqtt, client_id=default_client_id(config.node))
         config = replace(config, mqtt=mqtt)
+    if config.fleet is not None and not config.fleet.host:  # not set (see _fleet)
+        config = replace(config, fleet=replace(config.fleet, host=config.node))
+    if config.fleet is not None and config.fleet.is_central and not config.fleet.instance:
+        fleet = replace(config.fleet, instance=default_instance(config.fleet.host))
+        config = replace(config, fleet=fleet)
     return config
 
 
@@ -250,6 +296,11 @@ class _Url(Kind):
 _MQTT_URL = _Url(
     "MQTT URL", ("mqtt", "mqtts"), "MQTT url must be mqtt://HOST[:PORT] or mqtts://..."
 )
+_PG_DSN = _Url(
+    "PostgreSQL DSN",
+    ("postgresql", "postgres"),
+    "database must be postgresql://[USER@]HOST[:PORT]/DBNAME",
+)
 _NOTIFY_URL = _Url("URL", ("http", "https"), "notify url must be http://HOST/... or https://...")
 
 
@@ -295,6 +346,34 @@ def _mqtt(f: Fields) -> MqttConfig:
         f.reader.error(f.nodes["password_file"], "password_file needs a username")
     # without client_id: "" until the configuration's node name is known (see _config)
     return MqttConfig(**{"client_id": "", **f.values()})
+
+
+#: Keys that only one role reads: given to the other, they would be silently ignored.
+_ROLE_KEYS = {
+    FleetRole.AGENT: ("batch_interval", "key_file"),
+    FleetRole.CENTRAL: ("database", "keys_dir", "instance"),
+}
+
+
+def _fleet(f: Fields) -> Any:
+    if "role" not in f or not f.valid():
+        return INVALID
+    values = f.values()
+    role = FleetRole(values.pop("role"))
+    for other, keys in _ROLE_KEYS.items():
+        for key in keys:
+            if other is not role and key in f:
+                f.reader.error(f.key_node(key), f"fleet.{key} is for role {other.value} only")
+    if role is FleetRole.CENTRAL and "database" not in f:
+        f.reader.error(f.key_node("role"), "fleet role central needs a database")
+    if role is FleetRole.AGENT and "key_file" not in f:
+        f.reader.error(f.key_node("role"), "fleet role agent needs a key_file")
+    heartbeat, lease = values.get("heartbeat", 2.0), values.get("lease", 6.0)
+    if lease < 2 * heartbeat:
+        where = f.nodes["lease"] if "lease" in f else f.nodes["heartbeat"]
+        f.reader.error(where, f"fleet.lease must be at least twice heartbeat ({heartbeat:g}s)")
+    # without host: "" until the configuration's node name is known (see _config)
+    return FleetConfig(role=role, **{"host": "", **values})
 
 
 def _subscription(f: Fields) -> Any:
@@ -402,6 +481,28 @@ LOG_FIELDS = Section(
     ),
     build=lambda f: LogConfig(**f.values()),
 )
+FLEET_FIELDS = Section(
+    "fleet mapping",
+    (
+        Field(
+            "role",
+            Choice(tuple(r.value for r in FleetRole), "fleet role"),
+            True,
+            "agent or central",
+        ),
+        Field("prefix", Name("topic prefix"), doc="topic prefix (default batond/fleet)"),
+        Field("partitions", Integer(1, 4096), doc="partition count (default 64)"),
+        Field("host", Name("host name"), doc="this host's name in the fleet (default: node)"),
+        Field("batch_interval", Duration(0.1), doc="agent: one batch per interval (default 10s)"),
+        Field("key_file", _SecretFile(), doc="agent: HMAC key of remediation requests"),
+        Field("database", _PG_DSN, doc="central: postgresql:// DSN (required there)"),
+        Field("keys_dir", FilePath(), doc="central: one <host>.key per agent"),
+        Field("instance", Name("instance id"), doc="central: instance id (default HOST-PID)"),
+        Field("heartbeat", Duration(0.1), doc="membership heartbeat period (default 2s)"),
+        Field("lease", Duration(0.2), doc="a member not heard within it is gone (default 6s)"),
+    ),
+    build=_fleet,
+)
 CONFIG_FIELDS = Section(
     "configuration mapping",
     (
@@ -417,6 +518,7 @@ CONFIG_FIELDS = Section(
         Field("journal", Nested(JOURNAL_FIELDS)),
         Field("notify", Nested(NOTIFY_FIELDS), doc="where batond tells a human (absent: nowhere)"),
         Field("log", Nested(LOG_FIELDS)),
+        Field("fleet", Nested(FLEET_FIELDS), doc="absent: no fleet (docs/fleet.md)"),
     ),
     doc="batond.yaml",
 )

@@ -35,7 +35,7 @@ __all__ = ["Operator", "Source"]
 log = logging.getLogger("batond")
 
 #: Config sections a running daemon cannot adopt: a reload names them, a restart applies them.
-RESTART_ONLY = ("node", "state_dir", "http", "mqtt", "host", "log", "notify")
+RESTART_ONLY = ("node", "state_dir", "http", "mqtt", "host", "log", "notify", "fleet")
 
 
 class Source(Protocol):

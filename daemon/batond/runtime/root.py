@@ -95,6 +95,13 @@ class _Restored:
 
 async def build(config: Config, notifier: Notifier, metrics: Metrics | None = None) -> Components:
     """Every component, or an exception with nothing left open (ConfigError, BatondError)."""
+    if config.fleet is not None:
+        # parsed and checked already, so that files written for the fleet stay valid, but
+        # not served: a daemon that pretended to be an agent would drop its batches in silence
+        raise BatondError(
+            f"{config.path}: fleet role {config.fleet.role.value} is not served by this "
+            "batond yet; remove the fleet: section (docs/fleet.md)"
+        )
     notifier.status("loading rules and models")
     definitions = load_definitions(config)  # ConfigError before anything opens
     notifier.status("opening journal")
