@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from batond.engine.types import NOT_RESOLVED, Outcome, Suppression
+from batond.journal.backend import render_schema
 from batond.journal.db import MIGRATIONS
 from batond.remedy.actions import ACTIONS, action_keys, action_kinds
 from batond.remedy.run import RunState, StepStatus
@@ -36,7 +37,7 @@ def test_every_name_is_documented(vocabulary: type[StrEnum]) -> None:
 def test_the_journal_accepts_exactly_the_run_states() -> None:
     conn = sqlite3.connect(":memory:")
     for script in MIGRATIONS:
-        conn.executescript(script)
+        conn.executescript(render_schema(script, "sqlite"))
     row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'runs'").fetchone()
     checked = re.search(r"state IN \(([^)]*)\)", row[0])
     assert checked is not None
