@@ -308,7 +308,27 @@ class LevelState(RuleState):
         return timers + [(k, ts + self.rule.for_s) for k, (ts, _) in self.pending.items()]
 
 
-class EdgeState(RuleState):
+class _EventState(RuleState):
+    """An event rule (edge, all): its condition is met by one input at a time, and an
+    open incident closes by ``resolve:`` or ``resolve_after:`` quiet."""
+
+    def fire(
+        self, engine: EngineCallbacks, key: str, item: Input, now: float, out: list[Output]
+    ) -> None:
+        """The condition is met for ``key``: a new incident, or the open one decided again."""
+        if key in self.open:
+            self.again(engine, key, item, now, out)
+        else:
+            engine.decide(self, key, item.labels, item, now, out)
+            self.heard(engine, key, now)
+
+    def on_timer(
+        self, engine: EngineCallbacks, key: str, at: float, now: float, out: list[Output]
+    ) -> None:
+        self.on_quiet(engine, key, at, out)
+
+
+class EdgeState(_EventState):
     """Each matching input that passes ``when:`` fires: it opens an incident, or it is
     decided again on the open one (:meth:`RuleState.again`). With ``each: true`` every
     one is a new work item of its own."""
@@ -322,17 +342,7 @@ class EdgeState(RuleState):
         if self.rule.each:
             engine.decide(self, self.item_key(item.labels), item.labels, item, now, out)
             return
-        key = self.key(item.labels)
-        if key in self.open:
-            self.again(engine, key, item, now, out)
-            return
-        engine.decide(self, key, item.labels, item, now, out)
-        self.heard(engine, key, now)
-
-    def on_timer(
-        self, engine: EngineCallbacks, key: str, at: float, now: float, out: list[Output]
-    ) -> None:
-        self.on_quiet(engine, key, at, out)
+        self.fire(engine, self.key(item.labels), item, now, out)
 
 
 class CountState(RuleState):
@@ -471,7 +481,7 @@ class AbsentState(RuleState):
         ]
 
 
-class AllState(RuleState):
+class AllState(_EventState):
     """Correlation: every part of ``all:`` seen for the same key within ``within:``."""
 
     def __init__(self, rule: Rule) -> None:
@@ -495,16 +505,7 @@ class AllState(RuleState):
         oldest = now - self.rule.within
         if all(ts is not None and ts >= oldest for ts in slots):
             del self.slots[key]  # the correlation is used up by this firing
-            if key in self.open:
-                self.again(engine, key, item, now, out)
-            else:
-                engine.decide(self, key, item.labels, item, now, out)
-                self.heard(engine, key, now)
-
-    def on_timer(
-        self, engine: EngineCallbacks, key: str, at: float, now: float, out: list[Output]
-    ) -> None:
-        self.on_quiet(engine, key, at, out)
+            self.fire(engine, key, item, now, out)
 
     def prune(self, now: float) -> None:
         super().prune(now)
