@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from batond.anomaly.host import HostFit, fit_host, score_vector
-from batond.anomaly.spec import ModelSpec
+from batond.anomaly.spec import ModelSpec, SeriesKey
 from batond.events import Sample
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ HOST_METRIC = "host_anomaly"
 _RECENT = 240  # points kept for GET /api/v1/series
 _OVERHEAD_BYTES = 6000  # objects, label dicts and the recent deque, beyond the history array
 
-SeriesKey = tuple[str, str, tuple[str, ...]]
 Job = Callable[[], Callable[[], None]]
 # (key, "metric {labels}" for the log line, spec) -> "" if it fits, else why it does not
 Reserve = Callable[[SeriesKey, str, ModelSpec], bool]
@@ -113,14 +112,9 @@ class HostModels:
     def observe(self, sample: Sample, specs: list[ModelSpec]) -> None:
         labels = sample.labels
         for spec in specs:
-            if spec.match_labels and not spec.covers(labels):
+            key = spec.series_key(HOST_METRIC, labels)
+            if key is None:
                 continue
-            by = spec.series_by
-            key: SeriesKey
-            if len(by) == 1:  # the usual case (host): no generator
-                key = (spec.name, HOST_METRIC, (labels.get(by[0], ""),))
-            else:
-                key = (spec.name, HOST_METRIC, tuple([labels.get(k, "") for k in by]))
             host = self._hosts.get(key) or self._new_host(key, spec)
             if host is not None:
                 self._take(host, self._columns[spec.name][sample.metric], sample)

@@ -32,7 +32,7 @@ from typing import Any
 
 from batond.anomaly.detector import ContextDetector
 from batond.anomaly.hostset import HOST_METRIC, HostModels, host_series_bytes
-from batond.anomaly.spec import ModelSpec
+from batond.anomaly.spec import ModelSpec, SeriesKey
 from batond.errors import StateError
 from batond.events import Sample
 
@@ -64,7 +64,6 @@ NOTED_REFUSALS = 100_000  # refused series remembered (so each is logged once); 
 # key tuple, labels dict and label strings, measured with tracemalloc (bench_anomaly_fleet)
 _OVERHEAD_BYTES = 4000
 
-SeriesKey = tuple[str, str, tuple[str, ...]]  # model name, metric, series_by values
 Job = Callable[[], Callable[[], None]]
 
 
@@ -247,14 +246,9 @@ class ModelSet:
     def _series_for(self, sample: Sample, specs: list[ModelSpec]) -> _Series | None:
         labels = sample.labels
         for spec in specs:
-            if spec.match_labels and not spec.covers(labels):
+            key = spec.series_key(sample.metric, labels)
+            if key is None:
                 continue
-            by = spec.series_by
-            key: SeriesKey
-            if len(by) == 1:  # the usual case (host): no list built
-                key = (spec.name, sample.metric, (labels.get(by[0], ""),))
-            else:
-                key = (spec.name, sample.metric, tuple([labels.get(k, "") for k in by]))
             series = self._series.get(key)
             if series is None:
                 named = dict(zip(spec.series_by, key[2], strict=True))

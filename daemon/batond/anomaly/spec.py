@@ -20,9 +20,11 @@ __all__ = [
     "ContextParams",
     "HostParams",
     "ModelSpec",
+    "SeriesKey",
 ]
 
 DETECTORS = ("context", "host")
+SeriesKey = tuple[str, str, tuple[str, ...]]  # model name, metric, series_by values
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,15 @@ class ModelSpec:
     def covers(self, labels: Mapping[str, str]) -> bool:
         """Whether a sample of one of ``match_metrics`` with ``labels`` belongs here."""
         return all(labels.get(key) == value for key, value in self.match_labels.items())
+
+    def series_key(self, metric: str, labels: Mapping[str, str]) -> SeriesKey | None:
+        """The series of this model that ``metric`` with ``labels`` is (None: not covered)."""
+        if self.match_labels and not self.covers(labels):
+            return None
+        by = self.series_by
+        if len(by) == 1:  # the usual case (host): no list built
+            return (self.name, metric, (labels.get(by[0], ""),))
+        return (self.name, metric, tuple([labels.get(k, "") for k in by]))
 
     def fingerprint(self) -> str:
         """Identity of what learned state depends on (not sensitivity or match)."""

@@ -35,11 +35,11 @@ from batond.commands.replay import (
     config_rules,
     decision_time,
     input_paths,
+    prepared,
     setup,
     since_cutoff,
 )
 from batond.engine.types import Decision, Resolved
-from batond.errors import ConfigError
 from batond.events import Sample
 from batond.runtime.pipeline import NoRuns, Pipeline, Scorer
 from batond.units import format_duration, parse_duration
@@ -97,8 +97,7 @@ class Difference:
 
 
 def seen(d: Decision) -> Seen:
-    result = f"run={d.playbook}" if d.suppressed is None else f"suppressed={d.suppressed}"
-    return Seen(d.ts, d.rule, d.key, result)
+    return Seen(d.ts, d.rule, d.key, d.verdict)
 
 
 class _Collector:
@@ -305,14 +304,10 @@ def _lanes(args: argparse.Namespace) -> tuple[Feed, _Collector, _Collector, list
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        feed, old, new, paths = _lanes(args)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    ready = prepared(lambda: _lanes(args))
+    if ready is None:
         return 1
-    except ValueError as exc:
-        print(f"batond replay: {exc}", file=sys.stderr)
-        return 1
+    feed, old, new, paths = ready
     window = parse_duration(args.window) if args.window is not None else DEFAULT_WINDOW
     started = time.perf_counter()
     feed.run_paths(paths, progress=sys.stderr.isatty())

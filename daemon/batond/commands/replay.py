@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import orjson
 
@@ -45,7 +45,18 @@ from batond.errors import ConfigError, InputError
 from batond.events import Sample, item_from_json
 from batond.runtime.pipeline import NoRuns, Pipeline, run_now
 
-__all__ = ["Feed", "Lane", "Setup", "TrainedAtEventTime", "decision_time", "main", "replay"]
+__all__ = [
+    "Feed",
+    "Lane",
+    "Setup",
+    "TrainedAtEventTime",
+    "decision_time",
+    "main",
+    "prepared",
+    "replay",
+]
+
+T = TypeVar("T")
 
 _MAX_WARNINGS = 10  # bad lines reported one by one; the rest only counted
 _PROGRESS_LINES = 0x1FFFF  # the clock is looked at once per this many lines (plus one)
@@ -58,8 +69,7 @@ def decision_time(ts: float) -> str:
 
 
 def _decision_text(d: Decision) -> bytes:
-    what = f"run={d.playbook}" if d.suppressed is None else f"suppressed={d.suppressed}"
-    return f"{decision_time(d.ts)} {d.rule} {d.key} {what}\n".encode()
+    return f"{decision_time(d.ts)} {d.rule} {d.key} {d.verdict}\n".encode()
 
 
 def _decision_json(d: Decision) -> bytes:
@@ -316,6 +326,25 @@ def replay(
     return feed.events, printer.decisions, feed.rejected
 
 
+def prepared(build: Callable[[], T]) -> T | None:
+    """What ``build`` sets up for a replay, or None after saying on stderr why not (a
+    ConfigError of the config or rule files; a ValueError of an input path or --since)."""
+    try:
+        return build()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+    except ValueError as exc:
+        print(f"batond replay: {exc}", file=sys.stderr)
+    return None
+
+
+def _lane(args: argparse.Namespace, printer: _Printer) -> tuple[Lane, list[Path]]:
+    conf = setup(args)
+    rules = config_rules(conf.config, args.rules)
+    paths = input_paths(args, conf.config)
+    return Lane(Pipeline(conf.engine(rules), printer, NoRuns(), models=conf.models())), paths
+
+
 def usage_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the combination of arguments, if anything (exit 2)."""
     if bool(args.events) == bool(args.recorded):
@@ -352,17 +381,10 @@ def main(args: argparse.Namespace) -> int:
         return diff_main(args)
     out = sys.stdout.buffer
     printer = _Printer(out, args.json)
-    try:
-        conf = setup(args)
-        rules = config_rules(conf.config, args.rules)
-        paths = input_paths(args, conf.config)
-        lane = Lane(Pipeline(conf.engine(rules), printer, NoRuns(), models=conf.models()))
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    ready = prepared(lambda: _lane(args, printer))
+    if ready is None:
         return 1
-    except ValueError as exc:
-        print(f"batond replay: {exc}", file=sys.stderr)
-        return 1
+    lane, paths = ready
     feed = Feed([lane])
     feed.since = since_cutoff(args)
     started = time.perf_counter()

@@ -184,7 +184,7 @@ def _decision_line(at: float, rule: str, key: str, result: str) -> str:
 def _check_decisions(test: RuleTest, decisions: list[Decision]) -> list[str]:
     assert test.decisions is not None
     expected = sorted((_ms(d.at), d.rule, d.key, d.result) for d in test.decisions)
-    actual = sorted((_ms(d.ts - test.start), d.rule, d.key, _result(d)) for d in decisions)
+    actual = sorted((_ms(d.ts - test.start), d.rule, d.key, d.verdict) for d in decisions)
     if expected == actual:
         return []
     return [
@@ -194,10 +194,6 @@ def _check_decisions(test: RuleTest, decisions: list[Decision]) -> list[str]:
             [_decision_line(ms / 1000, *rest) for ms, *rest in actual],
         ),
     ]
-
-
-def _result(d: Decision) -> str:
-    return f"run={d.playbook}" if d.suppressed is None else f"suppressed={d.suppressed}"
 
 
 def _check_incidents(check: ExpectedIncidents, actual: tuple[tuple[str, str], ...]) -> list[str]:
@@ -221,7 +217,7 @@ def _check_step(
     ]
     runs = [d for d in found if d.playbook is not None]
     if not runs:
-        what = f"{_result(found[0])}, no run" if found else "no decision"
+        what = f"{found[0].verdict}, no run" if found else "no decision"
         return [head, f"    {what}: nothing to render"]
     decision = runs[0]
     assert decision.playbook is not None

@@ -161,7 +161,10 @@ class Engine:
         due = (timers and timers[0][0] <= now) or self._wake_at <= now
         out = self.tick(now) if due else []
         for state, role in hits:
-            state.on_input(self, item, role, now, anomaly, out)
+            if role == RESOLVE:
+                state.resolve_part(self, item, now, anomaly, out)
+            else:
+                state.on_input(self, item, role, now, anomaly, out)
         return out
 
     def tick(self, now: float) -> list[Output]:

@@ -1,7 +1,8 @@
 """Per-rule state: open incidents, ``for:`` timers, count windows, last-seen times.
 
 One class per rule kind (see :mod:`batond.engine.model`). Each reacts to a
-matching input (``on_input``) and to its timers (``on_timer``) by calling
+matching input (``on_input``; the engine hands an input of a rule's ``resolve:`` to
+``resolve_part``) and to its timers (``on_timer``) by calling
 back into the engine (:class:`EngineCallbacks`) to decide, resolve and schedule. The
 state is plain data so that it can be exported as JSON and survive a reload
 or a restart. Every per-key table is bounded: ``prune`` (the engine's
@@ -12,7 +13,7 @@ housekeeping) drops what can no longer matter, and groups remembered for
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -140,6 +141,14 @@ class RuleState:
             engine.resolve(self, key, last + after, out, ResolvedBy.RESOLVE_AFTER)
         return True
 
+    def passed(self, engine: EngineCallbacks, key: str, deadline: float, at: float) -> float | None:
+        """``deadline`` when it passed by the timer's ``at``; else the timer moves on to
+        it (a later input pushed it back) and None."""
+        if deadline > at:
+            engine.schedule(self, key, deadline)
+            return None
+        return deadline
+
     def again(
         self, engine: EngineCallbacks, key: str, item: Input, now: float, out: list[Output]
     ) -> None:
@@ -192,6 +201,8 @@ class RuleState:
         self, engine: EngineCallbacks, item: Input, role: int, now: float, anomaly: float,
         out: list[Output],
     ) -> None:  # fmt: skip
+        """An input that matches part ``role`` of the rule (``parts[role]``); the engine
+        hands an input of the ``resolve:`` part (role RESOLVE) to :meth:`resolve_part`."""
         raise NotImplementedError
 
     def on_timer(
@@ -251,9 +262,6 @@ class LevelState(RuleState):
         self, engine: EngineCallbacks, item: Input, role: int, now: float, anomaly: float,
         out: list[Output],
     ) -> None:  # fmt: skip
-        if role == RESOLVE:
-            self.resolve_part(engine, item, now, anomaly, out)
-            return
         rule = self.rule
         key = self.key(item.labels)
         if self.test(rule.parts[0].when, item, now, anomaly):
@@ -279,9 +287,8 @@ class LevelState(RuleState):
         first = self.pending.get(key)
         if first is None or key in self.open:
             return
-        deadline = first[0] + self.rule.for_s
-        if deadline > at:
-            engine.schedule(self, key, deadline)
+        deadline = self.passed(engine, key, first[0] + self.rule.for_s, at)
+        if deadline is None:
             return
         del self.pending[key]
         item = self.latest.pop(key, None)
@@ -291,18 +298,37 @@ class LevelState(RuleState):
     def dump(self) -> dict[str, Any]:
         data = super().dump()
         data["pending"] = _dump_stamped(self.pending)
-        data["latest"] = {k: dump_item(v) for k, v in self.latest.items()}
+        data["latest"] = _dump_inputs(self.latest)
         return data
 
     def load(self, data: Mapping[str, Any]) -> list[tuple[str, float]]:
         timers = super().load(data)
         self.pending = _load_stamped(data.get("pending", {}))
-        latest = {str(k): load_item(v) for k, v in data.get("latest", {}).items()}
-        self.latest = {k: v for k, v in latest.items() if v is not None and k in self.pending}
+        self.latest = _load_inputs(data.get("latest", {}), self.pending)
         return timers + [(k, ts + self.rule.for_s) for k, (ts, _) in self.pending.items()]
 
 
-class EdgeState(RuleState):
+class _EventState(RuleState):
+    """An event rule (edge, all): its condition is met by one input at a time, and an
+    open incident closes by ``resolve:`` or ``resolve_after:`` quiet."""
+
+    def fire(
+        self, engine: EngineCallbacks, key: str, item: Input, now: float, out: list[Output]
+    ) -> None:
+        """The condition is met for ``key``: a new incident, or the open one decided again."""
+        if key in self.open:
+            self.again(engine, key, item, now, out)
+        else:
+            engine.decide(self, key, item.labels, item, now, out)
+            self.heard(engine, key, now)
+
+    def on_timer(
+        self, engine: EngineCallbacks, key: str, at: float, now: float, out: list[Output]
+    ) -> None:
+        self.on_quiet(engine, key, at, out)
+
+
+class EdgeState(_EventState):
     """Each matching input that passes ``when:`` fires: it opens an incident, or it is
     decided again on the open one (:meth:`RuleState.again`). With ``each: true`` every
     one is a new work item of its own."""
@@ -311,25 +337,12 @@ class EdgeState(RuleState):
         self, engine: EngineCallbacks, item: Input, role: int, now: float, anomaly: float,
         out: list[Output],
     ) -> None:  # fmt: skip
-        if role == RESOLVE:
-            self.resolve_part(engine, item, now, anomaly, out)
-            return
         if not self.test(self.rule.parts[0].when, item, now, anomaly):
             return
         if self.rule.each:
             engine.decide(self, self.item_key(item.labels), item.labels, item, now, out)
             return
-        key = self.key(item.labels)
-        if key in self.open:
-            self.again(engine, key, item, now, out)
-            return
-        engine.decide(self, key, item.labels, item, now, out)
-        self.heard(engine, key, now)
-
-    def on_timer(
-        self, engine: EngineCallbacks, key: str, at: float, now: float, out: list[Output]
-    ) -> None:
-        self.on_quiet(engine, key, at, out)
+        self.fire(engine, self.key(item.labels), item, now, out)
 
 
 class CountState(RuleState):
@@ -449,29 +462,26 @@ class AbsentState(RuleState):
         seen = self.seen.get(key)
         if seen is None or key in self.open:
             return
-        deadline = seen[0] + self.absent
-        if deadline > at:
-            engine.schedule(self, key, deadline)
-            return
-        engine.decide(self, key, seen[1], self.last.get(key), deadline, out)
+        deadline = self.passed(engine, key, seen[0] + self.absent, at)
+        if deadline is not None:
+            engine.decide(self, key, seen[1], self.last.get(key), deadline, out)
 
     def dump(self) -> dict[str, Any]:
         data = super().dump()
         data["seen"] = _dump_stamped(self.seen)
-        data["last"] = {k: dump_item(v) for k, v in self.last.items()}
+        data["last"] = _dump_inputs(self.last)
         return data
 
     def load(self, data: Mapping[str, Any]) -> list[tuple[str, float]]:
         timers = super().load(data)
         self.seen = _load_stamped(data.get("seen", {}))
-        last = {str(k): load_item(v) for k, v in data.get("last", {}).items()}
-        self.last = {k: v for k, v in last.items() if v is not None and k in self.seen}
+        self.last = _load_inputs(data.get("last", {}), self.seen)
         return timers + [
             (k, ts + self.absent) for k, (ts, _) in self.seen.items() if k not in self.open
         ]
 
 
-class AllState(RuleState):
+class AllState(_EventState):
     """Correlation: every part of ``all:`` seen for the same key within ``within:``."""
 
     def __init__(self, rule: Rule) -> None:
@@ -482,9 +492,6 @@ class AllState(RuleState):
         self, engine: EngineCallbacks, item: Input, role: int, now: float, anomaly: float,
         out: list[Output],
     ) -> None:  # fmt: skip
-        if role == RESOLVE:
-            self.resolve_part(engine, item, now, anomaly, out)
-            return
         key = self.key(item.labels)
         if not self.test(self.rule.parts[role].when, item, now, anomaly):
             slots = self.slots.get(key)
@@ -498,16 +505,7 @@ class AllState(RuleState):
         oldest = now - self.rule.within
         if all(ts is not None and ts >= oldest for ts in slots):
             del self.slots[key]  # the correlation is used up by this firing
-            if key in self.open:
-                self.again(engine, key, item, now, out)
-            else:
-                engine.decide(self, key, item.labels, item, now, out)
-                self.heard(engine, key, now)
-
-    def on_timer(
-        self, engine: EngineCallbacks, key: str, at: float, now: float, out: list[Output]
-    ) -> None:
-        self.on_quiet(engine, key, at, out)
+            self.fire(engine, key, item, now, out)
 
     def prune(self, now: float) -> None:
         super().prune(now)
@@ -553,9 +551,6 @@ class AlertState(RuleState):
         self, engine: EngineCallbacks, item: Input, role: int, now: float, anomaly: float,
         out: list[Output],
     ) -> None:  # fmt: skip
-        if role == RESOLVE:
-            self.resolve_part(engine, item, now, anomaly, out)
-            return
         labels = item.labels
         key = self.key(labels)
         fingerprint = labels.get("fingerprint") or key  # hand-made alerts may lack one
@@ -591,11 +586,9 @@ class AlertState(RuleState):
         if not firing:
             return  # resolved before for: ran out
         since, labels = min(firing, key=lambda f: f[0])
-        due = since + self.rule.for_s
-        if due > at:
-            engine.schedule(self, key, due)
-            return
-        engine.decide(self, key, labels, None, max(at, due), out)
+        due = self.passed(engine, key, since + self.rule.for_s, at)
+        if due is not None:
+            engine.decide(self, key, labels, None, max(at, due), out)
 
     def prune(self, now: float) -> None:
         super().prune(now)
@@ -658,6 +651,17 @@ def _load_stamped(data: Mapping[str, Any]) -> dict[str, tuple[float, Mapping[str
     return {
         str(k): (float(v[0]), {str(a): str(b) for a, b in v[1].items()}) for k, v in data.items()
     }
+
+
+def _dump_inputs(items: Mapping[str, Input]) -> dict[str, Any]:
+    """key -> the input kept for it, as JSON-ready lists."""
+    return {k: dump_item(v) for k, v in items.items()}
+
+
+def _load_inputs(data: Mapping[str, Any], keys: Container[str]) -> dict[str, Input]:
+    """The inverse of :func:`_dump_inputs`, for the keys still in ``keys`` only."""
+    items = {str(k): load_item(v) for k, v in data.items()}
+    return {k: v for k, v in items.items() if v is not None and k in keys}
 
 
 def dump_item(item: Input | None) -> list[Any] | None:

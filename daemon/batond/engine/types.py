@@ -24,6 +24,7 @@ __all__ = [
     "Resolved",
     "ResolvedBy",
     "Suppression",
+    "verdict",
 ]
 
 
@@ -118,6 +119,17 @@ class Decision:
     def result(self) -> str:
         """The ``result`` label of batond_decisions_total: ``run`` or the reason."""
         return "run" if self.suppressed is None else self.suppressed
+
+    @property
+    def verdict(self) -> str:
+        """``run=PLAYBOOK`` or ``suppressed=REASON`` (see :func:`verdict`)."""
+        return verdict(self.playbook, self.suppressed)
+
+
+def verdict(playbook: str | None, suppressed: str | None) -> str:
+    """A decision as ``batond replay`` prints it, ``replay --diff`` compares it and a rule
+    test expects it: ``run=PLAYBOOK`` or ``suppressed=REASON``."""
+    return f"run={playbook}" if suppressed is None else f"suppressed={suppressed}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from batond.engine.cron import parse_cron
 from batond.engine.expr import RULE_NAMES, compile_expression
 from batond.engine.templates import TEMPLATE_NAMES, text_of
 from batond.errors import ConfigError
@@ -24,6 +25,7 @@ from batond.load.yamlfile import Node, Reader, ScalarNode, text_mark
 
 __all__ = [
     "Choice",
+    "Cron",
     "Data",
     "Duration",
     "Expr",
@@ -206,21 +208,58 @@ class FilePath(Kind):
         return {"type": "string"}
 
 
-class Zone(Kind):
-    """An IANA time zone name (``Europe/Berlin``), as a tzinfo."""
+class _Parsed(Kind):
+    """A string turned into its value by :meth:`parse`, whose ValueError is the message."""
+
+    what = "string"
+
+    def text(self, r: Reader, node: Node) -> str | None:
+        return r.string(node, self.what)
+
+    def parse(self, text: str) -> Any:
+        raise NotImplementedError
 
     def read(self, r: Reader, node: Node, key: str) -> Any:
-        name = r.name(node, "time zone")
-        if name is None:
+        text = self.text(r, node)
+        if text is None:
             return INVALID
         try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            r.error(node, f"unknown time zone {name!r} (an IANA name such as Europe/Berlin)")
+            return self.parse(text)
+        except ValueError as exc:
+            r.error(node, str(exc))
             return INVALID
+
+
+class Zone(_Parsed):
+    """An IANA time zone name (``Europe/Berlin``), as a tzinfo."""
+
+    what = "time zone"
+
+    def text(self, r: Reader, node: Node) -> str | None:
+        return r.name(node, self.what)
+
+    def parse(self, text: str) -> Any:
+        try:
+            return ZoneInfo(text)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {text!r} (an IANA name such as Europe/Berlin)"
+            ) from None
 
     def schema(self, s: SchemaBuilder) -> dict[str, Any]:
         return {"type": "string", "description": "an IANA time zone, e.g. Europe/Berlin"}
+
+
+class Cron(_Parsed):
+    """A five-field cron expression (:mod:`batond.engine.cron`), parsed."""
+
+    what = "cron expression"
+
+    def parse(self, text: str) -> Any:
+        return parse_cron(text)
+
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        return {"type": "string"}
 
 
 @dataclass(frozen=True, slots=True)

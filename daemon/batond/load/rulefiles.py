@@ -18,7 +18,6 @@ from typing import Any
 
 import orjson
 
-from batond.engine.cron import parse_cron
 from batond.engine.model import (
     ALERT_GROUP_BY,
     NO_LIMITS,
@@ -47,6 +46,7 @@ from batond.load.fields import (
 )
 from batond.load.kinds import (
     Choice,
+    Cron,
     Data,
     Duration,
     Expr,
@@ -193,21 +193,6 @@ class _Playbook(Kind):
         return {"type": "string", "minLength": 1, "pattern": r"^\S(.*\S)?$"}
 
 
-class _Cron(Kind):
-    def read(self, r: Reader, node: Node, key: str) -> Any:
-        text = r.string(node, "cron expression")
-        if text is None:
-            return INVALID
-        try:
-            return parse_cron(text)
-        except ValueError as exc:
-            r.error(node, str(exc))
-            return INVALID
-
-    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
-        return {"type": "string"}
-
-
 def _rate(f: Fields) -> Any:
     values = f.values()
     if "count" not in values or "per" not in values:
@@ -338,7 +323,7 @@ SCHEDULE_FIELDS = Section(
     (
         Field("name", _NAME, True, "unique schedule name"),
         Field("description", Text(empty_ok=True), doc="what the schedule does"),
-        Field("cron", _Cron(), True, "five-field cron expression (machine's local time)"),
+        Field("cron", Cron(), True, "five-field cron expression (machine's local time)"),
         Field("run", _RUN, True, "playbook, or a list tried in order"),
         Field("params", _PARAMS, doc="parameters handed to the playbook"),
         Field("severity", _SEVERITY, doc="severity recorded with the decision"),

@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from batond.engine.types import Suppression
+from batond.engine.types import Suppression, verdict
 from batond.errors import InputError, Mark
 from batond.events import item_from_json
 from batond.load.yamlfile import MappingNode, Node, Reader, ScalarNode, compose_file, text_mark
@@ -380,10 +380,10 @@ def _decisions(r: Reader, node: Node) -> list[ExpectedDecision]:
             continue
         if "playbook" in f:
             playbook = r.name(f["playbook"], "playbook name")
-            result = None if playbook is None else f"run={playbook}"
+            result = None if playbook is None else verdict(playbook, None)
         else:
             reason = r.one_of(f["suppressed"], [s.value for s in Suppression], "suppressed")
-            result = None if reason is None else f"suppressed={reason}"
+            result = None if reason is None else verdict(None, reason)
         if at is not None and rule is not None and key is not None and result is not None:
             out.append(ExpectedDecision(at, rule, key, result, r.mark(dnode)))
     return out

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batond.engine.cron import parse_cron
 from batond.engine.expr import TEMPLATE_NAMES
 from batond.engine.window import DAY_NAMES, Window, parse_span
 from batond.load.fields import INVALID, Field, Fields, Kind, SchemaBuilder, Section
 from batond.load.kinds import (
     Choice,
+    Cron,
     Data,
     Duration,
     Expr,
@@ -155,11 +155,8 @@ def _window(f: Fields) -> Any:
         if "days" in f or "hours" in f:
             r.error(f.node, "only_within takes cron, or days and hours, not both")
             return INVALID
-        try:
-            return Window(text, cron=parse_cron(str(f.read("cron"))), tz=tz)
-        except ValueError as exc:
-            r.error(f.nodes["cron"], str(exc))
-            return INVALID
+        cron = f.read("cron")
+        return INVALID if cron is INVALID else Window(text, cron=cron, tz=tz)
     if "days" not in f and "hours" not in f:
         r.error(f.node, "only_within needs cron, or days and/or hours")
         return INVALID
@@ -183,7 +180,7 @@ _DAY = {"enum": list(DAY_NAMES)}
 WINDOW_FIELDS = Section(
     "only_within mapping",
     (
-        Field("cron", Raw({"type": "string"}), doc="a cron expression the time must match"),
+        Field("cron", Cron(), doc="a cron expression the time must match"),
         Field("days", Raw({"anyOf": [_DAY, {"type": "array", "items": _DAY}]})),
         Field("hours", Raw({"type": "string", "pattern": r"^\d\d?:\d\d-\d\d?:\d\d$"})),
         Field("timezone", Zone()),
