@@ -130,17 +130,7 @@ class Metrics:
         )
 
     def _fleet_agent(self, r: CollectorRegistry) -> None:
-        """A fleet agent's batches and the remediation requests between it and central."""
-        self.fleet_batches = _counter(
-            r, "batond_fleet_batches_published", "Batches of this host's inputs published"
-        )
-        self.fleet_batch_dropped = _counter(
-            r, "batond_fleet_batch_dropped",
-            "Inputs not published because the batch buffer was full (the broker was away)",
-        )  # fmt: skip
-        self.fleet_batch_buffered = _gauge(
-            r, "batond_fleet_batch_buffered", "Inputs waiting to be published in a batch"
-        )
+        """The remediation requests a fleet agent takes from central instances."""
         self.fleet_requests_accepted = _counter(
             r, "batond_fleet_requests_accepted",
             "Remediation requests that passed every check and were decided (run or suppressed)",

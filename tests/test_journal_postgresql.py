@@ -1,0 +1,91 @@
+"""The journal's PostgreSQL backend against the machine's real server (a private database).
+
+The same facade calls as on SQLite: a decision opens an incident, a run is written ahead
+with its step, state is saved and loaded, an unfinished run is recovered as interrupted
+after a "restart" (a second Journal on the same database), nonces refuse a replay, and a
+second open migrates nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from batond.engine.types import Decision, Outcome
+from batond.journal.db import MIGRATIONS
+from batond.journal.facade import Journal
+from batond.remedy.run import RunState, StepStatus
+
+SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[str]:
+    # no skip: the test command's bootstrap has PostgreSQL running; a failure here says so
+    name = f"batond_test_{secrets.token_hex(4)}"
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield f"{SERVER}/{name}"
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def decision(key: str) -> Decision:
+    return Decision(
+        ts=1.0,
+        rule="disk",
+        key=key,
+        target=key,
+        labels={"host": key},
+        candidates=("clean",),
+        playbook="clean",
+        suppressed=None,
+    )
+
+
+async def test_a_run_written_ahead_survives_and_is_recovered(database: str, tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "a", database)
+    assert journal.backend == "postgresql"
+    decision_id, incident_id = await journal.record_decision(decision("web1"))
+    assert incident_id is not None
+    run_id = await journal.run_created(
+        rule="disk",
+        playbook="clean",
+        key="web1",
+        params={"path": "/var/tmp"},
+        labels={"host": "web1"},
+        created_at=1.0,
+        decision_id=decision_id,
+        incident_id=incident_id,
+    )
+    step_id = await journal.step_started(run_id, "rm", "exec", 1, 2.0)
+    await journal.step_finished(step_id, status=StepStatus.OK, ended_at=3.0, stdout="freed")
+    await journal.save_rule_state({"timers": [1, 2]})
+    assert await journal.remember_nonce("n-1", 10.0, forget_before=0.0) is True
+    assert await journal.remember_nonce("n-1", 11.0, forget_before=0.0) is False  # a replay
+    run = await journal.get_run(run_id)
+    assert run is not None and run["steps"][0]["stdout"] == "freed"
+    await journal.close()  # as a SIGKILL would leave it: the run never ended
+
+    again = Journal.open(tmp_path / "b", database)  # another process's view of the same journal
+    try:
+        assert await again.load_rule_state() == {"timers": [1, 2]}
+        interrupted = await again.recover_interrupted(5.0)
+        assert [r.run_id for r in interrupted] == [run_id]
+        run = await again.get_run(run_id)
+        assert run is not None and (run["state"], run["outcome"]) == (
+            RunState.DONE,
+            Outcome.INTERRUPTED,
+        )
+        assert await again.remember_nonce("n-1", 12.0, forget_before=0.0) is False
+        incidents = (await again.list_incidents())["incidents"]
+        assert [i["id"] for i in incidents] == [incident_id]
+    finally:
+        await again.close()
+    with psycopg.connect(database) as conn:
+        versions = conn.execute("SELECT count(*) FROM schema_version").fetchone()
+    assert versions == (len(MIGRATIONS),)  # the second open migrated nothing
