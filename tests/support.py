@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
+import textwrap
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 __all__ = ["apoll", "free_port", "poll", "until", "wait_until"]
@@ -81,3 +83,23 @@ async def until(
     if not found:
         raise _timed_out(what, within)
     return found
+
+
+def write_yaml(tmp_path: Path, text: str, name: str = "batond.yaml") -> Path:
+    """``text`` (dedented) as ``tmp_path/name``: a config or rule file for a test."""
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def config_problems(path: Path) -> list[str]:
+    """Every ``FILE:LINE:COL: message`` that loading the config at ``path`` reports."""
+    # imported here: bench/ scripts import this module for free_port and poll only
+    import pytest
+
+    from batond.errors import ConfigError
+    from batond.load.config import load_config
+
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return [str(p) for p in info.value.problems]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -19,18 +18,8 @@ from batond.load.config import (
     load_config,
     read_secret,
 )
-
-
-def write(tmp_path: Path, text: str, name: str = "batond.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-    return path
-
-
-def problems(path: Path) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    return [str(p) for p in info.value.problems]
+from support import config_problems as problems
+from support import write_yaml as write
 
 
 def only_problem(path: Path) -> str:

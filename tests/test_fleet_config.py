@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import orjson
 import pytest
 
-from batond.errors import ConfigError, InputError
+from batond.errors import InputError
 from batond.events import Event, Sample
 from batond.fleet.partition import (
     batch_topic,
@@ -22,19 +21,13 @@ from batond.fleet.partition import (
 )
 from batond.fleet.wire import decode_batch, encode_batch
 from batond.load.config import FleetConfig, FleetRole, load_config
+from support import config_problems as problems
+from support import write_yaml
 
 
 def write(tmp_path: Path, text: str) -> Path:
     (tmp_path / "agent.key").write_text("s3cret\n", encoding="utf-8")
-    path = tmp_path / "batond.yaml"
-    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-    return path
-
-
-def problems(path: Path) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    return [str(p) for p in info.value.problems]
+    return write_yaml(tmp_path, text)
 
 
 def test_absent_section_means_no_fleet(tmp_path: Path) -> None:
