@@ -95,7 +95,7 @@ class _Restored:
 
 async def build(config: Config, notifier: Notifier, metrics: Metrics | None = None) -> Components:
     """Every component, or an exception with nothing left open (ConfigError, BatondError)."""
-    if config.fleet is not None:
+    if config.fleet is not None and not config.fleet.is_central:
         # parsed and checked already, so that files written for the fleet stay valid, but
         # not served: a daemon that pretended to be an agent would drop its batches in silence
         raise BatondError(
@@ -105,7 +105,7 @@ async def build(config: Config, notifier: Notifier, metrics: Metrics | None = No
     notifier.status("loading rules and models")
     definitions = load_definitions(config)  # ConfigError before anything opens
     notifier.status("opening journal")
-    journal = await asyncio.to_thread(Journal.open, config.state_dir)
+    journal = await asyncio.to_thread(_open_journal, config)
     try:
         return await _wire(config, metrics or Metrics(), journal, definitions)
     except BaseException:
@@ -116,7 +116,7 @@ async def build(config: Config, notifier: Notifier, metrics: Metrics | None = No
 async def _wire(
     config: Config, metrics: Metrics, journal: Journal, definitions: Definitions
 ) -> Components:
-    restored = await _restore(journal)
+    restored = await _restore(journal, config)
     recorder = _recorder(config)
     models = _models(config, definitions)
     engine = Engine(definitions.rules, Governor(config.governor, shadow=config.mode == "shadow"))
@@ -155,7 +155,8 @@ async def _wire(
         config=config, metrics=metrics, journal=journal, engine=engine, models=models,
         runner=runner, pipeline=pipeline, sources=sources, pause=pause, state=state,
     )  # fmt: skip
-    await _reconcile(journal, engine)
+    if not _shared(config):  # (the fleet's open incidents are the other instances' too)
+        await _reconcile(journal, engine)
     await operator.refresh_silences()
     _bind_gauges(metrics, bus, models, engine)
     metrics.journal_writable.set_function(lambda: 0.0 if journal.trouble else 1.0)
@@ -167,8 +168,26 @@ async def _wire(
     )  # fmt: skip
 
 
-async def _restore(journal: Journal) -> _Restored:
+def _open_journal(config: Config) -> Journal:
+    """SQLite in ``state_dir``, or PostgreSQL (``journal.database``; a central instance's
+    is the fleet's, shared with the other instances)."""
+    fleet = config.fleet
+    instance = fleet.instance if fleet is not None and fleet.is_central else None
+    return Journal.open(config.state_dir, config.journal.database_url, instance=instance)
+
+
+def _shared(config: Config) -> bool:
+    """Whether other live processes write the same journal (central instances)."""
+    return config.fleet is not None and config.fleet.is_central
+
+
+async def _restore(journal: Journal, config: Config) -> _Restored:
     paused = await journal.is_paused()
+    if _shared(config):
+        # the unfinished runs in a fleet's journal are the live instances' own: marking
+        # them interrupted would lie about runs in progress (docs/fleet.md, limits)
+        log.info("fleet central instance: the runs of other instances are left as they are")
+        return _Restored(paused, (), await journal.load_rule_state())
     # before anything can start a run: in-flight runs of the last life become interrupted
     interrupted = await journal.recover_interrupted(time.time())
     return _Restored(paused, tuple(interrupted), await journal.load_rule_state())
