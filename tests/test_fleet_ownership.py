@@ -4,17 +4,20 @@ and the advisory locks, epochs and member rows against the machine's PostgreSQL
 
 from __future__ import annotations
 
-import secrets
+import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
-import psycopg
 import pytest
 
+from batond.engine.types import Decision
 from batond.fleet.assignment import fair_share, plan, preference
-from batond.fleet.membership import beat, ensure_schema, members
+from batond.fleet.membership import Member, beat, ensure_schema, members
 from batond.fleet.ownership import Ownership, connect
-
-SERVER = "postgresql://postgres@127.0.0.1:5432"
+from batond.fleet.partition import partition_of
+from support import pg_database, until
+from test_pipeline import Ended, Parts, nginx_exited
 
 
 # -- the plan (pure) -----------------------------------------------------------------------
@@ -65,12 +68,8 @@ def test_a_dead_member_is_not_counted() -> None:
 # -- the locks, epochs and rows (PostgreSQL) ----------------------------------------------
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    name = f"batond_test_{secrets.token_hex(4)}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"{SERVER}/{name}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with pg_database() as url:
+        yield url
 
 
 @pytest.fixture
@@ -108,8 +107,8 @@ async def test_a_dropped_session_frees_its_locks_and_fences_its_owner(
     assert await c.try_claim(5) is not None
     assert await b.try_claim(5) is None
     await c.conn.close()  # as a SIGKILL leaves it: the server ends the session
-    epoch = await b.try_claim(5)
-    assert epoch is not None
+    # (the server's backend exits a moment after the socket closes: then the lock is free)
+    epoch = await until(lambda: b.try_claim(5), 10.0, "the lock to be freed")
     # an owner that lost its lock is told so before it acts, even if it still believes
     a.held[5] = epoch - 1  # (as a stale owner would remember it)
     assert not await a.confirm(5)
@@ -128,7 +127,67 @@ async def test_members_are_live_while_their_session_is(
         ("i0", True, (1, 2)),
     }
     await gone.close()  # its row is fresh, but its session ended: gone at once
-    after = {m.instance: m for m in await members(a.conn, lease=60.0)}
-    assert after["gone"].live is False and after["i0"].live is True
+
+    async def gone_is_gone() -> dict[str, Member] | None:
+        after = {m.instance: m for m in await members(a.conn, lease=60.0)}
+        return after if not after["gone"].live else None
+
+    after = await until(gone_is_gone, 10.0, "the closed session's member to be gone")
+    assert after["i0"].live is True
     stale = {m.instance: m for m in await members(a.conn, lease=0.0)}
     assert stale["i0"].live is False  # not seen within the lease
+
+
+# -- fencing: the pipeline asks before a run starts -----------------------------------------
+class OwnershipFence:
+    """What ``fleet.central.Central.refuses`` asks, for host ``a``'s partition."""
+
+    def __init__(self, own: Ownership, partition: int) -> None:
+        self.own, self.partition = own, partition
+
+    async def refuses(self, decision: Decision) -> str | None:
+        return None if await self.own.confirm(self.partition) else "taken over"
+
+
+async def test_a_stale_owner_records_not_owner_and_starts_no_run(
+    tmp_path: Path, sessions: list[Ownership]
+) -> None:
+    a, b = sessions
+    partition = partition_of("a", 4)
+    epoch = await a.try_claim(partition)
+    assert epoch is not None
+    parts = Parts(tmp_path, fence=OwnershipFence(a, partition))
+    ended = Ended(parts.pipeline)
+    parts.runner.listen(ended)
+    try:
+        now = time.time()
+        await parts.pipeline.observe(nginx_exited(now), now)
+        async with asyncio.timeout(30.0):
+            await ended.event.wait()  # the owner's run ran to its end
+        await parts.after_run.drain(10.0)
+        assert (
+            parts.registry.get_sample_value(
+                "batond_decisions_total", {"rule": "down", "result": "run"}
+            )
+            == 1
+        )
+        await a.release(partition)
+        assert await b.try_claim(partition) == epoch + 1  # another instance took over
+        a.held[partition] = epoch  # ... while a still believes it owns the partition
+        await parts.pipeline.observe(nginx_exited(now + 1), now + 1)
+        await parts.journal.flush()
+        decisions = (await parts.journal.list_decisions(10))["decisions"]
+        newest = decisions[0]
+        assert (newest["suppressed"], newest["reason"]) == ("not_owner", "taken over")
+        assert (
+            parts.registry.get_sample_value(
+                "batond_decisions_total", {"rule": "down", "result": "not_owner"}
+            )
+            == 1
+        )
+        await parts.runner.shutdown(5.0)
+        runs = (await parts.journal.list_runs(10))["runs"]
+        assert len(runs) == 1  # only the owner's
+    finally:
+        await parts.close()
+        await b.release(partition)

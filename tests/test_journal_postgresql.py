@@ -8,7 +8,6 @@ second open migrates nothing.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,19 +18,13 @@ from batond.engine.types import Decision, Outcome
 from batond.journal.db import MIGRATIONS
 from batond.journal.facade import Journal
 from batond.remedy.run import RunState, StepStatus
-
-SERVER = "postgresql://postgres@127.0.0.1:5432"
+from support import pg_database
 
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    # no skip: the test command's bootstrap has PostgreSQL running; a failure here says so
-    name = f"batond_test_{secrets.token_hex(4)}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"{SERVER}/{name}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with pg_database() as url:
+        yield url
 
 
 def decision(key: str) -> Decision:

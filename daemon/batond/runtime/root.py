@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batond.anomaly import ModelSet
 from batond.engine.engine import Engine
@@ -45,6 +45,9 @@ from batond.runtime.ports import (
 )
 from batond.runtime.reporter import DaemonReporter
 from batond.runtime.sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from batond.fleet.central import Central
 
 __all__ = ["Components", "build"]
 
@@ -125,6 +128,9 @@ async def _wire(
     metrics.rules_loaded.set(definitions.rules.rule_count)
     bus = Bus(metrics)
     sources, publisher, actions = _sources(config, bus, metrics, journal)
+    central = _central(config, bus, metrics)
+    if central is not None:
+        sources["fleet"] = central
     runner = Runner(
         playbooks=definitions.rules.playbooks,
         store=journal,
@@ -149,11 +155,13 @@ async def _wire(
         spawn=after_run.spawn,
         on_error=_evaluation_failed,
         reporter=DaemonReporter(metrics, notify),
+        fence=central,
     )
     runner.listen(pipeline)  # outcomes feed back through the pipeline
     operator = Operator(
         config=config, metrics=metrics, journal=journal, engine=engine, models=models,
         runner=runner, pipeline=pipeline, sources=sources, pause=pause, state=state,
+        fleet=central,
     )  # fmt: skip
     if not _shared(config):  # (the fleet's open incidents are the other instances' too)
         await _reconcile(journal, engine)
@@ -236,6 +244,17 @@ def _sources(
     prefix = config.mqtt.publish_prefix
     publisher = MqttPublisher(mqtt, prefix, journal) if prefix else None
     return sources, publisher, ActionContext(mqtt_publish=mqtt.publish)
+
+
+def _central(config: Config, bus: Bus, metrics: Metrics) -> Central | None:
+    """A central instance's part of the fleet: ownership, partition sessions, fencing."""
+    fleet = config.fleet
+    if fleet is None or not fleet.is_central:
+        return None
+    assert config.mqtt is not None and fleet.database is not None  # (load.config checks)
+    from batond.fleet.central import Central  # psycopg only for a central instance
+
+    return Central(fleet, config.mqtt, bus, metrics, fleet.database)
 
 
 async def _reconcile(journal: Journal, engine: Engine) -> None:
