@@ -218,8 +218,12 @@ class Batcher:
                 await self.send_pending()
         except TimeoutError:
             pass
-        if self._pending_items:
+        if self._outbox:
             self._drop(Dropped.STOPPING, self._pending_items)
+            log.warning("fleet agent %s: %d batches not published at stop", self.host,
+                        len(self._outbox))  # fmt: skip
+        else:
+            log.info("fleet agent %s: last batch %d published at stop", self.host, self.seq)
         self.log_dropped()
 
 
