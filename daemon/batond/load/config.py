@@ -163,6 +163,8 @@ class FleetRole(enum.Enum):
 
 
 DEFAULT_FLEET_PREFIX = "batond/fleet"
+#: A fleet key shorter than this is refused: HMAC is only as strong as its key.
+MIN_FLEET_KEY_BYTES = 16
 
 
 def default_instance(host: str) -> str:
@@ -371,12 +373,24 @@ def _fleet(f: Fields) -> Any:
         f.reader.error(f.key_node("role"), "fleet role central needs a database")
     if role is FleetRole.AGENT and "key_file" not in f:
         f.reader.error(f.key_node("role"), "fleet role agent needs a key_file")
+    _check_key_length(f)
     heartbeat, lease = values.get("heartbeat", 2.0), values.get("lease", 6.0)
     if lease < 2 * heartbeat:
         where = f.nodes["lease"] if "lease" in f else f.nodes["heartbeat"]
         f.reader.error(where, f"fleet.lease must be at least twice heartbeat ({heartbeat:g}s)")
     # without host: "" until the configuration's node name is known (see _config)
     return FleetConfig(role=role, **{"host": "", **values})
+
+
+def _check_key_length(f: Fields) -> None:
+    path = f.get("key_file")
+    try:
+        short = path is not None and len(read_secret(path).encode()) < MIN_FLEET_KEY_BYTES
+    except (OSError, UnicodeDecodeError):
+        return  # (said already, by the secret file's kind)
+    if short:
+        where = f.nodes["key_file"]
+        f.reader.error(where, f"a fleet key must be at least {MIN_FLEET_KEY_BYTES} bytes")
 
 
 def _subscription(f: Fields) -> Any:
