@@ -2,8 +2,9 @@
 
 Persistence lives in the broker's temporary folder, so a stop (SIGTERM, which
 saves the database) and a start keep sessions and queued QoS 1 messages.
-Variants: plain, password (``mosquitto_passwd -b``), TLS with a CA made here
-(``openssl``), optionally requiring a client certificate.
+Variants: plain, password (``mosquitto_passwd -b``), an ACL file, TLS with a CA made
+here (``openssl``), optionally requiring a client certificate. :class:`Subscriber` is a
+plain client on its own thread, for tests that drive a real ``batond run``.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class Mosquitto:
         certs: Certs | None = None,
         require_client_cert: bool = False,
         max_queued: int = 1_000_000,
+        acl: str | None = None,
     ) -> None:
         self.folder = folder
         self.port = free_port()
@@ -130,6 +132,9 @@ class Mosquitto:
             for user, password in users.items():
                 subprocess.run(["mosquitto_passwd", "-b", str(pw), user, password], check=True)
             lines += [f"password_file {pw}", "allow_anonymous false"]
+        if acl is not None:  # (mosquitto's acl_file format; with users, %u is the user name)
+            (folder / "acl").write_text(acl)
+            lines.append(f"acl_file {folder / 'acl'}")
         else:
             lines.append("allow_anonymous true")
         if certs is not None:
@@ -192,7 +197,13 @@ class Subscriber:
     ``batond run``: it keeps every message of ``topics`` (QoS 1, a persistent session, so
     a broker restart loses none) and publishes at QoS 1."""
 
-    def __init__(self, broker: Mosquitto, topics: tuple[str, ...], client_id: str) -> None:
+    def __init__(
+        self,
+        broker: Mosquitto,
+        topics: tuple[str, ...],
+        client_id: str,
+        user: tuple[str, str] | None = None,
+    ) -> None:
         self.messages: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
         self._topics = topics
@@ -204,6 +215,8 @@ class Subscriber:
         client.on_subscribe = lambda *_: self._subscribed.set()
         client.on_message = self._on_message
         client.reconnect_delay_set(min_delay=0.05, max_delay=0.5)
+        if user is not None:
+            client.username_pw_set(*user)
         client.connect("127.0.0.1", broker.port, keepalive=10)
         client.loop_start()
         self._client = client

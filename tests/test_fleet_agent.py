@@ -4,6 +4,7 @@ real Mosquitto; the test plays central with a plain MQTT client (docs/fleet.md#a
 from __future__ import annotations
 
 import re
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from paho.mqtt import client as paho
 
 from batond.events import Event, Sample
 from batond.fleet.signing import Request, new_nonce, open_message, seal
@@ -52,30 +54,38 @@ def central(broker: Mosquitto) -> Iterator[Subscriber]:
     sub.close()
 
 
-@pytest.fixture
-def agent_config(tmp_path: Path, broker: Mosquitto) -> tuple[Path, int]:
-    folder = tmp_path / "agent"
+def write_agent(folder: Path, broker: Mosquitto, password: str | None = None) -> tuple[Path, int]:
+    """An agent's config in ``folder``: host web-01, batches every 300 ms."""
     folder.mkdir()
     (folder / "agent.key").write_bytes(KEY + b"\n")
+    user = ""
+    if password is not None:  # the broker's user for this agent is named after its host
+        (folder / "mqtt.pass").write_text(password + "\n")
+        user = f"\n  username: {HOST}\n  password_file: mqtt.pass"
     port = free_port()
     config = write_config(
         folder,
         port,
         rules=PLAYBOOKS.replace("OUT", str(folder / "out.txt")),
         extra=f"""
-        mqtt:
-          url: {broker.url}
-          subscribe:
-            - {{topic: "local/#", qos: 1}}
-        fleet:
-          role: agent
-          host: {HOST}
-          partitions: {PARTITIONS}
-          batch_interval: 300ms
-          key_file: agent.key
-        """,
+mqtt:
+  url: {broker.url}{user}
+  subscribe:
+    - {{topic: "local/#", qos: 1}}
+fleet:
+  role: agent
+  host: {HOST}
+  partitions: {PARTITIONS}
+  batch_interval: 300ms
+  key_file: agent.key
+""",
     )  # (node: test-node; in the fleet this host is web-01)
     return config, port
+
+
+@pytest.fixture
+def agent_config(tmp_path: Path, broker: Mosquitto) -> tuple[Path, int]:
+    return write_agent(tmp_path / "agent", broker)
 
 
 def start(config: Path, port: int) -> DaemonProcess:
@@ -268,3 +278,61 @@ def test_the_last_batch_goes_out_at_stop_and_seq_goes_on_after_a_restart(
     finally:
         second.stop()
     assert later[0] == last + 1  # kept in the journal: a restart never reuses a seq
+
+
+def fleet_acl() -> str:
+    """The Mosquitto ACL that docs/fleet.md gives, as it stands there."""
+    doc = (Path(__file__).parents[1] / "docs" / "fleet.md").read_text()
+    section = doc[doc.index("### The broker's ACLs") :]
+    return section.split("```")[1]
+
+
+def publish_v5(broker: Mosquitto, user: str, password: str, topic: str) -> paho.ReasonCode:
+    """Publish at QoS 1 with MQTT 5, whose PUBACK says whether the broker's ACL let it in."""
+    codes: dict[int, paho.ReasonCode] = {}
+    done = threading.Event()
+
+    def on_publish(_c: object, _u: object, mid: int, code: paho.ReasonCode, _p: object) -> None:
+        codes[mid] = code
+        done.set()
+
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    client.username_pw_set(user, password)
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        info = client.publish(topic, b'{"v": 1}', qos=1)
+        assert done.wait(30), f"no PUBACK for {topic}"
+        return codes[info.mid]
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_the_documented_broker_acl_lets_each_party_do_its_part_and_no_more(
+    tmp_path: Path,
+) -> None:
+    users = {HOST: "pw-web-01", "web-02": "pw-web-02", "central-1": "pw-central-1"}
+    with Mosquitto(tmp_path / "broker", users=users, acl=fleet_acl()) as broker:
+        central = Subscriber(
+            broker,
+            (f"batond/fleet/+/{HOST}", OUTCOMES),
+            "acl-central",
+            ("central-1", users["central-1"]),
+        )
+        daemon = start(*write_agent(tmp_path / "agent", broker, users[HOST]))
+        try:
+            daemon.wait_for(lambda: len(batches(central)) >= 2, 60, "batches through the ACL")
+            req = request(what="through-the-acl")
+            central.publish(REQUESTS, seal(KEY, req.fields()))
+            (report,) = outcome_of(central, req.id)
+            assert report["outcome"] == "succeeded"
+            # another agent can neither feed web-01's partition nor ask web-01 for runs
+            for topic in (BATCHES, REQUESTS, OUTCOMES):
+                code = publish_v5(broker, "web-02", users["web-02"], topic)
+                assert code == "Not authorized", (topic, code)
+            assert publish_v5(broker, HOST, users[HOST], BATCHES) == "Success"  # (the same topic)
+        finally:
+            daemon.stop()
+            central.close()
