@@ -54,6 +54,8 @@ HOUSEKEEPING_S = 1.0
 #: other tasks of the loop (HTTP, runs) have their turn: /healthz stays fast in a storm.
 ENGINE_TURN_S = 0.001
 PRUNE_EVERY_S = 3600.0
+#: How long the fleet agent's last batches may take to reach the broker at stop.
+FLEET_STOP_GRACE_S = 2.0
 MODEL_SAVE_EVERY_S = 300.0
 
 Body = Callable[[asyncio.Event], Awaitable[None]]
@@ -78,6 +80,8 @@ class Daemon:
             self._spawn(tg, "http", self._serve_http)
             for name, source in self._parts.sources.items():
                 self._spawn(tg, name, source.run)
+            if self._parts.fleet_agent is not None:
+                self._spawn(tg, "fleet-agent", self._parts.fleet_agent.run)
             self._spawn(tg, "runner", self._serve_runner)
             self._spawn(tg, "engine", self._serve_engine)
             self._spawn(tg, "housekeeping", self._housekeeping)
@@ -182,9 +186,12 @@ class Daemon:
         self._notifier.stopping("stopping: intake closed, letting running steps finish")
         log.info("stopping")
         parts.bus.close()
+        self._cancel("engine")
+        if parts.fleet_agent is not None:  # the last batch, while MQTT is still connected
+            self._cancel("fleet-agent")
+            await parts.fleet_agent.stop(FLEET_STOP_GRACE_S)
         for name in parts.sources:
             self._cancel(name)
-        self._cancel("engine")
         await parts.runner.shutdown(STOP_GRACE_S)
         await parts.after_run.drain(AFTER_RUN_GRACE_S)
         await parts.state.save()
