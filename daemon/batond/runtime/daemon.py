@@ -30,6 +30,7 @@ from batond.errors import BatondError, ConfigError
 from batond.intake.http import add_input_routes
 from batond.load.config import Config, load_config, read_secret
 from batond.runtime.api import build_app
+from batond.runtime.heap import CHECK_EVERY_INPUTS, LongLivedHeap
 from batond.runtime.logs import configure as configure_logs
 from batond.runtime.looplag import LoopLag
 from batond.runtime.ports import save_models
@@ -256,6 +257,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         turn = loop.time()
         deadline = pipeline.next_deadline()
+        heap = LongLivedHeap(self._parts.models.series_count)
+        seen = 0
         while True:
             if loop.time() - turn >= ENGINE_TURN_S:
                 # a burst never waits at bus.get(): let HTTP and the runner have the loop
@@ -273,6 +276,9 @@ class Daemon:
                 continue
             pause.refresh_if_stale(arrived)  # the kill switch file acts within 0.1 s
             deadline = await pipeline.observe(item, time.time(), arrived)
+            seen += 1
+            if not seen % CHECK_EVERY_INPUTS:
+                heap.settle()
 
     async def _housekeeping(self, started: asyncio.Event) -> None:
         started.set()
