@@ -130,6 +130,16 @@ CASES = {
         "3:13",
         "a fleet key must be at least 16 bytes",
     ),
+    "a host name with a wildcard": (
+        "fleet:\n  role: agent\n  key_file: agent.key\n  host: web/#\nmqtt: {}\n",
+        "4:9",
+        "host name 'web/#': a host name is letters, digits and '-'",
+    ),
+    "a node name that is no host name": (
+        "node: web_01\nfleet:\n  role: agent\n  key_file: agent.key\nmqtt: {}\n",
+        "2:1",
+        "node 'web_01' cannot be this host's fleet name",
+    ),
     "missing key file": (
         "fleet:\n  role: agent\n  key_file: nowhere.key\nmqtt: {}\n",
         "3:13",

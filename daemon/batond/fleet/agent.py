@@ -139,10 +139,10 @@ class Batcher:
         if len(self._samples) + len(self._events) >= self._max_batch:
             self._drop(Dropped.BATCH_FULL)
             return
-        if type(item) is Sample:
+        if isinstance(item, Sample):
             self._samples.append(item)
         else:
-            self._events.append(item)  # type: ignore[arg-type]
+            self._events.append(item)
 
     def _drop(self, reason: Dropped, n: int = 1) -> None:
         self._metrics.fleet_batch_dropped.labels(reason).inc(n)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -165,6 +166,11 @@ class FleetRole(enum.Enum):
 DEFAULT_FLEET_PREFIX = "batond/fleet"
 #: A fleet key shorter than this is refused: HMAC is only as strong as its key.
 MIN_FLEET_KEY_BYTES = 16
+#: A host name in the fleet: RFC 1123 labels joined by dots. It is a topic level and a
+#: key file's name: nothing an MQTT wildcard (``+``, ``#``), a ``/`` or ``..`` could abuse.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+FLEET_HOST_PATTERN = rf"{_LABEL}(?:\.{_LABEL})*"
+_FLEET_HOST_HINT = "a host name is letters, digits and '-', in labels joined by '.'"
 
 
 def default_instance(host: str) -> str:
@@ -251,6 +257,12 @@ def _config(f: Fields, path: Path) -> Config:
         mqtt = replace(config.mqtt, client_id=default_client_id(config.node))
         config = replace(config, mqtt=mqtt)
     if config.fleet is not None and not config.fleet.host:  # not set (see _fleet)
+        if not re.fullmatch(FLEET_HOST_PATTERN, config.node):
+            f.reader.error(
+                f.key_node("fleet"),
+                f"node {config.node!r} cannot be this host's fleet name ({_FLEET_HOST_HINT});"
+                " set fleet.host",
+            )
         config = replace(config, fleet=replace(config.fleet, host=config.node))
     if config.fleet is not None and config.fleet.is_central and not config.fleet.instance:
         fleet = replace(config.fleet, instance=default_instance(config.fleet.host))
@@ -509,7 +521,11 @@ FLEET_FIELDS = Section(
         ),
         Field("prefix", Name("topic prefix"), doc="topic prefix (default batond/fleet)"),
         Field("partitions", Integer(1, 4096), doc="partition count (default 64)"),
-        Field("host", Name("host name"), doc="this host's name in the fleet (default: node)"),
+        Field(
+            "host",
+            Name("host name", FLEET_HOST_PATTERN, _FLEET_HOST_HINT),
+            doc="this host's name in the fleet (default: node)",
+        ),
         Field("batch_interval", Duration(0.1), doc="agent: one batch per interval (default 10s)"),
         Field("key_file", _SecretFile(), doc="agent: HMAC key of remediation requests"),
         Field("database", _PG_DSN, doc="central: postgresql:// DSN (required there)"),
