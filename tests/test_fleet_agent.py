@@ -336,3 +336,28 @@ def test_the_documented_broker_acl_lets_each_party_do_its_part_and_no_more(
         finally:
             daemon.stop()
             central.close()
+
+
+def test_requests_the_agent_will_not_run_are_answered_with_their_reason(
+    agent: DaemonProcess, central: Subscriber, tmp_path: Path
+) -> None:
+    unknown = request("rm-rf-everything")
+    wrong_param = request(what="x", shell="$(reboot)")
+    late = request(what="late")
+    stale = Request(late.id, HOST, "fix", late.params, time.time() - 3600, late.nonce, "c-1")
+    for req in (unknown, wrong_param, stale):
+        central.publish(REQUESTS, seal(KEY, req.fields()))
+    answers = {req.id: outcome_of(central, req.id)[0] for req in (unknown, wrong_param, stale)}
+    assert {rid: (a["outcome"], a["reason"]) for rid, a in answers.items()} == {
+        unknown.id: ("refused", "unknown_playbook"),
+        wrong_param.id: ("refused", "bad_params"),
+        stale.id: ("refused", "stale"),
+    }
+    assert "takes no param 'shell'" in str(answers[wrong_param.id]["detail"])
+    # a request that passes every check still goes through the agent's own governor
+    assert agent.post("/api/v1/pause").status == 200
+    paused = request(what="while-paused")
+    central.publish(REQUESTS, seal(KEY, paused.fields()))
+    (answer,) = outcome_of(central, paused.id)
+    assert (answer["outcome"], answer["reason"]) == ("refused", "paused")
+    assert not (tmp_path / "agent" / "out.txt").exists()  # nothing of it ran
