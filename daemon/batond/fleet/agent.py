@@ -112,14 +112,9 @@ class Batcher:
         self._unlogged: dict[Dropped, int] = {}
         self._failing = False  # the last publish failed (logged once until it works again)
         self._stopped = False
-        self.published = 0
         for reason in Dropped:
             metrics.fleet_batch_dropped.labels(reason)
         metrics.fleet_batch_buffered.set_function(self.buffered)
-
-    @property
-    def state(self) -> str:
-        return f"publishing to {self.topic}"
 
     def buffered(self) -> int:
         """Inputs waiting: in the batch being filled and in unacknowledged batches."""
@@ -194,7 +189,6 @@ class Batcher:
             self._outbox.popleft()
             self._pending_items -= batch.items
             self._metrics.fleet_batches.inc()
-            self.published += 1
             sent += 1
         if self._failing and not self._outbox:
             self._failing = False
