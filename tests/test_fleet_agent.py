@@ -354,6 +354,12 @@ def test_requests_the_agent_will_not_run_are_answered_with_their_reason(
         stale.id: ("refused", "stale"),
     }
     assert "takes no param 'shell'" in str(answers[wrong_param.id]["detail"])
+    huge = {**request(what="x" * 70_000).fields(), "sig": "0" * 64}
+    central.publish(REQUESTS, orjson.dumps(huge))  # not even looked at: no id to answer
+    agent.wait_for(
+        lambda: "refused: malformed: 70" in agent.log(), what="the oversized request's log line"
+    )
+    assert agent.metric("batond_fleet_requests_refused_total", {"reason": "malformed"}) == 1
     # a request that passes every check still goes through the agent's own governor
     assert agent.post("/api/v1/pause").status == 200
     paused = request(what="while-paused")

@@ -44,6 +44,7 @@ from batond.metrics import Metrics
 from batond.remedy.runner import RunEnded
 
 __all__ = [
+    "MAX_REQUEST_BYTES",
     "WINDOW_S",
     "Judged",
     "OutcomeReports",
@@ -62,6 +63,9 @@ WINDOW_S = 60.0
 _MAX_DEPTH = 8
 #: Refusals logged per minute at most; the rest are counted and summed up in the next line.
 _LOG_PER_MINUTE = 30
+#: The largest request looked at: a request is a few hundred bytes, and a flood of
+#: megabyte forgeries must not cost a JSON parse and an HMAC each on the loop.
+MAX_REQUEST_BYTES = 64 << 10
 
 Publish = Callable[[str, bytes, int, bool], Awaitable[None]]
 Act = Callable[[list[Output], float, float | None], Awaitable[None]]
@@ -213,6 +217,10 @@ class RequestDesk:
 
     def take(self, topic: str, payload: bytes) -> None:
         """From the MQTT socket callback: handled on a task of its own."""
+        if len(payload) > MAX_REQUEST_BYTES:
+            detail = f"{len(payload)} bytes; a request is at most {MAX_REQUEST_BYTES}"
+            self._spawn(self.refuse(None, Refusal.MALFORMED, detail))
+            return
         self._spawn(self._handle(payload))
 
     async def _handle(self, payload: bytes) -> None:
