@@ -143,3 +143,40 @@ async def test_what_is_left_at_stop_is_counted(journal: Journal) -> None:
     other.take(sample(3))
     await other.stop(0.5)
     assert dropped(metrics, "stopping") == 1
+
+
+class FlakyBroker(Broker):
+    """Takes every publish but the ``fail``-th (a connection that drops mid-backlog)."""
+
+    def __init__(self, fail: int) -> None:
+        super().__init__()
+        self.calls = 0
+        self.fail = fail
+
+    async def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        self.calls += 1
+        call = self.calls
+        await asyncio.sleep(0)  # in flight together, as over a real connection
+        if call == self.fail:
+            raise ActionError("MQTT publish to 'f/3/web-01' failed: connection lost")
+        await super().publish(topic, payload, qos, retain)
+
+
+async def test_a_backlog_goes_out_in_windows_and_a_failure_keeps_only_what_failed(
+    journal: Journal,
+) -> None:
+    broker = FlakyBroker(fail=5)
+    batcher, metrics = make(journal, broker)
+    broker.up = False
+    for i in range(40):
+        batcher.take(sample(i))
+        await batcher.close_batch()
+    await batcher.send_pending()
+    broker.up = True
+    broker.calls = 0
+    sent = await batcher.send_pending()  # the 5th of the first window fails: 15 went
+    assert sent == 15 and batcher.buffered() == 25
+    assert await batcher.send_pending() == 25  # then the rest, the failed one first
+    assert sorted(broker.seqs()) == list(range(1, 41))  # each once
+    assert broker.seqs()[15] == 5
+    assert metrics.registry.get_sample_value("batond_fleet_batches_published_total") == 40

@@ -25,6 +25,7 @@ before the batch is published, so a restart never reuses one.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
@@ -48,6 +49,8 @@ MAX_BATCH_ITEMS = 2000
 #: Inputs waiting in unacknowledged batches at most (a broker outage of a few minutes
 #: for a host with a hundred series per interval).
 MAX_PENDING_ITEMS = 100_000
+#: Batches in flight at once when a backlog goes out (the MQTT connection allows 100).
+SEND_WINDOW = 16
 #: The journal's state document that keeps the last ``seq`` given out.
 SEQ_STATE = "fleet_agent"
 
@@ -69,7 +72,7 @@ class SeqStore(Protocol):
     async def save_state(self, name: str, state: Mapping[str, Any]) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # (compared by identity in the outbox)
 class _Pending:
     seq: int
     payload: bytes
@@ -175,21 +178,34 @@ class Batcher:
         await self._seqs.save_state(SEQ_STATE, {"seq": self.seq})
 
     async def send_pending(self) -> int:
-        """Publish the outbox in order until the broker fails to take one; how many went."""
+        """Publish the outbox in order, :data:`SEND_WINDOW` batches in flight at once (a
+        backlog after an outage does not wait one round trip per batch), until the broker
+        fails to take one; how many went."""
         sent = 0
         while self._outbox:
-            batch = self._outbox[0]
-            try:
-                await self._publish(self.topic, batch.payload, 1, False)
-            except BatondError as exc:
+            window = list(itertools.islice(self._outbox, SEND_WINDOW))
+            results = await asyncio.gather(
+                *(self._publish(self.topic, b.payload, 1, False) for b in window),
+                return_exceptions=True,
+            )
+            failed: tuple[_Pending, BatondError] | None = None
+            for batch, result in zip(window, results, strict=True):
+                if isinstance(result, BatondError):
+                    failed = failed or (batch, result)
+                elif isinstance(result, BaseException):
+                    raise result  # a bug, not the broker: it must not pass for an outage
+                else:
+                    self._outbox.remove(batch)  # (QoS 1: the broker has it)
+                    self._pending_items -= batch.items
+                    self._metrics.fleet_batches.inc()
+                    sent += 1
+            if failed is not None:
                 if not self._failing:  # once per outage, not once per interval
-                    log.warning("fleet batch %d not published, kept for later: %s", batch.seq, exc)
+                    log.warning(
+                        "fleet batch %d not published, kept for later: %s", failed[0].seq, failed[1]
+                    )
                 self._failing = True
                 break
-            self._outbox.popleft()
-            self._pending_items -= batch.items
-            self._metrics.fleet_batches.inc()
-            sent += 1
         if self._failing and not self._outbox:
             self._failing = False
             log.info("fleet agent %s: the broker took the batches kept meanwhile", self.host)
