@@ -135,6 +135,11 @@ CASES = {
         "4:9",
         "host name 'web/#': a host name is letters, digits and '-'",
     ),
+    "a prefix with a wildcard": (
+        "fleet:\n  role: agent\n  key_file: agent.key\n  prefix: fleet/+\nmqtt: {}\n",
+        "4:11",
+        "topic prefix 'fleet/+': topic levels joined by '/', without '+', '#'",
+    ),
     "a node name that is no host name": (
         "node: web_01\nfleet:\n  role: agent\n  key_file: agent.key\nmqtt: {}\n",
         "2:1",

@@ -171,6 +171,9 @@ MIN_FLEET_KEY_BYTES = 16
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 FLEET_HOST_PATTERN = rf"{_LABEL}(?:\.{_LABEL})*"
 _FLEET_HOST_HINT = "a host name is letters, digits and '-', in labels joined by '.'"
+#: Topics are published under it: MQTT allows no wildcard in a topic one publishes to.
+_FLEET_PREFIX_PATTERN = r"[^+#/\s]+(?:/[^+#/\s]+)*"
+_FLEET_PREFIX_HINT = "topic levels joined by '/', without '+', '#', spaces or empty levels"
 
 
 def default_instance(host: str) -> str:
@@ -519,7 +522,11 @@ FLEET_FIELDS = Section(
             True,
             "agent or central",
         ),
-        Field("prefix", Name("topic prefix"), doc="topic prefix (default batond/fleet)"),
+        Field(
+            "prefix",
+            Name("topic prefix", _FLEET_PREFIX_PATTERN, _FLEET_PREFIX_HINT),
+            doc="topic prefix (default batond/fleet)",
+        ),
         Field("partitions", Integer(1, 4096), doc="partition count (default 64)"),
         Field(
             "host",
