@@ -8,12 +8,16 @@ from __future__ import annotations
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 from batond.journal.backend import render_schema
 from batond.journal.db import MIGRATIONS, connect
 from batond.journal.facade import Journal
+from batond.remedy.plan import not_reached
 from batond.remedy.shown import ARGS_MAX, REDACTED, TRUNCATED, shown_args
+from daemon_proc import DaemonProcess, write_config
 from runner_support import Harness, decision, load_playbooks
+from support import free_port
 
 PY = sys.executable
 
@@ -121,3 +125,134 @@ async def test_a_version_3_journal_is_migrated_and_its_runs_read(tmp_path: Path)
     conn = sqlite3.connect(state / "journal.db")
     versions = [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY 1")]
     assert versions == list(range(1, len(MIGRATIONS) + 1))
+
+
+VIEW_RULES = """
+rules:
+  - name: worker-died
+    match: {event: worker.died}
+    group_by: [host]
+    run: fix
+playbooks:
+  - name: fix
+    escalate: page
+    steps:
+      - name: note
+        action: exec
+        with:
+          argv: [echo, "{{ labels.host }} died", --api-token, s3cret]
+          env: {SERVICE_TOKEN: s3cret, HOST: "{{ labels.host }}"}
+      - {name: restart, action: exec, with: {argv: ["false"]}}
+      - {name: check, action: exec, with: {argv: [echo, checked]}}
+    on_failure:
+      - {name: tell, action: exec, with: {argv: [echo, "fix failed"]}}
+  - name: page
+    steps:
+      - {name: call, action: exec, with: {argv: [echo, "paging for {{ previous.run_id }}"]}}
+"""
+
+
+def test_a_real_run_view_shows_args_not_reached_steps_and_escalations(tmp_path: Path) -> None:
+    port = free_port()
+    d = DaemonProcess(write_config(tmp_path, port, rules=VIEW_RULES), port)
+    try:
+        d.wait_ready()
+        assert d.post("/api/v1/events", {"event": "worker.died", "host": "web-7"}).status == 202
+        runs = d.wait_for(lambda: _ended(d, 2), what="the failed run and its escalation to end")
+        fix, page = sorted(runs, key=lambda r: r["id"])
+        fix, page = (
+            d.get(f"/api/v1/runs/{fix['id']}").json(),
+            d.get(f"/api/v1/runs/{page['id']}").json(),
+        )
+    finally:
+        d.stop()
+    assert (fix["playbook"], fix["outcome"]) == ("fix", "failed")
+    note = fix["steps"][0]
+    assert note["args"] == {
+        "argv": ["echo", "web-7 died", "--api-token", REDACTED],
+        "env": {"SERVICE_TOKEN": REDACTED, "HOST": "web-7"},
+    }
+    assert note["stdout"] == "web-7 died --api-token s3cret\n"  # the action got the real one
+    assert [s["path"] for s in fix["steps"]] == ["note", "restart", "on_failure/tell"]
+    assert fix["not_reached"] == ["check"]
+    assert (fix["escalates"], fix["escalated_to"]) == (None, page["id"])
+    assert (page["playbook"], page["escalation"], page["escalates"]) == ("page", True, fix["id"])
+    assert page["escalated_to"] is None and page["not_reached"] == []
+    assert page["steps"][0]["args"] == {"argv": ["echo", f"paging for {fix['id']}"]}
+
+
+def _ended(d: DaemonProcess, n: int) -> list[dict[str, Any]] | None:
+    runs = d.get("/api/v1/runs").json()["runs"]
+    done = [r for r in runs if r["state"] == "done"]
+    return done if len(done) >= n else None
+
+
+TREE = load_playbooks("""\
+playbooks:
+  - name: outer
+    steps:
+      - {name: first, action: exec, with: {argv: ["true"]}}
+      - name: both
+        action: parallel
+        with:
+          branches:
+            - [{name: a, action: exec, with: {argv: ["true"]}}]
+            - [{name: b, action: exec, with: {argv: ["true"]}},
+               {name: c, action: exec, with: {argv: ["true"]}}]
+      - {name: inner, action: playbook, with: {name: sub}}
+      - name: each
+        action: foreach
+        with:
+          items: [1, 2]
+          steps:
+            - {name: x, action: exec, with: {argv: ["true"]}}
+            - {name: y, action: exec, with: {argv: ["true"]}}
+      - {name: last, action: exec, with: {argv: ["true"]}, when: "false"}
+    on_failure:
+      - {name: undo, action: exec, with: {argv: ["true"]}}
+  - name: sub
+    steps:
+      - {name: s1, action: exec, with: {argv: ["true"]}}
+    on_failure:
+      - {name: s_undo, action: exec, with: {argv: ["true"]}}
+""")
+
+
+def paths(outcome: str, recorded: list[tuple[str, str]], resumption: bool = False) -> list[str]:
+    return not_reached(
+        TREE["outer"], TREE, outcome=outcome, recorded=recorded, resumption=resumption
+    )
+
+
+def test_not_reached_walks_parallel_nested_foreach_and_on_failure() -> None:
+    # nothing ran (cancelled while queued): every step, inside the static ones too
+    assert paths("cancelled", []) == [
+        "first", "both", "both/1/a", "both/2/b", "both/2/c", "inner", "inner/s1", "each", "last",
+    ]  # fmt: skip
+    # branch 2 failed at b; the run failed: c and everything after, and its compensation
+    ran = [("first", "ok"), ("both", "failed"), ("both/1/a", "ok"), ("both/2/b", "failed")]
+    assert paths("failed", ran) == [
+        "both/2/c",
+        "inner",
+        "inner/s1",
+        "each",
+        "last",
+        "on_failure/undo",
+    ]
+    # the nested playbook failed (its compensation due); item 1 of the foreach stopped at x
+    ran = [
+        ("first", "ok"), ("both", "ok"), ("both/1/a", "ok"), ("both/2/b", "ok"),
+        ("both/2/c", "ok"), ("inner", "failed"), ("inner/s1", "failed"), ("each", "failed"),
+        ("each/0/x", "ok"), ("each/0/y", "ok"), ("each/1/x", "failed"), ("last", "skipped"),
+        ("on_failure/undo", "ok"),
+    ]  # fmt: skip
+    assert paths("failed", ran) == ["inner/on_failure/s_undo", "each/1/y"]
+    # a step skipped by when: was reached, and nothing inside it is expected
+    skipped = [("first", "ok"), ("both", "skipped"), ("inner", "skipped"), ("each", "skipped")]
+    assert paths("succeeded", [*skipped, ("last", "skipped")]) == []
+
+
+def test_a_resumption_expects_nothing_before_its_first_step() -> None:
+    ran = [("each", "ok"), ("each/0/x", "ok"), ("each/0/y", "ok")]
+    assert paths("interrupted", ran, resumption=True) == ["last"]
+    assert paths("interrupted", ran)[:2] == ["first", "both"]
