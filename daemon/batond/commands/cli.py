@@ -98,6 +98,12 @@ def _local_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="RULE",
         help="show the limits that apply to RULE (its own, or the governor's) and its key",
     )
+    p.add_argument(
+        "--unit",
+        metavar="FILE",
+        help="warn about writes this systemd unit (and its drop-ins) makes read-only "
+        "(default: the installed batond.service, if any)",
+    )
 
     _replay_command(sub)
 

@@ -241,6 +241,9 @@ def load_config(path: str | Path | None, *, must_exist: bool = False) -> Config:
 
 def _config(f: Fields, path: Path) -> Config:
     config = Config(path=path, **f.values())
+    if config.fleet is not None and not config.fleet.is_central and "mqtt" not in f:
+        # batches go out and requests come in through the broker: there is no agent without
+        f.reader.error(f.key_node("fleet"), "fleet role agent needs an mqtt: section")
     if config.mqtt is not None and not config.mqtt.client_id:  # not set (see _mqtt)
         # one client id per node, fixed, so the broker keeps the session across reconnects
         mqtt = replace(config.mqtt, client_id=default_client_id(config.node))
