@@ -207,6 +207,7 @@ playbooks:
           steps:
             - {name: x, action: exec, with: {argv: ["true"]}}
             - {name: y, action: exec, with: {argv: ["true"]}}
+      - {name: picked, action: playbook, with: {name: "{{ params.which }}"}}
       - {name: last, action: exec, with: {argv: ["true"]}, when: "false"}
     on_failure:
       - {name: undo, action: exec, with: {argv: ["true"]}}
@@ -218,16 +219,22 @@ playbooks:
 """)
 
 
-def paths(outcome: str, recorded: list[tuple[str, str]], resumption: bool = False) -> list[str]:
+def paths(
+    outcome: str,
+    recorded: list[tuple[str, str]],
+    resumption: bool = False,
+    args: dict[str, dict[str, Any]] | None = None,
+) -> list[str]:
     return not_reached(
-        TREE["outer"], TREE, outcome=outcome, recorded=recorded, resumption=resumption
+        TREE["outer"], TREE, outcome=outcome, recorded=recorded, args=args, resumption=resumption
     )
 
 
 def test_not_reached_walks_parallel_nested_foreach_and_on_failure() -> None:
     # nothing ran (cancelled while queued): every step, inside the static ones too
     assert paths("cancelled", []) == [
-        "first", "both", "both/1/a", "both/2/b", "both/2/c", "inner", "inner/s1", "each", "last",
+        "first", "both", "both/1/a", "both/2/b", "both/2/c", "inner", "inner/s1", "each",
+        "picked", "last",
     ]  # fmt: skip
     # branch 2 failed at b; the run failed: c and everything after, and its compensation
     ran = [("first", "ok"), ("both", "failed"), ("both/1/a", "ok"), ("both/2/b", "failed")]
@@ -236,6 +243,7 @@ def test_not_reached_walks_parallel_nested_foreach_and_on_failure() -> None:
         "inner",
         "inner/s1",
         "each",
+        "picked",
         "last",
         "on_failure/undo",
     ]
@@ -243,16 +251,21 @@ def test_not_reached_walks_parallel_nested_foreach_and_on_failure() -> None:
     ran = [
         ("first", "ok"), ("both", "ok"), ("both/1/a", "ok"), ("both/2/b", "ok"),
         ("both/2/c", "ok"), ("inner", "failed"), ("inner/s1", "failed"), ("each", "failed"),
-        ("each/0/x", "ok"), ("each/0/y", "ok"), ("each/1/x", "failed"), ("last", "skipped"),
-        ("on_failure/undo", "ok"),
+        ("each/0/x", "ok"), ("each/0/y", "ok"), ("each/1/x", "failed"), ("picked", "failed"),
+        ("last", "skipped"), ("on_failure/undo", "ok"),
     ]  # fmt: skip
-    assert paths("failed", ran) == ["inner/on_failure/s_undo", "each/1/y"]
+    # the templated nested playbook: the one its stored args name (sub), not run at all
+    args = {"picked": {"name": "sub"}}
+    assert paths("failed", ran, args=args) == [
+        "inner/on_failure/s_undo", "each/1/y", "picked/s1", "picked/on_failure/s_undo",
+    ]  # fmt: skip
+    assert paths("failed", ran) == ["inner/on_failure/s_undo", "each/1/y"]  # name unknown
     # a step skipped by when: was reached, and nothing inside it is expected
     skipped = [("first", "ok"), ("both", "skipped"), ("inner", "skipped"), ("each", "skipped")]
-    assert paths("succeeded", [*skipped, ("last", "skipped")]) == []
+    assert paths("succeeded", [*skipped, ("picked", "ok"), ("last", "skipped")]) == []
 
 
 def test_a_resumption_expects_nothing_before_its_first_step() -> None:
     ran = [("each", "ok"), ("each/0/x", "ok"), ("each/0/y", "ok")]
-    assert paths("interrupted", ran, resumption=True) == ["last"]
+    assert paths("interrupted", ran, resumption=True) == ["picked", "last"]
     assert paths("interrupted", ran)[:2] == ["first", "both"]

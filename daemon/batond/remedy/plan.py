@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from batond.load.playbooks import Playbook, Step
 from batond.remedy.flow import MAX_NESTING
@@ -36,17 +37,19 @@ def not_reached(
     *,
     outcome: str | None,
     recorded: Iterable[tuple[str, str]],
+    args: Mapping[str, Mapping[str, Any]] | None = None,
     resumption: bool = False,
 ) -> list[str]:
     """The paths of ``playbook``'s steps that an ended run with ``outcome`` did not record.
 
     ``recorded``: the run's step records as (path, status), in order (a step's last
-    attempt wins).
+    attempt wins); ``args``: their stored rendered ``with:`` by path, which name the
+    playbook a templated ``playbook`` step ran.
     """
     status: dict[str, str] = {}
     for path, state in recorded:
         status[path] = state
-    walk = _Walk(playbooks, status)
+    walk = _Walk(playbooks, status, args or {})
     top: Sequence[Step] = playbook.steps
     if resumption:
         first = next((i for i, s in enumerate(top) if s.name in status), len(top))
@@ -61,6 +64,7 @@ def not_reached(
 class _Walk:
     playbooks: Mapping[str, Playbook]
     status: Mapping[str, str]
+    args: Mapping[str, Mapping[str, Any]]
     missing: list[str] = field(default_factory=list)
 
     def steps(self, steps: Sequence[Step], prefix: str, depth: int) -> None:
@@ -85,7 +89,9 @@ class _Walk:
 
     def nested(self, step: Step, path: str, state: str | None, depth: int) -> None:
         name = step.args.get("name")
-        target = self.playbooks.get(name) if isinstance(name, str) else None  # a template: ?
+        if not isinstance(name, str):  # a template: the name it rendered, if it ran
+            name = (self.args.get(path) or {}).get("name")
+        target = self.playbooks.get(name) if isinstance(name, str) else None
         if target is None or depth >= MAX_NESTING:
             return
         self.steps(target.steps, path + "/", depth + 1)

@@ -73,14 +73,14 @@ def _value(action: str, key: str, value: Any) -> Any:
 def _walk(value: Any) -> Any:
     if isinstance(value, str):
         return _text(value)
-    if isinstance(value, Mapping):
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict | Mapping):  # (dict first: the ABC check is slow)
         return {str(k): REDACTED if _is_secret(str(k)) else _walk(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return _items(list(value))
     if isinstance(value, Expression):
         return value.text
-    if value is None or isinstance(value, bool | int | float):
-        return value
     return str(value)
 
 
@@ -90,14 +90,19 @@ def _items(values: list[Any]) -> list[Any]:
     hide = False
     for v in values:
         out.append(REDACTED if hide else _walk(v))
-        hide = isinstance(v, str) and bool(_SECRET_FLAG.match(v))
+        hide = isinstance(v, str) and v[:1] == "-" and bool(_SECRET_FLAG.match(v))
     return out
 
 
 def _text(text: str) -> str:
-    text = redact_text(text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-    return _SECRET_PAIR.sub(lambda m: m.group(1) + REDACTED, text)
+    # each pattern only where it can match: on the loop, before the first action
+    if "://" in text:
+        text = redact_text(text)
+    if " " in text or "\t" in text:
+        text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    if "=" in text or ":" in text:
+        text = _SECRET_PAIR.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
 
 
 def _url(url: str, keep_path: bool) -> str:

@@ -160,6 +160,7 @@ class Operator:
             playbooks,
             outcome=run["outcome"],
             recorded=((s["path"], s["status"]) for s in run["steps"]),
+            args={s["path"]: s["args"] for s in run["steps"] if s.get("args")},
             resumption=run["resumes"] is not None and not run["escalation"],
         )
 
