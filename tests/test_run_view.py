@@ -160,6 +160,7 @@ def test_a_real_run_view_shows_args_not_reached_steps_and_escalations(tmp_path: 
         assert d.post("/api/v1/events", {"event": "worker.died", "host": "web-7"}).status == 202
         runs = d.wait_for(lambda: _ended(d, 2), what="the failed run and its escalation to end")
         fix, page = sorted(runs, key=lambda r: r["id"])
+        incident = d.get(f"/api/v1/incidents/{fix['incident_id']}").json()
         fix, page = (
             d.get(f"/api/v1/runs/{fix['id']}").json(),
             d.get(f"/api/v1/runs/{page['id']}").json(),
@@ -179,6 +180,10 @@ def test_a_real_run_view_shows_args_not_reached_steps_and_escalations(tmp_path: 
     assert (page["playbook"], page["escalation"], page["escalates"]) == ("page", True, fix["id"])
     assert page["escalated_to"] is None and page["not_reached"] == []
     assert page["steps"][0]["args"] == {"argv": ["echo", f"paging for {fix['id']}"]}
+    assert [(r["id"], r["escalates"]) for r in incident["runs"]] == [
+        (fix["id"], None),
+        (page["id"], fix["id"]),
+    ]
 
 
 def _ended(d: DaemonProcess, n: int) -> list[dict[str, Any]] | None:

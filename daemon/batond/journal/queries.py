@@ -83,10 +83,11 @@ def incident(conn: Conn, incident_id: int) -> dict[str, Any] | None:
         {
             "id": r[0], "playbook": r[1], "state": r[2], "outcome": r[3], "escalation": bool(r[4]),
             "decision_id": r[5], "created_at": r[6], "started_at": r[7], "ended_at": r[8],
+            "escalates": r[9],
         }
         for r in conn.execute(
             "SELECT id, playbook, state, outcome, escalation, decision_id, created_at,"
-            " started_at, ended_at FROM runs WHERE incident_id = ? ORDER BY id",
+            " started_at, ended_at, escalates FROM runs WHERE incident_id = ? ORDER BY id",
             (incident_id,),
         )
     ]  # fmt: skip

@@ -156,6 +156,7 @@ _INCIDENT_RUN = _obj(
     state=_enum(RunState),
     outcome=_nullable(_enum(Outcome)),
     escalation=BOOL,
+    escalates=_nullable({"type": "integer", "description": "the run this escalation escalates"}),
     decision_id=_nullable(INT),
     created_at=TIME,
     started_at=_nullable(TIME),
