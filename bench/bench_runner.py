@@ -75,7 +75,7 @@ class MemoryStore:
     async def run_state(self, run_id: int, state: str, at: float) -> None:
         return None
 
-    async def step_started(self, *args: Any) -> int:
+    async def step_started(self, *args: Any, **kw: Any) -> int:
         return next(self._ids)
 
     async def step_finished(self, step_id: int, **kw: Any) -> None:
