@@ -26,7 +26,7 @@ import pytest
 
 from batond.fleet.ownership import LOCK_CLASS
 from batond.fleet.partition import batch_topic, partition_of
-from daemon_proc import DaemonProcess, write_config
+from daemon_proc import BATOND, DaemonProcess, write_config
 from mqtt_broker import Mosquitto
 from support import free_port, pg_database, wait_until
 from test_openapi import Checker as ApiChecker
@@ -131,6 +131,10 @@ def fleet_view(proc: DaemonProcess, members: int) -> dict[str, Any] | None:
     return view if len(live) == members and not view["unowned"] else None
 
 
+def batond_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([BATOND, *args], capture_output=True, text=True, timeout=60)
+
+
 def decisions_of(proc: DaemonProcess) -> float:
     return proc.metric("batond_decisions_total", {"rule": "hot", "result": "run"}) or 0.0
 
@@ -153,6 +157,13 @@ def test_split_decide_and_fail_over_within_10s(
             p: n for n, s in split.items() for p in s
         }
         assert {h["partition"] for h in view["held"]} == split["c0"]
+        shown = batond_cli("fleet", "status", "--url", c0.url)
+        assert shown.returncode == 0, shown.stderr
+        assert "instance   c0 (connected)" in shown.stdout and "unowned: none" in shown.stdout
+        rows = {line.split()[0]: line.split() for line in shown.stdout.splitlines()[5:]}
+        assert {name: int(rows[name][5]) for name in ("c0", "c1", "c2")} == {
+            name: len(held) for name, held in split.items()
+        }  # MEMBER HOST STATE DATE TIME HOLDS PARTITIONS
 
         # a batch is decided by the owner of its partition, and by no one else
         partition = min(split["c1"])
