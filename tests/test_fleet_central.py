@@ -39,6 +39,11 @@ rules:
     match: {metric: cpu}
     when: value > 90
     run: noop
+  - name: warm
+    match: {metric: temp}
+    when: value > 90
+    for: 6s
+    run: noop
 playbooks:
   - name: noop
     steps:
@@ -113,8 +118,8 @@ def host_in(partition: int) -> str:
     return next(h for n in range(10_000) if partition_of(h := f"web-{n}", PARTITIONS) == partition)
 
 
-def publish_batch(broker: Mosquitto, host: str, value: float) -> None:
-    sample = {"metric": "cpu", "value": value, "ts": time.time()}
+def publish_batch(broker: Mosquitto, host: str, value: float, metric: str = "cpu") -> None:
+    sample = {"metric": metric, "value": value, "ts": time.time()}
     batch = {"v": 1, "host": host, "seq": 1, "sent": time.time(), "samples": [sample]}
     subprocess.run(
         ["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-i", f"agent-{host}",
@@ -135,8 +140,8 @@ def batond_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([BATOND, *args], capture_output=True, text=True, timeout=60)
 
 
-def decisions_of(proc: DaemonProcess) -> float:
-    return proc.metric("batond_decisions_total", {"rule": "hot", "result": "run"}) or 0.0
+def decisions_of(proc: DaemonProcess, rule: str = "hot") -> float:
+    return proc.metric("batond_decisions_total", {"rule": rule, "result": "run"}) or 0.0
 
 
 def test_split_decide_and_fail_over_within_10s(
@@ -274,3 +279,41 @@ def test_kill_and_restart_in_a_loop_never_two_owners(
         fleet.stop_all()
     assert checker.samples > 20
     assert checker.violations == []
+
+
+def checkpointed(database: str, partition: int, host: str) -> bool:
+    with psycopg.connect(database, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT state FROM fleet_checkpoints WHERE partition = %s", (partition,)
+        ).fetchone()
+    if row is None:
+        return False
+    pending = orjson.loads(bytes(row[0]))["rules"].get("warm", {}).get("pending", {})
+    return f"host={host}" in pending
+
+
+def test_a_pending_for_timer_fires_on_the_new_owner_at_its_time(
+    tmp_path: Path, broker: Mosquitto, database: str
+) -> None:
+    fleet = Fleet(tmp_path, broker, database, timing="  heartbeat: 500ms\n  lease: 2s\n")
+    try:
+        for name in ("c0", "c1"):
+            fleet.start(name)
+        for proc in fleet.procs.values():
+            proc.wait_ready()
+        split = wait_until(lambda: balanced(fleet, {"c0", "c1"}), 60, "a fair split")
+        partition = min(split["c0"])
+        host = host_in(partition)
+        published = time.time()
+        publish_batch(broker, host, 95.0, metric="temp")  # for: 6s starts now, on c0
+        wait_until(lambda: checkpointed(database, partition, host), 5, "the pending timer saved")
+        fleet.procs["c0"].kill()
+        survivor = fleet.procs["c1"]
+        survivor.wait_for(lambda: decisions_of(survivor, "warm") == 1.0, 30, "the decision",
+                          every=0.05)  # fmt: skip
+        fired = time.time() - published
+        print(f"for: 6s timer fired on the new owner {fired:.2f} s after the sample")
+        assert 6.0 - 0.5 <= fired <= 6.0 + 3.0  # at its time, not restarted from zero
+        assert f"partition {partition} resumed from its checkpoint" in survivor.log()
+    finally:
+        fleet.stop_all()

@@ -30,15 +30,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
+import orjson
 import psycopg
 
+from batond.engine.keys import split_key
+from batond.engine.partial import drop_keys, merge_keys, take_keys
 from batond.engine.types import Decision
 from batond.errors import InputError
-from batond.fleet import membership
+from batond.fleet import checkpoint, membership
 from batond.fleet.assignment import plan
 from batond.fleet.membership import Member
 from batond.fleet.ownership import Ownership, connect
@@ -61,6 +64,21 @@ FLEET_PARTITION = 0
 _RETRY_MIN_S, _RETRY_MAX_S = 0.5, 10.0
 
 
+class RuleStates(Protocol):
+    """The engine, as far as checkpoints go (batond.engine.engine.Engine)."""
+
+    def export_state(self) -> dict[str, Any]: ...
+
+    def import_rule_states(self, state: Mapping[str, Any], only: Collection[str] = ()) -> None: ...
+
+
+def key_partition(key: str, partitions: int, labels: Mapping[str, str] | None = None) -> int:
+    """The partition an incident key belongs to: its ``host``'s (then the labels'), else
+    :data:`FLEET_PARTITION`. Fencing and checkpoints both go by it."""
+    host = split_key(key).get("host") or (labels or {}).get("host")
+    return partition_of(host, partitions) if host else FLEET_PARTITION
+
+
 def partition_client_id(prefix: str, partition: int) -> str:
     """The MQTT client id of a partition's session: the same on every instance."""
     return f"batond-{prefix.replace('/', '-')}-{partition}"
@@ -70,9 +88,17 @@ class Central:
     """The central role of one instance (a source of the daemon: ``run``, ``state``)."""
 
     def __init__(
-        self, cfg: FleetConfig, mqtt: MqttConfig, bus: Bus, metrics: Metrics, database: str
+        self,
+        cfg: FleetConfig,
+        mqtt: MqttConfig,
+        bus: Bus,
+        metrics: Metrics,
+        database: str,
+        engine: RuleStates | None = None,
     ) -> None:
         self.cfg = cfg
+        self._engine = engine
+        self._saved: dict[int, bytes] = {}  # partition -> its last checkpoint written
         self._mqtt = mqtt
         self._bus = bus
         self._metrics = metrics
@@ -111,8 +137,7 @@ class Central:
 
     # -- fencing (the pipeline asks before a run starts) --------------------------------
     def partition_of(self, decision: Decision) -> int:
-        host = decision.labels.get("host")
-        return FLEET_PARTITION if not host else partition_of(host, self.cfg.partitions)
+        return key_partition(decision.key, self.cfg.partitions, decision.labels)
 
     async def refuses(self, decision: Decision) -> str | None:
         """Why this instance may not act on ``decision`` (None: it may): it must hold
@@ -155,6 +180,10 @@ class Central:
         try:
             await membership.ensure_schema(conn)
             self._own = Ownership(conn, self.cfg.instance)
+            # what the engine holds for any partition is not ours until claimed again
+            # (a restart's saved state, a session lost meanwhile): checkpoints bring it
+            self._forget(lambda key: True)
+            self._saved.clear()
             log.info("fleet: instance %s joined (%s)", self.cfg.instance, self._where)
             while True:
                 await self._round()
@@ -185,7 +214,10 @@ class Central:
         if todo.release:
             for p in todo.release:
                 await self._stop_feed(p)
+                await self._checkpoint(own, p, self._engine_state())  # the freshest, last
+                self._forget(self._of(p))
                 own.held.pop(p, None)
+                self._saved.pop(p, None)
             await self._beat()  # the row says it no longer holds them before they unlock
             for p in todo.release:
                 await own.release(p)
@@ -194,6 +226,9 @@ class Central:
         if claimed:
             await self._beat()
             log.info("fleet: claimed partitions %s", claimed)
+        state = self._engine_state()
+        for p in sorted(own.held):
+            await self._checkpoint(own, p, state)
 
     async def _claim(self, own: Ownership, candidates: tuple[int, ...], want: int) -> list[int]:
         claimed: list[int] = []
@@ -202,8 +237,56 @@ class Central:
                 break
             if await own.try_claim(p) is not None:
                 claimed.append(p)
+                await self._resume(own, p)
                 self._start_feed(p)
         return claimed
+
+    # -- checkpoints of the partitions' rule state (fleet.checkpoint) ---------------------
+    def _of(self, partition: int) -> Callable[[str], bool]:
+        parts = self.cfg.partitions
+        return lambda key: key_partition(key, parts) == partition
+
+    def _engine_state(self) -> dict[str, Any] | None:
+        return self._engine.export_state() if self._engine is not None else None
+
+    async def _checkpoint(self, own: Ownership, partition: int, state: Any) -> None:
+        """Write the partition's part of ``state`` when it changed since the last write."""
+        epoch = own.held.get(partition)
+        if state is None or epoch is None:
+            return
+        part = take_keys(state, self._of(partition))
+        blob = orjson.dumps(part, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS)
+        if self._saved.get(partition) == blob:
+            return
+        if await checkpoint.save(own.conn, partition, epoch, part):
+            self._saved[partition] = blob
+        else:  # fenced: the partition has a newer epoch than ours
+            log.warning("fleet: checkpoint of partition %d refused (epoch %d is stale)",
+                        partition, epoch)  # fmt: skip
+
+    async def _resume(self, own: Ownership, partition: int) -> None:
+        """Merge the partition's last checkpoint into the engine (before its first batch)."""
+        if self._engine is None:
+            return
+        part = await checkpoint.load(own.conn, partition)
+        if not part or not part.get("rules"):
+            return
+        merged = merge_keys(self._engine.export_state(), part)
+        self._engine.import_rule_states(merged, only=tuple(part["rules"]))
+        keys = sum(
+            len(r.get("open", {})) + len(r.get("pending", {})) for r in part["rules"].values()
+        )
+        log.info("fleet: partition %d resumed from its checkpoint (%d open or pending keys)",
+                 partition, keys)  # fmt: skip
+
+    def _forget(self, select: Callable[[str], bool]) -> None:
+        """Drop the engine's state of the keys ``select`` takes (no longer ours)."""
+        if self._engine is None:
+            return
+        state = self._engine.export_state()
+        names = tuple(take_keys(state, select)["rules"])
+        if names:
+            self._engine.import_rule_states(drop_keys(state, select), only=names)
 
     # -- a partition's MQTT session -------------------------------------------------------
     def _start_feed(self, partition: int) -> None:

@@ -33,6 +33,9 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS fleet_partitions ("
     " partition INTEGER PRIMARY KEY, epoch BIGINT NOT NULL, owner TEXT NOT NULL,"
     " since DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS fleet_checkpoints ("
+    " partition INTEGER PRIMARY KEY, epoch BIGINT NOT NULL, state BYTEA NOT NULL,"
+    " saved_at DOUBLE PRECISION NOT NULL)",
 )
 _NOW = "extract(epoch from clock_timestamp())"
 

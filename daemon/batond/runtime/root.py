@@ -128,7 +128,7 @@ async def _wire(
     metrics.rules_loaded.set(definitions.rules.rule_count)
     bus = Bus(metrics)
     intake = _sources(config, bus, metrics, journal)
-    central = _central(config, bus, metrics)
+    central = _central(config, bus, metrics, engine)
     if central is not None:
         intake.sources["fleet"] = central
     runner = Runner(
@@ -321,7 +321,7 @@ def _tap(recorder: Recorder | None, agent: _Agent | None) -> Callable[[Input], N
     return both
 
 
-def _central(config: Config, bus: Bus, metrics: Metrics) -> Central | None:
+def _central(config: Config, bus: Bus, metrics: Metrics, engine: Engine) -> Central | None:
     """A central instance's part of the fleet: ownership, partition sessions, fencing."""
     fleet = config.fleet
     if fleet is None or not fleet.is_central:
@@ -329,7 +329,7 @@ def _central(config: Config, bus: Bus, metrics: Metrics) -> Central | None:
     assert config.mqtt is not None and fleet.database is not None  # (load.config checks)
     from batond.fleet.central import Central  # psycopg only for a central instance
 
-    return Central(fleet, config.mqtt, bus, metrics, fleet.database)
+    return Central(fleet, config.mqtt, bus, metrics, fleet.database, engine)
 
 
 async def _reconcile(journal: Journal, engine: Engine) -> None:
