@@ -317,3 +317,41 @@ def test_a_pending_for_timer_fires_on_the_new_owner_at_its_time(
         assert f"partition {partition} resumed from its checkpoint" in survivor.log()
     finally:
         fleet.stop_all()
+
+
+def test_an_agents_batches_are_decided_by_the_owner_of_its_partition(
+    tmp_path: Path, broker: Mosquitto, database: str
+) -> None:
+    """The two roles together: a real agent publishes its inputs in batches; the central
+    instance that owns its partition decides them."""
+    fleet = Fleet(tmp_path, broker, database, timing="  heartbeat: 500ms\n  lease: 2s\n")
+    agent_dir = tmp_path / "agent"
+    agent_dir.mkdir()
+    (agent_dir / "agent.key").write_bytes(b"0123456789abcdef-agent-key\n")
+    host = host_in(5)
+    extra = (
+        f"mqtt:\n  url: {broker.url}\n"
+        f"fleet:\n  role: agent\n  host: {host}\n  prefix: {PREFIX}\n"
+        f"  partitions: {PARTITIONS}\n  batch_interval: 300ms\n  key_file: agent.key\n"
+    )
+    agent_port = free_port()
+    agent = DaemonProcess(write_config(agent_dir, agent_port, extra=extra), agent_port)
+    try:
+        for name in ("c0", "c1"):
+            fleet.start(name)
+        for proc in fleet.procs.values():
+            proc.wait_ready()
+        split = wait_until(lambda: balanced(fleet, {"c0", "c1"}), 60, "a fair split")
+        owner = next(n for n, s in split.items() if 5 in s)
+        other = next(n for n in split if n != owner)
+        agent.wait_ready()
+        posted = agent.post("/api/v1/events", {"metric": "cpu", "value": 99, "host": host})
+        assert posted.status == 202, posted.text
+        proc = fleet.procs[owner]
+        proc.wait_for(lambda: decisions_of(proc) == 1.0, 30, "the owner's decision")
+        received = proc.metric("batond_events_received_total", {"source": "fleet"})
+        assert received is not None and received >= 1.0  # the agent's host metrics too
+        assert decisions_of(fleet.procs[other]) == 0.0
+    finally:
+        agent.stop()
+        fleet.stop_all()
