@@ -162,6 +162,8 @@ def test_split_decide_and_fail_over_within_10s(
             p: n for n, s in split.items() for p in s
         }
         assert {h["partition"] for h in view["held"]} == split["c0"]
+        assert c0.metric("batond_fleet_partitions_owned") == len(split["c0"])
+        c0.wait_for(lambda: c0.metric("batond_fleet_members_live") == 3.0, 30, "3 live members")
         shown = batond_cli("fleet", "status", "--url", c0.url)
         assert shown.returncode == 0, shown.stderr
         assert "instance   c0 (connected)" in shown.stdout and "unowned: none" in shown.stdout
@@ -188,6 +190,8 @@ def test_split_decide_and_fail_over_within_10s(
         assert failover < 10.0
         new_owner = next(n for n, s in fleet.held().items() if orphan in s)
         proc = fleet.procs[new_owner]
+        claims = proc.metric("batond_fleet_ownership_changes_total", {"change": "claimed"})
+        assert claims is not None and claims > len(split[new_owner])  # its own, then c1's
         # the batch waited in the partition's session and reached the new owner
         proc.wait_for(lambda: decisions_of(proc) >= 1.0, 30, "the new owner's decision")
     finally:

@@ -201,6 +201,8 @@ class Central:
             self.cfg.lease,
         )  # fmt: skip
         self.members, self.seen_at = tuple(seen), time.time()
+        self._metrics.fleet_members_live.set(sum(1 for m in seen if m.live))
+        self._metrics.fleet_partitions_owned.set(len(self._own.held))
         return seen
 
     async def _round(self) -> None:
@@ -222,10 +224,12 @@ class Central:
             for p in todo.release:
                 await own.release(p)
             log.info("fleet: released partitions %s (rebalancing)", list(todo.release))
+            self._metrics.fleet_ownership.labels("released").inc(len(todo.release))
         claimed = await self._claim(own, todo.claim, todo.want)
         if claimed:
             await self._beat()
             log.info("fleet: claimed partitions %s", claimed)
+            self._metrics.fleet_ownership.labels("claimed").inc(len(claimed))
         state = self._engine_state()
         for p in sorted(own.held):
             await self._checkpoint(own, p, state)
@@ -319,6 +323,9 @@ class Central:
         for p in held:
             await self._stop_feed(p)
         self.members = ()
+        self._metrics.fleet_partitions_owned.set(0)
+        if held and why != "stopping":
+            self._metrics.fleet_ownership.labels("dropped").inc(len(held))
         if held:
             (log.info if why == "stopping" else log.warning)(
                 "fleet: dropped partitions %s (%s)", held, why
