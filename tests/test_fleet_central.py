@@ -44,7 +44,15 @@ rules:
     when: value > 90
     for: 6s
     run: noop
+  - name: heavy
+    match: {metric: load}
+    when: value > 90
+    run: slow
 playbooks:
+  - name: slow
+    escalate: noop
+    steps:
+      - {name: hold, action: wait, with: {duration: 120s}}
   - name: noop
     steps:
       - {name: pause, action: wait, with: {duration: 0s}}
@@ -358,4 +366,42 @@ def test_an_agents_batches_are_decided_by_the_owner_of_its_partition(
         assert decisions_of(fleet.procs[other]) == 0.0
     finally:
         agent.stop()
+        fleet.stop_all()
+
+
+def runs_of(database: str, rule: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(database, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT id, state, outcome, instance, escalation, escalates FROM runs"
+            " WHERE rule = %s ORDER BY id",
+            (rule,),
+        ).fetchall()
+
+
+def test_a_killed_instances_unfinished_run_is_interrupted_by_the_new_owner(
+    tmp_path: Path, broker: Mosquitto, database: str
+) -> None:
+    fleet = Fleet(tmp_path, broker, database, timing="  heartbeat: 500ms\n  lease: 2s\n")
+    try:
+        for name in ("c0", "c1"):
+            fleet.start(name)
+        for proc in fleet.procs.values():
+            proc.wait_ready()
+        split = wait_until(lambda: balanced(fleet, {"c0", "c1"}), 60, "a fair split")
+        publish_batch(broker, host_in(min(split["c0"])), 99.0, metric="load")
+        running = wait_until(lambda: runs_of(database, "heavy"), 30, "c0's run")
+        assert running[0][1:4] == ("running", None, "c0")
+        fleet.procs["c0"].kill()  # in the middle of its 120 s step
+        survivor = fleet.procs["c1"]
+
+        def escalated() -> list[tuple[Any, ...]] | None:
+            rows = runs_of(database, "heavy")
+            return rows if len(rows) == 2 and rows[1][2] is not None else None
+
+        rows = survivor.wait_for(escalated, 30, "the run interrupted and escalated by c1")
+        assert rows[0][1:4] == ("done", "interrupted", "c0")
+        # the escalation (on_interrupt: escalate) ran on the new owner, naming the run
+        assert rows[1][3:] == ("c1", 1, rows[0][0])
+        assert f"run {rows[0][0]} of heavy on partition" in survivor.log()
+    finally:
         fleet.stop_all()

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -99,6 +99,7 @@ class Central:
         self.cfg = cfg
         self._engine = engine
         self._saved: dict[int, bytes] = {}  # partition -> its last checkpoint written
+        self._on_claim: Callable[[int, frozenset[str]], Awaitable[None]] | None = None
         self._mqtt = mqtt
         self._bus = bus
         self._metrics = metrics
@@ -110,6 +111,12 @@ class Central:
         self.seen_at = 0.0  # when the members were last read (epoch seconds)
         self._state = "connecting"
         self._feed_metrics = Metrics()  # the partition sessions' connection counters
+
+    def on_claim(self, hook: Callable[[int, frozenset[str]], Awaitable[None]]) -> None:
+        """``hook(partition, gone)`` runs when a partition is claimed, before its first
+        batch: the daemon recovers the runs that the instances ``gone`` left unfinished
+        there. Set by the composition root before :meth:`run`."""
+        self._on_claim = hook
 
     # -- what the daemon and the API see -----------------------------------------------
     @property
@@ -242,8 +249,18 @@ class Central:
             if await own.try_claim(p) is not None:
                 claimed.append(p)
                 await self._resume(own, p)
+                await self._claimed(p)
                 self._start_feed(p)
         return claimed
+
+    async def _claimed(self, partition: int) -> None:
+        if self._on_claim is None:
+            return
+        gone = frozenset(m.instance for m in self.members if not m.live)
+        try:
+            await self._on_claim(partition, gone)
+        except Exception:  # the partition is ours all the same: its input must flow
+            log.exception("fleet: recovering the runs of partition %d failed", partition)
 
     # -- checkpoints of the partitions' rule state (fleet.checkpoint) ---------------------
     def _of(self, partition: int) -> Callable[[str], bool]:

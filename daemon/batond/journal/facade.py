@@ -81,6 +81,8 @@ class Journal:
         #: The kv name of the engine's rule state. Instances that share one journal
         #: (central instances of a fleet) each keep their own: see :meth:`open`.
         self.rule_state_name = _RULE_STATE
+        #: The central instance whose runs these are (runs.instance); None on one host.
+        self.instance: str | None = None
         # named state documents waiting to be written; a newer save replaces the blob
         self._state_lock = threading.Lock()
         self._state_pending: dict[str, bytes] = {}
@@ -125,6 +127,7 @@ class Journal:
             raise
         if instance is not None:
             journal.rule_state_name = f"{_RULE_STATE}@{instance}"
+            journal.instance = instance
         return journal
 
     @property
@@ -296,14 +299,15 @@ class Journal:
             resumes,
             int(escalation),
             escalates,
+            self.instance,
         )
 
         def job(conn: Conn) -> int:
             return _new_id(
                 conn,
                 "INSERT INTO runs (rule, playbook, key, params, labels, state, created_at,"
-                " started_at, decision_id, incident_id, resumes, escalation, escalates)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " started_at, decision_id, incident_id, resumes, escalation, escalates,"
+                " instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
 
@@ -407,9 +411,14 @@ class Journal:
         """One run with its step timeline and approvals."""
         return await self._read(lambda conn: q.run(conn, run_id))
 
-    async def recover_interrupted(self, now: float) -> list[InterruptedRun]:
-        """Mark every unfinished run and step ``interrupted``, durably; call before ready."""
-        return await self._write(lambda conn: q.recover(conn, now))
+    async def recover_interrupted(
+        self, now: float, of: Callable[[str | None, float, str], bool] | None = None
+    ) -> list[InterruptedRun]:
+        """Mark every unfinished run and step ``interrupted``, durably; call before ready.
+
+        ``of(instance, created_at, key)``: only those runs (a fleet's central instance
+        recovers the runs of instances gone, for the partitions it claims)."""
+        return await self._write(lambda conn: q.recover(conn, now, of))
 
     # -- silences, pause, saved state -----------------------------------------
     async def add_silence(

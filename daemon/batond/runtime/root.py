@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +154,8 @@ async def _wire(
         spawn=after_run.spawn, on_error=_evaluation_failed, reporter=reporter, fence=central,
     )  # fmt: skip
     runner.listen(pipeline)  # outcomes feed back through the pipeline
+    if central is not None:
+        central.on_claim(_run_recovery(config, journal, runner, engine))
     if agent is not None:
         _take_requests(agent, config, engine, pipeline, journal, after_run, metrics)
     operator = Operator(
@@ -319,6 +321,32 @@ def _tap(recorder: Recorder | None, agent: _Agent | None) -> Callable[[Input], N
         take(item)
 
     return both
+
+
+def _run_recovery(
+    config: Config, journal: Journal, runner: Runner, engine: Engine
+) -> Callable[[int, frozenset[str]], Awaitable[None]]:
+    """What a central instance does with a partition it claims: the runs there that an
+    instance gone (or this one's last life) left unfinished become ``interrupted`` and
+    are resumed or escalated here, per ``on_interrupt:``."""
+    from batond.fleet.central import key_partition
+
+    assert config.fleet is not None
+    me, partitions, started = config.fleet.instance, config.fleet.partitions, time.time()
+
+    async def recover(partition: int, gone: frozenset[str]) -> None:
+        def of(instance: str | None, created_at: float, key: str) -> bool:
+            left = instance in gone or (instance == me and created_at < started)
+            return left and key_partition(key, partitions) == partition
+
+        for record in await journal.recover_interrupted(time.time(), of):
+            log.warning(
+                "fleet: run %d of %s on partition %d was left unfinished; interrupted",
+                record.run_id, record.rule, partition,
+            )  # fmt: skip
+            await runner.resume(record, verify_by_run=engine.resolves_by_run(record.rule))
+
+    return recover
 
 
 def _central(config: Config, bus: Bus, metrics: Metrics, engine: Engine) -> Central | None:
