@@ -35,11 +35,47 @@ rules:
     group_by: [host]
     severity: warning
     run: gated-deploy
+  - name: long-job
+    description: A job long enough to be cancelled while it runs
+    match: {event: job.long}
+    group_by: [host]
+    run: slow-job
+  - name: flaky-fix
+    description: A fix that always fails; one run per host an hour, then the circuit opens
+    match: {event: service.flaky}
+    group_by: [host]
+    limits: {per_target: {count: 1, per: 1h}}
+    run: failing-fix
+  - name: report-requested
+    match: {event: report.requested}
+    run: report
+  - name: disk-almost-full
+    match: {metric: disk_used_percent, role: chart}
+    when: value > 90
+    group_by: [host]
+    run: report
 playbooks:
   - name: gated-deploy
     steps:
       - {name: ask, action: approval, with: {text: "deploy?"}, timeout: 5m}
       - {name: deploy, action: exec, with: {argv: [echo, deployed]}, timeout: 10s}
+  - name: slow-job
+    steps:
+      - {name: work, action: exec, with: {argv: [sleep, "300"]}, timeout: 10m}
+  - name: failing-fix
+    steps:
+      - {name: fix, action: exec, with: {argv: ["false"]}, timeout: 10s}
+  - name: report
+    params: {n: 1}
+    steps:
+      - {name: write, action: exec, with: {argv: [echo, "report {{ params.n }}"]}, timeout: 10s}
+"""
+# scores the chart test's series (role=chart), not the host's own samples
+MODELS = """
+models:
+  - name: chart
+    match: {metric: [disk_used_percent, backup_size_bytes], role: chart}
+    warmup: 10
 """
 
 
@@ -47,6 +83,8 @@ playbooks:
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     folder = tmp_path_factory.mktemp("web")
     port = free_port()
+    (folder / "models").mkdir()
+    (folder / "models" / "chart.yaml").write_text(MODELS.lstrip())
     d = DaemonProcess(write_config(folder, port, rules=RULES, token=TOKEN), port)
     try:
         d.wait_ready()
@@ -176,3 +214,130 @@ def test_pause_and_resume_from_the_header(daemon: DaemonProcess, page: Page) -> 
     page.click("#h-acts button[data-act=resume]")
     expect(page.locator("#h-mode")).not_to_contain_text("paused", timeout=WAIT_MS)
     assert daemon.get("/api/v1/status").json()["paused"] is False
+
+
+def runs_for(daemon: DaemonProcess, key: str) -> list[dict[str, Any]]:
+    """The runs for ``key``, oldest first."""
+    runs = daemon.get("/api/v1/runs").json()["runs"]
+    return sorted((dict(r) for r in runs if r["key"] == key), key=lambda r: int(r["id"]))
+
+
+def a_run(daemon: DaemonProcess, key: str, state: str, nth: int = 1) -> dict[str, Any]:
+    """The ``nth`` run for ``key`` once it is in ``state``."""
+
+    def find() -> dict[str, Any] | None:
+        runs = runs_for(daemon, key)
+        return runs[nth - 1] if len(runs) >= nth and runs[nth - 1]["state"] == state else None
+
+    found: dict[str, Any] = daemon.wait_for(find, what=f"run {nth} for {key} {state}")
+    return found
+
+
+def open_run_view(page: Page, run_id: int) -> Any:
+    page.locator(f"[data-run-row='{run_id}'] a", has_text=f"#{run_id}").click()
+    view = page.locator("#view")
+    expect(view).to_have_attribute("data-view", f"run/{run_id}", timeout=WAIT_MS)
+    return view
+
+
+def test_deny_a_waiting_run(daemon: DaemonProcess, page: Page) -> None:
+    daemon.post("/api/v1/events", {"event": "deploy.requested", "host": "web-11"}, token=TOKEN)
+    run = waiting_run(daemon, "web-11")
+    page.goto(daemon.url + "/")
+    enter_token(page)
+    view = open_run_view(page, run["id"])
+    expect(view.locator("[data-step=ask]")).to_contain_text("waiting_approval")
+    view.locator("button[data-act=deny]").click()
+
+    expect(page.locator("#toast")).to_contain_text(f"run #{run['id']} denied")
+    expect(view.locator(".kv")).to_contain_text("denied", timeout=WAIT_MS)
+    expect(view).to_contain_text("deny by")  # the approval record, in words
+    expect(view.locator("button[data-act=approve]")).to_be_disabled()
+    done = daemon.get(f"/api/v1/runs/{run['id']}").json()
+    assert (done["state"], done["outcome"]) == ("done", "denied")
+    assert [a["verdict"] for a in done["approvals"]] == ["deny"]
+    assert "deploy" not in [s["name"] for s in done["steps"]]  # the gated step never ran
+
+
+def test_cancel_a_running_run(daemon: DaemonProcess, page: Page) -> None:
+    daemon.post("/api/v1/events", {"event": "job.long", "host": "batch-1"}, token=TOKEN)
+    run = a_run(daemon, "host=batch-1", "running")
+    page.goto(daemon.url + "/")
+    enter_token(page)
+    row = page.locator(f"[data-run-row='{run['id']}']")
+    expect(row).to_contain_text("running", timeout=WAIT_MS)
+    expect(row).to_contain_text("host=batch-1")
+    row.locator("button[data-act=cancel]").click()
+
+    expect(page.locator("#toast")).to_contain_text(f"run #{run['id']} cancelled")
+    expect(row.locator(".badge").first).to_have_text("cancelled", timeout=WAIT_MS)
+    done = daemon.wait_for(
+        lambda: (r := daemon.get(f"/api/v1/runs/{run['id']}").json())["state"] == "done" and r,
+        what="the cancelled run to end",
+    )
+    assert done["outcome"] == "cancelled"
+    assert [s["status"] for s in done["steps"]] != ["ok"]  # the sleep did not run to its end
+
+
+def incident_of(daemon: DaemonProcess, run: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = daemon.get(f"/api/v1/incidents/{run['incident_id']}").json()
+    return found
+
+
+def open_circuit_keys(daemon: DaemonProcess) -> list[str]:
+    return [c["key"] for c in daemon.get("/api/v1/status").json()["open_circuits"]]
+
+
+def test_reset_an_open_circuit(daemon: DaemonProcess, page: Page) -> None:
+    key = "host=db-3"
+    flaky = {"event": "service.flaky", "host": "db-3"}
+    daemon.post("/api/v1/events", flaky, token=TOKEN)
+    first = a_run(daemon, key, "done")
+    assert first["outcome"] == "failed"
+    # the next input would be the second run in the hour: the circuit opens instead
+    daemon.post("/api/v1/events", flaky, token=TOKEN)
+    daemon.wait_for(lambda: key in open_circuit_keys(daemon), what="the circuit of db-3 to open")
+
+    page.goto(daemon.url + "/")
+    enter_token(page)
+    circuit = page.locator("#circuit-list .circuit", has_text=key)
+    expect(circuit).to_be_visible(timeout=WAIT_MS)
+    incident = page.locator(f"#incidents tr[data-incident='{first['incident_id']}']")
+    expect(incident).to_contain_text("no run: circuit_open")  # the incident says why
+    circuit.locator("button[data-act=reset-circuit]").click()
+
+    expect(page.locator("#toast")).to_contain_text(f"circuit of {key} reset")
+    expect(circuit).to_have_count(0, timeout=WAIT_MS)
+    expect(page.locator("#circuits")).to_be_hidden()
+    assert key not in open_circuit_keys(daemon)
+    # with the circuit closed the fix runs again on the next input
+    daemon.post("/api/v1/events", flaky, token=TOKEN)
+    again = a_run(daemon, key, "done", nth=2)
+    expect(page.locator(f"[data-run-row='{again['id']}']")).to_contain_text(key, timeout=WAIT_MS)
+
+    # the incident view shows each decision, the suppressed one with its reason
+    page.goto(f"{daemon.url}/#incident/{first['incident_id']}")
+    decisions = page.locator("#view [data-decision]")
+    expect(decisions).to_have_count(2, timeout=WAIT_MS)
+    expect(decisions.nth(0)).to_contain_text("a run was started")
+    expect(decisions.nth(1).locator(".badge")).to_have_text("circuit_open")
+    expect(decisions.nth(1)).to_contain_text("circuit of flaky-fix host=db-3 open")
+    expect(decisions.nth(1)).to_contain_text("decided again")  # its cause
+
+
+def test_close_an_incident(daemon: DaemonProcess, page: Page) -> None:
+    daemon.post("/api/v1/events", {"event": "service.flaky", "host": "db-7"}, token=TOKEN)
+    run = a_run(daemon, "host=db-7", "done")
+    assert incident_of(daemon, run)["state"] == "open"  # a failed fix holds it open
+    page.goto(daemon.url + "/")
+    enter_token(page)
+    row = page.locator(f"#incidents tr[data-incident='{run['incident_id']}']")
+    expect(row).to_contain_text("open", timeout=WAIT_MS)
+    row.locator("button[data-act=resolve]").click()
+
+    expect(page.locator("#toast")).to_contain_text(f"incident #{run['incident_id']} closed")
+    expect(row.locator(".badge", has_text="resolved")).to_be_visible(timeout=WAIT_MS)
+    expect(row.locator("button[data-act=resolve]")).to_be_disabled()
+    expect(row.locator("button[data-act=resolve]")).to_have_attribute("title", "already resolved")
+    closed = incident_of(daemon, run)
+    assert (closed["state"], closed["resolved_by"]) == ("resolved", "operator")

@@ -260,9 +260,10 @@ function incidentLevers(i) {
   if (why) acts.firstChild.title = acts.firstChild.dataset.why = why;
   return acts;
 }
-// An open incident whose latest decision started no run says why (circuit_open, ...).
+// An incident whose latest decision started no run says why (circuit_open, ...): an
+// event incident is resolved by such a decision at once, so resolved ones say it too.
 function noRunWhy(i) {
-  if (i.state !== "open" || !i.last_result || i.last_result === "run") return [];
+  if (!i.last_result || i.last_result === "run") return [];
   return [" ", el("small", { class: "muted", title: i.last_reason || "" }, "no run: " + i.last_result)];
 }
 function renderIncidents(data) {
