@@ -10,6 +10,7 @@ screenshot of the page is saved under the test's temporary folder.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -233,6 +234,24 @@ def a_run(daemon: DaemonProcess, key: str, state: str, nth: int = 1) -> dict[str
     return found
 
 
+def finished(daemon: DaemonProcess, run_id: int) -> dict[str, Any]:
+    """Run ``run_id`` once it is done."""
+
+    def done() -> dict[str, Any] | None:
+        run: dict[str, Any] = daemon.get(f"/api/v1/runs/{run_id}").json()
+        return run if run["state"] == "done" else None
+
+    found: dict[str, Any] = daemon.wait_for(done, what=f"run {run_id} to end")
+    return found
+
+
+def viewed_run(page: Page) -> int:
+    """The id of the run the page's view shows."""
+    shown = page.locator("#view").get_attribute("data-view") or ""
+    assert shown.startswith("run/"), shown
+    return int(shown.removeprefix("run/"))
+
+
 def open_run_view(page: Page, run_id: int) -> Any:
     page.locator(f"[data-run-row='{run_id}'] a", has_text=f"#{run_id}").click()
     view = page.locator("#view")
@@ -271,10 +290,7 @@ def test_cancel_a_running_run(daemon: DaemonProcess, page: Page) -> None:
 
     expect(page.locator("#toast")).to_contain_text(f"run #{run['id']} cancelled")
     expect(row.locator(".badge").first).to_have_text("cancelled", timeout=WAIT_MS)
-    done = daemon.wait_for(
-        lambda: (r := daemon.get(f"/api/v1/runs/{run['id']}").json())["state"] == "done" and r,
-        what="the cancelled run to end",
-    )
+    done = finished(daemon, run["id"])
     assert done["outcome"] == "cancelled"
     assert [s["status"] for s in done["steps"]] != ["ok"]  # the sleep did not run to its end
 
@@ -341,3 +357,40 @@ def test_close_an_incident(daemon: DaemonProcess, page: Page) -> None:
     expect(row.locator("button[data-act=resolve]")).to_have_attribute("title", "already resolved")
     closed = incident_of(daemon, run)
     assert (closed["state"], closed["resolved_by"]) == ("resolved", "operator")
+
+
+def test_run_a_playbook_by_hand_and_run_it_again(daemon: DaemonProcess, page: Page) -> None:
+    page.goto(daemon.url + "/")
+    enter_token(page)
+    page.locator("#rules tr[data-rule=report-requested] button[data-act=run-playbook]").click()
+    dialog = page.locator("#playbook-dialog")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#playbook-name")).to_have_text("report")
+    params = page.locator("#playbook-params")
+    assert json.loads(params.input_value()) == {"n": 1}  # the playbook's declared default
+    params.fill('{"n": 7}')
+    page.click("#playbook-run")
+    expect(dialog).to_be_hidden()
+
+    # the page opens the run it started
+    view = page.locator("#view")
+    expect(view).to_have_attribute("data-view", re.compile(r"^run/\d+$"), timeout=WAIT_MS)
+    first_id = viewed_run(page)
+    expect(view.locator("[data-step=write]")).to_contain_text("report 7", timeout=WAIT_MS)
+    expect(view.locator(".kv")).to_contain_text('{"n":7}')
+    first = finished(daemon, first_id)
+    assert (first["playbook"], first["rule"]) == ("report", "run-playbook")
+    assert first["params"] == {"n": 7}
+    expect(view.locator(".kv")).to_contain_text(first["outcome"], timeout=WAIT_MS)
+
+    view.locator("button[data-act=rerun]").click()
+    expect(view).not_to_have_attribute("data-view", f"run/{first_id}", timeout=WAIT_MS)
+    second_id = viewed_run(page)
+    assert second_id > first_id
+    toast = f"re-run of #{first_id} started as run #{second_id}"
+    expect(page.locator("#toast")).to_contain_text(toast)
+    expect(view.locator("[data-step=write]")).to_contain_text("report 7", timeout=WAIT_MS)
+    expect(view.locator(".kv")).to_contain_text('{"n":7}')
+    second = finished(daemon, second_id)
+    assert (second["playbook"], second["params"]) == ("report", first["params"])
+    assert second["steps"][0]["stdout"].strip() == "report 7"

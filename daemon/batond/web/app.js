@@ -43,6 +43,7 @@ const state = {
   routes: null,          // Set of "method /path" the daemon serves, or null before known
   tokenNeeded: null,     // true / false from the spec's security, null when unknown
   status: {}, incidents: [], runs: [], rules: [],
+  playbookParams: new Map(),  // playbook -> its declared params with defaults (GET rules)
   runCache: new Map(),   // id -> run (from the list or fetched for the view)
   openDetails: new Set(),
 };
@@ -342,6 +343,7 @@ $("#silence-form").addEventListener("submit", async (ev) => {
 function renderRules(data) {
   const list = data.rules || [];
   state.rules = list;
+  state.playbookParams = new Map((data.playbooks || []).map((pb) => [pb.name, pb.params || {}]));
   const rows = list.map((r) => {
     const rates = Object.entries(r.resolve_rates || {}).map(([pb, x]) =>
       `${pb}: ${x.resolved}/${x.runs}` + (x.runs ? ` (${Math.round(100 * x.rate)}%)` : ""));
@@ -351,7 +353,7 @@ function renderRules(data) {
     const kind = r.kind === "schedule" ? `schedule ${r.cron || ""}` : [r.kind, r.when ? "when " + r.when : ""].join(" ");
     const runs = el("td", { class: "mono" }, ...(r.run || []).flatMap((pb, n) => [
       n ? " → " : "", pb, " ",
-      lever("▶", "post /api/v1/playbooks/{name}/run", async () => { openPlaybook(pb, r.params || {}); }, {
+      lever("▶", "post /api/v1/playbooks/{name}/run", async () => { openPlaybook(pb); }, {
         name: "run-playbook", title: `run ${pb} by hand now`, aria: `run ${pb} now`,
       }),
     ]));
@@ -361,7 +363,7 @@ function renderRules(data) {
         return `schedule ${r.name} triggered`;
       }));
     }
-    return el("tr", {},
+    return el("tr", { "data-rule": r.name },
       name,
       el("td", { class: "muted" }, kind),
       runs,
@@ -374,9 +376,11 @@ function renderRules(data) {
   $("#rules tbody").replaceChildren(...rows);
   $("#rules-note").textContent = `${list.length} loaded`;
 }
-function openPlaybook(name, params) {
+// The params field starts as the playbook's declared params with their defaults: what a
+// run by hand may be given (the daemon refuses others when the playbook declares any).
+function openPlaybook(name) {
   $("#playbook-name").textContent = name;
-  $("#playbook-params").value = JSON.stringify(params || {}, null, 2);
+  $("#playbook-params").value = JSON.stringify(state.playbookParams.get(name) || {}, null, 2);
   $("#playbook-error").textContent = "";
   $("#playbook-dialog").showModal();
 }
@@ -386,15 +390,37 @@ $("#playbook-form").addEventListener("submit", async (ev) => {
   const name = $("#playbook-name").textContent;
   try {
     const params = JSON.parse($("#playbook-params").value || "{}");
+    if (params === null || typeof params !== "object" || Array.isArray(params)) throw new Error("params must be a JSON object");
     const r = await send("POST", `api/v1/playbooks/${encodeURIComponent(name)}/run`, { params });
     $("#playbook-dialog").close("ok");
-    toast(`playbook ${name} started` + (r && r.run ? ` as run #${r.run}` : ""));
-    if (r && r.run) location.hash = "#run/" + r.run;
+    await startedBy(r, `playbook ${name}`);
     refresh();
   } catch (e) {
     $("#playbook-error").textContent = e.message;
   }
 });
+
+// After a run by hand: say what the governor decided, and open the run it started once
+// the runner has recorded it (the run carries the decision's id).
+async function startedBy(answer, what) {
+  if (!answer || !answer.started) {
+    toast(`${what}: not started: ${(answer && answer.suppressed) || "refused"}`, true);
+    return;
+  }
+  toast(`${what} started`);
+  if (answer.decision == null) return;
+  for (let tries = 0; tries < 40; tries++) {
+    let runs = [];
+    try { runs = (await getJSON(API.runs)).runs || []; } catch (e) { runs = []; }  // try again
+    const found = runs.find((x) => x.decision_id === answer.decision);
+    if (found) {
+      toast(`${what} started as run #${found.id}`);
+      location.hash = "#run/" + found.id;
+      return;
+    }
+    await new Promise((done) => setTimeout(done, 250));
+  }
+}
 
 // -- runs -------------------------------------------------------------------------
 const STEP_COLOURS = {
@@ -423,8 +449,8 @@ function runLevers(r) {
     }, { unless: done ? "the run is done" : "" }),
     lever("re-run", "post /api/v1/playbooks/{name}/run", async () => {
       const res = await send("POST", `api/v1/playbooks/${encodeURIComponent(r.playbook)}/run`,
-        { params: r.params || {}, labels: r.labels || {} });
-      return `re-run of #${r.id} started` + (res && res.run ? ` as run #${res.run}` : "");
+        { params: r.params || {} });
+      await startedBy(res, `re-run of #${r.id}`);
     }, { name: "rerun", unless: done ? "" : "the run has not finished", title: "run the same playbook again with the same params" }));
 }
 function runBar(r, t0, longest, now) {
