@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from daemon_proc import DaemonProcess, write_config
+from daemon_proc import DaemonProcess, http, write_config
 from support import free_port
 
 pytestmark = pytest.mark.slow
@@ -198,6 +199,9 @@ def test_silence_from_an_incident(daemon: DaemonProcess, page: Page) -> None:
     # and expire it again from its row
     silences.locator(f"tr[data-silence='{mine[0]['id']}'] button[data-act=expire-silence]").click()
     expect(silences).not_to_contain_text("web-9 is being rebuilt", timeout=WAIT_MS)
+    expect(page.locator("#toast")).to_contain_text(f"silence #{mine[0]['id']} expired")
+    in_force = [s["id"] for s in daemon.get("/api/v1/silences").json()["silences"]]
+    assert mine[0]["id"] not in in_force
     # the waiting run is cancelled from the page: nothing is left waiting
     page.locator(f"[data-run-row='{run['id']}'] summary").click()
     page.locator(f"[data-run-row='{run['id']}'] button[data-act=cancel]").click()
@@ -329,10 +333,11 @@ def test_reset_an_open_circuit(daemon: DaemonProcess, page: Page) -> None:
     # with the circuit closed the fix runs again on the next input
     daemon.post("/api/v1/events", flaky, token=TOKEN)
     again = a_run(daemon, key, "done", nth=2)
-    expect(page.locator(f"[data-run-row='{again['id']}']")).to_contain_text(key, timeout=WAIT_MS)
 
     # the incident view shows each decision, the suppressed one with its reason
     page.goto(f"{daemon.url}/#incident/{first['incident_id']}")
+    page.reload()  # (a new hash alone would not load the page again)
+    expect(page.locator(f"[data-run-row='{again['id']}']")).to_contain_text(key, timeout=WAIT_MS)
     decisions = page.locator("#view [data-decision]")
     expect(decisions).to_have_count(2, timeout=WAIT_MS)
     expect(decisions.nth(0)).to_contain_text("a run was started")
@@ -394,3 +399,158 @@ def test_run_a_playbook_by_hand_and_run_it_again(daemon: DaemonProcess, page: Pa
     second = finished(daemon, second_id)
     assert (second["playbook"], second["params"]) == ("report", first["params"])
     assert second["steps"][0]["stdout"].strip() == "report 7"
+
+
+NO_TOKEN = "enter the API token (top right) to act"
+
+
+def add_silence(daemon: DaemonProcess, matcher: str, reason: str) -> int:
+    made = daemon.post(
+        "/api/v1/silences", {"matchers": [matcher], "duration": "1h", "reason": reason}, TOKEN
+    )
+    assert made.status == 201, made.text
+    silence_id: int = made.json()["id"]
+    return silence_id
+
+
+def expire_silence(daemon: DaemonProcess, silence_id: int) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    gone = http("DELETE", f"{daemon.url}/api/v1/silences/{silence_id}", headers=auth)
+    assert gone.status == 200, gone.text
+
+
+def test_without_the_token_every_lever_says_why(daemon: DaemonProcess, page: Page) -> None:
+    daemon.post("/api/v1/events", {"event": "service.flaky", "host": "db-ro"}, token=TOKEN)
+    run = a_run(daemon, "host=db-ro", "done")
+    silence_id = add_silence(daemon, "host=nowhere-ro", "kept while the page is read-only")
+    page.goto(daemon.url + "/")
+    expect(page.locator("#readonly-note")).to_contain_text("Read-only", timeout=WAIT_MS)
+    expect(page.locator("#token-state")).to_have_text("")
+    incident = f"#incidents tr[data-incident='{run['incident_id']}']"
+    levers = [
+        page.locator("#h-acts button[data-act=pause]"),
+        page.locator("#rules tr[data-rule=report-requested] button[data-act=run-playbook]"),
+        page.locator(f"{incident} button[data-act=silence]"),
+        page.locator(f"{incident} button[data-act=resolve]"),
+        page.locator(f"#silences tr[data-silence='{silence_id}'] button[data-act=expire-silence]"),
+        page.locator(f"[data-run-row='{run['id']}'] button[data-act=rerun]"),
+    ]
+    for button in levers:
+        expect(button).to_be_disabled(timeout=WAIT_MS)
+        expect(button).to_have_attribute("title", NO_TOKEN)
+    # a disabled lever does nothing, even when clicked anyway
+    levers[0].click(force=True)
+    assert daemon.get("/api/v1/status").json()["paused"] is False
+    expect(page.locator("#h-mode")).not_to_contain_text("paused")
+    expire_silence(daemon, silence_id)
+
+
+def test_the_token_is_kept_for_the_tab_only(daemon: DaemonProcess, page: Page) -> None:
+    page.goto(daemon.url + "/")
+    pause = page.locator("#h-acts button[data-act=pause]")
+    expect(pause).to_be_disabled(timeout=WAIT_MS)
+    # a wrong token: the daemon refuses it, the page forgets it and says so
+    page.fill("#token-box input[name=token]", "not-the-token")
+    page.click("#token-box button:has-text('use token')")
+    expect(pause).to_be_enabled()
+    pause.click()
+    expect(page.locator("#readonly-note")).to_contain_text("refused the token")
+    expect(page.locator("#toast")).to_contain_text("wrong bearer token")
+    expect(pause).to_be_disabled()
+    assert daemon.get("/api/v1/status").json()["paused"] is False
+
+    enter_token(page)
+    page.reload()
+    expect(page.locator("#token-state")).to_have_text("token set for this tab")
+    expect(pause).to_be_enabled(timeout=WAIT_MS)
+    expect(page.locator("#readonly-note")).to_be_hidden()
+    assert page.evaluate("sessionStorage.getItem('batond.token')") == TOKEN
+    assert page.evaluate("localStorage.length") == 0  # nothing outlives the tab
+
+    other = page.context.new_page()  # another tab of the same browser asks again
+    try:
+        other.goto(daemon.url + "/")
+        expect(other.locator("#readonly-note")).to_contain_text("Read-only", timeout=WAIT_MS)
+        expect(other.locator("#h-acts button[data-act=pause]")).to_be_disabled()
+    finally:
+        other.close()
+
+    page.click("#token-forget")
+    expect(page.locator("#readonly-note")).to_contain_text("Read-only")
+    expect(pause).to_be_disabled()
+    assert page.evaluate("sessionStorage.getItem('batond.token')") is None
+
+
+def test_an_incident_shows_why_a_decision_was_suppressed(daemon: DaemonProcess, page: Page) -> None:
+    silence_id = add_silence(daemon, "host=web-quiet", "web-quiet is being moved")
+    try:
+        daemon.post("/api/v1/events", {"event": "deploy.requested", "host": "web-quiet"}, TOKEN)
+
+        def silenced() -> dict[str, Any] | None:
+            for i in daemon.get("/api/v1/incidents").json()["incidents"]:
+                if i["key"] == "host=web-quiet" and i["last_result"] == "silenced":
+                    return dict(i)
+            return None
+
+        incident = daemon.wait_for(silenced, what="the silenced incident of web-quiet")
+    finally:
+        expire_silence(daemon, silence_id)
+    assert runs_for(daemon, "host=web-quiet") == []  # nothing ran
+    page.goto(daemon.url + "/")
+    row = page.locator(f"#incidents tr[data-incident='{incident['id']}']")
+    expect(row).to_contain_text("no run: silenced", timeout=WAIT_MS)
+    row.locator("a", has_text=f"#{incident['id']}").click()
+    view = page.locator("#view")
+    expect(view).to_have_attribute("data-view", f"incident/{incident['id']}", timeout=WAIT_MS)
+    decision = view.locator("[data-decision]")
+    expect(decision).to_have_count(1)
+    expect(decision.locator(".badge")).to_have_text("silenced")
+    stored = daemon.get(f"/api/v1/incidents/{incident['id']}").json()["decisions"][0]
+    assert stored["suppressed"] == "silenced"
+    # which silence, for how long still (whole minutes), and the operator's reason for it
+    assert (
+        stored["reason"]
+        == f"silence #{silence_id} (host=web-quiet) for 1h more: web-quiet is being moved"
+    )
+    expect(decision).to_contain_text(stored["reason"])
+
+
+def post_points(daemon: DaemonProcess, metric: str, values: list[float]) -> None:
+    now = time.time()
+    points = [
+        {"metric": metric, "value": v, "host": "chart-1", "role": "chart", "ts": now - 30 * n}
+        for n, v in zip(range(len(values) - 1, -1, -1), values, strict=True)
+    ]
+    assert daemon.post("/api/v1/events", points, token=TOKEN).status == 202
+
+
+def test_charts_draw_units_and_rule_thresholds(daemon: DaemonProcess, page: Page) -> None:
+    post_points(daemon, "disk_used_percent", [40 + 2 * n for n in range(20)])  # 40% .. 78%
+    post_points(daemon, "backup_size_bytes", [3 * 2**30 + n * 2**20 for n in range(20)])
+
+    def both() -> bool:
+        series = daemon.get("/api/v1/series?host=chart-1").json()["series"]
+        return sorted((s["metric"], len(s["points"])) for s in series) == [
+            ("backup_size_bytes", 20), ("disk_used_percent", 20)
+        ]  # fmt: skip
+
+    daemon.wait_for(both, what="both series of chart-1 scored")
+    page.goto(daemon.url + "/")
+    page.fill("#series-filter [name=host]", "chart-1")
+    page.click("#series-filter button")
+    disk = page.locator("#charts .chart[data-metric=disk_used_percent]")
+    expect(disk.locator(".title")).to_contain_text("disk_used_percent (%)", timeout=WAIT_MS)
+    expect(disk.locator(".title")).to_contain_text("now 78%")
+    ticks = disk.locator("svg text").all_text_contents()
+    assert "50%" in ticks, ticks  # the value axis in percent
+    assert {"0.0", "0.5", "1.0"} <= set(ticks), ticks  # the score axis
+    threshold = disk.locator("svg text[data-threshold=disk-almost-full]")
+    expect(threshold).to_have_text("disk-almost-full: > 90%")
+    expect(disk.locator("svg line[stroke-dasharray='6 3']")).to_have_count(1)  # its line
+    expect(disk.locator("svg polyline[data-line=value]")).to_have_count(1)
+    expect(disk.locator("svg polyline[data-line=score]")).to_have_count(1)
+
+    size = page.locator("#charts .chart[data-metric=backup_size_bytes]")
+    expect(size.locator(".title")).to_contain_text("backup_size_bytes (bytes)")
+    expect(size.locator(".title")).to_contain_text("now 3 GiB")
+    assert any(t.endswith(" GiB") for t in size.locator("svg text").all_text_contents())
