@@ -228,6 +228,27 @@ def test_open_circuits_close_by_the_latest_clock() -> None:
     assert g.open_circuits() == []
 
 
+def test_next_change_follows_circuits_and_silences() -> None:
+    """The soonest end of a cool-off or a silence, kept as they open, close and restore
+    (the engine asks after every input, so it is not recomputed there)."""
+    g = Governor(GovernorSettings(per_target_per=100.0, min_fleet=1000))
+    assert g.next_change() is None
+    for key, at in (("a", 10.0), ("b", 20.0)):
+        for _ in range(CIRCUIT_STREAK):
+            g.record_outcome("r", "fix", key, "", "failed", at)
+    assert g.next_change() == 110.0
+    g.set_silences([{"id": 1, "matchers": {"host": "web-1"}, "ends_at": 50.0}])
+    assert g.next_change() == 50.0
+    g.drop_ended_silences(50.0)
+    assert g.silences == () and g.next_change() == 110.0
+    assert g.reset_circuit("a") == [("r", "a")]
+    assert g.next_change() == 120.0
+    h = Governor(GovernorSettings(per_target_per=100.0, min_fleet=1000))
+    h.import_state(g.export_state())
+    assert h.next_change() == 120.0
+    assert g.reset_circuit("b") == [("r", "b")] and g.next_change() is None
+
+
 def test_later_candidates_count_as_running(tmp_path: Path) -> None:
     engine = make_engine(tmp_path, "rules: [{name: down, match: {event: e}, run: [fix, alt]}]")
     engine.run_started("down", "alt", "host=h1", 0.0)

@@ -66,6 +66,14 @@ _STEP = _obj(
     stdout=STR,
     stderr=STR,
     detail=_nullable(ANY_OBJECT),
+    args=_nullable(
+        {
+            "type": "object",
+            "description": "the attempt's rendered with: values, secrets shown as <redacted>;"
+            ' over 8 KiB: {"<truncated>": why, "head": the first 8 KiB of their JSON};'
+            " null: not rendered (a template failed, a skipped or set/assert step)",
+        }
+    ),
 )
 _RUN_FIELDS: dict[str, Schema] = {
     "id": INT,
@@ -83,7 +91,15 @@ _RUN_FIELDS: dict[str, Schema] = {
     "params": ANY_OBJECT,
     "labels": LABELS,
     "escalation": {"type": "boolean", "description": "an escalate: playbook's run"},
+    "escalates": _nullable({"type": "integer", "description": "the run this escalation escalates"}),
+    "escalated_to": _nullable({"type": "integer", "description": "the escalation run it led to"}),
     "steps": {"type": "array", "items": _ref("Step")},
+    "not_reached": {
+        "type": "array",
+        "items": STR,
+        "description": "paths of its playbook's steps an ended run never reached"
+        " (by the playbook loaded now; empty while the run goes on)",
+    },
 }
 _RUN_REQUIRED = ("id", "rule", "playbook", "key", "state", "outcome", "created_at", "steps")
 _INCIDENT_FIELDS: dict[str, Schema] = {
@@ -140,6 +156,7 @@ _INCIDENT_RUN = _obj(
     state=_enum(RunState),
     outcome=_nullable(_enum(Outcome)),
     escalation=BOOL,
+    escalates=_nullable({"type": "integer", "description": "the run this escalation escalates"}),
     decision_id=_nullable(INT),
     created_at=TIME,
     started_at=_nullable(TIME),

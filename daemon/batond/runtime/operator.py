@@ -24,6 +24,7 @@ from batond.journal.facade import Journal
 from batond.journal.queries import DecisionFilter
 from batond.load.config import Config, load_config
 from batond.metrics import Metrics
+from batond.remedy.plan import not_reached
 from batond.remedy.runner import Runner
 from batond.runtime.definitions import Definitions, load_definitions
 from batond.runtime.pipeline import Pipeline
@@ -135,10 +136,33 @@ class Operator:
         return {"incident": incident_id, "resolved": True, "resolved_at": now}
 
     async def runs(self, limit: int) -> dict[str, Any]:
-        return await self._journal.list_runs(limit)
+        found = await self._journal.list_runs(limit)
+        for run in found["runs"]:
+            run["not_reached"] = self._not_reached(run)
+        return found
 
     async def run(self, run_id: int) -> dict[str, Any] | None:
-        return await self._journal.get_run(run_id)
+        """One run, with the steps of its playbook it never reached (``not_reached``)."""
+        found = await self._journal.get_run(run_id)
+        if found is not None:
+            found["not_reached"] = self._not_reached(found)
+        return found
+
+    def _not_reached(self, run: Mapping[str, Any]) -> list[str]:
+        """For an ended run, by the playbook loaded now (a reload may have changed it
+        since); nothing for a run still going or whose playbook is gone."""
+        playbooks = self._engine.rules.playbooks
+        pb = playbooks.get(run["playbook"])
+        if pb is None or run["state"] != "done":
+            return []
+        return not_reached(
+            pb,
+            playbooks,
+            outcome=run["outcome"],
+            recorded=((s["path"], s["status"]) for s in run["steps"]),
+            args={s["path"]: s["args"] for s in run["steps"] if s.get("args")},
+            resumption=run["resumes"] is not None and not run["escalation"],
+        )
 
     def rules(self) -> dict[str, Any]:
         playbooks = self._engine.rules.playbooks
