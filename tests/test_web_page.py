@@ -97,6 +97,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # every page state is awaited; on a loaded 2-core machine 5 s (the default) is short
+    expect.set_options(timeout=WAIT_MS)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
@@ -145,6 +147,10 @@ def test_approve_a_waiting_run_with_a_click(
     row = page.locator(f"[data-run-row='{run['id']}']")
     expect(row).to_contain_text("waiting_approval", timeout=WAIT_MS)
     expect(row).to_contain_text("host=web-7")  # rows say which key they are about
+    # the approval gate is drawn as waiting, in the waiting colour of the legend
+    gate = row.locator("svg rect[style*='--wait']")
+    expect(gate).to_have_count(1)
+    expect(gate.locator("title")).to_contain_text("ask (approval) attempt 1: waiting for approval")
     # without the token the page is read-only and says so, on the page and on the button
     expect(page.locator("#readonly-note")).to_contain_text("Read-only")
     approve = row.locator("button[data-act=approve]")
@@ -181,7 +187,8 @@ def test_silence_from_an_incident(daemon: DaemonProcess, page: Page) -> None:
 
     dialog = page.locator("#silence-dialog")
     expect(dialog).to_be_visible()
-    expect(page.locator("#silence-matchers")).to_have_value("host=web-9")  # from the key
+    # from the incident's rule and key
+    expect(page.locator("#silence-matchers")).to_have_value("rule=deploy-requested, host=web-9")
     page.fill("#silence-duration", "45m")
     page.fill("#silence-reason", "web-9 is being rebuilt")
     page.click("#silence-create")
@@ -193,7 +200,10 @@ def test_silence_from_an_incident(daemon: DaemonProcess, page: Page) -> None:
     stored = daemon.get("/api/v1/silences").json()["silences"]
     mine = [s for s in stored if s["reason"] == "web-9 is being rebuilt"]
     assert len(mine) == 1
-    assert mine[0]["matchers"] == [{"name": "host", "op": "=", "value": "web-9"}]
+    assert mine[0]["matchers"] == [
+        {"name": "rule", "op": "=", "value": "deploy-requested"},
+        {"name": "host", "op": "=", "value": "web-9"},
+    ]
     assert 44 * 60 < mine[0]["ends_at"] - mine[0]["starts_at"] <= 45 * 60
 
     # and expire it again from its row

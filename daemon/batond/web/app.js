@@ -294,7 +294,8 @@ function matchersOf(incident) {
     if (at > 0) m[part.slice(0, at)] = part.slice(at + 1);
   }
   if (!Object.keys(m).length) Object.assign(m, incident.labels || {});
-  return m;
+  // the rule first (as Alertmanager's alertname): silence this rule for this key
+  return incident.rule ? { rule: incident.rule, ...m } : m;
 }
 function openSilence(incident) {
   const d = $("#silence-dialog");
