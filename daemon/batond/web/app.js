@@ -509,7 +509,7 @@ function renderRuns(data) {
 function stepOutput(s) {
   const parts = [];
   const detail = s.detail || {};
-  if (detail.args) parts.push(el("div", {}, el("b", {}, "args "), el("pre", { class: "out" }, JSON.stringify(detail.args, null, 2))));
+  if (s.args) parts.push(el("div", { class: "step-args" }, el("b", {}, "args "), el("pre", { class: "out" }, JSON.stringify(s.args, null, 2))));
   if (detail.detail) parts.push(el("div", {}, el("b", {}, "detail "), detail.detail));
   if (detail.status != null) parts.push(el("div", {}, el("b", {}, "HTTP status "), detail.status));
   if (s.stdout) parts.push(el("div", {}, el("b", {}, "stdout"), el("pre", { class: "out" }, s.stdout)));
@@ -545,15 +545,23 @@ function isEscalation(run) {
   const rule = state.rules.find((x) => x.name === run.rule);
   return !!rule && !(rule.run || []).includes(run.playbook);
 }
+function runLink(id) {
+  const x = state.runs.find((y) => y.id === id) || state.runCache.get(id);
+  return el("span", { "data-related": id }, link("#run/" + id, `run #${id}`),
+    x ? el("span", {}, ` ${x.playbook} `, badge(x.outcome || x.state)) : "");
+}
+// escalations come from the journal (escalates / escalated_to); other runs of the same
+// decision are the next candidates or the ones tried before
 function relatedRuns(run) {
-  const same = state.runs.filter((x) => x.id !== run.id && x.decision_id != null && x.decision_id === run.decision_id);
   const out = [];
   if (run.resumes) out.push(["resumes", link("#run/" + run.resumes, "run #" + run.resumes)]);
   for (const x of state.runs.filter((y) => y.resumes === run.id)) out.push(["resumed by", link("#run/" + x.id, "run #" + x.id)]);
+  if (run.escalates) out.push(["escalates", runLink(run.escalates)]);
+  if (run.escalated_to) out.push(["escalated to", runLink(run.escalated_to)]);
+  const linked = new Set([run.escalates, run.escalated_to]);
+  const same = state.runs.filter((x) => x.id !== run.id && !linked.has(x.id) && x.decision_id != null && x.decision_id === run.decision_id);
   for (const x of same.sort((a, b) => a.id - b.id)) {
-    const esc = isEscalation(x);
-    const rel = x.id > run.id ? (esc ? "escalated to" : "next candidate") : (isEscalation(run) ? "escalates" : "tried before");
-    out.push([rel, el("span", {}, link("#run/" + x.id, `run #${x.id}`), ` ${x.playbook} `, badge(x.outcome || x.state))]);
+    out.push([x.id > run.id ? "next candidate" : "tried before", runLink(x.id)]);
   }
   return out;
 }
@@ -564,7 +572,7 @@ async function renderRunView(id) {
   state.runCache.set(id, run);
   const meta = [
     ["state", el("span", {}, badge(run.state), " ", run.outcome ? badge(run.outcome) : "")],
-    ["rule", run.rule], ["playbook", run.playbook + (isEscalation(run) ? " (escalation)" : "")],
+    ["rule", run.rule], ["playbook", run.playbook + (run.escalates || isEscalation(run) ? " (escalation)" : "")],
     ["key", el("span", { class: "mono" }, run.key || "(none)")],
     ["incident", run.incident_id ? link("#incident/" + run.incident_id, "incident #" + run.incident_id) : "–"],
     ["created", when(run.created_at)], ["started", when(run.started_at)], ["ended", when(run.ended_at)],
