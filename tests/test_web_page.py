@@ -559,9 +559,10 @@ def test_charts_draw_units_and_rule_thresholds(daemon: DaemonProcess, page: Page
     disk = page.locator("#charts .chart[data-metric=disk_used_percent]")
     expect(disk.locator(".title")).to_contain_text("disk_used_percent (%)", timeout=WAIT_MS)
     expect(disk.locator(".title")).to_contain_text("now 78%")
-    ticks = disk.locator("svg text").all_text_contents()
+    ticks = disk.locator("svg text[data-axis=value]").all_text_contents()
     assert "50%" in ticks, ticks  # the value axis in percent
-    assert {"0.0", "0.5", "1.0"} <= set(ticks), ticks  # the score axis
+    scores = disk.locator("svg text[data-axis=score]").all_text_contents()
+    assert scores == ["0.0", "0.5", "1.0"], scores  # the score axis
     threshold = disk.locator("svg text[data-threshold=disk-almost-full]")
     expect(threshold).to_have_text("disk-almost-full: > 90%")
     expect(disk.locator("svg line[stroke-dasharray='6 3']")).to_have_count(1)  # its line
@@ -570,5 +571,8 @@ def test_charts_draw_units_and_rule_thresholds(daemon: DaemonProcess, page: Page
 
     size = page.locator("#charts .chart[data-metric=backup_size_bytes]")
     expect(size.locator(".title")).to_contain_text("backup_size_bytes (bytes)")
-    expect(size.locator(".title")).to_contain_text("now 3 GiB")
-    assert any(t.endswith(" GiB") for t in size.locator("svg text").all_text_contents())
+    expect(size.locator(".title")).to_contain_text("now 3.02 GiB")  # 3 GiB + 19 MiB
+    # readable: every tick in GiB, each with a label of its own (3.005 GiB, not "3 GiB" 4 times)
+    ticks = size.locator("svg text[data-axis=value]").all_text_contents()
+    assert len(ticks) >= 3 and all(re.fullmatch(r"3\.\d+ GiB", t) for t in ticks), ticks
+    assert len(set(ticks)) == len(ticks), ticks

@@ -644,12 +644,31 @@ function withUnit(v, unit) {
   if (unit === "percent") return (+v.toFixed(Math.abs(v) < 10 ? 1 : 0)) + "%";
   if (unit === "seconds") return span(v);
   if (unit === "bytes") {
-    const names = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let x = Math.abs(v), n = 0;
-    while (x >= 1024 && n < names.length - 1) { x /= 1024; n++; }
-    return (v < 0 ? "-" : "") + (+x.toFixed(x < 10 ? 1 : 0)) + " " + names[n];
+    const n = bytePower(v), x = Math.abs(v) / 1024 ** n;
+    return (v < 0 ? "-" : "") + (+x.toFixed(x < 10 ? 2 : x < 100 ? 1 : 0)) + " " + BYTE_NAMES[n];
   }
   return fmt(v);
+}
+const BYTE_NAMES = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+function bytePower(v) {
+  let x = Math.abs(v), n = 0;
+  while (x >= 1024 && n < BYTE_NAMES.length - 1) { x /= 1024; n++; }
+  return n;
+}
+// The value axis: ticks at round numbers of the unit's own scale (GiB for a series of
+// gigabytes), each labelled with the decimals its step needs: 3.005 GiB, 3.010 GiB, ...
+// rather than four ticks that all read "3 GiB".
+function axisTicks(lo, hi, unit) {
+  if (unit === "seconds") return niceTicks(lo, hi, 4).map((v) => [v, span(v)]);
+  const scale = unit === "bytes" ? 1024 ** bytePower(Math.max(Math.abs(lo), Math.abs(hi))) : 1;
+  const suffix = unit === "bytes" ? " " + BYTE_NAMES[Math.round(Math.log2(scale) / 10)]
+    : unit === "percent" ? "%" : "";
+  const ticks = niceTicks(lo / scale, hi / scale, 4);
+  const step = ticks.length > 1 ? ticks[1] - ticks[0] : 1;
+  let decimals = 0;
+  while (decimals < 6 && Math.abs(Math.round(step * 10 ** decimals) - step * 10 ** decimals) > 1e-6) decimals++;
+  return ticks.map((t) => [t * scale,
+    !unit && Math.abs(t) >= 1e5 ? fmt(t) : t.toFixed(decimals) + suffix]);
 }
 function niceTicks(lo, hi, count) {
   const raw = (hi - lo) / Math.max(1, count);
@@ -695,12 +714,12 @@ function chart(series) {
   const X = (t) => L + (W - L - R) * (t - t0) / Math.max(1e-9, t1 - t0);
   const Y = (v) => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
   const S = (s) => T + (H - T - B) * (1 - Math.min(1, Math.max(0, s)));  // score axis 0..1
-  for (const v of niceTicks(lo, hi, 4)) {
+  for (const [v, label] of axisTicks(lo, hi, unit)) {
     box.append(svg("line", { x1: L, x2: W - R, y1: Y(v), y2: Y(v), stroke: "var(--line)" }));
-    box.append(svg("text", { x: L - 4, y: Y(v) + 4, "text-anchor": "end", "font-size": 10, fill: "var(--muted)" }, withUnit(v, unit)));
+    box.append(svg("text", { x: L - 4, y: Y(v) + 4, "text-anchor": "end", "font-size": 10, fill: "var(--muted)", "data-axis": "value" }, label));
   }
   for (const s of [0, 0.5, 1]) {
-    box.append(svg("text", { x: W - R + 4, y: S(s) + 4, "font-size": 10, fill: "var(--bad)" }, s.toFixed(1)));
+    box.append(svg("text", { x: W - R + 4, y: S(s) + 4, "font-size": 10, fill: "var(--bad)", "data-axis": "score" }, s.toFixed(1)));
   }
   const ticks = 4;
   for (let k = 0; k <= ticks; k++) {
