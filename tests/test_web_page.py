@@ -80,7 +80,7 @@ playbooks:
 MODELS = """
 models:
   - name: chart
-    match: {metric: [disk_used_percent, backup_size_bytes], role: chart}
+    match: {metric: [disk_used_percent, backup_size_bytes, net_sent_bytes_per_s], role: chart}
     warmup: 10
 """
 
@@ -545,11 +545,12 @@ def post_points(daemon: DaemonProcess, metric: str, values: list[float]) -> None
 def test_charts_draw_units_and_rule_thresholds(daemon: DaemonProcess, page: Page) -> None:
     post_points(daemon, "disk_used_percent", [40 + 2 * n for n in range(20)])  # 40% .. 78%
     post_points(daemon, "backup_size_bytes", [3 * 2**30 + n * 2**20 for n in range(20)])
+    post_points(daemon, "net_sent_bytes_per_s", [2**20 * (2 + n / 10) for n in range(20)])
 
     def both() -> bool:
         series = daemon.get("/api/v1/series?host=chart-1").json()["series"]
         return sorted((s["metric"], len(s["points"])) for s in series) == [
-            ("backup_size_bytes", 20), ("disk_used_percent", 20)
+            ("backup_size_bytes", 20), ("disk_used_percent", 20), ("net_sent_bytes_per_s", 20)
         ]  # fmt: skip
 
     daemon.wait_for(both, what="both series of chart-1 scored")
@@ -576,3 +577,7 @@ def test_charts_draw_units_and_rule_thresholds(daemon: DaemonProcess, page: Page
     ticks = size.locator("svg text[data-axis=value]").all_text_contents()
     assert len(ticks) >= 3 and all(re.fullmatch(r"3\.\d+ GiB", t) for t in ticks), ticks
     assert len(set(ticks)) == len(ticks), ticks
+    rate = page.locator("#charts .chart[data-metric=net_sent_bytes_per_s]")
+    expect(rate.locator(".title")).to_contain_text("now 3.9 MiB/s")  # a rate, not a size
+    ticks = rate.locator("svg text[data-axis=value]").all_text_contents()
+    assert "3.0 MiB/s" in ticks, ticks

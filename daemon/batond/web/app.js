@@ -635,6 +635,7 @@ async function renderView() {
 // Units from the metric's name (Prometheus habits): bytes scale in 1024s, percent shows %.
 function unitOf(metric) {
   if (/(_percent|_pct|_ratio_percent)$/.test(metric)) return "percent";
+  if (/bytes_per_s(econd)?$/.test(metric)) return "bytes/s";  // the host's disk and net rates
   if (/bytes/.test(metric)) return "bytes";
   if (/_seconds$/.test(metric)) return "seconds";
   return "";
@@ -643,9 +644,10 @@ function withUnit(v, unit) {
   if (v == null || !isFinite(v)) return "–";
   if (unit === "percent") return (+v.toFixed(Math.abs(v) < 10 ? 1 : 0)) + "%";
   if (unit === "seconds") return span(v);
-  if (unit === "bytes") {
+  if (unit === "bytes" || unit === "bytes/s") {
     const n = bytePower(v), x = Math.abs(v) / 1024 ** n;
-    return (v < 0 ? "-" : "") + (+x.toFixed(x < 10 ? 2 : x < 100 ? 1 : 0)) + " " + BYTE_NAMES[n];
+    return (v < 0 ? "-" : "") + (+x.toFixed(x < 10 ? 2 : x < 100 ? 1 : 0)) + " " + BYTE_NAMES[n]
+      + (unit === "bytes/s" ? "/s" : "");
   }
   return fmt(v);
 }
@@ -660,8 +662,9 @@ function bytePower(v) {
 // rather than four ticks that all read "3 GiB".
 function axisTicks(lo, hi, unit) {
   if (unit === "seconds") return niceTicks(lo, hi, 4).map((v) => [v, span(v)]);
-  const scale = unit === "bytes" ? 1024 ** bytePower(Math.max(Math.abs(lo), Math.abs(hi))) : 1;
-  const suffix = unit === "bytes" ? " " + BYTE_NAMES[Math.round(Math.log2(scale) / 10)]
+  const bytes = unit === "bytes" || unit === "bytes/s";
+  const scale = bytes ? 1024 ** bytePower(Math.max(Math.abs(lo), Math.abs(hi))) : 1;
+  const suffix = bytes ? " " + BYTE_NAMES[Math.round(Math.log2(scale) / 10)] + (unit === "bytes/s" ? "/s" : "")
     : unit === "percent" ? "%" : "";
   const ticks = niceTicks(lo / scale, hi / scale, 4);
   const step = ticks.length > 1 ? ticks[1] - ticks[0] : 1;
