@@ -7,7 +7,8 @@ run (waiting or running), silence from an incident (matchers prefilled from its 
 key) and expire the silence, pause and resume, reset an open circuit, close an incident,
 run a playbook by hand with a param and re-run it with the same params. Without the
 token every lever is disabled and says why; the token is kept for the tab only. The
-incident view shows a suppressed decision's reason; charts draw % and GiB axes, the
+incident view shows a suppressed decision's reason; the run view a step's rendered
+(redacted) arguments and the steps not reached; charts draw % and GiB axes, the
 anomaly score and a rule's threshold. Each test saves a screenshot of the page under
 its temporary folder (``page.png``).
 """
@@ -55,6 +56,10 @@ rules:
   - name: report-requested
     match: {event: report.requested}
     run: report
+  - name: check-failed
+    match: {event: check.failed}
+    group_by: [host]
+    run: probe-and-fix
   - name: disk-almost-full
     match: {metric: disk_used_percent, role: chart}
     when: value > 90
@@ -71,6 +76,16 @@ playbooks:
   - name: failing-fix
     steps:
       - {name: fix, action: exec, with: {argv: ["false"]}, timeout: 10s}
+  - name: probe-and-fix
+    steps:
+      - name: probe
+        action: exec
+        with:
+          argv: [echo, "probing {{ labels.host }}"]
+          env: {API_TOKEN: "not-for-the-page"}
+        timeout: 10s
+      - {name: fix, action: exec, with: {argv: ["false"]}, timeout: 10s}
+      - {name: confirm, action: exec, with: {argv: [echo, confirmed]}, timeout: 10s}
   - name: report
     params: {n: 1}
     steps:
@@ -581,3 +596,20 @@ def test_charts_draw_units_and_rule_thresholds(daemon: DaemonProcess, page: Page
     expect(rate.locator(".title")).to_contain_text("now 3.9 MiB/s")  # a rate, not a size
     ticks = rate.locator("svg text[data-axis=value]").all_text_contents()
     assert "3.0 MiB/s" in ticks, ticks
+
+
+def test_the_run_view_shows_rendered_args_and_the_steps_not_reached(
+    daemon: DaemonProcess, page: Page
+) -> None:
+    daemon.post("/api/v1/events", {"event": "check.failed", "host": "db-3"}, token=TOKEN)
+    run = finished(daemon, a_run(daemon, "host=db-3", "done")["id"])
+    assert run["outcome"] == "failed" and run["not_reached"] == ["confirm"]
+    page.goto(daemon.url + f"/#run/{run['id']}")
+    view = page.locator("#view")
+    expect(view).to_have_attribute("data-view", f"run/{run['id']}", timeout=WAIT_MS)
+    args = view.locator("[data-step=probe] .step-args")
+    expect(args).to_contain_text("probing db-3")  # rendered, as the step got it
+    expect(args).to_contain_text("<redacted>")
+    expect(args).not_to_contain_text("not-for-the-page")
+    expect(view.locator("[data-step=fix]")).to_contain_text("failed")
+    expect(view.locator("tr.not-reached[data-step=confirm]")).to_contain_text("not reached")
