@@ -405,3 +405,30 @@ def test_a_killed_instances_unfinished_run_is_interrupted_by_the_new_owner(
         assert f"run {rows[0][0]} of heavy on partition" in survivor.log()
     finally:
         fleet.stop_all()
+
+
+def test_an_instance_whose_database_session_dies_drops_everything_and_rejoins(
+    tmp_path: Path, broker: Mosquitto, database: str
+) -> None:
+    fleet = Fleet(tmp_path, broker, database, timing="  heartbeat: 500ms\n  lease: 2s\n")
+    try:
+        for name in ("c0", "c1"):
+            fleet.start(name)
+        for proc in fleet.procs.values():
+            proc.wait_ready()
+        split = wait_until(lambda: balanced(fleet, {"c0", "c1"}), 60, "a fair split")
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM fleet_members WHERE instance = 'c0'"
+            )  # its locks go with its session: c0 must stop taking its partitions' input
+        c0 = fleet.procs["c0"]
+        c0.wait_for(
+            lambda: c0.metric("batond_fleet_ownership_changes_total", {"change": "dropped"})
+            == len(split["c0"]),
+            30, "c0 to drop its partitions",
+        )  # fmt: skip
+        assert "database session lost" in c0.log()
+        wait_until(lambda: balanced(fleet, {"c0", "c1"}), 60, "c0 back with its share")
+        assert c0.get("/api/v1/fleet").json()["state"] == "connected"
+    finally:
+        fleet.stop_all()
