@@ -172,10 +172,11 @@ class Central:
             except asyncio.CancelledError:  # stopping: the session's end frees the locks
                 await self._drop_all("stopping")
                 raise
+            # the backoff grows over failed attempts in a row, not over a long life
+            failures = 0 if self._state == "connected" else failures + 1
             self._state = "disconnected"
             await self._drop_all("database session lost")
             started.set()  # (READY with no partition: the API says why)
-            failures += 1
             await asyncio.sleep(min(_RETRY_MAX_S, _RETRY_MIN_S * 2.0 ** min(failures, 8)))
 
     @property
