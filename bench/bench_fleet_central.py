@@ -7,6 +7,9 @@ at QoS 1 to its partition's topic, spread evenly over the interval. Measured ove
 ``--seconds``: the central process's CPU (user + system, from /proc), the samples it
 took in (``batond_events_received_total{source="fleet"}``) against those published,
 and its rules' evaluation on each (one level rule over every sample that never fires).
+Once a second, among the load, a batch of a probe host carries a ``probe`` sample that a
+rule decides: decision latency is the decision's time in the journal minus the sample's
+``ts`` (its publish time; one machine, one clock).
 
 Run: .venv/bin/python bench/bench_fleet_central.py [--hosts 10000] [--metrics 20]
          [--interval 10] [--seconds 30]
@@ -20,8 +23,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
+import psycopg
 from paho.mqtt import client as paho
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -38,6 +43,10 @@ rules:
   - name: never
     match: {metric: m0}
     when: value > 1e12
+    run: noop
+  - name: probe
+    match: {metric: probe}
+    when: value > 0
     run: noop
 playbooks:
   - name: noop
@@ -67,8 +76,14 @@ def publish_for(client: paho.Client, args: argparse.Namespace, seconds: float) -
     topics = [batch_topic(PREFIX, PARTITIONS, h) for h in hosts]
     per_second = args.hosts / args.interval
     start = time.monotonic()
-    sent = 0
+    sent = probes = 0
     while (elapsed := time.monotonic() - start) < seconds:
+        if elapsed >= probes:  # one probe a second, each host its own incident
+            probe = f"probe-{probes:04d}"
+            sample = {"metric": "probe", "value": 1.0, "ts": time.time()}
+            doc = {"v": 1, "host": probe, "seq": 0, "sent": time.time(), "samples": [sample]}
+            client.publish(batch_topic(PREFIX, PARTITIONS, probe), orjson.dumps(doc), qos=1)
+            probes += 1
         due = min(int(elapsed * per_second) + 1, int(seconds * per_second))
         while sent < due:
             i = sent % args.hosts
@@ -78,7 +93,14 @@ def publish_for(client: paho.Client, args: argparse.Namespace, seconds: float) -
     return sent * args.metrics
 
 
-def run(args: argparse.Namespace, folder: Path, database: str) -> dict[str, float]:
+def latencies(database: str) -> list[float]:
+    """Per probe decision: the journal's decision time minus the sample's publish time."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        rows = conn.execute("SELECT ts, item FROM decisions WHERE rule = 'probe'").fetchall()
+    return sorted(float(ts) - float(orjson.loads(item)["ts"]) for ts, item in rows)
+
+
+def run(args: argparse.Namespace, folder: Path, database: str) -> dict[str, Any]:
     with Mosquitto(folder / "broker") as broker:
         port = free_port()
         extra = (
@@ -109,7 +131,7 @@ def run(args: argparse.Namespace, folder: Path, database: str) -> dict[str, floa
             client.disconnect()
         finally:
             central.stop()
-    return {"samples": published, "wall_s": took, "cpu_s": cpu}
+    return {"samples": published, "wall_s": took, "cpu_s": cpu, "latency": latencies(database)}
 
 
 def main() -> None:
@@ -123,17 +145,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, pg_database() as database:
         figures = run(args, Path(tmp), database)
     cores = figures["cpu_s"] / figures["wall_s"]
+    lat = figures["latency"]
+    p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
     print(
         f"{args.hosts} hosts x {args.metrics} metrics every {args.interval:g} s"
         f" ({rate:,.0f} samples/s offered) for {args.seconds:g} s: {figures['samples']:,.0f}"
         f" samples taken in within {figures['wall_s']:.1f} s; central CPU"
         f" {figures['cpu_s']:.1f} s = {cores:.2f} core;"
-        f" {figures['cpu_s'] / figures['samples'] * 1e6:.1f} us CPU per sample"
+        f" {figures['cpu_s'] / figures['samples'] * 1e6:.1f} us CPU per sample;"
+        f" decision latency from publish over {len(lat)} probes: p50 {p50 * 1e3:.1f} ms,"
+        f" p99 {p99 * 1e3:.1f} ms"
     )
     emit("fleet central", {
         "offered_samples_per_s": round(rate),
         "central_cores": round(cores, 2),
         "cpu_us_per_sample": round(figures["cpu_s"] / figures["samples"] * 1e6, 1),
+        "decision_p99_ms": round(p99 * 1e3, 1),
     })  # fmt: skip
 
 
