@@ -265,7 +265,10 @@ class Daemon:
                 deadline = await pipeline.tick(time.time())
                 continue
             pause.refresh_if_stale(arrived)  # the kill switch file acts within 0.1 s
-            deadline = await pipeline.observe(item, time.time(), arrived)
+            try:
+                deadline = await pipeline.observe(item, time.time(), arrived)
+            finally:
+                bus.evaluated()  # who waits for its decision (MQTT acks) learns of it
 
     async def _housekeeping(self, started: asyncio.Event) -> None:
         started.set()
