@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiomqtt
 import orjson
 import pytest
 
-from daemon_proc import DaemonProcess, write_config
+from daemon_proc import DaemonProcess, HttpResult, http, write_config
 from mqtt_broker import Mosquitto
 from support import free_port
 
@@ -117,5 +118,41 @@ def test_a_qos1_message_not_yet_journaled_is_delivered_again_after_sigkill(
         publish(broker.port, 2)  # after everything the session still owed
         daemon.wait_for(lambda: decided(daemon) == ["0", "1", "2"], what="the last decision")
         daemon.wait_for(lambda: daemon.metric("batond_mqtt_unacked") == 0, what="all acks")
+    finally:
+        assert daemon.stop() == 0
+
+
+def post_event(daemon: DaemonProcess, seq: int) -> HttpResult:
+    body = orjson.dumps({"event": "ack.test", "seq": str(seq)})
+    return http("POST", daemon.url + "/api/v1/events", body=body, timeout=60)
+
+
+def test_http_ack_decided_answers_once_journaled_and_a_killed_request_is_retried(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    config = write_config(
+        tmp_path, port, rules=RULES, http_extra="ack: decided", extra="mode: shadow\n"
+    )
+    daemon = start(config, port)
+    try:
+        assert post_event(daemon, 0).status == 202
+        assert decided(daemon) == ["0"]  # journaled before the answer: no wait needed
+        with JournalLock(tmp_path / "state"), ThreadPoolExecutor(1) as pool:
+            request = pool.submit(post_event, daemon, 1)
+            daemon.wait_for(
+                lambda: daemon.metric("batond_events_received_total", {"source": "http"}) == 2,
+                what="the event queued",
+            )
+            assert not request.done()  # queued, decided perhaps, not journaled: no answer
+            daemon.kill()
+            assert request.exception(30) is not None  # the client got no 2xx at all
+    finally:
+        daemon.kill()
+    daemon = start(config, port)
+    try:
+        assert decided(daemon) == ["0"]  # what the kill took was never journaled
+        assert post_event(daemon, 1).status == 202  # the client sends it again
+        assert decided(daemon) == ["0", "1"]  # decided once
     finally:
         assert daemon.stop() == 0

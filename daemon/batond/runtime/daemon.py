@@ -222,7 +222,7 @@ class Daemon:
             token=read_secret(http.token_file) if http.token_file else None,
             max_body=http.max_body,
             add_input_routes=functools.partial(
-                add_input_routes, bus=parts.bus, metrics=parts.metrics
+                add_input_routes, bus=parts.bus, metrics=parts.metrics, ack=http.ack
             ),
         )
         runner = web.AppRunner(
