@@ -156,3 +156,45 @@ def test_http_ack_decided_answers_once_journaled_and_a_killed_request_is_retried
         assert decided(daemon) == ["0", "1"]  # decided once
     finally:
         assert daemon.stop() == 0
+
+
+def publish_many(port: int, seqs: range) -> None:
+    async def go() -> None:
+        async with aiomqtt.Client("127.0.0.1", port) as pub:
+            for seq in seqs:
+                body = orjson.dumps({"event": "ack.test", "seq": str(seq)})
+                await pub.publish("metrics/ack", body, qos=1)
+
+    asyncio.run(go())
+
+
+def test_across_a_broker_restart_every_message_is_decided_once(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """Messages taken, not yet acknowledged when the broker goes away, are delivered again
+    by the restarted broker: batond knows them and decides each once."""
+    port = free_port()
+    config = mqtt_config(tmp_path, port, broker)
+    daemon = start(config, port)
+    try:
+        daemon.wait_for(lambda: daemon.metric("batond_mqtt_connected") == 1, what="MQTT")
+        with JournalLock(tmp_path / "state"):
+            publish_many(broker.port, range(100))
+            daemon.wait_for(lambda: mqtt_received(daemon) == 100, what="100 taken")
+            assert daemon.metric("batond_mqtt_unacked") == 100
+            broker.stop()
+            daemon.wait_for(lambda: daemon.metric("batond_mqtt_connected") == 0, what="gone")
+        daemon.wait_for(lambda: len(decided(daemon)) == 100, what="100 decided")
+        broker.start()
+        daemon.wait_for(
+            lambda: daemon.metric("batond_mqtt_redelivered_total") == 100, what="redelivered"
+        )
+        daemon.wait_for(lambda: daemon.metric("batond_mqtt_unacked") == 0, what="acked")
+        publish_many(broker.port, range(100, 200))
+        daemon.wait_for(lambda: len(decided(daemon)) >= 200, what="200 decided")
+        publish(broker.port, 200)  # after anything still owed
+        daemon.wait_for(lambda: "200" in decided(daemon), what="the marker")
+        assert decided(daemon) == [str(i) for i in range(201)]  # each once, in order
+        assert mqtt_received(daemon) == 201
+    finally:
+        assert daemon.stop() == 0
