@@ -102,6 +102,7 @@ class Mosquitto:
         certs: Certs | None = None,
         require_client_cert: bool = False,
         max_queued: int = 1_000_000,
+        max_inflight: int = 0,
     ) -> None:
         self.folder = folder
         self.port = free_port()
@@ -115,7 +116,7 @@ class Mosquitto:
             f"persistence_location {folder / 'data'}/",
             "autosave_interval 1",
             f"max_queued_messages {max_queued}",
-            "max_inflight_messages 0",
+            f"max_inflight_messages {max_inflight}",  # 0: no bound (Mosquitto's default: 20)
             f"log_dest file {folder / 'mosquitto.log'}",
             "log_type error",
             "log_type warning",

@@ -108,6 +108,8 @@ class MqttSource:
         # what the last connection still owed an acknowledgement: mid -> (topic, payload)
         self._owed: dict[int, tuple[str, bytes]] = {}
         self._resumed: Callable[[], bool] = lambda: False  # the CONNACK's session flag
+        # read when scraped: a gauge update per message cost a fifth of the intake's CPU
+        metrics.mqtt_unacked.set_function(lambda: len(self._acks or ()))
 
     def route(self, topic: str, qos: int, handler: Handler) -> None:
         """Subscribe to ``topic`` too (on every connection) and hand its messages to
@@ -224,7 +226,7 @@ class MqttSource:
             logger=log,
         )
         if self.manual_ack:
-            self._acks = _Acks(send_ack(client), self._metrics)
+            self._acks = _Acks(send_ack(client), self._bus.when_decided)
             self._resumed = lambda: session_present(client)
         return client
 
@@ -242,13 +244,10 @@ class MqttSource:
         if acks is None:
             self._handle(message)
             return
-        pending = acks.add(message.mid, message.topic.value, _raw(message.payload))
+        acks.add(message.mid, message.topic.value, _raw(message.payload))
         # a message delivered again: its first copy is in the bus, or decided already
-        queued = (bool(self._owed) and self._again(message)) or self._handle(message)
-        if queued:
-            self._bus.when_decided(lambda: acks.ready(pending))
-        else:  # nothing to decide (rejected, routed): acknowledged in its turn
-            acks.ready(pending)
+        if not (self._owed and self._again(message)):
+            self._handle(message)  # what it queued, if anything, is decided before its ack
 
     def _again(self, message: aiomqtt.Message) -> bool:
         """Whether ``message`` is one the last connection took and still owed a PUBACK.
@@ -264,32 +263,28 @@ class MqttSource:
         self._metrics.mqtt_redelivered.inc()
         return True
 
-    def _handle(self, message: aiomqtt.Message) -> bool:
-        """Parse and queue; whether anything went to the bus."""
+    def _handle(self, message: aiomqtt.Message) -> None:
         try:
-            return self._on_message(message)
+            self._on_message(message)
         except Exception:  # a bug must not stop the socket callback nor the session
             log.exception("MQTT message on %s could not be handled", message.topic)
-            return False
 
-    def _on_message(self, message: aiomqtt.Message) -> bool:
+    def _on_message(self, message: aiomqtt.Message) -> None:
         topic = message.topic.value
         if self._routes and self._routed(topic, message.payload):
-            return False
+            return
         parser = self._parser(topic)
         if parser is None:
-            return False  # a message for a subscription of an earlier configuration
+            return  # a message for a subscription of an earlier configuration
         refused = oversized(message.payload, self._cfg.max_payload)
         if refused is not None:
             self._rejections.reject(refused, f"topic {topic}")
-            return False
+            return
         items, errors = parser(message.payload, self._clock(), "mqtt")
         if errors:
             self._rejections.reject_all(errors, f"topic {topic}")
         if items:
             self._bus.offer_many(items, "mqtt")  # a full bus drops and counts; never blocks
-            return True
-        return False
 
     def _routed(self, topic: str, payload: object) -> bool:
         for pattern, (_, handler) in self._routes.items():
@@ -336,35 +331,55 @@ class _Pending:
 
 class _Acks:
     """The PUBACKs one connection owes, sent in arrival order, each once its message is
-    decided: a later message decided first waits for the earlier ones."""
+    decided: a later message decided first waits for the earlier ones.
 
-    def __init__(self, send: Callable[[int, int], object], metrics: Metrics) -> None:
+    The messages of one socket read (a burst) wait for their decisions together: one
+    ``when_decided`` for all, registered once the read is over (after their items are
+    queued), instead of a callback each (which cost a third of the intake's CPU).
+    """
+
+    def __init__(
+        self, send: Callable[[int, int], object], when_decided: Callable[[Callable[[], None]], None]
+    ) -> None:
         self._send = send
-        self._gauge = metrics.mqtt_unacked
+        self._when_decided = when_decided
         self._pending: deque[_Pending] = deque()
+        self._burst: list[_Pending] = []
         self._open = True
 
+    def __len__(self) -> int:
+        return len(self._pending)
+
     def add(self, mid: int, topic: str, payload: bytes) -> _Pending:
+        """A message taken; it is acknowledged once all queued until the burst's end are
+        decided (whether it queued anything or not: the order is kept either way)."""
         pending = _Pending(mid, topic, payload)
         self._pending.append(pending)
-        self._gauge.inc()
+        if not self._burst:
+            asyncio.get_running_loop().call_soon(self._wait_for_burst)
+        self._burst.append(pending)
         return pending
 
-    def ready(self, pending: _Pending) -> None:
-        pending.decided = True
+    def _wait_for_burst(self) -> None:
+        burst, self._burst = self._burst, []
+        if self._open:
+            self._when_decided(lambda: self.ready(*burst))
+
+    def ready(self, *decided: _Pending) -> None:
+        """These are decided: acknowledge them and what follows them, once nothing before
+        them waits."""
+        for pending in decided:
+            pending.decided = True
         queue = self._pending
-        if not self._open or queue[0] is not pending:
-            return  # closed: the broker delivers it again; else an earlier one waits
-        sent = 0
+        if not self._open or not queue[0].decided:
+            return  # closed: the broker delivers them again; else an earlier one waits
+        send = self._send
         while queue and queue[0].decided:
-            self._send(queue.popleft().mid, 1)
-            sent += 1
-        self._gauge.dec(sent)
+            send(queue.popleft().mid, 1)
 
     def close(self) -> dict[int, tuple[str, bytes]]:
         """The connection ended: what it still owed (mid -> topic, payload), forgotten here."""
         self._open = False
-        self._gauge.dec(len(self._pending))
         owed = {p.mid: (p.topic, p.payload) for p in self._pending}
         self._pending.clear()
         return owed
