@@ -109,6 +109,7 @@ BENCHES = [
     Bench("procwatch", "bench_procwatch.py", ["--runs", "50"]),
     Bench("orchestration", "bench_orchestration.py", ["--runs", "100"], ["--runs", "500"]),
     Bench("replay --diff", "bench_diff.py", ["--hours", "2"], ["--same"]),
+    Bench("fleet agent", "bench_fleet_agent.py", ["--rounds", "20"], ["--rounds", "50"]),
 ]
 
 

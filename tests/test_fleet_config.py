@@ -26,7 +26,8 @@ from support import write_yaml
 
 
 def write(tmp_path: Path, text: str) -> Path:
-    (tmp_path / "agent.key").write_text("s3cret\n", encoding="utf-8")
+    (tmp_path / "agent.key").write_text("s3cret-of-sixteen-bytes\n", encoding="utf-8")
+    (tmp_path / "short.key").write_text("s3cret\n", encoding="utf-8")
     return write_yaml(tmp_path, text)
 
 
@@ -64,6 +65,7 @@ def test_agent_every_key(tmp_path: Path) -> None:
           key_file: agent.key
           heartbeat: 1s
           lease: 3s
+        mqtt: {}
         """,
     )
     fleet = load_config(path).fleet
@@ -92,14 +94,14 @@ CASES = {
         "at least 1",
     ),
     "central without database": ("fleet:\n  role: central\n", "2:3", "needs a database"),
-    "agent without key": ("fleet:\n  role: agent\n", "2:3", "needs a key_file"),
+    "agent without key": ("fleet:\n  role: agent\nmqtt: {}\n", "2:3", "needs a key_file"),
     "not a DSN": (
         "fleet:\n  role: central\n  database: mysql://h/d\n",
         "3:13",
         "database must be postgresql://",
     ),
     "bare number duration": (
-        "fleet:\n  role: agent\n  key_file: agent.key\n  batch_interval: 10\n",
+        "fleet:\n  role: agent\n  key_file: agent.key\n  batch_interval: 10\nmqtt: {}\n",
         "4:19",
         "invalid duration",
     ),
@@ -109,7 +111,7 @@ CASES = {
         "fleet.key_file is for role agent only",
     ),
     "central key for agent": (
-        "fleet:\n  role: agent\n  key_file: agent.key\n  database: postgresql://h/d\n",
+        "fleet:\n  role: agent\n  key_file: agent.key\n  database: postgresql://h/d\nmqtt: {}\n",
         "4:3",
         "fleet.database is for role central only",
     ),
@@ -118,8 +120,33 @@ CASES = {
         "4:10",
         "at least twice heartbeat",
     ),
+    "agent without mqtt": (
+        "node: a1\nfleet:\n  role: agent\n  key_file: agent.key\n",
+        "2:1",
+        "fleet role agent needs an mqtt: section",
+    ),
+    "key too short to sign": (
+        "fleet:\n  role: agent\n  key_file: short.key\nmqtt: {}\n",
+        "3:13",
+        "a fleet key must be at least 16 bytes",
+    ),
+    "a host name with a wildcard": (
+        "fleet:\n  role: agent\n  key_file: agent.key\n  host: web/#\nmqtt: {}\n",
+        "4:9",
+        "host name 'web/#': a host name is letters, digits and '-'",
+    ),
+    "a prefix with a wildcard": (
+        "fleet:\n  role: agent\n  key_file: agent.key\n  prefix: fleet/+\nmqtt: {}\n",
+        "4:11",
+        "topic prefix 'fleet/+': topic levels joined by '/', without '+', '#'",
+    ),
+    "a node name that is no host name": (
+        "node: web_01\nfleet:\n  role: agent\n  key_file: agent.key\nmqtt: {}\n",
+        "2:1",
+        "node 'web_01' cannot be this host's fleet name",
+    ),
     "missing key file": (
-        "fleet:\n  role: agent\n  key_file: nowhere.key\n",
+        "fleet:\n  role: agent\n  key_file: nowhere.key\nmqtt: {}\n",
         "3:13",
         "cannot be read",
     ),
@@ -223,11 +250,12 @@ def test_batond_run_refuses_a_fleet_role_it_does_not_serve(tmp_path: Path) -> No
     path = write(
         tmp_path,
         f"""
-        node: a1
+        node: c1
         state_dir: {tmp_path / "state"}
         fleet:
-          role: agent
-          key_file: {tmp_path / "agent.key"}
+          role: central
+          database: postgresql://127.0.0.1/fleet
+        mqtt: {{}}
         """,
     )
     done = subprocess.run(
@@ -237,5 +265,29 @@ def test_batond_run_refuses_a_fleet_role_it_does_not_serve(tmp_path: Path) -> No
         timeout=60,
     )
     assert done.returncode == 1, done.stderr
-    assert f"{path}: fleet role agent is not served by this batond yet" in done.stderr
+    assert f"{path}: fleet role central is not served by this batond yet" in done.stderr
     assert not (tmp_path / "state" / "journal.db").exists()  # refused before anything opened
+
+
+def test_batond_check_says_an_agent_needs_mqtt(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        node: a1
+        state_dir: {tmp_path / "state"}
+        fleet:
+          role: agent
+          key_file: {tmp_path / "agent.key"}
+        """,
+    )
+    for command in ("check", "run"):
+        done = subprocess.run(
+            [sys.executable, "-m", "batond", command, "-c", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1, done
+        said = done.stdout + done.stderr
+        assert f"{path}:3:1: fleet role agent needs an mqtt: section" in said, said
+    assert not (tmp_path / "state" / "journal.db").exists()

@@ -140,7 +140,18 @@ class Metrics:
         )
 
     def _fleet_agent(self, r: CollectorRegistry) -> None:
-        """The remediation requests a fleet agent takes from central instances."""
+        """A fleet agent's batches, and the remediation requests it takes from central."""
+        self.fleet_batches = _counter(
+            r, "batond_fleet_batches_published", "Batches of this host's inputs the broker took"
+        )
+        self.fleet_batch_dropped = _counter(
+            r, "batond_fleet_batch_dropped",
+            "Inputs the agent did not publish, by reason (other_host, batch_full, outbox_full,"
+            " stopping)", "reason",
+        )  # fmt: skip
+        self.fleet_batch_buffered = _gauge(
+            r, "batond_fleet_batch_buffered", "Inputs waiting to be published in a batch"
+        )
         self.fleet_requests_accepted = _counter(
             r, "batond_fleet_requests_accepted",
             "Remediation requests that passed every check and were decided (run or suppressed)",

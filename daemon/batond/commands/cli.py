@@ -88,17 +88,7 @@ def _local_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="log level (default: log.level of the config, else info)",
     )
 
-    p = sub.add_parser("check", help="validate config, rules, playbooks and models")
-    _config_arg(p)
-    p.add_argument(
-        "paths", nargs="*", metavar="PATH", help="check these files or folders on their own"
-    )
-    p.add_argument(
-        "--explain",
-        metavar="RULE",
-        help="show the limits that apply to RULE (its own, or the governor's) and its key",
-    )
-
+    _check_command(sub)
     _replay_command(sub)
 
     p = sub.add_parser("test", help="run rule test files: inputs in, expected decisions out")
@@ -134,6 +124,25 @@ def _local_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         dp = dsub.add_parser(action, help=text)
         dp.add_argument("name", nargs="?", default="batond-demo-worker", metavar="NAME",
                         help="the process name (default batond-demo-worker)")  # fmt: skip
+
+
+def _check_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("check", help="validate config, rules, playbooks and models")
+    _config_arg(p)
+    p.add_argument(
+        "paths", nargs="*", metavar="PATH", help="check these files or folders on their own"
+    )
+    p.add_argument(
+        "--explain",
+        metavar="RULE",
+        help="show the limits that apply to RULE (its own, or the governor's) and its key",
+    )
+    p.add_argument(
+        "--unit",
+        metavar="FILE",
+        help="warn about writes this systemd unit (and its drop-ins) makes read-only "
+        "(default: the installed batond.service, if any)",
+    )
 
 
 def _replay_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

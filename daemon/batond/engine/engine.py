@@ -20,7 +20,7 @@ from typing import Any
 from batond.engine.governor import HOST_RESOLUTION_S, Governor, Scope, target_class
 from batond.engine.index import MatchIndex
 from batond.engine.keys import split_key
-from batond.engine.model import NO_LIMITS, Rule, RuleSet, Schedule
+from batond.engine.model import NO_LIMITS, Limits, Rule, RuleSet, Schedule
 from batond.engine.state import RESOLVE, RuleState, state_for
 from batond.engine.types import (
     Decision,
@@ -209,7 +209,7 @@ class Engine:
             self._reopened(set(closed), "its circuit closed after the cool-off")
         ends = gov.silence_ends()
         if ends is not None and ends <= now:
-            gov.silences = tuple(s for s in gov.silences if s.ends_at > now)
+            gov.drop_ended_silences(now)
             self.silences_changed("a silence ended")
         if self._paused and not gov.paused:
             self.pull(lambda _s, _k, why: why == Suppression.PAUSED, "the pause ended (resume)")
@@ -225,18 +225,19 @@ class Engine:
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` must next run (None: only when an input comes)."""
-        if self._pending or self._levers:
-            return float("-inf")
         gov = self.governor
-        times = [t for t in self._schedule_next.values() if t is not None]
-        for t in (gov.next_circuit_close(), gov.silence_ends()):
-            if t is not None:
-                times.append(t)
-        if self._paused != gov.paused:
-            times.append(float("-inf"))
-        if self._timers:
-            times.append(self._timers[0][0])
-        return min(times) if times else None
+        if self._pending or self._levers or self._paused != gov.paused:
+            return float("-inf")
+        # runs after every input that could match: no list or generator on this path
+        due = self._timers[0][0] if self._timers else None
+        if self._schedule_next:
+            for t in self._schedule_next.values():
+                if t is not None and (due is None or t < due):
+                    due = t
+        change = gov.next_change()
+        if change is not None and (due is None or change < due):
+            due = change
+        return due
 
     # -- levers: held incidents decided again ---------------------------------------
     def pull(self, lever: Lever, cause: str) -> None:
@@ -409,9 +410,28 @@ class Engine:
             opens_incident=is_rule,
             continues=continues,
             cause=cause,
-            reason="" if reason is None else gov.explain(reason, rule.name, key, limits, now),
+            reason=self._why(reason, rule.name, key, labels, first, rule.severity, limits, now),
             max_concurrent=limits.max_concurrent_runs,
         )
+
+    def _why(
+        self,
+        reason: Suppression | None,
+        rule: str,
+        key: str,
+        labels: Mapping[str, str],
+        playbook: str,
+        severity: str,
+        limits: Limits,
+        now: float,
+    ) -> str:
+        """A suppression in words ("" for a run); a silence says which one it was."""
+        gov = self.governor
+        if reason is None:
+            return ""
+        if reason == Suppression.SILENCED:
+            return gov.silenced_by(labels, rule, severity, playbook, now)
+        return gov.explain(reason, rule, key, limits, now)
 
     def _tick_schedule(self, schedule: Schedule, now: float, out: list[Output]) -> None:
         due = self._schedule_next.get(schedule.name)

@@ -155,9 +155,18 @@ CREATE TABLE fleet_nonces (
 CREATE INDEX fleet_nonces_ts ON fleet_nonces (ts);
 """
 
+# What the run view shows (docs/api.md): each step attempt's rendered ``with:`` values
+# (JSON, redacted and bounded by remedy.shown before they are stored) and the run an
+# escalation run escalates (its chain's last run, or the interrupted run).
+_V4 = """
+ALTER TABLE steps ADD COLUMN args TEXT;
+ALTER TABLE runs ADD COLUMN escalates $int REFERENCES runs (id) ON DELETE SET NULL;
+CREATE INDEX runs_escalates ON runs (escalates);
+"""
+
 #: Schema migrations; entry N-1 takes the schema from version N-1 to N. Append only.
 #: Written once for both backends: ``journal.backend.render_schema`` fills in the types.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 
 
 class DbLock:

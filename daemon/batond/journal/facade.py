@@ -273,6 +273,7 @@ class Journal:
         resumes: int | None = None,
         state: RunState = RunState.QUEUED,
         escalation: bool = False,
+        escalates: int | None = None,
     ) -> int:
         started_at = created_at if state == RunState.RUNNING else None
         row = (
@@ -288,14 +289,15 @@ class Journal:
             incident_id,
             resumes,
             int(escalation),
+            escalates,
         )
 
         def job(conn: Conn) -> int:
             return _new_id(
                 conn,
                 "INSERT INTO runs (rule, playbook, key, params, labels, state, created_at,"
-                " started_at, decision_id, incident_id, resumes, escalation)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " started_at, decision_id, incident_id, resumes, escalation, escalates)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
 
@@ -314,14 +316,26 @@ class Journal:
         await self._write(job)
 
     async def step_started(
-        self, run_id: int, path: str, action: str, attempt: int, started_at: float
+        self,
+        run_id: int,
+        path: str,
+        action: str,
+        attempt: int,
+        started_at: float,
+        *,
+        args: Mapping[str, Any] | None = None,
     ) -> int:
+        row = (
+            run_id, path, action, attempt, StepStatus.RUNNING, started_at,
+            None if args is None else _dumps(dict(args)),
+        )  # fmt: skip
+
         def job(conn: Conn) -> int:
             return _new_id(
                 conn,
-                "INSERT INTO steps (run_id, path, action, attempt, status, started_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, path, action, attempt, StepStatus.RUNNING, started_at),
+                "INSERT INTO steps (run_id, path, action, attempt, status, started_at, args)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                row,
             )
 
         return await self._db.write_ahead(job)

@@ -83,10 +83,11 @@ def incident(conn: Conn, incident_id: int) -> dict[str, Any] | None:
         {
             "id": r[0], "playbook": r[1], "state": r[2], "outcome": r[3], "escalation": bool(r[4]),
             "decision_id": r[5], "created_at": r[6], "started_at": r[7], "ended_at": r[8],
+            "escalates": r[9],
         }
         for r in conn.execute(
             "SELECT id, playbook, state, outcome, escalation, decision_id, created_at,"
-            " started_at, ended_at FROM runs WHERE incident_id = ? ORDER BY id",
+            " started_at, ended_at, escalates FROM runs WHERE incident_id = ? ORDER BY id",
             (incident_id,),
         )
     ]  # fmt: skip
@@ -200,6 +201,7 @@ def _decision(r: tuple[Any, ...]) -> dict[str, Any]:
 def runs(conn: Conn, limit: int) -> dict[str, Any]:
     found = [_run(r) for r in conn.execute(f"{_RUN_SELECT} ORDER BY id DESC LIMIT ?", (limit,))]
     _attach_steps(conn, found)
+    _attach_escalations(conn, found)
     return {"runs": found}
 
 
@@ -210,6 +212,7 @@ def run(conn: Conn, run_id: int) -> dict[str, Any] | None:
         return None
     found = _run(row)
     _attach_steps(conn, [found])
+    _attach_escalations(conn, [found])
     found["approvals"] = [
         {"verdict": r[0], "by": r[1], "at": r[2]}
         for r in conn.execute(
@@ -254,7 +257,7 @@ _INCIDENT_SELECT = (
 )
 _RUN_SELECT = (
     "SELECT id, rule, playbook, key, state, outcome, created_at, started_at, ended_at,"
-    " decision_id, incident_id, resumes, params, labels, escalation FROM runs"
+    " decision_id, incident_id, resumes, params, labels, escalation, escalates FROM runs"
 )
 
 
@@ -291,6 +294,8 @@ def _run(r: tuple[Any, ...]) -> dict[str, Any]:
         "params": orjson.loads(r[12]),
         "labels": orjson.loads(r[13]),
         "escalation": bool(r[14]),
+        "escalates": r[15],
+        "escalated_to": None,
         "steps": [],
     }
 
@@ -302,11 +307,12 @@ def _attach_steps(conn: Conn, runs: list[dict[str, Any]]) -> None:
     marks = ",".join("?" * len(by_id))
     rows = conn.execute(
         "SELECT run_id, path, action, attempt, status, started_at, ended_at, exit_code,"
-        f" stdout, stderr, detail FROM steps WHERE run_id IN ({marks}) ORDER BY id",
+        f" stdout, stderr, detail, args FROM steps WHERE run_id IN ({marks}) ORDER BY id",
         tuple(by_id),
     )
     for r in rows:
         started, ended = r[5], r[6]
+        args = None if r[11] is None else orjson.loads(r[11])
         by_id[r[0]]["steps"].append(
             {
                 "name": r[1].rsplit("/", 1)[-1],
@@ -321,8 +327,22 @@ def _attach_steps(conn: Conn, runs: list[dict[str, Any]]) -> None:
                 "stdout": r[8],
                 "stderr": r[9],
                 "detail": None if r[10] is None else orjson.loads(r[10]),
+                "args": args,
             }
         )
+
+
+def _attach_escalations(conn: Conn, runs: list[dict[str, Any]]) -> None:
+    """Each run's ``escalated_to``: the escalation run that escalates it (the first)."""
+    by_id = {run["id"]: run for run in runs}
+    if not by_id:
+        return
+    marks = ",".join("?" * len(by_id))
+    for escalates, run_id in conn.execute(
+        f"SELECT escalates, min(id) FROM runs WHERE escalates IN ({marks}) GROUP BY escalates",
+        tuple(by_id),
+    ):
+        by_id[escalates]["escalated_to"] = run_id
 
 
 def recover(conn: Conn, now: float) -> list[InterruptedRun]:

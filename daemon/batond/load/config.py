@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -178,6 +179,16 @@ class FleetRole(enum.Enum):
 
 
 DEFAULT_FLEET_PREFIX = "batond/fleet"
+#: A fleet key shorter than this is refused: HMAC is only as strong as its key.
+MIN_FLEET_KEY_BYTES = 16
+#: A host name in the fleet: RFC 1123 labels joined by dots. It is a topic level and a
+#: key file's name: nothing an MQTT wildcard (``+``, ``#``), a ``/`` or ``..`` could abuse.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+FLEET_HOST_PATTERN = rf"{_LABEL}(?:\.{_LABEL})*"
+_FLEET_HOST_HINT = "a host name is letters, digits and '-', in labels joined by '.'"
+#: Topics are published under it: MQTT allows no wildcard in a topic one publishes to.
+_FLEET_PREFIX_PATTERN = r"[^+#/\s]+(?:/[^+#/\s]+)*"
+_FLEET_PREFIX_HINT = "topic levels joined by '/', without '+', '#', spaces or empty levels"
 
 
 def default_instance(host: str) -> str:
@@ -256,11 +267,20 @@ def load_config(path: str | Path | None, *, must_exist: bool = False) -> Config:
 
 def _config(f: Fields, path: Path) -> Config:
     config = Config(path=path, **f.values())
+    if config.fleet is not None and not config.fleet.is_central and "mqtt" not in f:
+        # batches go out and requests come in through the broker: there is no agent without
+        f.reader.error(f.key_node("fleet"), "fleet role agent needs an mqtt: section")
     if config.mqtt is not None and not config.mqtt.client_id:  # not set (see _mqtt)
         # one client id per node, fixed, so the broker keeps the session across reconnects
         mqtt = replace(config.mqtt, client_id=default_client_id(config.node))
         config = replace(config, mqtt=mqtt)
     if config.fleet is not None and not config.fleet.host:  # not set (see _fleet)
+        if not re.fullmatch(FLEET_HOST_PATTERN, config.node):
+            f.reader.error(
+                f.key_node("fleet"),
+                f"node {config.node!r} cannot be this host's fleet name ({_FLEET_HOST_HINT});"
+                " set fleet.host",
+            )
         config = replace(config, fleet=replace(config.fleet, host=config.node))
     if config.fleet is not None and config.fleet.is_central and not config.fleet.instance:
         fleet = replace(config.fleet, instance=default_instance(config.fleet.host))
@@ -388,12 +408,24 @@ def _fleet(f: Fields) -> Any:
         f.reader.error(f.key_node("role"), "fleet role central needs a database")
     if role is FleetRole.AGENT and "key_file" not in f:
         f.reader.error(f.key_node("role"), "fleet role agent needs a key_file")
+    _check_key_length(f)
     heartbeat, lease = values.get("heartbeat", 2.0), values.get("lease", 6.0)
     if lease < 2 * heartbeat:
         where = f.nodes["lease"] if "lease" in f else f.nodes["heartbeat"]
         f.reader.error(where, f"fleet.lease must be at least twice heartbeat ({heartbeat:g}s)")
     # without host: "" until the configuration's node name is known (see _config)
     return FleetConfig(role=role, **{"host": "", **values})
+
+
+def _check_key_length(f: Fields) -> None:
+    path = f.get("key_file")
+    try:
+        short = path is not None and len(read_secret(path).encode()) < MIN_FLEET_KEY_BYTES
+    except (OSError, UnicodeDecodeError):
+        return  # (said already, by the secret file's kind)
+    if short:
+        where = f.nodes["key_file"]
+        f.reader.error(where, f"a fleet key must be at least {MIN_FLEET_KEY_BYTES} bytes")
 
 
 def _subscription(f: Fields) -> Any:
@@ -520,9 +552,17 @@ FLEET_FIELDS = Section(
             True,
             "agent or central",
         ),
-        Field("prefix", Name("topic prefix"), doc="topic prefix (default batond/fleet)"),
+        Field(
+            "prefix",
+            Name("topic prefix", _FLEET_PREFIX_PATTERN, _FLEET_PREFIX_HINT),
+            doc="topic prefix (default batond/fleet)",
+        ),
         Field("partitions", Integer(1, 4096), doc="partition count (default 64)"),
-        Field("host", Name("host name"), doc="this host's name in the fleet (default: node)"),
+        Field(
+            "host",
+            Name("host name", FLEET_HOST_PATTERN, _FLEET_HOST_HINT),
+            doc="this host's name in the fleet (default: node)",
+        ),
         Field("batch_interval", Duration(0.1), doc="agent: one batch per interval (default 10s)"),
         Field("key_file", _SecretFile(), doc="agent: HMAC key of remediation requests"),
         Field("database", _PG_DSN, doc="central: postgresql:// DSN (required there)"),

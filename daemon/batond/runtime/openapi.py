@@ -66,6 +66,14 @@ _STEP = _obj(
     stdout=STR,
     stderr=STR,
     detail=_nullable(ANY_OBJECT),
+    args=_nullable(
+        {
+            "type": "object",
+            "description": "the attempt's rendered with: values, secrets shown as <redacted>;"
+            ' over 8 KiB: {"<truncated>": why, "head": the first 8 KiB of their JSON};'
+            " null: not rendered (a template failed, a skipped or set/assert step)",
+        }
+    ),
 )
 _RUN_FIELDS: dict[str, Schema] = {
     "id": INT,
@@ -83,7 +91,15 @@ _RUN_FIELDS: dict[str, Schema] = {
     "params": ANY_OBJECT,
     "labels": LABELS,
     "escalation": {"type": "boolean", "description": "an escalate: playbook's run"},
+    "escalates": _nullable({"type": "integer", "description": "the run this escalation escalates"}),
+    "escalated_to": _nullable({"type": "integer", "description": "the escalation run it led to"}),
     "steps": {"type": "array", "items": _ref("Step")},
+    "not_reached": {
+        "type": "array",
+        "items": STR,
+        "description": "paths of its playbook's steps an ended run never reached"
+        " (by the playbook loaded now; empty while the run goes on)",
+    },
 }
 _RUN_REQUIRED = ("id", "rule", "playbook", "key", "state", "outcome", "created_at", "steps")
 _INCIDENT_FIELDS: dict[str, Schema] = {
@@ -140,6 +156,7 @@ _INCIDENT_RUN = _obj(
     state=_enum(RunState),
     outcome=_nullable(_enum(Outcome)),
     escalation=BOOL,
+    escalates=_nullable({"type": "integer", "description": "the run this escalation escalates"}),
     decision_id=_nullable(INT),
     created_at=TIME,
     started_at=_nullable(TIME),
@@ -181,6 +198,29 @@ _RULE = _obj(
     cron=STR,
     next=_nullable(TIME),
     resolve_rates={"type": "object", "additionalProperties": ANY_OBJECT},
+)
+_RULES = _obj(
+    ["rules", "playbooks"],
+    rules={"type": "array", "items": _ref("Rule")},
+    playbooks={
+        "type": "array",
+        "items": _obj(
+            ["name", "params"],
+            name=STR,
+            description=STR,
+            params={**ANY_OBJECT, "description": "declared params with their defaults"},
+        ),
+    },
+)
+_BY_HAND = _obj(
+    ["decision", "rule", "key", "playbook", "started", "suppressed", "params"],
+    decision={**_nullable(INT), "description": "its id; the run it starts has it as decision_id"},
+    rule=STR,
+    key=STR,
+    playbook=STR,
+    started={"type": "boolean"},
+    suppressed=_nullable(_enum(Suppression)),
+    params=ANY_OBJECT,
 )
 _SERIES = _obj(
     ["metric", "labels", "threshold", "points"],
@@ -336,14 +376,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/api/v1/runs/{id}/cancel"): _gate("cancel"),
     ("POST", "/api/v1/playbooks/{name}/run"): Operation(
         "run a playbook by hand (through the governor, recorded like any run)",
-        {200: ANY_OBJECT, 202: ANY_OBJECT, 400: _ERR, 404: _ERR, 409: _ERR},
-        body=_obj(params=ANY_OBJECT, labels=LABELS),
+        {202: _BY_HAND, 400: _ERR, 404: _ERR},
+        body=_obj(params=ANY_OBJECT),
     ),
     ("POST", "/api/v1/schedules/{name}/trigger"): Operation(
-        "run a schedule now", {200: ANY_OBJECT, 202: ANY_OBJECT, 404: _ERR, 409: _ERR}
+        "run a schedule now", {202: _BY_HAND, 404: _ERR}
     ),
     ("GET", "/api/v1/rules"): Operation(
-        "loaded rules and schedules with their statistics", {200: _list_of("rules", _ref("Rule"))}
+        "loaded rules and schedules with their statistics, and the playbooks' params",
+        {200: _RULES},
     ),
     ("GET", "/api/v1/series"): Operation(
         "recent points and anomaly scores",

@@ -24,6 +24,7 @@ from batond.journal.facade import Journal
 from batond.journal.queries import DecisionFilter
 from batond.load.config import Config, load_config
 from batond.metrics import Metrics
+from batond.remedy.plan import not_reached
 from batond.remedy.runner import Runner
 from batond.runtime.definitions import Definitions, load_definitions
 from batond.runtime.pipeline import Pipeline
@@ -135,13 +136,48 @@ class Operator:
         return {"incident": incident_id, "resolved": True, "resolved_at": now}
 
     async def runs(self, limit: int) -> dict[str, Any]:
-        return await self._journal.list_runs(limit)
+        found = await self._journal.list_runs(limit)
+        for run in found["runs"]:
+            run["not_reached"] = self._not_reached(run)
+        return found
 
     async def run(self, run_id: int) -> dict[str, Any] | None:
-        return await self._journal.get_run(run_id)
+        """One run, with the steps of its playbook it never reached (``not_reached``)."""
+        found = await self._journal.get_run(run_id)
+        if found is not None:
+            found["not_reached"] = self._not_reached(found)
+        return found
+
+    def _not_reached(self, run: Mapping[str, Any]) -> list[str]:
+        """For an ended run, by the playbook loaded now (a reload may have changed it
+        since); nothing for a run still going or whose playbook is gone."""
+        playbooks = self._engine.rules.playbooks
+        pb = playbooks.get(run["playbook"])
+        if pb is None or run["state"] != "done":
+            return []
+        return not_reached(
+            pb,
+            playbooks,
+            outcome=run["outcome"],
+            recorded=((s["path"], s["status"]) for s in run["steps"]),
+            args={s["path"]: s["args"] for s in run["steps"] if s.get("args")},
+            resumption=run["resumes"] is not None and not run["escalation"],
+        )
 
     def rules(self) -> dict[str, Any]:
-        return {"rules": self._engine.describe_rules()}
+        playbooks = self._engine.rules.playbooks
+        return {
+            "rules": self._engine.describe_rules(),
+            # what a run by hand may be given: each playbook's declared params, with defaults
+            "playbooks": [
+                {
+                    "name": name,
+                    "description": getattr(pb, "description", ""),
+                    "params": dict(getattr(pb, "params", {})),
+                }
+                for name, pb in sorted(playbooks.items())
+            ],
+        }
 
     def series(self, metric: str | None, host: str | None) -> dict[str, Any]:
         return {"series": self._models.series(metric, host)}
@@ -225,9 +261,9 @@ class Operator:
         decision = self._engine.trigger_schedule(name, now)
         if decision is None:
             return None
-        await self._pipeline.act([decision], now, None)
+        ids = await self._pipeline.act([decision], now, None)
         log.info("schedule %s triggered by an operator: %s", name, _verdict(decision))
-        return _decided(decision)
+        return _decided(decision, ids[0])
 
     async def run_playbook(self, name: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """Run playbook ``name`` now with ``params``, through the governor and recorded
@@ -245,9 +281,9 @@ class Operator:
             )
         now = time.time()
         decision = self._engine.run_by_hand(name, params, now)
-        await self._pipeline.act([decision], now, None)
+        ids = await self._pipeline.act([decision], now, None)
         log.info("playbook %s run by an operator: %s", name, _verdict(decision))
-        return _decided(decision)
+        return _decided(decision, ids[0])
 
     async def set_paused(self, paused: bool) -> dict[str, Any]:
         await self._pause.set_by_operator(paused)
@@ -304,8 +340,11 @@ def _verdict(decision: Decision) -> str:
     return f"suppressed ({decision.suppressed})" if decision.suppressed else "run started"
 
 
-def _decided(decision: Decision) -> dict[str, Any]:
+def _decided(decision: Decision, decision_id: int | None) -> dict[str, Any]:
+    """The answer to a run by hand: what was decided, and under which id (the run it
+    starts carries it as ``decision_id``: GET /api/v1/runs finds the run)."""
     return {
+        "decision": decision_id,
         "rule": decision.rule,
         "key": decision.key,
         "playbook": decision.playbook or decision.candidates[0],

@@ -12,15 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batond.anomaly import ModelSet
 from batond.engine.engine import Engine
 from batond.engine.governor import Governor
 from batond.errors import BatondError
 from batond.events import Input
+from batond.fleet.agent import SEQ_STATE, Batcher
+from batond.fleet.partition import batch_topic
+from batond.fleet.requests import OutcomeReports, RemoteReporter, RequestDesk
+from batond.fleet.signing import read_key
 from batond.intake.bus import Bus
 from batond.intake.host import HostSource
 from batond.intake.recorder import Recorder, record_dir
@@ -34,7 +38,7 @@ from batond.remedy.runner import Runner
 from batond.runtime.definitions import Definitions, load_definitions
 from batond.runtime.notify import Notifier as Notify
 from batond.runtime.operator import Operator, Source
-from batond.runtime.pipeline import Pipeline, Publisher
+from batond.runtime.pipeline import Pipeline, Publisher, Reporter
 from batond.runtime.ports import (
     JournalLedger,
     MqttPublisher,
@@ -45,6 +49,9 @@ from batond.runtime.ports import (
 )
 from batond.runtime.reporter import DaemonReporter
 from batond.runtime.sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from batond.intake.mqtt import MqttSource
 
 __all__ = ["Components", "build"]
 
@@ -72,6 +79,7 @@ class Components:
     recorder: Recorder | None  # only when journal.record is configured
     interrupted: tuple[InterruptedRun, ...]  # found at start, resumed once READY
     notify: Notify | None  # only when notify: {url} is configured
+    fleet_agent: Batcher | None = None  # only with fleet: {role: agent}
 
     async def close(self) -> None:
         """Release what the components hold (after serving, or a start that failed)."""
@@ -95,26 +103,27 @@ class _Restored:
 
 async def build(config: Config, notifier: Notifier, metrics: Metrics | None = None) -> Components:
     """Every component, or an exception with nothing left open (ConfigError, BatondError)."""
-    if config.fleet is not None:
+    if config.fleet is not None and config.fleet.is_central:
         # parsed and checked already, so that files written for the fleet stay valid, but
-        # not served: a daemon that pretended to be an agent would drop its batches in silence
+        # not served: a daemon that pretended to be central would decide for nobody
         raise BatondError(
             f"{config.path}: fleet role {config.fleet.role.value} is not served by this "
             "batond yet; remove the fleet: section (docs/fleet.md)"
         )
     notifier.status("loading rules and models")
     definitions = load_definitions(config)  # ConfigError before anything opens
+    key = _agent_key(config)  # BatondError before anything opens
     notifier.status("opening journal")
     journal = await asyncio.to_thread(Journal.open, config.state_dir)
     try:
-        return await _wire(config, metrics or Metrics(), journal, definitions)
+        return await _wire(config, metrics or Metrics(), journal, definitions, key)
     except BaseException:
         await journal.close()
         raise
 
 
 async def _wire(
-    config: Config, metrics: Metrics, journal: Journal, definitions: Definitions
+    config: Config, metrics: Metrics, journal: Journal, definitions: Definitions, key: bytes | None
 ) -> Components:
     restored = await _restore(journal)
     recorder = _recorder(config)
@@ -125,12 +134,12 @@ async def _wire(
     metrics.rules_loaded.set(definitions.rules.rule_count)
     bus = Bus(metrics)
     bus.settle = journal.settled  # input is acknowledged once its decisions are journaled
-    sources, publisher, actions = _sources(config, bus, metrics, journal)
+    intake = _sources(config, bus, metrics, journal)
     runner = Runner(
         playbooks=definitions.rules.playbooks,
         store=journal,
         metrics=metrics,
-        actions=actions,
+        actions=intake.actions,
         max_concurrent=config.governor.max_concurrent_runs,
     )
     state = RuleStateSaver(journal, engine)
@@ -139,32 +148,32 @@ async def _wire(
     )
     after_run = TaskSet("after-run bookkeeping")
     notify = Notify(config.notify.url, config.node, metrics) if config.notify else None
+    agent = await _agent(config, intake.mqtt, journal, metrics, key)
+    reporter: Reporter = DaemonReporter(metrics, notify)
+    if agent is not None:  # and the outcome reports of remote requests besides
+        reporter = RemoteReporter(reporter, agent.reports, after_run.spawn)
     pipeline = Pipeline(
-        engine,
-        JournalLedger(journal, metrics),
-        runner,
-        models=models,
-        publisher=publisher,
-        state=state,
-        tap=recorder.append if recorder is not None else None,
-        spawn=after_run.spawn,
-        on_error=_evaluation_failed,
-        reporter=DaemonReporter(metrics, notify),
-    )
+        engine, JournalLedger(journal, metrics), runner, models=models,
+        publisher=intake.publisher, state=state, tap=_tap(recorder, agent),
+        spawn=after_run.spawn, on_error=_evaluation_failed, reporter=reporter,
+    )  # fmt: skip
     runner.listen(pipeline)  # outcomes feed back through the pipeline
+    if agent is not None:
+        _take_requests(agent, config, engine, pipeline, journal, after_run, metrics)
     operator = Operator(
         config=config, metrics=metrics, journal=journal, engine=engine, models=models,
-        runner=runner, pipeline=pipeline, sources=sources, pause=pause, state=state,
+        runner=runner, pipeline=pipeline, sources=intake.sources, pause=pause, state=state,
     )  # fmt: skip
     await _reconcile(journal, engine)
     await operator.refresh_silences()
     _bind_gauges(metrics, bus, models, engine)
     metrics.journal_writable.set_function(lambda: 0.0 if journal.trouble else 1.0)
     return Components(
-        config=config, metrics=metrics, journal=journal, bus=bus, sources=sources,
-        engine=engine, models=models, actions=actions, runner=runner, pipeline=pipeline,
+        config=config, metrics=metrics, journal=journal, bus=bus, sources=intake.sources,
+        engine=engine, models=models, actions=intake.actions, runner=runner, pipeline=pipeline,
         operator=operator, pause=pause, state=state, after_run=after_run, recorder=recorder,
         interrupted=restored.interrupted, notify=notify,
+        fleet_agent=agent.batcher if agent is not None else None,
     )  # fmt: skip
 
 
@@ -201,15 +210,21 @@ def _model_note(note: str) -> None:
     log.warning("anomaly model: %s", note)
 
 
-def _sources(
-    config: Config, bus: Bus, metrics: Metrics, journal: Journal
-) -> tuple[dict[str, Source], Publisher | None, ActionContext]:
+@dataclass(frozen=True, slots=True)
+class _Intake:
+    sources: dict[str, Source]
+    publisher: Publisher | None  # of incidents and runs (mqtt.publish_prefix)
+    actions: ActionContext  # the actions' resources
+    mqtt: MqttSource | None  # the one MQTT connection, when configured
+
+
+def _sources(config: Config, bus: Bus, metrics: Metrics, journal: Journal) -> _Intake:
     """The input sources, the publisher of incidents and runs, the actions' resources."""
     sources: dict[str, Source] = {
         "host": HostSource(config.host, config.node, bus, metrics),
     }
     if config.mqtt is None:
-        return sources, None, ActionContext()
+        return _Intake(sources, None, ActionContext(), None)
     # imported only when MQTT is configured: aiomqtt and paho cost start-up time otherwise
     from batond.intake.mqtt import MqttSource
 
@@ -217,7 +232,77 @@ def _sources(
     sources["mqtt"] = mqtt
     prefix = config.mqtt.publish_prefix
     publisher = MqttPublisher(mqtt, prefix, journal) if prefix else None
-    return sources, publisher, ActionContext(mqtt_publish=mqtt.publish)
+    return _Intake(sources, publisher, ActionContext(mqtt_publish=mqtt.publish), mqtt)
+
+
+# -- the fleet agent (docs/fleet.md#agent) ----------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Agent:
+    batcher: Batcher
+    reports: OutcomeReports
+    mqtt: MqttSource
+    key: bytes
+
+
+def _agent_key(config: Config) -> bytes | None:
+    """The agent's HMAC key (BatondError when it cannot be read or is too short)."""
+    fleet = config.fleet
+    if fleet is None or fleet.is_central:
+        return None
+    if fleet.key_file is None or config.mqtt is None:  # (load_config refuses both)
+        raise BatondError(f"{config.path}: fleet role agent needs fleet.key_file and mqtt:")
+    return read_key(fleet.key_file)
+
+
+async def _agent(
+    config: Config, mqtt: MqttSource | None, journal: Journal, metrics: Metrics, key: bytes | None
+) -> _Agent | None:
+    fleet = config.fleet
+    if fleet is None or key is None or mqtt is None:
+        return None
+    saved = await journal.load_state(SEQ_STATE) or {}
+    last = saved.get("seq")
+    batcher = Batcher(
+        host=fleet.host, node=config.node,
+        topic=batch_topic(fleet.prefix, fleet.partitions, fleet.host),
+        interval=fleet.batch_interval, publish=mqtt.publish, seqs=journal, metrics=metrics,
+        last_seq=last if isinstance(last, int) and not isinstance(last, bool) else 0,
+    )  # fmt: skip
+    reports = OutcomeReports(host=fleet.host, prefix=fleet.prefix, key=key, publish=mqtt.publish)
+    return _Agent(batcher, reports, mqtt, key)
+
+
+def _take_requests(
+    agent: _Agent,
+    config: Config,
+    engine: Engine,
+    pipeline: Pipeline,
+    journal: Journal,
+    after_run: TaskSet,
+    metrics: Metrics,
+) -> None:
+    """Remediation requests from central: subscribed on every connection, judged, decided."""
+    assert config.fleet is not None
+    desk = RequestDesk(
+        prefix=config.fleet.prefix, key=agent.key, engine=engine, act=pipeline.act,
+        nonces=journal, reports=agent.reports, spawn=after_run.spawn, metrics=metrics,
+    )  # fmt: skip
+    agent.mqtt.route(desk.topic, 1, desk.take)
+
+
+def _tap(recorder: Recorder | None, agent: _Agent | None) -> Callable[[Input], None] | None:
+    """Who sees each input the pipeline evaluated: the recorder, the agent's batches."""
+    if agent is None:
+        return recorder.append if recorder is not None else None
+    if recorder is None:
+        return agent.batcher.take
+    record, take = recorder.append, agent.batcher.take
+
+    def both(item: Input) -> None:
+        record(item)
+        take(item)
+
+    return both
 
 
 async def _reconcile(journal: Journal, engine: Engine) -> None:
