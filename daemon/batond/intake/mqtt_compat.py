@@ -157,8 +157,8 @@ def choose_path(requested: ClientPath | None = None) -> ClientPath:
     problems = internals_problems()
     if problems:
         log.warning(
-            "MQTT: using aiomqtt's plain client (slower; a disconnection can lose the few "
-            "messages it has queued): %s",
+            "MQTT: using aiomqtt's plain client (slower; QoS 1 acknowledged on receipt, so a "
+            "crash or disconnection can lose the messages not yet decided): %s",
             "; ".join(problems),
         )
         return ClientPath.PLAIN
