@@ -60,6 +60,23 @@ def test_silence_matchers_and_window() -> None:
     assert not s.covers({"host": "web-1"}, {}, 15.0)
 
 
+def test_a_silenced_decision_says_which_silence_for_how_long_and_why() -> None:
+    g = Governor(WIDE)
+    g.set_silences([
+        {"id": 3, "matchers": {"host": "web-2"}, "starts_at": 0, "ends_at": 9000},
+        {"id": 4, "matchers": ["host=~web-.*", "severity!=critical"], "starts_at": 0,
+         "ends_at": 7200, "reason": "disk replacement"},
+    ])  # fmt: skip
+    why = g.silenced_by(LABELS, "r", "warning", "fix", 0.5)
+    assert why == "silence #4 (host=~web-.*, severity!=critical) for 2h more: disk replacement"
+    # the time left in whole minutes, rounded up; a silence without a reason says none
+    assert g.silenced_by({"host": "web-2"}, "r", "critical", "fix", 9000 - 61) == (
+        "silence #3 (host=web-2) for 2m more"
+    )
+    g.set_silences([])  # (no silence covers it any longer: the bare reason)
+    assert g.silenced_by(LABELS, "r", "warning", "fix", 0.5) == "silenced"
+
+
 def test_already_running_only_for_single_mode_until_the_run_ends() -> None:
     g = Governor(WIDE)
     g.admit("fix", "r", "k", 0.0)

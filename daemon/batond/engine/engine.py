@@ -20,7 +20,7 @@ from typing import Any
 from batond.engine.governor import HOST_RESOLUTION_S, Governor, Scope, target_class
 from batond.engine.index import MatchIndex
 from batond.engine.keys import split_key
-from batond.engine.model import NO_LIMITS, Rule, RuleSet, Schedule
+from batond.engine.model import NO_LIMITS, Limits, Rule, RuleSet, Schedule
 from batond.engine.state import RESOLVE, RuleState, state_for
 from batond.engine.types import (
     Decision,
@@ -410,9 +410,28 @@ class Engine:
             opens_incident=is_rule,
             continues=continues,
             cause=cause,
-            reason="" if reason is None else gov.explain(reason, rule.name, key, limits, now),
+            reason=self._why(reason, rule.name, key, labels, first, rule.severity, limits, now),
             max_concurrent=limits.max_concurrent_runs,
         )
+
+    def _why(
+        self,
+        reason: Suppression | None,
+        rule: str,
+        key: str,
+        labels: Mapping[str, str],
+        playbook: str,
+        severity: str,
+        limits: Limits,
+        now: float,
+    ) -> str:
+        """A suppression in words ("" for a run); a silence says which one it was."""
+        gov = self.governor
+        if reason is None:
+            return ""
+        if reason == Suppression.SILENCED:
+            return gov.silenced_by(labels, rule, severity, playbook, now)
+        return gov.explain(reason, rule, key, limits, now)
 
     def _tick_schedule(self, schedule: Schedule, now: float, out: list[Output]) -> None:
         due = self._schedule_next.get(schedule.name)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import random
 import re
 from collections import deque
@@ -289,6 +290,20 @@ class Governor:
     ) -> bool:
         fields = {"rule": rule, "severity": severity, "playbook": playbook}
         return any(s.covers(labels, fields, now) for s in self.silences)
+
+    def silenced_by(
+        self, labels: Mapping[str, str], rule: str, severity: str, playbook: str, now: float
+    ) -> str:
+        """Which silence holds a decision back, in words (the first that covers it): what
+        it matches, for how long still, and the operator's reason."""
+        fields = {"rule": rule, "severity": severity, "playbook": playbook}
+        for s in self.silences:
+            if s.covers(labels, fields, now):
+                matchers = ", ".join(f"{m.name}{m.op}{m.value}" for m in s.matchers)
+                left = format_duration(60 * max(1, math.ceil((s.ends_at - now) / 60)))
+                why = f": {s.reason}" if s.reason else ""
+                return f"silence #{s.id} ({matchers}) for {left} more{why}"
+        return _REASONS[Suppression.SILENCED]
 
     def admit(
         self,

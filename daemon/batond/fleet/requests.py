@@ -68,7 +68,7 @@ _LOG_PER_MINUTE = 30
 MAX_REQUEST_BYTES = 64 << 10
 
 Publish = Callable[[str, bytes, int, bool], Awaitable[None]]
-Act = Callable[[list[Output], float, float | None], Awaitable[None]]
+Act = Callable[[list[Output], float, float | None], Awaitable[object]]  # (its answer unused)
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
 

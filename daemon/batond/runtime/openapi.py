@@ -199,6 +199,29 @@ _RULE = _obj(
     next=_nullable(TIME),
     resolve_rates={"type": "object", "additionalProperties": ANY_OBJECT},
 )
+_RULES = _obj(
+    ["rules", "playbooks"],
+    rules={"type": "array", "items": _ref("Rule")},
+    playbooks={
+        "type": "array",
+        "items": _obj(
+            ["name", "params"],
+            name=STR,
+            description=STR,
+            params={**ANY_OBJECT, "description": "declared params with their defaults"},
+        ),
+    },
+)
+_BY_HAND = _obj(
+    ["decision", "rule", "key", "playbook", "started", "suppressed", "params"],
+    decision={**_nullable(INT), "description": "its id; the run it starts has it as decision_id"},
+    rule=STR,
+    key=STR,
+    playbook=STR,
+    started={"type": "boolean"},
+    suppressed=_nullable(_enum(Suppression)),
+    params=ANY_OBJECT,
+)
 _SERIES = _obj(
     ["metric", "labels", "threshold", "points"],
     metric=STR,
@@ -353,14 +376,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/api/v1/runs/{id}/cancel"): _gate("cancel"),
     ("POST", "/api/v1/playbooks/{name}/run"): Operation(
         "run a playbook by hand (through the governor, recorded like any run)",
-        {200: ANY_OBJECT, 202: ANY_OBJECT, 400: _ERR, 404: _ERR, 409: _ERR},
-        body=_obj(params=ANY_OBJECT, labels=LABELS),
+        {202: _BY_HAND, 400: _ERR, 404: _ERR},
+        body=_obj(params=ANY_OBJECT),
     ),
     ("POST", "/api/v1/schedules/{name}/trigger"): Operation(
-        "run a schedule now", {200: ANY_OBJECT, 202: ANY_OBJECT, 404: _ERR, 409: _ERR}
+        "run a schedule now", {202: _BY_HAND, 404: _ERR}
     ),
     ("GET", "/api/v1/rules"): Operation(
-        "loaded rules and schedules with their statistics", {200: _list_of("rules", _ref("Rule"))}
+        "loaded rules and schedules with their statistics, and the playbooks' params",
+        {200: _RULES},
     ),
     ("GET", "/api/v1/series"): Operation(
         "recent points and anomaly scores",

@@ -165,7 +165,19 @@ class Operator:
         )
 
     def rules(self) -> dict[str, Any]:
-        return {"rules": self._engine.describe_rules()}
+        playbooks = self._engine.rules.playbooks
+        return {
+            "rules": self._engine.describe_rules(),
+            # what a run by hand may be given: each playbook's declared params, with defaults
+            "playbooks": [
+                {
+                    "name": name,
+                    "description": getattr(pb, "description", ""),
+                    "params": dict(getattr(pb, "params", {})),
+                }
+                for name, pb in sorted(playbooks.items())
+            ],
+        }
 
     def series(self, metric: str | None, host: str | None) -> dict[str, Any]:
         return {"series": self._models.series(metric, host)}
@@ -249,9 +261,9 @@ class Operator:
         decision = self._engine.trigger_schedule(name, now)
         if decision is None:
             return None
-        await self._pipeline.act([decision], now, None)
+        ids = await self._pipeline.act([decision], now, None)
         log.info("schedule %s triggered by an operator: %s", name, _verdict(decision))
-        return _decided(decision)
+        return _decided(decision, ids[0])
 
     async def run_playbook(self, name: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """Run playbook ``name`` now with ``params``, through the governor and recorded
@@ -269,9 +281,9 @@ class Operator:
             )
         now = time.time()
         decision = self._engine.run_by_hand(name, params, now)
-        await self._pipeline.act([decision], now, None)
+        ids = await self._pipeline.act([decision], now, None)
         log.info("playbook %s run by an operator: %s", name, _verdict(decision))
-        return _decided(decision)
+        return _decided(decision, ids[0])
 
     async def set_paused(self, paused: bool) -> dict[str, Any]:
         await self._pause.set_by_operator(paused)
@@ -328,8 +340,11 @@ def _verdict(decision: Decision) -> str:
     return f"suppressed ({decision.suppressed})" if decision.suppressed else "run started"
 
 
-def _decided(decision: Decision) -> dict[str, Any]:
+def _decided(decision: Decision, decision_id: int | None) -> dict[str, Any]:
+    """The answer to a run by hand: what was decided, and under which id (the run it
+    starts carries it as ``decision_id``: GET /api/v1/runs finds the run)."""
     return {
+        "decision": decision_id,
         "rule": decision.rule,
         "key": decision.key,
         "playbook": decision.playbook or decision.candidates[0],

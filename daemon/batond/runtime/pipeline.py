@@ -262,17 +262,22 @@ class Pipeline:
         self._due = float("inf") if due is None else due
         return self._due
 
-    async def act(self, outputs: list[Output], now: float, arrived: float | None) -> None:
+    async def act(
+        self, outputs: list[Output], now: float, arrived: float | None
+    ) -> list[int | None]:
         """Act on what the engine said, in order. A decision whose run does not start
         feeds its (absent) outcome back at once; what that resolves is acted on next,
-        before the outputs that followed the decision."""
+        before the outputs that followed the decision. The ids the decisions were
+        recorded under, in the order acted on (a run carries its decision's id)."""
         work = list(outputs)
+        ids: list[int | None] = []
         i = 0
         while i < len(work):
             out = work[i]
             i += 1
             if isinstance(out, Decision):
-                work[i:i] = await self._decided(out, now, arrived)
+                decision_id, work[i:i] = await self._decided(out, now, arrived)
+                ids.append(decision_id)
             else:
                 incident_id = await self._ledger.resolve_incident(out)
                 self._runs.incident_resolved(out.rule, out.key)
@@ -282,10 +287,12 @@ class Pipeline:
                     await self._publisher.incident(incident_id)
                 after = self._engine.on_resolve(out.rule, out.key, now)
                 if after is not None:  # the rule's on_resolve: playbook, for that incident
-                    work[i:i] = await self._decided(after, now, None, incident_id)
+                    decision_id, work[i:i] = await self._decided(after, now, None, incident_id)
+                    ids.append(decision_id)
         self._report_circuits()
         if self._state is not None:
             self._state.changed()
+        return ids
 
     def _report_circuits(self) -> None:
         events = self._engine.governor.take_events()
@@ -294,9 +301,9 @@ class Pipeline:
 
     async def _decided(
         self, decision: Decision, now: float, arrived: float | None, resolved: int | None = None
-    ) -> list[Output]:
-        """Record the decision and start its run; the outputs of a run that did not start.
-        ``resolved``: the incident an ``on_resolve:`` decision is about."""
+    ) -> tuple[int | None, list[Output]]:
+        """Record the decision and start its run; its id, and the outputs of a run that
+        did not start. ``resolved``: the incident an ``on_resolve:`` decision is about."""
         decision_id, incident_id = await self._ledger.record_decision(decision)
         if resolved is not None:
             incident_id = resolved
@@ -323,7 +330,7 @@ class Pipeline:
             self._reporter.decided(decision, incident_id, started)
         if incident_id is not None:
             await self._publisher.incident(incident_id)
-        return fed_back
+        return decision_id, fed_back
 
     # -- what runs report (remedy.runner.RunListener) ----------------------------------
     def candidate_started(self, rule: str, playbook: str, key: str, at: float) -> None:

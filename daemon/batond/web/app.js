@@ -43,6 +43,7 @@ const state = {
   routes: null,          // Set of "method /path" the daemon serves, or null before known
   tokenNeeded: null,     // true / false from the spec's security, null when unknown
   status: {}, incidents: [], runs: [], rules: [],
+  playbookParams: new Map(),  // playbook -> its declared params with defaults (GET rules)
   runCache: new Map(),   // id -> run (from the list or fetched for the view)
   openDetails: new Set(),
 };
@@ -260,9 +261,10 @@ function incidentLevers(i) {
   if (why) acts.firstChild.title = acts.firstChild.dataset.why = why;
   return acts;
 }
-// An open incident whose latest decision started no run says why (circuit_open, ...).
+// An incident whose latest decision started no run says why (circuit_open, ...): an
+// event incident is resolved by such a decision at once, so resolved ones say it too.
 function noRunWhy(i) {
-  if (i.state !== "open" || !i.last_result || i.last_result === "run") return [];
+  if (!i.last_result || i.last_result === "run") return [];
   return [" ", el("small", { class: "muted", title: i.last_reason || "" }, "no run: " + i.last_result)];
 }
 function renderIncidents(data) {
@@ -292,7 +294,8 @@ function matchersOf(incident) {
     if (at > 0) m[part.slice(0, at)] = part.slice(at + 1);
   }
   if (!Object.keys(m).length) Object.assign(m, incident.labels || {});
-  return m;
+  // the rule first (as Alertmanager's alertname): silence this rule for this key
+  return incident.rule ? { rule: incident.rule, ...m } : m;
 }
 function openSilence(incident) {
   const d = $("#silence-dialog");
@@ -341,6 +344,7 @@ $("#silence-form").addEventListener("submit", async (ev) => {
 function renderRules(data) {
   const list = data.rules || [];
   state.rules = list;
+  state.playbookParams = new Map((data.playbooks || []).map((pb) => [pb.name, pb.params || {}]));
   const rows = list.map((r) => {
     const rates = Object.entries(r.resolve_rates || {}).map(([pb, x]) =>
       `${pb}: ${x.resolved}/${x.runs}` + (x.runs ? ` (${Math.round(100 * x.rate)}%)` : ""));
@@ -350,7 +354,7 @@ function renderRules(data) {
     const kind = r.kind === "schedule" ? `schedule ${r.cron || ""}` : [r.kind, r.when ? "when " + r.when : ""].join(" ");
     const runs = el("td", { class: "mono" }, ...(r.run || []).flatMap((pb, n) => [
       n ? " → " : "", pb, " ",
-      lever("▶", "post /api/v1/playbooks/{name}/run", async () => { openPlaybook(pb, r.params || {}); }, {
+      lever("▶", "post /api/v1/playbooks/{name}/run", async () => { openPlaybook(pb); }, {
         name: "run-playbook", title: `run ${pb} by hand now`, aria: `run ${pb} now`,
       }),
     ]));
@@ -360,7 +364,7 @@ function renderRules(data) {
         return `schedule ${r.name} triggered`;
       }));
     }
-    return el("tr", {},
+    return el("tr", { "data-rule": r.name },
       name,
       el("td", { class: "muted" }, kind),
       runs,
@@ -373,9 +377,11 @@ function renderRules(data) {
   $("#rules tbody").replaceChildren(...rows);
   $("#rules-note").textContent = `${list.length} loaded`;
 }
-function openPlaybook(name, params) {
+// The params field starts as the playbook's declared params with their defaults: what a
+// run by hand may be given (the daemon refuses others when the playbook declares any).
+function openPlaybook(name) {
   $("#playbook-name").textContent = name;
-  $("#playbook-params").value = JSON.stringify(params || {}, null, 2);
+  $("#playbook-params").value = JSON.stringify(state.playbookParams.get(name) || {}, null, 2);
   $("#playbook-error").textContent = "";
   $("#playbook-dialog").showModal();
 }
@@ -385,15 +391,37 @@ $("#playbook-form").addEventListener("submit", async (ev) => {
   const name = $("#playbook-name").textContent;
   try {
     const params = JSON.parse($("#playbook-params").value || "{}");
+    if (params === null || typeof params !== "object" || Array.isArray(params)) throw new Error("params must be a JSON object");
     const r = await send("POST", `api/v1/playbooks/${encodeURIComponent(name)}/run`, { params });
     $("#playbook-dialog").close("ok");
-    toast(`playbook ${name} started` + (r && r.run ? ` as run #${r.run}` : ""));
-    if (r && r.run) location.hash = "#run/" + r.run;
+    await startedBy(r, `playbook ${name}`);
     refresh();
   } catch (e) {
     $("#playbook-error").textContent = e.message;
   }
 });
+
+// After a run by hand: say what the governor decided, and open the run it started once
+// the runner has recorded it (the run carries the decision's id).
+async function startedBy(answer, what) {
+  if (!answer || !answer.started) {
+    toast(`${what}: not started: ${(answer && answer.suppressed) || "refused"}`, true);
+    return;
+  }
+  toast(`${what} started`);
+  if (answer.decision == null) return;
+  for (let tries = 0; tries < 40; tries++) {
+    let runs = [];
+    try { runs = (await getJSON(API.runs)).runs || []; } catch (e) { runs = []; }  // try again
+    const found = runs.find((x) => x.decision_id === answer.decision);
+    if (found) {
+      toast(`${what} started as run #${found.id}`);
+      location.hash = "#run/" + found.id;
+      return;
+    }
+    await new Promise((done) => setTimeout(done, 250));
+  }
+}
 
 // -- runs -------------------------------------------------------------------------
 const STEP_COLOURS = {
@@ -422,8 +450,8 @@ function runLevers(r) {
     }, { unless: done ? "the run is done" : "" }),
     lever("re-run", "post /api/v1/playbooks/{name}/run", async () => {
       const res = await send("POST", `api/v1/playbooks/${encodeURIComponent(r.playbook)}/run`,
-        { params: r.params || {}, labels: r.labels || {} });
-      return `re-run of #${r.id} started` + (res && res.run ? ` as run #${res.run}` : "");
+        { params: r.params || {} });
+      await startedBy(res, `re-run of #${r.id}`);
     }, { name: "rerun", unless: done ? "" : "the run has not finished", title: "run the same playbook again with the same params" }));
 }
 function runBar(r, t0, longest, now) {
@@ -607,6 +635,7 @@ async function renderView() {
 // Units from the metric's name (Prometheus habits): bytes scale in 1024s, percent shows %.
 function unitOf(metric) {
   if (/(_percent|_pct|_ratio_percent)$/.test(metric)) return "percent";
+  if (/bytes_per_s(econd)?$/.test(metric)) return "bytes/s";  // the host's disk and net rates
   if (/bytes/.test(metric)) return "bytes";
   if (/_seconds$/.test(metric)) return "seconds";
   return "";
@@ -615,13 +644,34 @@ function withUnit(v, unit) {
   if (v == null || !isFinite(v)) return "–";
   if (unit === "percent") return (+v.toFixed(Math.abs(v) < 10 ? 1 : 0)) + "%";
   if (unit === "seconds") return span(v);
-  if (unit === "bytes") {
-    const names = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let x = Math.abs(v), n = 0;
-    while (x >= 1024 && n < names.length - 1) { x /= 1024; n++; }
-    return (v < 0 ? "-" : "") + (+x.toFixed(x < 10 ? 1 : 0)) + " " + names[n];
+  if (unit === "bytes" || unit === "bytes/s") {
+    const n = bytePower(v), x = Math.abs(v) / 1024 ** n;
+    return (v < 0 ? "-" : "") + (+x.toFixed(x < 10 ? 2 : x < 100 ? 1 : 0)) + " " + BYTE_NAMES[n]
+      + (unit === "bytes/s" ? "/s" : "");
   }
   return fmt(v);
+}
+const BYTE_NAMES = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+function bytePower(v) {
+  let x = Math.abs(v), n = 0;
+  while (x >= 1024 && n < BYTE_NAMES.length - 1) { x /= 1024; n++; }
+  return n;
+}
+// The value axis: ticks at round numbers of the unit's own scale (GiB for a series of
+// gigabytes), each labelled with the decimals its step needs: 3.005 GiB, 3.010 GiB, ...
+// rather than four ticks that all read "3 GiB".
+function axisTicks(lo, hi, unit) {
+  if (unit === "seconds") return niceTicks(lo, hi, 4).map((v) => [v, span(v)]);
+  const bytes = unit === "bytes" || unit === "bytes/s";
+  const scale = bytes ? 1024 ** bytePower(Math.max(Math.abs(lo), Math.abs(hi))) : 1;
+  const suffix = bytes ? " " + BYTE_NAMES[Math.round(Math.log2(scale) / 10)] + (unit === "bytes/s" ? "/s" : "")
+    : unit === "percent" ? "%" : "";
+  const ticks = niceTicks(lo / scale, hi / scale, 4);
+  const step = ticks.length > 1 ? ticks[1] - ticks[0] : 1;
+  let decimals = 0;
+  while (decimals < 6 && Math.abs(Math.round(step * 10 ** decimals) - step * 10 ** decimals) > 1e-6) decimals++;
+  return ticks.map((t) => [t * scale,
+    !unit && Math.abs(t) >= 1e5 ? fmt(t) : t.toFixed(decimals) + suffix]);
 }
 function niceTicks(lo, hi, count) {
   const raw = (hi - lo) / Math.max(1, count);
@@ -667,12 +717,12 @@ function chart(series) {
   const X = (t) => L + (W - L - R) * (t - t0) / Math.max(1e-9, t1 - t0);
   const Y = (v) => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
   const S = (s) => T + (H - T - B) * (1 - Math.min(1, Math.max(0, s)));  // score axis 0..1
-  for (const v of niceTicks(lo, hi, 4)) {
+  for (const [v, label] of axisTicks(lo, hi, unit)) {
     box.append(svg("line", { x1: L, x2: W - R, y1: Y(v), y2: Y(v), stroke: "var(--line)" }));
-    box.append(svg("text", { x: L - 4, y: Y(v) + 4, "text-anchor": "end", "font-size": 10, fill: "var(--muted)" }, withUnit(v, unit)));
+    box.append(svg("text", { x: L - 4, y: Y(v) + 4, "text-anchor": "end", "font-size": 10, fill: "var(--muted)", "data-axis": "value" }, label));
   }
   for (const s of [0, 0.5, 1]) {
-    box.append(svg("text", { x: W - R + 4, y: S(s) + 4, "font-size": 10, fill: "var(--bad)" }, s.toFixed(1)));
+    box.append(svg("text", { x: W - R + 4, y: S(s) + 4, "font-size": 10, fill: "var(--bad)", "data-axis": "score" }, s.toFixed(1)));
   }
   const ticks = 4;
   for (let k = 0; k <= ticks; k++) {
