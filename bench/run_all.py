@@ -110,6 +110,7 @@ BENCHES = [
     Bench("orchestration", "bench_orchestration.py", ["--runs", "100"], ["--runs", "500"]),
     Bench("replay --diff", "bench_diff.py", ["--hours", "2"], ["--same"]),
     Bench("fleet agent", "bench_fleet_agent.py", ["--rounds", "20"], ["--rounds", "50"]),
+    Bench("fleet central", "bench_fleet_central.py", ["--hosts", "2000", "--seconds", "10"], []),
 ]
 
 

@@ -8,9 +8,7 @@ second open migrates nothing.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -21,27 +19,14 @@ from batond.journal.backend import render_schema
 from batond.journal.db import MIGRATIONS
 from batond.journal.facade import Journal
 from batond.remedy.run import RunState, StepStatus
+from support import pg_database
 
-SERVER = "postgresql://postgres@127.0.0.1:5432"
-
-
-@contextmanager
-def private_database() -> Iterator[str]:
-    """A new, empty database of the machine's server, dropped afterwards."""
-    # no skip: the test command's bootstrap has PostgreSQL running; a failure here says so
-    name = f"batond_test_{secrets.token_hex(4)}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{SERVER}/{name}"
-    finally:
-        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+private_database = pg_database  # (a name the tests below use)
 
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    with private_database() as url:
+    with pg_database() as url:
         yield url
 
 

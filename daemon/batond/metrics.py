@@ -71,6 +71,7 @@ class Metrics:
         )
         self._health(r)
         self._fleet_agent(r)
+        self._fleet_central(r)
 
         # Known label values start at 0, so rate() and alerts see them before the first change.
         for result in ("ok", "error"):
@@ -138,6 +139,22 @@ class Metrics:
         self.loop_lag = _gauge(
             r, "batond_loop_lag_seconds", "Worst event-loop delay of the last 30 s (a late timer)"
         )
+
+    def _fleet_central(self, r: CollectorRegistry) -> None:
+        """A fleet's central instance: what it owns, how ownership moved, fencing."""
+        self.fleet_partitions_owned = _gauge(
+            r, "batond_fleet_partitions_owned", "Partitions this central instance holds now"
+        )
+        self.fleet_members_live = _gauge(
+            r, "batond_fleet_members_live", "Live central instances, as the last heartbeat saw"
+        )
+        self.fleet_ownership = _counter(
+            r, "batond_fleet_ownership_changes",
+            "Partitions claimed, released (rebalancing) or dropped (database session lost)",
+            "change",
+        )  # fmt: skip
+        for change in ("claimed", "released", "dropped"):
+            self.fleet_ownership.labels(change)
 
     def _fleet_agent(self, r: CollectorRegistry) -> None:
         """A fleet agent's batches, and the remediation requests it takes from central."""

@@ -31,6 +31,7 @@ _COMMANDS = {
     "runs": "batond.commands.client:runs",
     "silence": "batond.commands.client:silence",
     "circuit": "batond.commands.client:circuit",
+    "fleet": "batond.commands.client:fleet",
     "approve": "batond.commands.client:approve",
     "deny": "batond.commands.client:deny",
     "cancel": "batond.commands.client:cancel",
@@ -214,6 +215,10 @@ def _journal_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     cp.add_argument("target", metavar="KEY", help="the incident key as listed")
     cp.add_argument("--rule", help="only this rule's circuit (default: every rule's for KEY)")
     _client_args(cp)
+
+    p = sub.add_parser("fleet", help="a central instance's view of the fleet")
+    fsub = p.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
+    _client_args(fsub.add_parser("status", help="who owns which partition; the members"))
 
 
 def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

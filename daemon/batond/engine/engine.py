@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from batond.engine.governor import HOST_RESOLUTION_S, Governor, Scope, target_class
@@ -631,16 +631,25 @@ class Engine:
         """Restore what :meth:`export_state` gave; rules that changed since start afresh."""
         if state.get("version") != STATE_VERSION:
             return
-        for name, data in state.get("rules", {}).items():
-            rs = self.states.get(name)
-            if rs is None or data.get("fingerprint") != rs.rule.fingerprint:
-                continue
-            for key, at in rs.load(data):
-                self.schedule(rs, key, at)
+        self.import_rule_states(state)
         for name, data in state.get("schedules", {}).items():
             if self._schedule_fp.get(name) == data.get("fingerprint") and data.get("next"):
                 self._schedule_next[name] = float(data["next"])
         self.governor.import_state(state.get("governor", {}))
+
+    def import_rule_states(self, state: Mapping[str, Any], only: Collection[str] = ()) -> None:
+        """The rule states of an :meth:`export_state` document (of ``only`` those rules,
+        when given), replacing those rules' states; schedules and governor untouched."""
+        if state.get("version") != STATE_VERSION:
+            return
+        for name, data in state.get("rules", {}).items():
+            rs = self.states.get(name)
+            if rs is None or data.get("fingerprint") != rs.rule.fingerprint:
+                continue
+            if only and name not in only:
+                continue
+            for key, at in rs.load(data):
+                self.schedule(rs, key, at)
 
 
 def _index_entries(states: Any) -> list[tuple[Any, tuple[RuleState, int]]]:

@@ -27,7 +27,7 @@ import random
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiomqtt
 
@@ -88,8 +88,14 @@ class MqttSource:
         backoff_max: float = 30.0,
         timeout: float = 10.0,
         client_path: ClientPath | None = None,
+        keep_going: Callable[[], Awaitable[bool]] | None = None,
+        counts_connection: bool = True,
     ) -> None:
         self._cfg = cfg
+        # asked before each reconnection (a fleet partition's session: only while owned)
+        self._keep_going = keep_going
+        # the connection gauges are the daemon's one connection (not a partition's)
+        self._counts = counts_connection
         self._bus = bus
         self._metrics = metrics
         self._clock = clock
@@ -109,7 +115,8 @@ class MqttSource:
         self._owed: dict[int, tuple[str, bytes]] = {}
         self._resumed: Callable[[], bool] = lambda: False  # the CONNACK's session flag
         # read when scraped: a gauge update per message cost a fifth of the intake's CPU
-        metrics.mqtt_unacked.set_function(lambda: len(self._acks or ()))
+        if counts_connection:
+            metrics.mqtt_unacked.set_function(lambda: len(self._acks or ()))
 
     def route(self, topic: str, qos: int, handler: Handler) -> None:
         """Subscribe to ``topic`` too (on every connection) and hand its messages to
@@ -151,7 +158,11 @@ class MqttSource:
                 self._attempted = True
                 if self._acks is not None:
                     self._end_acks(connected=self.connections > before)
-                self._metrics.mqtt_connected.set(0)
+                if self._counts:
+                    self._metrics.mqtt_connected.set(0)
+            if self._keep_going is not None and not await self._keep_going():
+                started.set()
+                return
             if not started.is_set():
                 log.warning(
                     "MQTT broker %s not reachable yet; retrying in the background", self._cfg.url
@@ -182,7 +193,7 @@ class MqttSource:
         client = self._new_client()
         async with client:
             self.connections += 1
-            if self.connections > 1:
+            if self.connections > 1 and self._counts:
                 self._metrics.mqtt_reconnects.inc()
             wanted = [(sub.topic, sub.qos) for sub in self._cfg.subscribe]
             wanted += [(topic, qos) for topic, (qos, _) in self._routes.items()]
@@ -192,8 +203,9 @@ class MqttSource:
                 if any(code >= 0x80 for code in codes):  # e.g. an ACL: say so, keep the rest
                     log.error("MQTT broker refused the subscription to %r", topic)
             self._client = client
-            self._metrics.mqtt_connected.set(1)
-            log.info(
+            if self._counts:
+                self._metrics.mqtt_connected.set(1)
+            (log.info if self._counts else log.debug)(
                 "MQTT connected to %s as %s (%d subscriptions)",
                 self._cfg.url,
                 self._cfg.client_id,

@@ -164,9 +164,15 @@ ALTER TABLE runs ADD COLUMN escalates $int REFERENCES runs (id) ON DELETE SET NU
 CREATE INDEX runs_escalates ON runs (escalates);
 """
 
+# Which central instance of a fleet ran each run (docs/fleet.md#central): NULL on a
+# single host. The owner of a partition recovers the unfinished runs of instances gone.
+_V5 = """
+ALTER TABLE runs ADD COLUMN instance TEXT;
+"""
+
 #: Schema migrations; entry N-1 takes the schema from version N-1 to N. Append only.
 #: Written once for both backends: ``journal.backend.render_schema`` fills in the types.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 
 
 class DbLock:

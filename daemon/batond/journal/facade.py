@@ -78,6 +78,11 @@ class Journal:
             self._db.close()
             raise
         self._rows = PostedRows(self._db)
+        #: The kv name of the engine's rule state. Instances that share one journal
+        #: (central instances of a fleet) each keep their own: see :meth:`open`.
+        self.rule_state_name = _RULE_STATE
+        #: The central instance whose runs these are (runs.instance); None on one host.
+        self.instance: str | None = None
         # named state documents waiting to be written; a newer save replaces the blob
         self._state_lock = threading.Lock()
         self._state_pending: dict[str, bytes] = {}
@@ -91,9 +96,14 @@ class Journal:
         return SequenceIds(self._db)
 
     @classmethod
-    def open(cls, state_dir: Path, database: str | None = None) -> Journal:
+    def open(
+        cls, state_dir: Path, database: str | None = None, *, instance: str | None = None
+    ) -> Journal:
         """Open (or create) ``state_dir/journal.db``, or the PostgreSQL journal at
         ``database`` (a postgresql:// URL); blocking, so call it in a thread.
+
+        ``instance``: one of several processes sharing the journal (a central
+        instance); its rule state is its own document, never another's.
 
         Raises StateError, leaving the journal untouched, when it is not a
         journal this batond can use. ``state_dir`` is locked either way: it
@@ -108,13 +118,17 @@ class Journal:
         try:
             backend, conn = _open_backend(state_dir, database)
             try:
-                return cls(backend, conn, lock)
+                journal = cls(backend, conn, lock)
             except BaseException:
                 backend.close(conn)
                 raise
         except BaseException:
             lock.release()
             raise
+        if instance is not None:
+            journal.rule_state_name = f"{_RULE_STATE}@{instance}"
+            journal.instance = instance
+        return journal
 
     @property
     def backend(self) -> str:
@@ -290,14 +304,15 @@ class Journal:
             resumes,
             int(escalation),
             escalates,
+            self.instance,
         )
 
         def job(conn: Conn) -> int:
             return _new_id(
                 conn,
                 "INSERT INTO runs (rule, playbook, key, params, labels, state, created_at,"
-                " started_at, decision_id, incident_id, resumes, escalation, escalates)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " started_at, decision_id, incident_id, resumes, escalation, escalates,"
+                " instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
 
@@ -401,9 +416,14 @@ class Journal:
         """One run with its step timeline and approvals."""
         return await self._read(lambda conn: q.run(conn, run_id))
 
-    async def recover_interrupted(self, now: float) -> list[InterruptedRun]:
-        """Mark every unfinished run and step ``interrupted``, durably; call before ready."""
-        return await self._write(lambda conn: q.recover(conn, now))
+    async def recover_interrupted(
+        self, now: float, of: Callable[[str | None, float, str], bool] | None = None
+    ) -> list[InterruptedRun]:
+        """Mark every unfinished run and step ``interrupted``, durably; call before ready.
+
+        ``of(instance, created_at, key)``: only those runs (a fleet's central instance
+        recovers the runs of instances gone, for the partitions it claims)."""
+        return await self._write(lambda conn: q.recover(conn, now, of))
 
     # -- silences, pause, saved state -----------------------------------------
     async def add_silence(
@@ -456,7 +476,7 @@ class Journal:
 
     async def save_rule_state(self, state: Mapping[str, Any]) -> None:
         """The engine's ``export_state()``; saved whole, replacing the previous one."""
-        await self.save_state(_RULE_STATE, state)
+        await self.save_state(self.rule_state_name, state)
 
     def save_rule_state_soon(self, export: Callable[[], Mapping[str, Any]]) -> None:
         """Save ``export()`` soon, however often this is called.
@@ -476,7 +496,7 @@ class Journal:
             self._export_handle = None
             self._last_export = loop.time()
             if not self._db.closed:
-                self._post_state(_RULE_STATE, export())
+                self._post_state(self.rule_state_name, export())
 
         self._export_now = save
         if wait > 0:
@@ -485,7 +505,7 @@ class Journal:
             self._export_handle = loop.call_soon(save)
 
     async def load_rule_state(self) -> dict[str, Any] | None:
-        return await self.load_state(_RULE_STATE)
+        return await self.load_state(self.rule_state_name)
 
     async def save_state(self, name: str, state: Mapping[str, Any]) -> None:
         """Save a named JSON document (serialized now, on the caller's thread).

@@ -345,23 +345,32 @@ def _attach_escalations(conn: Conn, runs: list[dict[str, Any]]) -> None:
         by_id[escalates]["escalated_to"] = run_id
 
 
-def recover(conn: Conn, now: float) -> list[InterruptedRun]:
-    """Mark every unfinished run and its running steps ``interrupted``; what they were."""
+def recover(
+    conn: Conn, now: float, of: Callable[[str | None, float, str], bool] | None = None
+) -> list[InterruptedRun]:
+    """Mark every unfinished run (``of(instance, created_at, key)`` says which, when given)
+    and its running steps ``interrupted``; what they were. A run another process marked
+    meanwhile (a shared journal) is not returned twice."""
     found: list[InterruptedRun] = []
     # 'done' and 'running' stay literal in the WHERE clauses: the partial indexes
     # runs_unfinished and steps_running (journal.db) serve only queries that name them
-    rows = conn.execute(f"{_RUN_SELECT} WHERE state != 'done' ORDER BY id").fetchall()
+    select = _RUN_SELECT.replace(" FROM runs", ", instance FROM runs")
+    rows = conn.execute(f"{select} WHERE state != 'done' ORDER BY id").fetchall()
     for row in rows:
-        run = _run(row)
+        run = _run(row[:-1])
+        if of is not None and not of(row[-1], run["created_at"], run["key"]):
+            continue
+        cur = conn.execute(
+            "UPDATE runs SET state = ?, outcome = ?, ended_at = ? WHERE id = ? AND state != 'done'",
+            (RunState.DONE, Outcome.INTERRUPTED, now, run["id"]),
+        )
+        if cur.rowcount == 0:
+            continue  # (ended, or marked by another instance, since it was read)
         chain = _resumed_chain(conn, run["id"])
         steps = [s for rid in chain for s in _step_rows(conn, rid)]
         conn.execute(
             "UPDATE steps SET status = ?, ended_at = ? WHERE run_id = ? AND status = 'running'",
             (StepStatus.INTERRUPTED, now, run["id"]),
-        )
-        conn.execute(
-            "UPDATE runs SET state = ?, outcome = ?, ended_at = ? WHERE id = ?",
-            (RunState.DONE, Outcome.INTERRUPTED, now, run["id"]),
         )
         found.append(
             InterruptedRun(

@@ -42,6 +42,7 @@ __all__ = [
     "GovernorConfig",
     "HostConfig",
     "HttpConfig",
+    "JournalBackend",
     "JournalConfig",
     "LogConfig",
     "MqttConfig",
@@ -152,10 +153,24 @@ class RecordConfig:
     max_size: int = 1 << 30
 
 
+class JournalBackend(enum.Enum):
+    """Where the journal lives (docs/journal.md)."""
+
+    SQLITE = "sqlite"  # state_dir/journal.db: the default for a single host
+    POSTGRESQL = "postgresql"  # journal.database: a central instance's (the fleet's)
+
+
 @dataclass(frozen=True, slots=True)
 class JournalConfig:
     retention: float = 30 * 86400.0
     record: RecordConfig | None = None
+    backend: JournalBackend | None = None  # None: not given (SQLite; central: PostgreSQL)
+    database: str | None = None  # postgresql:// DSN, for backend postgresql only
+
+    @property
+    def database_url(self) -> str | None:
+        """The PostgreSQL journal's DSN; None: SQLite in ``state_dir``."""
+        return self.database if self.backend is JournalBackend.POSTGRESQL else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,10 +285,6 @@ def _config(f: Fields, path: Path) -> Config:
     if config.fleet is not None and not config.fleet.is_central and "mqtt" not in f:
         # batches go out and requests come in through the broker: there is no agent without
         f.reader.error(f.key_node("fleet"), "fleet role agent needs an mqtt: section")
-    if config.mqtt is not None and not config.mqtt.client_id:  # not set (see _mqtt)
-        # one client id per node, fixed, so the broker keeps the session across reconnects
-        mqtt = replace(config.mqtt, client_id=default_client_id(config.node))
-        config = replace(config, mqtt=mqtt)
     if config.fleet is not None and not config.fleet.host:  # not set (see _fleet)
         if not re.fullmatch(FLEET_HOST_PATTERN, config.node):
             f.reader.error(
@@ -282,10 +293,45 @@ def _config(f: Fields, path: Path) -> Config:
                 " set fleet.host",
             )
         config = replace(config, fleet=replace(config.fleet, host=config.node))
-    if config.fleet is not None and config.fleet.is_central and not config.fleet.instance:
+    central = config.fleet is not None and config.fleet.is_central
+    if central and config.fleet is not None and not config.fleet.instance:
         fleet = replace(config.fleet, instance=default_instance(config.fleet.host))
         config = replace(config, fleet=fleet)
+    if config.mqtt is not None and not config.mqtt.client_id:  # not set (see _mqtt)
+        # one client id per node (per central instance: several may share a node), fixed,
+        # so the broker keeps the session across reconnects
+        who = config.fleet.instance if central and config.fleet is not None else config.node
+        config = replace(config, mqtt=replace(config.mqtt, client_id=default_client_id(who)))
+    config = _central_journal(f, config)
+    journal = config.journal
+    if journal.backend is None:
+        config = replace(config, journal=replace(journal, backend=JournalBackend.SQLITE))
+    elif journal.backend is JournalBackend.POSTGRESQL and not journal.database and "journal" in f:
+        # (a central instance without fleet.database: that one is reported already)
+        f.reader.error(f.nodes["journal"], "journal backend postgresql needs a database")
     return config
+
+
+def _central_journal(f: Fields, config: Config) -> Config:
+    """A central instance's journal is the fleet's, in PostgreSQL: ``fleet.database``
+    unless ``journal.database`` names another; SQLite would split the fleet's history."""
+    fleet = config.fleet
+    if fleet is None or not fleet.is_central:
+        return config
+    journal = config.journal
+    if journal.backend is JournalBackend.SQLITE:
+        f.reader.error(
+            f.nodes["journal"], "a central instance's journal is in PostgreSQL (backend postgresql)"
+        )
+        return config
+    if "mqtt" not in f:
+        f.reader.error(
+            f.key_node("fleet"), "fleet role central needs an mqtt: section (its broker)"
+        )
+    database = journal.database or fleet.database
+    return replace(
+        config, journal=replace(journal, backend=JournalBackend.POSTGRESQL, database=database)
+    )
 
 
 # -- the kinds only this file has -----------------------------------------------------
@@ -417,6 +463,17 @@ def _fleet(f: Fields) -> Any:
     return FleetConfig(role=role, **{"host": "", **values})
 
 
+def _journal(f: Fields) -> Any:
+    values = f.values()
+    backend = JournalBackend(values.pop("backend")) if "backend" in values else None
+    database = values.get("database")
+    if backend is None and database is not None:
+        backend = JournalBackend.POSTGRESQL  # a database given says which backend
+    if backend is JournalBackend.SQLITE and database is not None:
+        f.reader.error(f.key_node("database"), "journal.database is for backend postgresql")
+    return JournalConfig(backend=backend, **values)
+
+
 def _check_key_length(f: Fields) -> None:
     path = f.get("key_file")
     try:
@@ -527,8 +584,14 @@ JOURNAL_FIELDS = Section(
     (
         Field("retention", Duration(1.0), doc="history older than this is pruned (default 30d)"),
         Field("record", Nested(RECORD_FIELDS), doc="record every input (absent: not recorded)"),
+        Field(
+            "backend",
+            Choice(tuple(b.value for b in JournalBackend), "journal backend"),
+            doc="sqlite (default) or postgresql",
+        ),
+        Field("database", _PG_DSN, doc="postgresql:// DSN (backend postgresql)"),
     ),
-    build=lambda f: JournalConfig(**f.values()),
+    build=_journal,
 )
 NOTIFY_FIELDS = Section(
     "notify mapping {url}",

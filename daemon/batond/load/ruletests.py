@@ -488,7 +488,8 @@ DECISION_FIELDS = Section(
         Field("playbook", Name("playbook name"), doc="a run of this playbook"),
         Field(
             "suppressed",
-            Choice(tuple(s.value for s in Suppression), "suppressed"),
+            # (not_owner is a fleet central instance's fence: a rule test never meets it)
+            Choice(tuple(s.value for s in Suppression if s != "not_owner"), "suppressed"),
             doc="suppressed, for this reason",
         ),
     ),

@@ -254,6 +254,26 @@ _INPUT_ANSWER = _obj(
     error=STR,
 )
 
+_MEMBER = _obj(
+    ["instance", "host", "live", "last_seen", "held"],
+    instance=STR,
+    host=STR,
+    live={"type": "boolean", "description": "seen within fleet.lease, session connected"},
+    last_seen=TIME,
+    held={"type": "array", "items": INT, "description": "the partitions it says it holds"},
+)
+_FLEET = _obj(
+    ["instance", "state", "partitions", "held", "owners", "unowned", "members", "as_of"],
+    instance=STR,
+    state=_enum(("connecting", "connected", "disconnected")),
+    partitions=INT,
+    held={"type": "array", "items": _obj(["partition", "epoch"], partition=INT, epoch=INT)},
+    owners={"type": "object", "additionalProperties": STR, "description": "partition -> owner"},
+    unowned={"type": "array", "items": INT},
+    members={"type": "array", "items": _MEMBER},
+    as_of=TIME,
+)
+
 SCHEMAS: dict[str, Schema] = {
     "Error": _obj(["error"], error=STR),
     "Step": _STEP,
@@ -284,6 +304,7 @@ SCHEMAS: dict[str, Schema] = {
     "Series": _SERIES,
     "Silence": _SILENCE,
     "InputAnswer": _INPUT_ANSWER,
+    "Fleet": _FLEET,
 }
 
 
@@ -339,6 +360,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/api/v1/openapi.json"): Operation("this description", {200: ANY_OBJECT}),
     ("GET", "/api/v1/status"): Operation("the daemon at a glance", {200: _ref("Status")}),
+    ("GET", "/api/v1/fleet"): Operation(
+        "a central instance's fleet: who owns which partition, the members and when each"
+        " was last seen (404 when this is not a central instance)",
+        {200: _ref("Fleet"), 404: _ERR},
+    ),
     ("GET", "/api/v1/incidents"): Operation(
         "incidents, newest first", {200: _list_of("incidents", _ref("Incident"))}, query=_LIMIT
     ),

@@ -47,6 +47,12 @@ class Source(Protocol):
     async def run(self, started: asyncio.Event) -> None: ...
 
 
+class FleetView(Protocol):
+    """A central instance's view of the fleet (fleet.central.Central)."""
+
+    def view(self) -> dict[str, Any]: ...
+
+
 class Operator:
     def __init__(
         self,
@@ -61,8 +67,10 @@ class Operator:
         sources: Mapping[str, Source],
         pause: PauseSwitch,
         state: RuleStateSaver,
+        fleet: FleetView | None = None,
     ) -> None:
         self._config = config
+        self._fleet = fleet
         self._metrics = metrics
         self._journal = journal
         self._engine = engine
@@ -92,6 +100,11 @@ class Operator:
         if not self._ready:
             return "starting or stopping"
         return self._journal.trouble
+
+    def fleet(self) -> dict[str, Any] | None:
+        """Who owns which partition, the members and when each was last seen; None when
+        this is not a central instance."""
+        return self._fleet.view() if self._fleet is not None else None
 
     def status(self) -> dict[str, Any]:
         engine, governor = self._engine, self._engine.governor

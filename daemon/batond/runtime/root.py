@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,7 @@ from batond.runtime.reporter import DaemonReporter
 from batond.runtime.sdnotify import Notifier
 
 if TYPE_CHECKING:
+    from batond.fleet.central import Central
     from batond.intake.mqtt import MqttSource
 
 __all__ = ["Components", "build"]
@@ -103,18 +104,11 @@ class _Restored:
 
 async def build(config: Config, notifier: Notifier, metrics: Metrics | None = None) -> Components:
     """Every component, or an exception with nothing left open (ConfigError, BatondError)."""
-    if config.fleet is not None and config.fleet.is_central:
-        # parsed and checked already, so that files written for the fleet stay valid, but
-        # not served: a daemon that pretended to be central would decide for nobody
-        raise BatondError(
-            f"{config.path}: fleet role {config.fleet.role.value} is not served by this "
-            "batond yet; remove the fleet: section (docs/fleet.md)"
-        )
     notifier.status("loading rules and models")
     definitions = load_definitions(config)  # ConfigError before anything opens
     key = _agent_key(config)  # BatondError before anything opens
     notifier.status("opening journal")
-    journal = await asyncio.to_thread(Journal.open, config.state_dir)
+    journal = await asyncio.to_thread(_open_journal, config)
     try:
         return await _wire(config, metrics or Metrics(), journal, definitions, key)
     except BaseException:
@@ -125,7 +119,7 @@ async def build(config: Config, notifier: Notifier, metrics: Metrics | None = No
 async def _wire(
     config: Config, metrics: Metrics, journal: Journal, definitions: Definitions, key: bytes | None
 ) -> Components:
-    restored = await _restore(journal)
+    restored = await _restore(journal, config)
     recorder = _recorder(config)
     models = _models(config, definitions)
     engine = Engine(definitions.rules, Governor(config.governor, shadow=config.mode == "shadow"))
@@ -135,6 +129,9 @@ async def _wire(
     bus = Bus(metrics)
     bus.settle = journal.settled  # input is acknowledged once its decisions are journaled
     intake = _sources(config, bus, metrics, journal)
+    central = _central(config, bus, metrics, engine)
+    if central is not None:
+        intake.sources["fleet"] = central
     runner = Runner(
         playbooks=definitions.rules.playbooks,
         store=journal,
@@ -155,16 +152,20 @@ async def _wire(
     pipeline = Pipeline(
         engine, JournalLedger(journal, metrics), runner, models=models,
         publisher=intake.publisher, state=state, tap=_tap(recorder, agent),
-        spawn=after_run.spawn, on_error=_evaluation_failed, reporter=reporter,
+        spawn=after_run.spawn, on_error=_evaluation_failed, reporter=reporter, fence=central,
     )  # fmt: skip
     runner.listen(pipeline)  # outcomes feed back through the pipeline
+    if central is not None:
+        central.on_claim(_run_recovery(config, journal, runner, engine))
     if agent is not None:
         _take_requests(agent, config, engine, pipeline, journal, after_run, metrics)
     operator = Operator(
         config=config, metrics=metrics, journal=journal, engine=engine, models=models,
         runner=runner, pipeline=pipeline, sources=intake.sources, pause=pause, state=state,
+        fleet=central,
     )  # fmt: skip
-    await _reconcile(journal, engine)
+    if not _shared(config):  # (the fleet's open incidents are the other instances' too)
+        await _reconcile(journal, engine)
     await operator.refresh_silences()
     _bind_gauges(metrics, bus, models, engine)
     metrics.journal_writable.set_function(lambda: 0.0 if journal.trouble else 1.0)
@@ -177,8 +178,26 @@ async def _wire(
     )  # fmt: skip
 
 
-async def _restore(journal: Journal) -> _Restored:
+def _open_journal(config: Config) -> Journal:
+    """SQLite in ``state_dir``, or PostgreSQL (``journal.database``; a central instance's
+    is the fleet's, shared with the other instances)."""
+    fleet = config.fleet
+    instance = fleet.instance if fleet is not None and fleet.is_central else None
+    return Journal.open(config.state_dir, config.journal.database_url, instance=instance)
+
+
+def _shared(config: Config) -> bool:
+    """Whether other live processes write the same journal (central instances)."""
+    return config.fleet is not None and config.fleet.is_central
+
+
+async def _restore(journal: Journal, config: Config) -> _Restored:
     paused = await journal.is_paused()
+    if _shared(config):
+        # the unfinished runs in a fleet's journal are the live instances' own: marking
+        # them interrupted would lie about runs in progress (docs/fleet.md, limits)
+        log.info("fleet central instance: the runs of other instances are left as they are")
+        return _Restored(paused, (), await journal.load_rule_state())
     # before anything can start a run: in-flight runs of the last life become interrupted
     interrupted = await journal.recover_interrupted(time.time())
     return _Restored(paused, tuple(interrupted), await journal.load_rule_state())
@@ -303,6 +322,43 @@ def _tap(recorder: Recorder | None, agent: _Agent | None) -> Callable[[Input], N
         take(item)
 
     return both
+
+
+def _run_recovery(
+    config: Config, journal: Journal, runner: Runner, engine: Engine
+) -> Callable[[int, frozenset[str]], Awaitable[None]]:
+    """What a central instance does with a partition it claims: the runs there that an
+    instance gone (or this one's last life) left unfinished become ``interrupted`` and
+    are resumed or escalated here, per ``on_interrupt:``."""
+    from batond.fleet.central import key_partition
+
+    assert config.fleet is not None
+    me, partitions, started = config.fleet.instance, config.fleet.partitions, time.time()
+
+    async def recover(partition: int, gone: frozenset[str]) -> None:
+        def of(instance: str | None, created_at: float, key: str) -> bool:
+            left = instance in gone or (instance == me and created_at < started)
+            return left and key_partition(key, partitions) == partition
+
+        for record in await journal.recover_interrupted(time.time(), of):
+            log.warning(
+                "fleet: run %d of %s on partition %d was left unfinished; interrupted",
+                record.run_id, record.rule, partition,
+            )  # fmt: skip
+            await runner.resume(record, verify_by_run=engine.resolves_by_run(record.rule))
+
+    return recover
+
+
+def _central(config: Config, bus: Bus, metrics: Metrics, engine: Engine) -> Central | None:
+    """A central instance's part of the fleet: ownership, partition sessions, fencing."""
+    fleet = config.fleet
+    if fleet is None or not fleet.is_central:
+        return None
+    assert config.mqtt is not None and fleet.database is not None  # (load.config checks)
+    from batond.fleet.central import Central  # psycopg only for a central instance
+
+    return Central(fleet, config.mqtt, bus, metrics, fleet.database, engine)
 
 
 async def _reconcile(journal: Journal, engine: Engine) -> None:

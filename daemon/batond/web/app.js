@@ -36,6 +36,7 @@ const SUPPRESSION_WHY = {
   circuit_open: "the target's circuit is open (too many recent runs failed to resolve)",
   blast_radius: "too many hosts affected at once (blast radius)",
   rate_limited: "the global run budget was spent (max_runs)",
+  not_owner: "this central instance no longer owned the host's partition (fencing)",
 };
 
 const state = {
