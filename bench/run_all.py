@@ -77,6 +77,17 @@ BENCHES = [
         ["--messages", "20000", "--batch-messages", "1000", "--client-path", "plain"],
         ["--client-path", "plain"],
     ),
+    Bench(
+        "mqtt, ack on receipt",
+        "bench_mqtt.py",
+        ["--messages", "20000", "--batch-messages", "1000", "--ack", "received"],
+        ["--ack", "received"],
+    ),
+    Bench(
+        "ack after the decision",
+        "bench_ack.py",
+        ["--messages", "50000", "--requests", "500", "--repeat", "1"],
+    ),
     Bench("restart", "bench_restart.py", _restart_args(10), _restart_args(50), _root),
     Bench("runner", "bench_runner.py", ["--seconds", "3"]),
     Bench("daemon path", "bench_daemon_path.py", ["--seconds", "3"], ["--seconds", "10"]),

@@ -106,6 +106,7 @@ class Mosquitto:
         certs: Certs | None = None,
         require_client_cert: bool = False,
         max_queued: int = 1_000_000,
+        max_inflight: int = 0,
         acl: str | None = None,
     ) -> None:
         self.folder = folder
@@ -120,7 +121,7 @@ class Mosquitto:
             f"persistence_location {folder / 'data'}/",
             "autosave_interval 1",
             f"max_queued_messages {max_queued}",
-            "max_inflight_messages 0",
+            f"max_inflight_messages {max_inflight}",  # 0: no bound (Mosquitto's default: 20)
             f"log_dest file {folder / 'mosquitto.log'}",
             "log_type error",
             "log_type warning",

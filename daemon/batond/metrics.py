@@ -84,6 +84,16 @@ class Metrics:
         self.mqtt_connected = _gauge(
             r, "batond_mqtt_connected", "1 while connected to the MQTT broker"
         )
+        self.mqtt_unacked = _gauge(
+            r,
+            "batond_mqtt_unacked",
+            "QoS 1 messages received whose acknowledgement waits for their decisions",
+        )
+        self.mqtt_redelivered = _counter(
+            r,
+            "batond_mqtt_redelivered",
+            "QoS 1 messages the broker delivered again after a reconnection, taken once",
+        )
         self.mqtt_reconnects = _counter(
             r, "batond_mqtt_reconnects", "MQTT connections made after the first"
         )

@@ -150,6 +150,11 @@ class Journal:
         """Wait until everything posted so far has committed."""
         await self._db.barrier()
 
+    def settled(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the loop) once everything written or posted so far has
+        committed; see ``Database.settled``."""
+        self._db.settled(callback)
+
     async def close(self) -> None:
         """Commit what is queued, close the connections, release the lock."""
         if self._export_handle is not None:  # save the scheduled rule state first

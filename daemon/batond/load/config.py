@@ -35,6 +35,7 @@ from batond.load.yamlfile import Node, Reader, compose_file
 __all__ = [
     "CONFIG_FIELDS",
     "DEFAULT_CONFIG_PATH",
+    "Ack",
     "Config",
     "FleetConfig",
     "FleetRole",
@@ -64,12 +65,23 @@ class RateLimit:
     per: float  # seconds
 
 
+class Ack(enum.StrEnum):
+    """When input is acknowledged: HTTP ``accepted`` (queued) or MQTT ``received`` (read),
+    or ``decided`` (evaluated and its decisions journaled: at-least-once across a crash)."""
+
+    ACCEPTED = "accepted"
+    RECEIVED = "received"
+    DECIDED = "decided"
+
+
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
     host: str = "127.0.0.1"
     port: int = 9180
     token_file: Path | None = None
     max_body: int = 1 << 20
+    # accepted: 202 once queued; decided: answered once its inputs' decisions are journaled
+    ack: Ack = Ack.ACCEPTED
 
     @property
     def listen(self) -> str:
@@ -102,6 +114,9 @@ class MqttConfig:
     subscribe: tuple[Subscription, ...] = ()
     publish_prefix: str | None = None
     max_payload: int = 256 << 10  # larger messages are rejected (too_large) unparsed
+    # decided: a QoS 1 message is acknowledged once its decisions are journaled;
+    # received: as soon as it is read (paho's own acknowledgement)
+    ack: Ack = Ack.DECIDED
 
     @property
     def tls(self) -> bool:
@@ -400,6 +415,8 @@ def _http(f: Fields) -> HttpConfig:
     values = f.values()
     if "listen" in values:
         values["host"], values["port"] = values.pop("listen")
+    if "ack" in values:
+        values["ack"] = Ack(values["ack"])
     return HttpConfig(**values)
 
 
@@ -410,8 +427,11 @@ def _mqtt(f: Fields) -> MqttConfig:
         f.reader.error(lone, "cert_file and key_file go together")
     if f.get("password_file") is not None and f.get("username") is None:
         f.reader.error(f.nodes["password_file"], "password_file needs a username")
+    values = f.values()
+    if "ack" in values:
+        values["ack"] = Ack(values["ack"])
     # without client_id: "" until the configuration's node name is known (see _config)
-    return MqttConfig(**{"client_id": "", **f.values()})
+    return MqttConfig(**{"client_id": "", **values})
 
 
 #: Keys that only one role reads: given to the other, they would be silently ignored.
@@ -494,6 +514,11 @@ HTTP_FIELDS = Section(
         Field("listen", _Listen(), doc="HOST:PORT of the API (default 127.0.0.1:9180)"),
         Field("token_file", _SecretFile(), doc="file with the bearer token mutations need"),
         Field("max_body", Size(), doc="largest request body (default 1MiB)"),
+        Field(
+            "ack",
+            Choice(("accepted", "decided"), "http ack"),
+            doc="answer input once queued (accepted, default) or once decided and journaled",
+        ),
     ),
     build=_http,
 )
@@ -510,6 +535,11 @@ MQTT_FIELDS = Section(
         Field("subscribe", ListOf(Nested(SUBSCRIPTION_FIELDS), "list of subscriptions")),
         Field("publish_prefix", Text("topic prefix"), doc="incidents and runs are published here"),
         Field("max_payload", Size(), doc="larger messages are rejected unparsed (default 256KiB)"),
+        Field(
+            "ack",
+            Choice(("decided", "received"), "mqtt ack"),
+            doc="acknowledge QoS 1 once decided and journaled (default) or once received",
+        ),
     ),
     build=_mqtt,
 )

@@ -230,7 +230,7 @@ class Daemon:
             token=read_secret(http.token_file) if http.token_file else None,
             max_body=http.max_body,
             add_input_routes=functools.partial(
-                add_input_routes, bus=parts.bus, metrics=parts.metrics
+                add_input_routes, bus=parts.bus, metrics=parts.metrics, ack=http.ack
             ),
         )
         runner = web.AppRunner(
@@ -275,7 +275,10 @@ class Daemon:
                 deadline = await pipeline.tick(time.time())
                 continue
             pause.refresh_if_stale(arrived)  # the kill switch file acts within 0.1 s
-            deadline = await pipeline.observe(item, time.time(), arrived)
+            try:
+                deadline = await pipeline.observe(item, time.time(), arrived)
+            finally:
+                bus.evaluated()  # who waits for its decision (MQTT acks) learns of it
             seen += 1
             if not seen % CHECK_EVERY_INPUTS:
                 heap.settle()

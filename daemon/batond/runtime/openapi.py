@@ -449,7 +449,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         query={"rule": STR},
     ),
     ("POST", "/api/v1/events"): Operation(
-        "metric samples and events as JSON",
+        "metric samples and events as JSON (202 once queued; with http.ack: decided,"
+        " once decided and journaled)",
         {202: _ref("InputAnswer"), 400: _ref("InputAnswer"), 503: _ref("InputAnswer")},
         body=_EVENT_BODY,
     ),

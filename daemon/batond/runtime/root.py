@@ -127,6 +127,7 @@ async def _wire(
         engine.import_state(restored.rule_state)
     metrics.rules_loaded.set(definitions.rules.rule_count)
     bus = Bus(metrics)
+    bus.settle = journal.settled  # input is acknowledged once its decisions are journaled
     intake = _sources(config, bus, metrics, journal)
     central = _central(config, bus, metrics, engine)
     if central is not None:
