@@ -12,6 +12,7 @@ held by two instances.
 from __future__ import annotations
 
 import math
+import signal
 import subprocess
 import threading
 import time
@@ -430,5 +431,27 @@ def test_an_instance_whose_database_session_dies_drops_everything_and_rejoins(
         assert "database session lost" in c0.log()
         wait_until(lambda: balanced(fleet, {"c0", "c1"}), 60, "c0 back with its share")
         assert c0.get("/api/v1/fleet").json()["state"] == "connected"
+    finally:
+        fleet.stop_all()
+
+
+def test_a_batch_in_flight_to_a_killed_owner_is_decided_by_the_next(
+    tmp_path: Path, broker: Mosquitto, database: str
+) -> None:
+    """The broker delivered the batch to the owner, which never acknowledged it (stopped,
+    then SIGKILLed): the partition's session gives it to the next owner."""
+    fleet = Fleet(tmp_path, broker, database, timing="  heartbeat: 500ms\n  lease: 2s\n")
+    try:
+        for name in ("c0", "c1"):
+            fleet.start(name)
+        for proc in fleet.procs.values():
+            proc.wait_ready()
+        split = wait_until(lambda: balanced(fleet, {"c0", "c1"}), 60, "a fair split")
+        c0 = fleet.procs["c0"]
+        c0.signal(signal.SIGSTOP)  # it holds its locks (its session is up) but reads nothing
+        publish_batch(broker, host_in(min(split["c0"])), 97.0)
+        c0.kill()  # the batch went to its socket; no PUBACK ever came
+        survivor = fleet.procs["c1"]
+        survivor.wait_for(lambda: decisions_of(survivor) == 1.0, 30, "the next owner's decision")
     finally:
         fleet.stop_all()
