@@ -257,7 +257,8 @@ _INCIDENT_SELECT = (
 )
 _RUN_SELECT = (
     "SELECT id, rule, playbook, key, state, outcome, created_at, started_at, ended_at,"
-    " decision_id, incident_id, resumes, params, labels, escalation, escalates FROM runs"
+    " decision_id, incident_id, resumes, params, labels, escalation, escalates, instance"
+    " FROM runs"
 )
 
 
@@ -296,6 +297,7 @@ def _run(r: tuple[Any, ...]) -> dict[str, Any]:
         "escalation": bool(r[14]),
         "escalates": r[15],
         "escalated_to": None,
+        "instance": r[16],
         "steps": [],
     }
 
@@ -354,11 +356,10 @@ def recover(
     found: list[InterruptedRun] = []
     # 'done' and 'running' stay literal in the WHERE clauses: the partial indexes
     # runs_unfinished and steps_running (journal.db) serve only queries that name them
-    select = _RUN_SELECT.replace(" FROM runs", ", instance FROM runs")
-    rows = conn.execute(f"{select} WHERE state != 'done' ORDER BY id").fetchall()
+    rows = conn.execute(f"{_RUN_SELECT} WHERE state != 'done' ORDER BY id").fetchall()
     for row in rows:
-        run = _run(row[:-1])
-        if of is not None and not of(row[-1], run["created_at"], run["key"]):
+        run = _run(row)
+        if of is not None and not of(run["instance"], run["created_at"], run["key"]):
             continue
         cur = conn.execute(
             "UPDATE runs SET state = ?, outcome = ?, ended_at = ? WHERE id = ? AND state != 'done'",

@@ -93,6 +93,9 @@ _RUN_FIELDS: dict[str, Schema] = {
     "escalation": {"type": "boolean", "description": "an escalate: playbook's run"},
     "escalates": _nullable({"type": "integer", "description": "the run this escalation escalates"}),
     "escalated_to": _nullable({"type": "integer", "description": "the escalation run it led to"}),
+    "instance": _nullable(
+        {"type": "string", "description": "the fleet's central instance that ran it (else null)"}
+    ),
     "steps": {"type": "array", "items": _ref("Step")},
     "not_reached": {
         "type": "array",
