@@ -4,21 +4,22 @@ Two real central ``batond run`` instances of one fleet (a real Mosquitto, the ma
 PostgreSQL in a private database): the page of instance A shows both members live and a
 partition map whose owners are those of ``GET /api/v1/fleet``; a run A made says on its
 row that A ran it; after SIGKILL of instance B the page shows B stale and every partition
-owned by A. On a plain batond (not a central instance) the section stays hidden. Each
-test saves a screenshot under its temporary folder (``page.png``; the failover test also
-``page-before-kill.png``).
+owned by A; agents in the answer are listed, a silent one marked stale. On a plain batond
+(not a central instance) the section stays hidden. Each test saves a screenshot under its
+temporary folder (``page.png``; the failover test also ``page-before-kill.png``).
 """
 
 from __future__ import annotations
 
 import re
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from daemon_proc import DaemonProcess, write_config
 from mqtt_broker import Mosquitto
@@ -127,6 +128,36 @@ def test_the_page_shows_the_fleet_and_its_failover(
     after = a.get("/api/v1/fleet").json()  # the page said what the API says
     assert set(after["owners"].values()) == {"ca"} and after["unowned"] == []
     assert {m["instance"]: m["live"] for m in after["members"]} == {"ca": True, "cb": False}
+
+    # agents are drawn when the answer lists them: A's real answer with two added, one
+    # fresh and one silent for ten batch intervals (the agents table is another change's),
+    # and an unowned partition (in a real fleet only for the moment of a takeover)
+    def with_agents(route: Route) -> None:
+        answer = route.fetch().json()
+        now = time.time()
+        web = {"host": "web-1", "partition": 3, "last_seen": now, "seq": 41}
+        db = {"host": "db-1", "partition": 5, "last_seen": now - 100, "seq": 7}
+        answer["agents"] = [{**web, "labels": {"role": "web"}}, {**db, "labels": {}}]
+        answer["agent_count"] = 3
+        del answer["owners"]["4"]
+        answer["unowned"] = [4]
+        route.fulfill(json=answer)
+
+    page.route("**/api/v1/fleet", with_agents)
+    agents = page.locator("#fleet-agents")
+    expect(agents.locator("[data-agent=web-1]")).to_have_attribute("data-stale", "false")
+    expect(agents.locator("[data-agent=web-1]")).to_contain_text("role=web")
+    expect(agents.locator("[data-agent=web-1]")).to_contain_text("ca")  # its partition's owner
+    expect(agents.locator("[data-agent=db-1]")).to_have_attribute("data-stale", "true")
+    expect(agents.locator("[data-agent=db-1]")).to_contain_text("stale")
+    expect(page.locator("#fleet-agents-note")).to_have_text(
+        "the 2 most recently seen of 3, 1 of these stale"
+    )
+    unowned = page.locator("#fleet-map [data-partition='4']")
+    expect(unowned).to_have_class(re.compile(r"\bunowned\b"))
+    expect(unowned).to_have_attribute("data-owner", "")
+    expect(page.locator("#fleet-map .unowned")).to_have_count(1)
+    expect(page.locator("#fleet-map-note")).to_have_text("1 unowned: 4")
 
 
 def test_no_fleet_section_on_a_plain_batond(tmp_path: Path, page: Page) -> None:

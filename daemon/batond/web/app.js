@@ -793,9 +793,12 @@ function seriesURL() {
 // GET /api/v1/fleet answers only on a central instance (404 elsewhere: the section stays
 // hidden). Members and owners are as the database said at this instance's last heartbeat.
 const OWNER_COLOURS = ["#3578e5", "#2e9d5b", "#b28be0", "#e0902c", "#1b9aaa", "#c2417a", "#7a8b2e", "#8d6e63"];
-// an agent is drawn stale when the API says so (live: false / stale: true) or, when it
-// says neither, after 3 default batch intervals (10 s) without a batch
-const AGENT_STALE_S = 30;
+// An agent's last_seen is written at most once per batch_interval (at a heartbeat), so a
+// live agent's can be about two intervals old: it is drawn stale after four, or when the
+// API says so (live: false / stale: true). The interval is the view's batch_interval when
+// it has one, else the default 10 s.
+const AGENT_STALE_INTERVALS = 4;
+const DEFAULT_BATCH_INTERVAL_S = 10;
 function ownerColours(view) {
   const names = [...new Set([...(view.members || []).map((m) => m.instance), ...Object.values(view.owners || {})])].sort();
   return new Map(names.map((n, i) => [n, OWNER_COLOURS[i % OWNER_COLOURS.length]]));
@@ -848,10 +851,11 @@ function renderFleetMap(view, colours) {
   $("#fleet-legend").replaceChildren(...[...colours].map(([name, c]) => el("span", {}, el("i", { style: `background:${c}` }), name)),
     el("span", {}, el("i", { class: "unowned-key" }), "unowned"), el("span", {}, el("i", { class: "mine-key" }), "held by this instance"));
 }
-function agentStale(a) {
+function agentStale(a, view) {
   if (a.live === false || a.stale === true) return true;
   if (a.live === true || a.stale === false) return false;
-  return a.last_seen == null || Date.now() / 1000 - a.last_seen > AGENT_STALE_S;
+  const interval = view.batch_interval || DEFAULT_BATCH_INTERVAL_S;
+  return a.last_seen == null || Date.now() / 1000 - a.last_seen > AGENT_STALE_INTERVALS * interval;
 }
 function renderFleetAgents(view) {
   const box = $("#fleet-agents-box");
@@ -859,7 +863,7 @@ function renderFleetAgents(view) {
   if (box.hidden) return;
   const owners = view.owners || {};
   const rows = view.agents.map((a) => {
-    const stale = agentStale(a);
+    const stale = agentStale(a, view);
     return el("tr", { "data-agent": a.host, "data-stale": String(stale) },
       el("td", { class: "mono" }, a.host, " ", stale ? badge("stale") : ""),
       el("td", { class: "num" }, a.partition ?? "–"),
@@ -870,8 +874,11 @@ function renderFleetAgents(view) {
   });
   $("#fleet-agents tbody").replaceChildren(...(rows.length ? rows
     : [el("tr", {}, el("td", { colspan: 6, class: "muted" }, "no agent seen yet"))]));
-  const stale = view.agents.filter(agentStale).length;
-  $("#fleet-agents-note").textContent = `${view.agents.length} seen` + (stale ? `, ${stale} stale` : "");
+  const stale = view.agents.filter((a) => agentStale(a, view)).length;
+  const total = view.agent_count ?? view.agents.length;
+  $("#fleet-agents-note").textContent = (total > view.agents.length
+    ? `the ${view.agents.length} most recently seen of ${total}` : `${total} seen`)
+    + (stale ? `, ${stale} of these stale` : "");
 }
 function renderFleet(view) {
   $("#fleet").hidden = false;
