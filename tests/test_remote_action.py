@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -181,3 +183,21 @@ def test_a_remote_step_outside_a_central_instance_is_a_load_error(tmp_path: Path
     (problem,) = remote_problems(config, playbooks)
     assert (problem.file, problem.line, problem.col) == (str(rules), 4, 15)  # (the step's name)
     assert "central instances only" in problem.message
+
+
+def test_batond_check_names_a_remote_step_outside_a_central_instance(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(
+        "playbooks:\n  - name: ask\n    steps:\n"
+        "      - {name: far, action: remote, with: {host: web-01, playbook: fix}}\n"
+    )
+    config = write_yaml(tmp_path, "rules: [rules]\nmodels: []\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "batond", "check", "-c", str(config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith(
+        f"{rules / 'r.yaml'}:4:16: step far: action remote is for central instances only"
+    ), done.stdout
