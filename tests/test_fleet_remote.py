@@ -179,7 +179,7 @@ def test_a_forged_outcome_is_refused_and_logged_while_the_step_times_out(
     """The test plays the agent of ``ghost-01``, answering with the wrong key."""
     requests = f"{PREFIX}/requests/{GHOST}"
     fake = Subscriber(broker, (requests,), "test-ghost-agent")
-    central = start_central(tmp_path, broker, database, "4s")
+    central = start_central(tmp_path, broker, database, "8s")
     try:
         central.wait_ready()
         central.wait_for(lambda: owns_everything(central), 60, "c0 holding every partition")

@@ -201,3 +201,19 @@ def test_batond_check_names_a_remote_step_outside_a_central_instance(tmp_path: P
     assert done.stdout.startswith(
         f"{rules / 'r.yaml'}:4:16: step far: action remote is for central instances only"
     ), done.stdout
+
+
+async def test_a_flood_of_forged_reports_is_counted_whole_and_logged_30_a_minute(
+    keys: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent, metrics = Agent(), Metrics()
+    remote = requests_of(keys, agent, metrics)
+    waiting = asyncio.create_task(remote.ask("web-01", "fix", {}))
+    req = await agent.request()
+    forged = report(req, key=b"not-the-key-of-web-01-at-all")
+    with caplog.at_level(logging.WARNING, "batond.fleet"):
+        for _ in range(40):
+            remote.take("acme/fleet/outcomes/web-01", forged)
+    assert refused(metrics, "bad_signature") == 40
+    assert caplog.text.count("refused: bad_signature") == 30
+    waiting.cancel()

@@ -11,7 +11,7 @@ Outcome reports come off the MQTT route (:meth:`RemoteRequests.take`); a report
 is taken only when it answers a request this instance is waiting for, comes on
 that host's topic, names that host and is signed with that host's key. Anything
 else is refused (``malformed``, ``unmatched``, ``wrong_host``,
-``bad_signature``), logged and counted in
+``bad_signature``), logged (30 lines a minute at most) and counted in
 ``batond_fleet_outcomes_refused_total{reason}``; the step waiting for a forged
 report's id keeps waiting for the real one (a forger cannot end it).
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from batond.errors import ActionError, BatondError
-from batond.fleet.requests import MAX_REQUEST_BYTES, plain_value
+from batond.fleet.requests import MAX_REQUEST_BYTES, LogBudget, plain_value
 from batond.fleet.signing import Request, key_path, new_nonce, open_message, read_key, seal
 from batond.metrics import Metrics
 
@@ -77,6 +77,7 @@ class RemoteRequests:
         self._metrics = metrics
         self._clock = clock
         self._waiting: dict[str, _Waiting] = {}
+        self._log = LogBudget()
         for reason in OutcomeRefusal:
             metrics.fleet_outcomes_refused.labels(reason)
 
@@ -142,6 +143,7 @@ class RemoteRequests:
 
     def _refuse(self, rid: str | None, host: str, reason: OutcomeRefusal, detail: str) -> None:
         self._metrics.fleet_outcomes_refused.labels(reason).inc()
-        log.warning(
-            "outcome report %s on host %s refused: %s: %s", rid or "(no id)", host, reason, detail
-        )
+        more = self._log.take()
+        if more is not None:
+            log.warning("outcome report %s on host %s refused: %s: %s%s",
+                        rid or "(no id)", host, reason, detail, more)  # fmt: skip
