@@ -189,6 +189,7 @@ def test_a_forged_outcome_is_refused_and_logged_while_the_step_times_out(
         signed = open_message(payload, GHOST_KEY)
         assert signed is not None and signed.authentic  # central signed it with ghost's key
         assert (signed.fields["playbook"], signed.fields["instance"]) == ("broken", "c0")
+        assert abs(signed.fields["ts"] - time.time()) < 60 and len(signed.fields["nonce"]) == 32
         forged = {
             "v": 1, "id": signed.fields["id"], "host": GHOST, "run": 1, "outcome": "succeeded",
             "reason": "", "detail": "", "run_outcome": "succeeded", "ts": time.time(),
@@ -206,6 +207,7 @@ def test_a_forged_outcome_is_refused_and_logged_while_the_step_times_out(
         assert status == "timed_out", (status, detail)
         log = central.log()
         assert f"outcome report {signed.fields['id']} on host {GHOST} refused: bad_signature" in log
+        assert f"remote request {signed.fields['id']} to {GHOST}: no outcome report" in log
         unanswered = central.metric("batond_fleet_remote_steps_total", {"outcome": "unanswered"})
         assert unanswered == 1
     finally:

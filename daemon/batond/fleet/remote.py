@@ -109,7 +109,8 @@ class RemoteRequests:
             report = await answer
         except asyncio.CancelledError:
             self._metrics.fleet_remote_steps.labels("unanswered").inc()
-            log.warning("remote request %s to %s: no outcome report in time", req.id, host)
+            log.warning("remote request %s to %s: no outcome report (step timed out or cancelled)",
+                        req.id, host)  # fmt: skip
             raise
         finally:
             self._waiting.pop(req.id, None)
