@@ -81,10 +81,8 @@ def expect_owners(page: Page, owners: dict[int, str]) -> None:
 def test_the_page_shows_the_fleet_and_its_failover(
     fleet: Fleet, page: Page, tmp_path: Path
 ) -> None:
-    a, b = fleet.start("ca"), fleet.start("cb")
-    a.wait_ready()
-    b.wait_ready()
-    split = wait_until(lambda: balanced(fleet, {"ca", "cb"}), 60, "a fair split")
+    split = fleet.split("ca", "cb")
+    a, b = fleet.procs["ca"], fleet.procs["cb"]
     owners = {p: n for n, s in split.items() for p in s}
 
     def agreed() -> dict[str, Any] | None:  # A's view as of a heartbeat after the split
