@@ -157,6 +157,7 @@ async def _wire(
     runner.listen(pipeline)  # outcomes feed back through the pipeline
     if central is not None:
         central.on_claim(_run_recovery(config, journal, runner, engine))
+        central.agents_to(journal.note_agents)
     if agent is not None:
         _take_requests(agent, config, engine, pipeline, journal, after_run, metrics)
     operator = Operator(
