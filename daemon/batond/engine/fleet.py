@@ -23,6 +23,8 @@ __all__ = [
     "FleetSpec",
     "FleetVerdict",
     "count",
+    "fleet_cause",
+    "fleet_labels",
     "threshold",
     "verdict",
 ]
@@ -110,3 +112,29 @@ def verdict(spec: FleetSpec, counted: FleetCount, is_open: bool) -> FleetVerdict
     if not firing and is_open:
         return FleetVerdict.RESOLVE
     return FleetVerdict.STAY
+
+
+#: How many affected hosts a fleet decision names in its ``hosts`` label.
+HOSTS_NAMED = 20
+
+
+def fleet_labels(spec: FleetSpec, counted: FleetCount) -> dict[str, str]:
+    """The labels of a fleet decision (what its playbook's templates and silences see):
+    the counted rule, how many of how many, and the first affected hosts by name."""
+    named = counted.affected[:HOSTS_NAMED]
+    more = counted.n - len(named)
+    return {
+        "fleet_rule": spec.rule,
+        "affected": str(counted.n),
+        "matching": str(counted.matching),
+        "hosts": ",".join(named) + (f",... ({more} more)" if more else ""),
+    }
+
+
+def fleet_cause(spec: FleetSpec, counted: FleetCount) -> str:
+    """Why the fleet rule decided, in words (the decision's ``cause``)."""
+    need = threshold(spec, counted.matching)
+    return (
+        f"{counted.n} of {counted.matching} hosts have an open incident of {spec.rule}"
+        f" (at least {need}: {spec.describe()})"
+    )
