@@ -81,6 +81,7 @@ class Fleet:
     database: str
     timing: str
     procs: dict[str, DaemonProcess] = field(default_factory=dict)
+    rules: str = RULES
 
     def start(self, name: str) -> DaemonProcess:
         folder = self.root / name
@@ -90,7 +91,7 @@ class Fleet:
             f"fleet:\n  role: central\n  database: {self.database}\n  prefix: {PREFIX}\n"
             f"  partitions: {PARTITIONS}\n  instance: {name}\n{self.timing}"
         )
-        config = write_config(folder, port, rules=RULES, extra=extra)
+        config = write_config(folder, port, rules=self.rules, extra=extra)
         self.procs[name] = DaemonProcess(config, port)
         return self.procs[name]
 
@@ -255,7 +256,9 @@ class Checker:
         out: dict[int, list[int]] = {}
         for objid, pid in conn.execute(
             "SELECT objid::int, pid FROM pg_locks WHERE locktype = 'advisory'"
-            " AND classid = %s AND objsubid = 2 AND granted",
+            " AND classid = %s AND objsubid = 2 AND granted"  # (this test's database only:
+            " AND database = (SELECT oid FROM pg_database"  # other runs share the server)
+            " WHERE datname = current_database())",
             (LOCK_CLASS,),
         ):
             out.setdefault(objid, []).append(pid)
