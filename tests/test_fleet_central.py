@@ -95,6 +95,14 @@ class Fleet:
         self.procs[name] = DaemonProcess(config, port)
         return self.procs[name]
 
+    def split(self, *names: str) -> dict[str, set[int]]:
+        """Start ``names``, wait until each is ready and they share the partitions fairly."""
+        for name in names:
+            self.start(name)
+        for proc in self.procs.values():
+            proc.wait_ready()
+        return wait_until(lambda: balanced(self, set(names)), 60, "a fair split")
+
     def stop_all(self) -> None:
         for proc in self.procs.values():
             proc.stop()
@@ -108,7 +116,8 @@ class Fleet:
 
 LIVE_HELD = (
     "SELECT m.instance, m.held FROM fleet_members m"
-    " WHERE EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = m.pid)"
+    " WHERE EXISTS (SELECT 1 FROM pg_stat_activity a"
+    " WHERE a.pid = m.pid AND a.datname = current_database())"
 )
 
 
@@ -164,11 +173,7 @@ def test_split_decide_and_fail_over_within_10s(
 ) -> None:
     fleet = Fleet(tmp_path, broker, database, timing="")  # the defaults: heartbeat 2s, lease 6s
     try:
-        for name in ("c0", "c1", "c2"):
-            fleet.start(name)
-        for proc in fleet.procs.values():
-            proc.wait_ready()
-        split = wait_until(lambda: balanced(fleet, {"c0", "c1", "c2"}), 60, "a fair split")
+        split = fleet.split("c0", "c1", "c2")
         assert sorted(len(s) for s in split.values()) == [4, 4, 4]
         c0 = fleet.procs["c0"]
         view = c0.wait_for(lambda: fleet_view(c0, 3), 30, "c0 to see the three members")
@@ -255,10 +260,10 @@ class Checker:
     def locks(conn: psycopg.Connection[Any]) -> dict[int, list[int]]:
         out: dict[int, list[int]] = {}
         for objid, pid in conn.execute(
+            # advisory locks are per database: other runs on this server hold theirs
             "SELECT objid::int, pid FROM pg_locks WHERE locktype = 'advisory'"
-            " AND classid = %s AND objsubid = 2 AND granted"  # (this test's database only:
-            " AND database = (SELECT oid FROM pg_database"  # other runs share the server)
-            " WHERE datname = current_database())",
+            " AND classid = %s AND objsubid = 2 AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (LOCK_CLASS,),
         ):
             out.setdefault(objid, []).append(pid)
@@ -319,11 +324,7 @@ def test_a_pending_for_timer_fires_on_the_new_owner_at_its_time(
 ) -> None:
     fleet = Fleet(tmp_path, broker, database, timing="  heartbeat: 500ms\n  lease: 2s\n")
     try:
-        for name in ("c0", "c1"):
-            fleet.start(name)
-        for proc in fleet.procs.values():
-            proc.wait_ready()
-        split = wait_until(lambda: balanced(fleet, {"c0", "c1"}), 60, "a fair split")
+        split = fleet.split("c0", "c1")
         partition = min(split["c0"])
         host = host_in(partition)
         published = time.time()
@@ -359,11 +360,7 @@ def test_an_agents_batches_are_decided_by_the_owner_of_its_partition(
     agent_port = free_port()
     agent = DaemonProcess(write_config(agent_dir, agent_port, extra=extra), agent_port)
     try:
-        for name in ("c0", "c1"):
-            fleet.start(name)
-        for proc in fleet.procs.values():
-            proc.wait_ready()
-        split = wait_until(lambda: balanced(fleet, {"c0", "c1"}), 60, "a fair split")
+        split = fleet.split("c0", "c1")
         owner = next(n for n, s in split.items() if 5 in s)
         other = next(n for n in split if n != owner)
         agent.wait_ready()
@@ -396,11 +393,7 @@ def test_a_killed_instances_unfinished_run_is_interrupted_by_the_new_owner(
 ) -> None:
     fleet = Fleet(tmp_path, broker, database, timing="  heartbeat: 500ms\n  lease: 2s\n")
     try:
-        for name in ("c0", "c1"):
-            fleet.start(name)
-        for proc in fleet.procs.values():
-            proc.wait_ready()
-        split = wait_until(lambda: balanced(fleet, {"c0", "c1"}), 60, "a fair split")
+        split = fleet.split("c0", "c1")
         publish_batch(broker, host_in(min(split["c0"])), 99.0, metric="load")
         running = wait_until(lambda: runs_of(database, "heavy"), 30, "c0's run")
         assert running[0][1:4] == ("running", None, "c0")
@@ -425,11 +418,7 @@ def test_an_instance_whose_database_session_dies_drops_everything_and_rejoins(
 ) -> None:
     fleet = Fleet(tmp_path, broker, database, timing="  heartbeat: 500ms\n  lease: 2s\n")
     try:
-        for name in ("c0", "c1"):
-            fleet.start(name)
-        for proc in fleet.procs.values():
-            proc.wait_ready()
-        split = wait_until(lambda: balanced(fleet, {"c0", "c1"}), 60, "a fair split")
+        split = fleet.split("c0", "c1")
         with psycopg.connect(database, autocommit=True) as conn:
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM fleet_members WHERE instance = 'c0'"
@@ -454,11 +443,7 @@ def test_a_batch_in_flight_to_a_killed_owner_is_decided_by_the_next(
     then SIGKILLed): the partition's session gives it to the next owner."""
     fleet = Fleet(tmp_path, broker, database, timing="  heartbeat: 500ms\n  lease: 2s\n")
     try:
-        for name in ("c0", "c1"):
-            fleet.start(name)
-        for proc in fleet.procs.values():
-            proc.wait_ready()
-        split = wait_until(lambda: balanced(fleet, {"c0", "c1"}), 60, "a fair split")
+        split = fleet.split("c0", "c1")
         c0 = fleet.procs["c0"]
         c0.signal(signal.SIGSTOP)  # it holds its locks (its session is up) but reads nothing
         publish_batch(broker, host_in(min(split["c0"])), 97.0)

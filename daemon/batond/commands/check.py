@@ -110,6 +110,8 @@ def main(args: argparse.Namespace) -> int:
         models = [p for p in config.models if p.exists()]
         central = config.fleet is not None and config.fleet.is_central
         problems, summary, warnings = check_all(rule_paths, models, default, sandbox, central)
+        if not problems:
+            problems = _remote_problems(config, rule_paths, default)
         warnings += _state_dir_warning(config, sandbox)
     problems += unit_problems
     for problem in sorted([*problems, *warnings]):
@@ -121,6 +123,15 @@ def main(args: argparse.Namespace) -> int:
         return _explain(rule_paths, explain_rule, governor)
     print(summary, file=sys.stdout)
     return 0
+
+
+def _remote_problems(config: Any, paths: Sequence[Path], missing_ok: bool) -> list[Problem]:
+    """``remote`` steps of a daemon that is no central instance (docs/fleet.md)."""
+    from batond.runtime.definitions import remote_problems
+
+    files, _ = rule_files(paths, missing_ok)
+    ruleset = load_rules([f for f in files if not _holds_models(f)])
+    return remote_problems(config, ruleset.playbooks)
 
 
 def _sandbox(unit: Path | None) -> tuple[Sandbox | None, list[Problem]]:

@@ -23,6 +23,7 @@ from batond.errors import BatondError
 from batond.events import Input
 from batond.fleet.agent import SEQ_STATE, Batcher
 from batond.fleet.partition import batch_topic
+from batond.fleet.remote import RemoteRequests
 from batond.fleet.requests import OutcomeReports, RemoteReporter, RequestDesk
 from batond.fleet.signing import read_key
 from batond.intake.bus import Bus
@@ -33,6 +34,7 @@ from batond.journal.model_state import load_state
 from batond.load.config import Config
 from batond.metrics import Metrics
 from batond.remedy.actions import ActionContext
+from batond.remedy.actions.core import RemoteAsk
 from batond.remedy.records import InterruptedRun
 from batond.remedy.runner import Runner
 from batond.runtime.definitions import Definitions, load_definitions
@@ -254,7 +256,21 @@ def _sources(config: Config, bus: Bus, metrics: Metrics, journal: Journal) -> _I
     sources["mqtt"] = mqtt
     prefix = config.mqtt.publish_prefix
     publisher = MqttPublisher(mqtt, prefix, journal) if prefix else None
-    return _Intake(sources, publisher, ActionContext(mqtt_publish=mqtt.publish), mqtt)
+    actions = ActionContext(mqtt_publish=mqtt.publish, remote=_remote(config, mqtt, metrics))
+    return _Intake(sources, publisher, actions, mqtt)
+
+
+def _remote(config: Config, mqtt: MqttSource, metrics: Metrics) -> RemoteAsk | None:
+    """A central instance's ``remote`` steps: requests out, outcome reports routed back."""
+    fleet = config.fleet
+    if fleet is None or not fleet.is_central:
+        return None
+    requests = RemoteRequests(
+        prefix=fleet.prefix, instance=fleet.instance, keys_dir=fleet.keys_dir,
+        publish=mqtt.publish, metrics=metrics,
+    )  # fmt: skip
+    mqtt.route(requests.outcomes, 1, requests.take)
+    return requests.ask
 
 
 # -- the fleet agent (docs/fleet.md#agent) ----------------------------------------------
