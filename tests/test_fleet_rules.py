@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from batond.commands.explain import explain
+from batond.engine.engine import Engine
 from batond.engine.fleet import (
     FLEET_KEY,
     AgentSeen,
@@ -19,8 +21,9 @@ from batond.engine.fleet import (
     verdict,
 )
 from batond.engine.governor import Governor
-from batond.engine.types import Decision, Resolved, Suppression
+from batond.engine.types import Decision, Output, Resolved, Suppression
 from batond.errors import ConfigError
+from batond.fleet.fleetrules import FleetRules
 from batond.load.config import load_config
 from batond.load.rulefiles import load_rules
 from batond.runtime.definitions import load_definitions
@@ -153,3 +156,60 @@ def test_the_fleet_decision_goes_through_the_governor(tmp_path: Path) -> None:
     assert isinstance(decision, Decision)
     assert decision.playbook is None and decision.suppressed == Suppression.PAUSED
     assert FLEET_KEY in engine.states["web-tier"].open  # held open: it resolves when below
+
+
+def test_explain_and_the_rules_view_know_fleet_rules(tmp_path: Path) -> None:
+    rules = load_rules([write_rules(tmp_path, FLEET_RULES)])
+    rule = rules.rule("web-tier")
+    assert rule is not None
+    text = explain(rule, rules, GENEROUS)
+    assert "fleet rule" in text and "at least 30% of role=web" in text
+    assert "resolves: when the count falls below at_least" in text
+    (shown,) = [r for r in Engine(rules).describe_rules() if r["name"] == "web-tier"]
+    assert (shown["kind"], shown["metric"], shown["when"]) == ("fleet", None, None)
+
+
+class FakeJournal:
+    """The fleet's journal at its boundary: what ``fleet_view`` answers, or its failure."""
+
+    def __init__(self, agents: list[AgentSeen], hosts: set[str]) -> None:
+        self.agents, self.hosts = agents, hosts
+        self.asked: list[tuple[str, float]] = []
+        self.fails = False
+
+    async def fleet_view(self, rule: str, since: float) -> tuple[list[AgentSeen], set[str]]:
+        self.asked.append((rule, since))
+        if self.fails:
+            raise OSError("connection refused")
+        return self.agents, self.hosts
+
+
+class Holder:
+    def __init__(self, held: dict[int, int]) -> None:
+        self.held = held
+
+
+async def test_only_the_holder_of_partition_0_counts_and_acts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = make_engine(tmp_path, FLEET_RULES)
+    journal = FakeJournal([web("w1"), web("w2"), web("w3")], {"w1"})
+    acted: list[list[Output]] = []
+
+    async def act(outputs: list[Output], now: float) -> None:
+        acted.append(outputs)
+
+    holder = Holder({3: 1})
+    rules = FleetRules(holder, engine, journal, act, interval=1.0, batch_interval=10.0)
+    assert await rules.round(100.0) == 0 and journal.asked == [] and rules.state == "idle"
+    holder.held = {0: 4}
+    assert await rules.round(100.0) == 1  # 1 of 3 web hosts: 30% of 3 is 1
+    assert journal.asked == [("web-5xx", 40.0)]  # within: 1m
+    assert [compact(o) for o in acted[0]] == [("D", 100.0, "web-tier", FLEET_KEY, "page")]
+    assert await rules.round(101.0) == 0  # still at or above: nothing more
+    journal.fails = True
+    assert await rules.round(102.0) == 0
+    assert "fleet rule web-tier: the journal cannot be read: connection refused" in caplog.text
+    journal.fails, journal.hosts = False, set()
+    assert await rules.round(103.0) == 1
+    assert [compact(o) for o in acted[1]] == [("R", 103.0, "web-tier", FLEET_KEY)]
