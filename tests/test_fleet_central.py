@@ -81,6 +81,7 @@ class Fleet:
     database: str
     timing: str
     procs: dict[str, DaemonProcess] = field(default_factory=dict)
+    rules: str = RULES
 
     def start(self, name: str) -> DaemonProcess:
         folder = self.root / name
@@ -90,7 +91,7 @@ class Fleet:
             f"fleet:\n  role: central\n  database: {self.database}\n  prefix: {PREFIX}\n"
             f"  partitions: {PARTITIONS}\n  instance: {name}\n{self.timing}"
         )
-        config = write_config(folder, port, rules=RULES, extra=extra)
+        config = write_config(folder, port, rules=self.rules, extra=extra)
         self.procs[name] = DaemonProcess(config, port)
         return self.procs[name]
 
@@ -154,6 +155,11 @@ def fleet_view(proc: DaemonProcess, members: int) -> dict[str, Any] | None:
     return view if len(live) == members and not view["unowned"] else None
 
 
+def agent_seen(proc: DaemonProcess, host: str) -> dict[str, Any] | None:
+    view: dict[str, Any] = ApiChecker(proc).call("GET", "/api/v1/fleet").json()
+    return next((a for a in view["agents"] if a["host"] == host), None)
+
+
 def batond_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([BATOND, *args], capture_output=True, text=True, timeout=60)
 
@@ -181,7 +187,8 @@ def test_split_decide_and_fail_over_within_10s(
         shown = batond_cli("fleet", "status", "--url", c0.url)
         assert shown.returncode == 0, shown.stderr
         assert "instance   c0 (connected)" in shown.stdout and "unowned: none" in shown.stdout
-        rows = {line.split()[0]: line.split() for line in shown.stdout.splitlines()[5:]}
+        members = shown.stdout.split("\n\n")[1]  # (then the agents: none here)
+        rows = {line.split()[0]: line.split() for line in members.splitlines()[1:]}
         assert {name: int(rows[name][5]) for name in ("c0", "c1", "c2")} == {
             name: len(held) for name, held in split.items()
         }  # MEMBER HOST STATE DATE TIME HOLDS PARTITIONS
@@ -364,6 +371,9 @@ def test_an_agents_batches_are_decided_by_the_owner_of_its_partition(
         received = proc.metric("batond_events_received_total", {"source": "fleet"})
         assert received is not None and received >= 1.0  # the agent's host metrics too
         assert decisions_of(fleet.procs[other]) == 0.0
+        # and either instance lists it among the agents last seen, from the journal
+        seen = wait_until(lambda: agent_seen(fleet.procs[other], host), 30, "the agent listed")
+        assert seen["partition"] == 5 and seen["seq"] >= 1 and seen["last_seen"] > 0
     finally:
         agent.stop()
         fleet.stop_all()

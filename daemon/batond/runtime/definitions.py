@@ -9,6 +9,7 @@ from batond.anomaly import ModelSpec
 from batond.engine.model import RuleSet
 from batond.errors import ConfigError, Problem
 from batond.load.config import Config
+from batond.load.fleetrules import not_central_problems
 from batond.load.modelfile import load_models
 from batond.load.playbooks.model import Playbook, Step
 from batond.load.rulefiles import load_rules
@@ -28,7 +29,8 @@ def load_definitions(config: Config) -> Definitions:
     With built-in defaults (no config file) the /etc paths may not exist yet.
     """
     rules = load_rules(list(config.rules), missing_ok=config.path is None)
-    problems = remote_problems(config, rules.playbooks)
+    central = config.fleet is not None and config.fleet.is_central
+    problems = not_central_problems(rules.rules, central) + remote_problems(config, rules.playbooks)
     if problems:
         raise ConfigError(problems)
     models = load_models([p for p in config.models if p.exists()])

@@ -53,6 +53,7 @@ from batond.runtime.reporter import DaemonReporter
 from batond.runtime.sdnotify import Notifier
 
 if TYPE_CHECKING:
+    from batond.engine.types import Output
     from batond.fleet.central import Central
     from batond.intake.mqtt import MqttSource
 
@@ -159,6 +160,8 @@ async def _wire(
     runner.listen(pipeline)  # outcomes feed back through the pipeline
     if central is not None:
         central.on_claim(_run_recovery(config, journal, runner, engine))
+        central.agents_to(journal.note_agents)
+        intake.sources["fleet_rules"] = _fleet_rules(config, central, engine, journal, pipeline)
     if agent is not None:
         _take_requests(agent, config, engine, pipeline, journal, after_run, metrics)
     operator = Operator(
@@ -392,3 +395,18 @@ def _bind_gauges(metrics: Metrics, bus: Bus, models: ModelSet, engine: Engine) -
         anomaly_refused_samples=models.refused_count,
         circuits_open=lambda: len(governor.open_circuits()),
     )
+
+
+def _fleet_rules(
+    config: Config, central: Central, engine: Engine, journal: Journal, pipeline: Pipeline
+) -> Source:
+    """Fleet rules, evaluated by the instance that holds partition 0 (docs/fleet.md)."""
+    from batond.fleet.fleetrules import FleetRules
+
+    assert config.fleet is not None
+
+    async def act(outputs: list[Output], now: float) -> None:
+        await pipeline.act(outputs, now, None)
+
+    fleet = config.fleet
+    return FleetRules(central, engine, journal, act, fleet.heartbeat, fleet.batch_interval)
