@@ -125,10 +125,7 @@ async def _wire(
     restored = await _restore(journal, config)
     recorder = _recorder(config)
     models = _models(config, definitions)
-    engine = Engine(definitions.rules, Governor(config.governor, shadow=config.mode == "shadow"))
-    if restored.rule_state:
-        engine.import_state(restored.rule_state)
-    metrics.rules_loaded.set(definitions.rules.rule_count)
+    engine = _engine(config, definitions, restored.rule_state, metrics)
     bus = Bus(metrics)
     bus.settle = journal.settled  # input is acknowledged once its decisions are journaled
     intake = _sources(config, bus, metrics, journal)
@@ -172,8 +169,7 @@ async def _wire(
     if not _shared(config):  # (the fleet's open incidents are the other instances' too)
         await _reconcile(journal, engine)
     await operator.refresh_silences()
-    _bind_gauges(metrics, bus, models, engine)
-    metrics.journal_writable.set_function(lambda: 0.0 if journal.trouble else 1.0)
+    _bind_gauges(metrics, bus, models, engine, journal)
     return Components(
         config=config, metrics=metrics, journal=journal, bus=bus, sources=intake.sources,
         engine=engine, models=models, actions=intake.actions, runner=runner, pipeline=pipeline,
@@ -386,7 +382,20 @@ async def _reconcile(journal: Journal, engine: Engine) -> None:
     await journal.reconcile_incidents(open_keys, time.time())
 
 
-def _bind_gauges(metrics: Metrics, bus: Bus, models: ModelSet, engine: Engine) -> None:
+def _engine(
+    config: Config, definitions: Definitions, rule_state: dict[str, Any] | None, metrics: Metrics
+) -> Engine:
+    engine = Engine(definitions.rules, Governor(config.governor, shadow=config.mode == "shadow"))
+    if rule_state:
+        engine.import_state(rule_state)
+    metrics.rules_loaded.set(definitions.rules.rule_count)
+    return engine
+
+
+def _bind_gauges(
+    metrics: Metrics, bus: Bus, models: ModelSet, engine: Engine, journal: Journal
+) -> None:
+    metrics.journal_writable.set_function(lambda: 0.0 if journal.trouble else 1.0)
     governor = engine.governor
     metrics.bind_gauges(
         queue_depth=bus.depth,
