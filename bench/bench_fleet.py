@@ -15,7 +15,7 @@ Measured over ``--seconds`` of load:
 - the PostgreSQL write load of the private database: ``pg_stat_database`` deltas per
   second (``xact_commit``, ``tup_inserted``, ``tup_updated``), and the busiest statements
   from ``pg_stat_statements`` when the server has it loaded (reported as absent if not);
-- failover (the largest count of 2 or more): with the load still on, one instance is
+- failover (every count of 2 or more): with the load still on, one instance is
   SIGKILLed; the time until every partition it held is locked again by a survivor, and
   until a probe in each of them (one every 0.25 s per partition) is decided.
 
@@ -227,7 +227,11 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def measure_load(
-    args: argparse.Namespace, centrals: list[DaemonProcess], client: paho.Client, database: str
+    args: argparse.Namespace,
+    centrals: list[DaemonProcess],
+    client: paho.Client,
+    database: str,
+    broker_pid: int,
 ) -> dict[str, Any]:
     """``--seconds`` of load: CPU per instance, PostgreSQL counters, probe latency."""
     probes = probe_hosts(int(args.seconds * args.probe_rate / PARTITIONS) + 40)
@@ -235,6 +239,7 @@ def measure_load(
     pub = Publisher(client, args, probes, lambda: [next(turn) % PARTITIONS], 1 / args.probe_rate)
     no_statements = statements_reset(database)
     cpu0 = [cpu_seconds(c.pid) for c in centrals]
+    broker0, agents0 = cpu_seconds(broker_pid), time.process_time()
     in0, pg0, t0 = sum(received(c) for c in centrals), pg_counters(database), time.time()
     tables0 = table_writes(database)
     with publishing(pub):
@@ -246,6 +251,8 @@ def measure_load(
     )  # fmt: skip
     wall = time.time() - t0
     cpu = [cpu_seconds(c.pid) - c0 for c, c0 in zip(centrals, cpu0, strict=True)]
+    broker_cores = (cpu_seconds(broker_pid) - broker0) / wall
+    agents_cores = (time.process_time() - agents0) / wall
     pg1, tables1 = pg_counters(database), table_writes(database)
     tables = {t: (n - tables0.get(t, 0.0)) / wall for t, n in tables1.items()}
     lat = [ts - sent for ts, _, sent in decisions(database)]
@@ -256,6 +263,7 @@ def measure_load(
         "statements": statements_top(database, wall) if no_statements is None else [],
         "statements_absent": no_statements, "load": os.getloadavg()[0],
         "probes_used": pub.used, "tables": tables, "kv": state_sizes(database),
+        "broker_cores": broker_cores, "agents_cores": agents_cores,
     }  # fmt: skip
 
 
@@ -317,7 +325,8 @@ def run_count(args: argparse.Namespace, count: int, failover: bool) -> dict[str,
             client.max_inflight_messages_set(1000)
             client.connect("127.0.0.1", broker.port)
             client.loop_start()
-            figures = measure_load(args, centrals, client, database)
+            assert broker.process is not None
+            figures = measure_load(args, centrals, client, database, broker.process.pid)
             if failover:
                 figures["failover"] = fail_over(
                     args, centrals, client, database, figures["probes_used"]
@@ -343,6 +352,10 @@ def report(f: dict[str, Any]) -> None:
         f" inserted, {pg['tup_updated']:.0f} updated, {pg['tup_deleted']:.0f} deleted"
         f"; load average {f['load']:.2f}",
         flush=True,
+    )
+    print(
+        f"  Mosquitto {f['broker_cores']:.2f} core;"
+        f" the simulated agents (this script) {f['agents_cores']:.2f} core"
     )
     busiest = sorted(f["tables"].items(), key=lambda kv: -kv[1])[:5]
     print("  rows written per s by table: " + ", ".join(f"{t} {n:.0f}" for t, n in busiest))
@@ -374,16 +387,17 @@ def main() -> None:
     rate = args.hosts * args.metrics / args.interval
     print(
         f"{args.hosts} hosts x {args.metrics} metrics every {args.interval:g} s"
-        f" ({rate:,.0f} samples/s offered), {args.seconds:g} s per count",
+        f" ({rate:,.0f} samples/s offered; a batch is {len(batch('host-00000', 0, args.metrics))}"
+        f" bytes), {args.seconds:g} s per count",
         flush=True,
     )
-    failover_at = max((n for n in counts if n >= 2), default=None)
     headline: dict[str, Any] = {"offered_samples_per_s": round(rate)}
     for count in counts:
-        f = run_count(args, count, count == failover_at)
+        f = run_count(args, count, failover=count >= 2)
         report(f)
         headline[f"x{count}_max_instance_cores"] = round(max(f["cores"]), 2)
         headline[f"x{count}_decision_p99_ms"] = round(quantile(f["latency"], 0.99) * 1e3, 1)
+        headline[f"x{count}_broker_cores"] = round(f["broker_cores"], 2)
         headline[f"x{count}_pg_commits_per_s"] = round(f["pg"]["xact_commit"])
         headline[f"x{count}_pg_rows_written_per_s"] = round(
             sum(f["pg"][k] for k in ("tup_inserted", "tup_updated", "tup_deleted"))
