@@ -21,6 +21,7 @@ Measured over ``--seconds`` of load:
 
 Run: .venv/bin/python bench/bench_fleet.py [--instances 1,2,4] [--hosts 10000]
          [--metrics 20] [--interval 10] [--seconds 30] [--probe-rate 5]
+         [--heartbeat 2] (fleet.lease is 3 heartbeats)
 """
 
 from __future__ import annotations
@@ -155,10 +156,18 @@ def table_writes(database: str) -> dict[str, float]:
 
 
 def state_sizes(database: str) -> dict[str, int]:
-    """Bytes of each saved state blob (``kv``): what one rewrite of it costs."""
+    """Bytes of each saved state blob (``kv``): what one rewrite of it costs; for rule
+    state, also the part that is the governor's ``hosts_seen`` (every host in the last
+    hour, for blast radius), which grows with the hosts an instance takes in."""
     with psycopg.connect(database, autocommit=True) as conn:
-        rows = conn.execute("SELECT name, octet_length(value) FROM kv").fetchall()
-    return {str(name): int(size) for name, size in rows}
+        rows = conn.execute("SELECT name, value FROM kv").fetchall()
+    sizes = {}
+    for name, value in rows:
+        sizes[str(name)] = len(value)
+        seen = orjson.loads(value).get("governor", {}).get("hosts_seen")
+        if seen is not None:
+            sizes[f"{name} hosts_seen"] = len(orjson.dumps(seen))
+    return sizes
 
 
 def statements_reset(database: str) -> str | None:
@@ -194,13 +203,16 @@ def decisions(database: str) -> list[tuple[float, str, float]]:
     return out
 
 
-def start_centrals(folder: Path, count: int, broker: Mosquitto, database: str) -> list[Any]:
+def start_centrals(
+    folder: Path, count: int, broker: Mosquitto, database: str, heartbeat: float
+) -> list[Any]:
     centrals = []
     for i in range(count):
         extra = (
             f"mqtt:\n  url: {broker.url}\n"
             f"fleet:\n  role: central\n  database: {database}\n  prefix: {PREFIX}\n"
             f"  partitions: {PARTITIONS}\n  instance: bench-c{i}\n"
+            f"  heartbeat: {heartbeat:g}s\n  lease: {3 * heartbeat:g}s\n"
         )
         port = free_port()
         centrals.append(DaemonProcess(write_config(folder / f"c{i}", port, rules=RULES,
@@ -317,7 +329,7 @@ def run_count(args: argparse.Namespace, count: int, failover: bool) -> dict[str,
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         database = stack.enter_context(pg_database())
         broker = stack.enter_context(Mosquitto(folder / "broker"))
-        centrals = start_centrals(folder, count, broker, database)
+        centrals = start_centrals(folder, count, broker, database, args.heartbeat)
         try:
             centrals[0].wait_for(lambda: balanced(centrals, database), 90, "balanced ownership")
             time.sleep(SETTLE_S)
@@ -359,7 +371,7 @@ def report(f: dict[str, Any]) -> None:
     )
     busiest = sorted(f["tables"].items(), key=lambda kv: -kv[1])[:5]
     print("  rows written per s by table: " + ", ".join(f"{t} {n:.0f}" for t, n in busiest))
-    kv = sorted(f["kv"].items(), key=lambda kv: -kv[1])[:4]
+    kv = sorted(f["kv"].items())
     print("  saved state blobs: " + ", ".join(f"{k} {n / 1024:.0f} KiB" for k, n in kv))
     if f["statements_absent"]:
         print(f"  statements: {f['statements_absent']}")
@@ -382,6 +394,7 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=10.0)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--probe-rate", type=float, default=5.0)
+    ap.add_argument("--heartbeat", type=float, default=2.0, help="fleet.heartbeat, seconds")
     args = ap.parse_args()
     counts = [int(n) for n in args.instances.split(",")]
     rate = args.hosts * args.metrics / args.interval
