@@ -117,6 +117,7 @@ BENCHES = [
         ["--instances", "1,2", "--hosts", "2000", "--seconds", "5"],
         [],
     ),
+    Bench("fleet agents", "bench_fleet_agents.py", ["--hosts", "2000"], []),
 ]
 
 

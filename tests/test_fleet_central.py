@@ -81,6 +81,7 @@ class Fleet:
     database: str
     timing: str
     procs: dict[str, DaemonProcess] = field(default_factory=dict)
+    rules: str = RULES
 
     def start(self, name: str) -> DaemonProcess:
         folder = self.root / name
@@ -90,9 +91,17 @@ class Fleet:
             f"fleet:\n  role: central\n  database: {self.database}\n  prefix: {PREFIX}\n"
             f"  partitions: {PARTITIONS}\n  instance: {name}\n{self.timing}"
         )
-        config = write_config(folder, port, rules=RULES, extra=extra)
+        config = write_config(folder, port, rules=self.rules, extra=extra)
         self.procs[name] = DaemonProcess(config, port)
         return self.procs[name]
+
+    def split(self, *names: str) -> dict[str, set[int]]:
+        """Start ``names``, wait until each is ready and they share the partitions fairly."""
+        for name in names:
+            self.start(name)
+        for proc in self.procs.values():
+            proc.wait_ready()
+        return wait_until(lambda: balanced(self, set(names)), 60, "a fair split")
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
@@ -107,7 +116,8 @@ class Fleet:
 
 LIVE_HELD = (
     "SELECT m.instance, m.held FROM fleet_members m"
-    " WHERE EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = m.pid)"
+    " WHERE EXISTS (SELECT 1 FROM pg_stat_activity a"
+    " WHERE a.pid = m.pid AND a.datname = current_database())"
 )
 
 
@@ -145,6 +155,11 @@ def fleet_view(proc: DaemonProcess, members: int) -> dict[str, Any] | None:
     return view if len(live) == members and not view["unowned"] else None
 
 
+def agent_seen(proc: DaemonProcess, host: str) -> dict[str, Any] | None:
+    view: dict[str, Any] = ApiChecker(proc).call("GET", "/api/v1/fleet").json()
+    return next((a for a in view["agents"] if a["host"] == host), None)
+
+
 def batond_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([BATOND, *args], capture_output=True, text=True, timeout=60)
 
@@ -158,11 +173,7 @@ def test_split_decide_and_fail_over_within_10s(
 ) -> None:
     fleet = Fleet(tmp_path, broker, database, timing="")  # the defaults: heartbeat 2s, lease 6s
     try:
-        for name in ("c0", "c1", "c2"):
-            fleet.start(name)
-        for proc in fleet.procs.values():
-            proc.wait_ready()
-        split = wait_until(lambda: balanced(fleet, {"c0", "c1", "c2"}), 60, "a fair split")
+        split = fleet.split("c0", "c1", "c2")
         assert sorted(len(s) for s in split.values()) == [4, 4, 4]
         c0 = fleet.procs["c0"]
         view = c0.wait_for(lambda: fleet_view(c0, 3), 30, "c0 to see the three members")
@@ -176,7 +187,8 @@ def test_split_decide_and_fail_over_within_10s(
         shown = batond_cli("fleet", "status", "--url", c0.url)
         assert shown.returncode == 0, shown.stderr
         assert "instance   c0 (connected)" in shown.stdout and "unowned: none" in shown.stdout
-        rows = {line.split()[0]: line.split() for line in shown.stdout.splitlines()[5:]}
+        members = shown.stdout.split("\n\n")[1]  # (then the agents: none here)
+        rows = {line.split()[0]: line.split() for line in members.splitlines()[1:]}
         assert {name: int(rows[name][5]) for name in ("c0", "c1", "c2")} == {
             name: len(held) for name, held in split.items()
         }  # MEMBER HOST STATE DATE TIME HOLDS PARTITIONS
@@ -248,8 +260,10 @@ class Checker:
     def locks(conn: psycopg.Connection[Any]) -> dict[int, list[int]]:
         out: dict[int, list[int]] = {}
         for objid, pid in conn.execute(
+            # advisory locks are per database: other runs on this server hold theirs
             "SELECT objid::int, pid FROM pg_locks WHERE locktype = 'advisory'"
-            " AND classid = %s AND objsubid = 2 AND granted",
+            " AND classid = %s AND objsubid = 2 AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (LOCK_CLASS,),
         ):
             out.setdefault(objid, []).append(pid)
@@ -310,11 +324,7 @@ def test_a_pending_for_timer_fires_on_the_new_owner_at_its_time(
 ) -> None:
     fleet = Fleet(tmp_path, broker, database, timing="  heartbeat: 500ms\n  lease: 2s\n")
     try:
-        for name in ("c0", "c1"):
-            fleet.start(name)
-        for proc in fleet.procs.values():
-            proc.wait_ready()
-        split = wait_until(lambda: balanced(fleet, {"c0", "c1"}), 60, "a fair split")
+        split = fleet.split("c0", "c1")
         partition = min(split["c0"])
         host = host_in(partition)
         published = time.time()
@@ -350,11 +360,7 @@ def test_an_agents_batches_are_decided_by_the_owner_of_its_partition(
     agent_port = free_port()
     agent = DaemonProcess(write_config(agent_dir, agent_port, extra=extra), agent_port)
     try:
-        for name in ("c0", "c1"):
-            fleet.start(name)
-        for proc in fleet.procs.values():
-            proc.wait_ready()
-        split = wait_until(lambda: balanced(fleet, {"c0", "c1"}), 60, "a fair split")
+        split = fleet.split("c0", "c1")
         owner = next(n for n, s in split.items() if 5 in s)
         other = next(n for n in split if n != owner)
         agent.wait_ready()
@@ -365,6 +371,9 @@ def test_an_agents_batches_are_decided_by_the_owner_of_its_partition(
         received = proc.metric("batond_events_received_total", {"source": "fleet"})
         assert received is not None and received >= 1.0  # the agent's host metrics too
         assert decisions_of(fleet.procs[other]) == 0.0
+        # and either instance lists it among the agents last seen, from the journal
+        seen = wait_until(lambda: agent_seen(fleet.procs[other], host), 30, "the agent listed")
+        assert seen["partition"] == 5 and seen["seq"] >= 1 and seen["last_seen"] > 0
     finally:
         agent.stop()
         fleet.stop_all()
@@ -384,11 +393,7 @@ def test_a_killed_instances_unfinished_run_is_interrupted_by_the_new_owner(
 ) -> None:
     fleet = Fleet(tmp_path, broker, database, timing="  heartbeat: 500ms\n  lease: 2s\n")
     try:
-        for name in ("c0", "c1"):
-            fleet.start(name)
-        for proc in fleet.procs.values():
-            proc.wait_ready()
-        split = wait_until(lambda: balanced(fleet, {"c0", "c1"}), 60, "a fair split")
+        split = fleet.split("c0", "c1")
         publish_batch(broker, host_in(min(split["c0"])), 99.0, metric="load")
         running = wait_until(lambda: runs_of(database, "heavy"), 30, "c0's run")
         assert running[0][1:4] == ("running", None, "c0")
@@ -413,11 +418,7 @@ def test_an_instance_whose_database_session_dies_drops_everything_and_rejoins(
 ) -> None:
     fleet = Fleet(tmp_path, broker, database, timing="  heartbeat: 500ms\n  lease: 2s\n")
     try:
-        for name in ("c0", "c1"):
-            fleet.start(name)
-        for proc in fleet.procs.values():
-            proc.wait_ready()
-        split = wait_until(lambda: balanced(fleet, {"c0", "c1"}), 60, "a fair split")
+        split = fleet.split("c0", "c1")
         with psycopg.connect(database, autocommit=True) as conn:
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM fleet_members WHERE instance = 'c0'"
@@ -442,11 +443,7 @@ def test_a_batch_in_flight_to_a_killed_owner_is_decided_by_the_next(
     then SIGKILLed): the partition's session gives it to the next owner."""
     fleet = Fleet(tmp_path, broker, database, timing="  heartbeat: 500ms\n  lease: 2s\n")
     try:
-        for name in ("c0", "c1"):
-            fleet.start(name)
-        for proc in fleet.procs.values():
-            proc.wait_ready()
-        split = wait_until(lambda: balanced(fleet, {"c0", "c1"}), 60, "a fair split")
+        split = fleet.split("c0", "c1")
         c0 = fleet.procs["c0"]
         c0.signal(signal.SIGSTOP)  # it holds its locks (its session is up) but reads nothing
         publish_batch(broker, host_in(min(split["c0"])), 97.0)

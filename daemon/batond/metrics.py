@@ -180,6 +180,11 @@ class Metrics:
             r, "batond_fleet_remote_steps",
             "remote steps of this instance, by the outcome the agent reported", "outcome",
         )  # fmt: skip
+        self.fleet_outcomes_refused = _counter(
+            r, "batond_fleet_outcomes_refused",
+            "Outcome reports of remote requests refused by this central instance, by reason",
+            "reason",
+        )  # fmt: skip
 
     def bind_gauges(
         self,

@@ -19,6 +19,7 @@ from typing import Any
 
 from batond.errors import ConfigError, Problem
 from batond.load.dataflow import typo_warnings
+from batond.load.fleetrules import not_central_problems
 from batond.load.rulefiles import FILE_FIELDS, load_rules, rule_files
 from batond.load.sandbox import UNIT_PATHS, Sandbox, read_unit, sandbox_warnings
 from batond.load.yamlfile import MappingNode, compose_file
@@ -58,9 +59,12 @@ def check_all(
     model_paths: Sequence[Path] = (),
     missing_ok: bool = False,
     sandbox: Sandbox | None = None,
+    central: bool | None = None,
 ) -> tuple[list[Problem], str, list[Problem]]:
     """Problems, the summary line when there are none, and warnings (with ``sandbox``,
-    also of steps that write where the unit does not let batond write)."""
+    also of steps that write where the unit does not let batond write). ``central``:
+    whether the configuration is a fleet's central instance (None: no configuration,
+    fleet rules are not judged)."""
     files, problems = rule_files(rule_paths, missing_ok)
     models = [f for f in files if _holds_models(f)]
     rules = [f for f in files if f not in models]
@@ -73,6 +77,8 @@ def check_all(
         problems += exc.problems
     else:
         warnings = typo_warnings(ruleset.rules)
+        if central is not None:
+            problems += not_central_problems(ruleset.rules, central)
         if sandbox is not None:
             warnings += sandbox_warnings(ruleset.playbooks, sandbox)
         summary = (
@@ -102,7 +108,10 @@ def main(args: argparse.Namespace) -> int:
         governor = config.governor
         rule_paths = list(config.rules)
         models = [p for p in config.models if p.exists()]
-        problems, summary, warnings = check_all(rule_paths, models, default, sandbox)
+        central = config.fleet is not None and config.fleet.is_central
+        problems, summary, warnings = check_all(rule_paths, models, default, sandbox, central)
+        if not problems:
+            problems = _remote_problems(config, rule_paths, default)
         warnings += _state_dir_warning(config, sandbox)
     problems += unit_problems
     for problem in sorted([*problems, *warnings]):
@@ -114,6 +123,15 @@ def main(args: argparse.Namespace) -> int:
         return _explain(rule_paths, explain_rule, governor)
     print(summary, file=sys.stdout)
     return 0
+
+
+def _remote_problems(config: Any, paths: Sequence[Path], missing_ok: bool) -> list[Problem]:
+    """``remote`` steps of a daemon that is no central instance (docs/fleet.md)."""
+    from batond.runtime.definitions import remote_problems
+
+    files, _ = rule_files(paths, missing_ok)
+    ruleset = load_rules([f for f in files if not _holds_models(f)])
+    return remote_problems(config, ruleset.playbooks)
 
 
 def _sandbox(unit: Path | None) -> tuple[Sandbox | None, list[Problem]]:

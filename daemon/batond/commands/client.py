@@ -439,7 +439,17 @@ def format_fleet(doc: dict[str, Any]) -> str:
         for m in doc.get("members") or []
     ]  # fmt: skip
     lines.append(table(("MEMBER", "HOST", "STATE", "LAST SEEN", "HOLDS", "PARTITIONS"), rows))
+    lines += ["", f"agents     {doc.get('agent_count', 0)}", _agents_table(doc)]
     return "\n".join(lines)
+
+
+def _agents_table(doc: dict[str, Any]) -> str:
+    rows = [
+        (a.get("host"), a.get("partition"), when(a.get("last_seen")), a.get("seq"),
+         ",".join(f"{k}={v}" for k, v in sorted((a.get("labels") or {}).items())) or "-")
+        for a in doc.get("agents") or []
+    ]  # fmt: skip
+    return table(("AGENT", "PARTITION", "LAST SEEN", "SEQ", "LABELS"), rows)
 
 
 def _ranges(numbers: Sequence[Any]) -> str:

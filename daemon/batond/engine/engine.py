@@ -17,6 +17,8 @@ import itertools
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from batond.engine.fleet import FLEET_KEY, FleetCount, FleetVerdict, fleet_cause, fleet_labels
+from batond.engine.fleet import verdict as fleet_verdict
 from batond.engine.governor import HOST_RESOLUTION_S, Governor, Scope, target_class
 from batond.engine.index import MatchIndex
 from batond.engine.keys import split_key
@@ -448,6 +450,26 @@ class Engine:
         out.append(self._decision(schedule, schedule.key, labels, None, due, in_cooldown=False))
         self._schedule_next[schedule.name] = schedule.cron.next_after(now, schedule.tz)
 
+    # -- fleet rules (a central instance counts, batond.engine.fleet decides) -----------
+    def fleet_rules(self) -> list[Rule]:
+        return [r for r in self.rules.rules if r.fleet is not None]
+
+    def fleet_count(self, rule_name: str, counted: FleetCount, now: float) -> list[Output]:
+        """What this count does to the fleet rule's incident: a decision through the
+        governor when it reaches the threshold, a resolution when it falls below."""
+        state = self.states.get(rule_name)
+        spec = state.rule.fleet if state is not None else None
+        if state is None or spec is None:
+            return []
+        out: list[Output] = []
+        found = fleet_verdict(spec, counted, FLEET_KEY in state.open)
+        if found is FleetVerdict.OPEN:
+            labels = fleet_labels(spec, counted)
+            self.decide(state, FLEET_KEY, labels, None, now, out, cause=fleet_cause(spec, counted))
+        elif found is FleetVerdict.RESOLVE:
+            self.resolve(state, FLEET_KEY, now, out)
+        return out
+
     # -- by hand -----------------------------------------------------------------------
     def trigger_schedule(self, name: str, now: float) -> Decision | None:
         """An operator runs a schedule now (``batond trigger``): a decision through the
@@ -585,7 +607,9 @@ class Engine:
                 {
                     "name": rule.name,
                     "kind": rule.kind,
-                    "metric": rule.match.name if rule.match.kind == "metric" else None,
+                    "metric": rule.match.name
+                    if rule.parts and rule.match.kind == "metric"
+                    else None,
                     "when": rule.when.text if rule.when is not None else None,
                     "description": rule.description,
                     "severity": rule.severity,

@@ -37,11 +37,13 @@ from typing import Any, Protocol
 import orjson
 import psycopg
 
+from batond.engine.fleet import AgentSeen
 from batond.engine.keys import split_key
 from batond.engine.partial import drop_keys, merge_keys, take_keys
 from batond.engine.types import Decision
 from batond.errors import InputError
 from batond.fleet import checkpoint, membership
+from batond.fleet.agents import SeenAgents, host_labels
 from batond.fleet.assignment import plan
 from batond.fleet.membership import Member
 from batond.fleet.ownership import Ownership, connect
@@ -111,6 +113,13 @@ class Central:
         self.seen_at = 0.0  # when the members were last read (epoch seconds)
         self._state = "connecting"
         self._feed_metrics = Metrics()  # the partition sessions' connection counters
+        self._agents = SeenAgents(cfg.batch_interval)
+        self._agent_log: Callable[[list[AgentSeen]], Awaitable[None]] | None = None
+
+    def agents_to(self, write: Callable[[list[AgentSeen]], Awaitable[None]]) -> None:
+        """Where the agents last seen are written (the journal's ``note_agents``), at
+        most once per ``batch_interval`` per host, at each heartbeat."""
+        self._agent_log = write
 
     def on_claim(self, hook: Callable[[int, frozenset[str]], Awaitable[None]]) -> None:
         """``hook(partition, gone)`` runs when a partition is claimed, before its first
@@ -226,6 +235,7 @@ class Central:
                 await self._stop_feed(p)
                 await self._checkpoint(own, p, self._engine_state())  # the freshest, last
                 self._forget(self._of(p))
+                self._agents.forget(p)
                 own.held.pop(p, None)
                 self._saved.pop(p, None)
             await self._beat()  # the row says it no longer holds them before they unlock
@@ -241,6 +251,17 @@ class Central:
         state = self._engine_state()
         for p in sorted(own.held):
             await self._checkpoint(own, p, state)
+        await self._write_agents()
+
+    async def _write_agents(self) -> None:
+        rows = self._agents.due(time.time())
+        if not rows or self._agent_log is None:
+            return
+        try:
+            await self._agent_log(rows)
+        except Exception as exc:  # the journal's trouble is its own to report: retry next beat
+            self._agents.failed(rows)
+            log.warning("fleet: agents last seen not written (%d hosts): %s", len(rows), exc)
 
     async def _claim(self, own: Ownership, candidates: tuple[int, ...], want: int) -> list[int]:
         claimed: list[int] = []
@@ -377,6 +398,7 @@ class Central:
             error = InputError("host_mismatch", f"a batch of {batch.host!r} on {parsed[1]!r}")
             self._rejections.reject(error, where)
             return
+        self._agents.note(batch.host, partition, batch.seq, time.time(), host_labels(batch.items))
         if batch.errors:
             self._rejections.reject_all(batch.errors, where)
         if batch.items:

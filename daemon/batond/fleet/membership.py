@@ -80,7 +80,8 @@ async def members(conn: Conn, lease: float) -> list[Member]:
     cur = await conn.execute(
         "SELECT m.instance, m.host, m.pid, m.last_seen, m.held,"
         f" m.last_seen > {_NOW} - %s"
-        " AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = m.pid)"
+        " AND EXISTS (SELECT 1 FROM pg_stat_activity a"
+        " WHERE a.pid = m.pid AND a.datname = current_database())"
         " FROM fleet_members m ORDER BY m.instance",
         (lease,),
     )

@@ -47,6 +47,7 @@ __all__ = [
     "MAX_REQUEST_BYTES",
     "WINDOW_S",
     "Judged",
+    "LogBudget",
     "OutcomeReports",
     "RemoteReporter",
     "RequestDesk",
@@ -140,6 +141,29 @@ def remote_outcome(outcome: Outcome) -> RemoteOutcome:
     return RemoteOutcome.SUCCEEDED
 
 
+class LogBudget:
+    """At most :data:`_LOG_PER_MINUTE` refusal lines a minute: a flood of forgeries must
+    not flood the log (every refusal is counted all the same)."""
+
+    def __init__(self, per_minute: int = _LOG_PER_MINUTE) -> None:
+        self._per_minute = per_minute
+        self._logged: list[float] = []  # when the lines of the last minute were written
+        self._unlogged = 0
+
+    def take(self) -> str | None:
+        """None: over budget, do not log; else what to append to the line (how many
+        were not logged since the last one)."""
+        now = time.monotonic()
+        self._logged = [t for t in self._logged if now - t < 60.0]
+        if len(self._logged) >= self._per_minute:
+            self._unlogged += 1
+            return None
+        self._logged.append(now)
+        more = f" ({self._unlogged} more refusals not logged)" if self._unlogged else ""
+        self._unlogged = 0
+        return more
+
+
 class NonceStore(Protocol):
     async def remember_nonce(self, nonce: str, ts: float, forget_before: float) -> bool: ...
 
@@ -210,8 +234,7 @@ class RequestDesk:
         self._spawn = spawn
         self._metrics = metrics
         self._clock = clock
-        self._logged: list[float] = []  # when the refusals of the last minute were logged
-        self._unlogged = 0
+        self._log = LogBudget()
         for reason in Refusal:
             metrics.fleet_requests_refused.labels(reason)
 
@@ -257,14 +280,9 @@ class RequestDesk:
     def _log_refusal(self, request_id: str | None, reason: Refusal, detail: str) -> None:
         """Every refusal is logged, up to :data:`_LOG_PER_MINUTE` (a flood of forgeries
         must not flood the log); the next line says how many were not."""
-        now = time.monotonic()
-        self._logged = [t for t in self._logged if now - t < 60.0]
-        if len(self._logged) >= _LOG_PER_MINUTE:
-            self._unlogged += 1
+        more = self._log.take()
+        if more is None:
             return
-        self._logged.append(now)
-        more = f" ({self._unlogged} more refusals not logged)" if self._unlogged else ""
-        self._unlogged = 0
         log.warning(
             "remote request %s refused: %s: %s%s", request_id or "(no id)", reason, detail, more
         )

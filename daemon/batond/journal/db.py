@@ -170,9 +170,22 @@ _V5 = """
 ALTER TABLE runs ADD COLUMN instance TEXT;
 """
 
+# Agents last seen (docs/fleet.md#agents-last-seen): one row per agent host, written by
+# the owner of its partition at most once per batch_interval; labels are JSON.
+_V6 = """
+CREATE TABLE fleet_agents (
+    host TEXT PRIMARY KEY,
+    partition $int NOT NULL,
+    last_seen $real NOT NULL,
+    seq $int NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX fleet_agents_last_seen ON fleet_agents (last_seen);
+"""
+
 #: Schema migrations; entry N-1 takes the schema from version N-1 to N. Append only.
 #: Written once for both backends: ``journal.backend.render_schema`` fills in the types.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 
 
 class DbLock:

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from batond.engine.fleet import AgentSeen
 from batond.engine.types import Decision, Outcome, ResolvedBy
 from batond.errors import StateError
 from batond.events import Sample
@@ -562,6 +563,32 @@ class Journal:
             return cur.rowcount > 0
 
         return await self._write(job)
+
+    async def note_agents(self, rows: Iterable[AgentSeen]) -> None:
+        """Agents last seen (``fleet.agents``): one upsert per host."""
+        params = [(r.host, r.partition, r.last_seen, r.seq, _dumps(dict(r.labels))) for r in rows]
+        if not params:
+            return
+
+        def job(conn: Conn) -> None:
+            conn.executemany(
+                "INSERT INTO fleet_agents (host, partition, last_seen, seq, labels)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (host) DO UPDATE SET"
+                " partition = excluded.partition, last_seen = excluded.last_seen,"
+                " seq = excluded.seq, labels = excluded.labels",
+                params,
+            )
+
+        await self._write(job)
+
+    async def list_agents(self, limit: int = 1000) -> dict[str, Any]:
+        """The agents most recently seen first (at most ``limit``), and how many there are."""
+        return await self._read(lambda conn: q.agents(conn, limit))
+
+    async def fleet_view(self, rule: str, since: float) -> tuple[list[AgentSeen], set[str]]:
+        """For a fleet rule: the agents seen since ``since``, and the hosts with an open
+        incident of ``rule``."""
+        return await self._read(lambda conn: q.fleet_view(conn, rule, since))
 
     # -- retention -------------------------------------------------------------
     async def prune(self, retention_s: float, now: float) -> dict[str, int]:

@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from batond.engine.fleet import AgentSeen
+from batond.engine.keys import split_key
 from batond.engine.types import Outcome
 from batond.journal.backend import Conn
 from batond.remedy.records import InterruptedRun
@@ -257,7 +259,8 @@ _INCIDENT_SELECT = (
 )
 _RUN_SELECT = (
     "SELECT id, rule, playbook, key, state, outcome, created_at, started_at, ended_at,"
-    " decision_id, incident_id, resumes, params, labels, escalation, escalates FROM runs"
+    " decision_id, incident_id, resumes, params, labels, escalation, escalates, instance"
+    " FROM runs"
 )
 
 
@@ -296,6 +299,7 @@ def _run(r: tuple[Any, ...]) -> dict[str, Any]:
         "escalation": bool(r[14]),
         "escalates": r[15],
         "escalated_to": None,
+        "instance": r[16],
         "steps": [],
     }
 
@@ -354,11 +358,10 @@ def recover(
     found: list[InterruptedRun] = []
     # 'done' and 'running' stay literal in the WHERE clauses: the partial indexes
     # runs_unfinished and steps_running (journal.db) serve only queries that name them
-    select = _RUN_SELECT.replace(" FROM runs", ", instance FROM runs")
-    rows = conn.execute(f"{select} WHERE state != 'done' ORDER BY id").fetchall()
+    rows = conn.execute(f"{_RUN_SELECT} WHERE state != 'done' ORDER BY id").fetchall()
     for row in rows:
-        run = _run(row[:-1])
-        if of is not None and not of(row[-1], run["created_at"], run["key"]):
+        run = _run(row)
+        if of is not None and not of(run["instance"], run["created_at"], run["key"]):
             continue
         cur = conn.execute(
             "UPDATE runs SET state = ?, outcome = ?, ended_at = ? WHERE id = ? AND state != 'done'",
@@ -476,3 +479,49 @@ def next_ids(conn: Conn) -> tuple[int, int]:
 def open_incidents(conn: Conn) -> dict[tuple[str, str], int]:
     rows = conn.execute("SELECT rule, key, id FROM incidents WHERE state = 'open' ORDER BY id")
     return {(rule, key): int(incident_id) for rule, key, incident_id in rows}
+
+
+# -- fleet: agents last seen ------------------------------------------------------
+def _agent(row: Any) -> AgentSeen:
+    host, partition, last_seen, seq, labels = row
+    return AgentSeen(host, int(partition), float(last_seen), int(seq), _labels(labels))
+
+
+def _labels(text: str) -> dict[str, str]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def agents(conn: Conn, limit: int) -> dict[str, Any]:
+    rows = conn.execute(
+        "SELECT host, partition, last_seen, seq, labels FROM fleet_agents"
+        " ORDER BY last_seen DESC, host LIMIT ?",
+        (limit,),
+    ).fetchall()
+    (count,) = conn.execute("SELECT count(*) FROM fleet_agents").fetchone()
+    return {
+        "agents": [
+            {"host": a.host, "partition": a.partition, "last_seen": a.last_seen,
+             "seq": a.seq, "labels": dict(a.labels)}
+            for a in map(_agent, rows)
+        ],
+        "agent_count": int(count),
+    }  # fmt: skip
+
+
+def fleet_view(conn: Conn, rule: str, since: float) -> tuple[list[AgentSeen], set[str]]:
+    rows = conn.execute(
+        "SELECT host, partition, last_seen, seq, labels FROM fleet_agents WHERE last_seen >= ?",
+        (since,),
+    ).fetchall()
+    hosts: set[str] = set()
+    for key, labels in conn.execute(
+        "SELECT key, labels FROM incidents WHERE rule = ? AND state = 'open'", (rule,)
+    ):
+        host = split_key(key).get("host") or _labels(labels).get("host")
+        if host:
+            hosts.add(host)
+    return [_agent(r) for r in rows], hosts

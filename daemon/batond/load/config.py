@@ -435,8 +435,10 @@ def _mqtt(f: Fields) -> MqttConfig:
 
 
 #: Keys that only one role reads: given to the other, they would be silently ignored.
+#: (``batch_interval`` is both's: central writes an agent's row once per interval, and
+#: fleet rules count the agents seen within three.)
 _ROLE_KEYS = {
-    FleetRole.AGENT: ("batch_interval", "key_file"),
+    FleetRole.AGENT: ("key_file",),
     FleetRole.CENTRAL: ("database", "keys_dir", "instance"),
 }
 

@@ -93,6 +93,9 @@ _RUN_FIELDS: dict[str, Schema] = {
     "escalation": {"type": "boolean", "description": "an escalate: playbook's run"},
     "escalates": _nullable({"type": "integer", "description": "the run this escalation escalates"}),
     "escalated_to": _nullable({"type": "integer", "description": "the escalation run it led to"}),
+    "instance": _nullable(
+        {"type": "string", "description": "the fleet's central instance that ran it (else null)"}
+    ),
     "steps": {"type": "array", "items": _ref("Step")},
     "not_reached": {
         "type": "array",
@@ -262,8 +265,19 @@ _MEMBER = _obj(
     last_seen=TIME,
     held={"type": "array", "items": INT, "description": "the partitions it says it holds"},
 )
+_AGENT = _obj(
+    ["host", "partition", "last_seen", "seq", "labels"],
+    host=STR,
+    partition=INT,
+    last_seen={**TIME, "description": "when its last batch was taken (written at most once"
+               " per fleet.batch_interval)"},
+    seq=INT,
+    labels={"type": "object", "additionalProperties": STR,
+            "description": "the labels all samples of its batches carry"},
+)  # fmt: skip
 _FLEET = _obj(
-    ["instance", "state", "partitions", "held", "owners", "unowned", "members", "as_of"],
+    ["instance", "state", "partitions", "held", "owners", "unowned", "members", "as_of",
+     "agents", "agent_count"],
     instance=STR,
     state=_enum(("connecting", "connected", "disconnected")),
     partitions=INT,
@@ -272,7 +286,10 @@ _FLEET = _obj(
     unowned={"type": "array", "items": INT},
     members={"type": "array", "items": _MEMBER},
     as_of=TIME,
-)
+    agents={"type": "array", "items": _AGENT, "description": "most recently seen first,"
+            " at most 1000"},
+    agent_count={"type": "integer", "description": "every agent the fleet has seen"},
+)  # fmt: skip
 
 SCHEMAS: dict[str, Schema] = {
     "Error": _obj(["error"], error=STR),
@@ -362,7 +379,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/v1/status"): Operation("the daemon at a glance", {200: _ref("Status")}),
     ("GET", "/api/v1/fleet"): Operation(
         "a central instance's fleet: who owns which partition, the members and when each"
-        " was last seen (404 when this is not a central instance)",
+        " was last seen, the agents last seen (404 when this is not a central instance)",
         {200: _ref("Fleet"), 404: _ERR},
     ),
     ("GET", "/api/v1/incidents"): Operation(

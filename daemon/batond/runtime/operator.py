@@ -36,6 +36,9 @@ __all__ = ["Operator", "Source"]
 log = logging.getLogger("batond")
 
 #: Config sections a running daemon cannot adopt: a reload names them, a restart applies them.
+#: How many agents ``GET /api/v1/fleet`` lists (the most recently seen; ``agent_count``
+#: says how many the fleet has).
+AGENTS_SHOWN = 1000
 RESTART_ONLY = ("node", "state_dir", "http", "mqtt", "host", "log", "notify", "fleet")
 
 
@@ -101,10 +104,13 @@ class Operator:
             return "starting or stopping"
         return self._journal.trouble
 
-    def fleet(self) -> dict[str, Any] | None:
-        """Who owns which partition, the members and when each was last seen; None when
-        this is not a central instance."""
-        return self._fleet.view() if self._fleet is not None else None
+    async def fleet(self, agents: int = AGENTS_SHOWN) -> dict[str, Any] | None:
+        """Who owns which partition, the members and when each was last seen, the agents
+        most recently seen (from the fleet's journal); None when this is not a central
+        instance."""
+        if self._fleet is None:
+            return None
+        return {**self._fleet.view(), **await self._journal.list_agents(agents)}
 
     def status(self) -> dict[str, Any]:
         engine, governor = self._engine, self._engine.governor

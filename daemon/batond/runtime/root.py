@@ -23,6 +23,7 @@ from batond.errors import BatondError
 from batond.events import Input
 from batond.fleet.agent import SEQ_STATE, Batcher
 from batond.fleet.partition import batch_topic
+from batond.fleet.remote import RemoteRequests
 from batond.fleet.requests import OutcomeReports, RemoteReporter, RequestDesk
 from batond.fleet.signing import read_key
 from batond.intake.bus import Bus
@@ -33,6 +34,7 @@ from batond.journal.model_state import load_state
 from batond.load.config import Config
 from batond.metrics import Metrics
 from batond.remedy.actions import ActionContext
+from batond.remedy.actions.core import RemoteAsk
 from batond.remedy.records import InterruptedRun
 from batond.remedy.runner import Runner
 from batond.runtime.definitions import Definitions, load_definitions
@@ -51,6 +53,7 @@ from batond.runtime.reporter import DaemonReporter
 from batond.runtime.sdnotify import Notifier
 
 if TYPE_CHECKING:
+    from batond.engine.types import Output
     from batond.fleet.central import Central
     from batond.intake.mqtt import MqttSource
 
@@ -157,6 +160,8 @@ async def _wire(
     runner.listen(pipeline)  # outcomes feed back through the pipeline
     if central is not None:
         central.on_claim(_run_recovery(config, journal, runner, engine))
+        central.agents_to(journal.note_agents)
+        intake.sources["fleet_rules"] = _fleet_rules(config, central, engine, journal, pipeline)
     if agent is not None:
         _take_requests(agent, config, engine, pipeline, journal, after_run, metrics)
     operator = Operator(
@@ -251,7 +256,21 @@ def _sources(config: Config, bus: Bus, metrics: Metrics, journal: Journal) -> _I
     sources["mqtt"] = mqtt
     prefix = config.mqtt.publish_prefix
     publisher = MqttPublisher(mqtt, prefix, journal) if prefix else None
-    return _Intake(sources, publisher, ActionContext(mqtt_publish=mqtt.publish), mqtt)
+    actions = ActionContext(mqtt_publish=mqtt.publish, remote=_remote(config, mqtt, metrics))
+    return _Intake(sources, publisher, actions, mqtt)
+
+
+def _remote(config: Config, mqtt: MqttSource, metrics: Metrics) -> RemoteAsk | None:
+    """A central instance's ``remote`` steps: requests out, outcome reports routed back."""
+    fleet = config.fleet
+    if fleet is None or not fleet.is_central:
+        return None
+    requests = RemoteRequests(
+        prefix=fleet.prefix, instance=fleet.instance, keys_dir=fleet.keys_dir,
+        publish=mqtt.publish, metrics=metrics,
+    )  # fmt: skip
+    mqtt.route(requests.outcomes, 1, requests.take)
+    return requests.ask
 
 
 # -- the fleet agent (docs/fleet.md#agent) ----------------------------------------------
@@ -376,3 +395,18 @@ def _bind_gauges(metrics: Metrics, bus: Bus, models: ModelSet, engine: Engine) -
         anomaly_refused_samples=models.refused_count,
         circuits_open=lambda: len(governor.open_circuits()),
     )
+
+
+def _fleet_rules(
+    config: Config, central: Central, engine: Engine, journal: Journal, pipeline: Pipeline
+) -> Source:
+    """Fleet rules, evaluated by the instance that holds partition 0 (docs/fleet.md)."""
+    from batond.fleet.fleetrules import FleetRules
+
+    assert config.fleet is not None
+
+    async def act(outputs: list[Output], now: float) -> None:
+        await pipeline.act(outputs, now, None)
+
+    fleet = config.fleet
+    return FleetRules(central, engine, journal, act, fleet.heartbeat, fleet.batch_interval)

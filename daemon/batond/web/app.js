@@ -13,6 +13,7 @@ const API = {
   rules: "api/v1/rules",
   series: "api/v1/series",
   silences: "api/v1/silences",
+  fleet: "api/v1/fleet",
 };
 const REFRESH_MS = 5000;
 const MAX_CHARTS = 24;
@@ -475,6 +476,11 @@ function runBar(r, t0, longest, now) {
   }
   return bar;
 }
+// which central instance of a fleet ran it (runs.instance; null on a single host)
+function instanceTag(r) {
+  if (!r.instance) return [];
+  return [el("span", { class: "inst mono", "data-instance": r.instance, title: "run by central instance " + r.instance }, r.instance), " "];
+}
 function renderRuns(data) {
   const list = data.runs || [];
   state.runs = list;
@@ -490,7 +496,7 @@ function renderRuns(data) {
     el("div", {}, "outcome"));
   const rows = list.map((r) => {
     const who = el("div", { class: "who", title: `rule ${r.rule} · playbook ${r.playbook} · key ${r.key || "(none)"}` },
-      link("#run/" + r.id, "#" + r.id), " ", el("b", {}, r.playbook), " ",
+      link("#run/" + r.id, "#" + r.id), " ", ...instanceTag(r), el("b", {}, r.playbook), " ",
       el("span", { class: "mono muted" }, r.key || ""));
     const outcome = el("div", {}, r.outcome ? badge(r.outcome) : badge(r.state));
     const details = el("details", { class: "steps", "data-run": r.id },
@@ -573,6 +579,7 @@ async function renderRunView(id) {
   state.runCache.set(id, run);
   const meta = [
     ["state", el("span", {}, badge(run.state), " ", run.outcome ? badge(run.outcome) : "")],
+    ...(run.instance ? [["instance", el("span", { class: "mono", "data-instance": run.instance }, run.instance)]] : []),
     ["rule", run.rule], ["playbook", run.playbook + (run.escalates || isEscalation(run) ? " (escalation)" : "")],
     ["key", el("span", { class: "mono" }, run.key || "(none)")],
     ["incident", run.incident_id ? link("#incident/" + run.incident_id, "incident #" + run.incident_id) : "–"],
@@ -782,6 +789,124 @@ function seriesURL() {
   return API.series + (s ? "?" + s : "");
 }
 
+// -- the fleet (a central instance only) ----------------------------------------------
+// GET /api/v1/fleet answers only on a central instance (404 elsewhere: the section stays
+// hidden). Members and owners are as the database said at this instance's last heartbeat.
+const OWNER_COLOURS = ["#3578e5", "#2e9d5b", "#b28be0", "#e0902c", "#1b9aaa", "#c2417a", "#7a8b2e", "#8d6e63"];
+// An agent's last_seen is written at most once per batch_interval (at a heartbeat), so a
+// live agent's can be about two intervals old: it is drawn stale after four, or when the
+// API says so (live: false / stale: true). The interval is the view's batch_interval when
+// it has one, else the default 10 s.
+const AGENT_STALE_INTERVALS = 4;
+const DEFAULT_BATCH_INTERVAL_S = 10;
+function ownerColours(view) {
+  const names = [...new Set([...(view.members || []).map((m) => m.instance), ...Object.values(view.owners || {})])].sort();
+  return new Map(names.map((n, i) => [n, OWNER_COLOURS[i % OWNER_COLOURS.length]]));
+}
+function renderFleetSelf(view) {
+  const held = (view.held || []).map((h) => h.partition);
+  $("#fleet-self").replaceChildren(kv([
+    ["this instance", el("span", { class: "mono", "data-fleet-self": view.instance }, view.instance)],
+    ["database session", el("span", { "data-fleet-state": view.state }, badge(view.state))],
+    ["holds", `${held.length} of ${view.partitions} partitions` + (held.length ? ": " + held.join(", ") : "")],
+    ["as of", el("span", { title: when(view.as_of) }, ago(view.as_of))],
+  ]));
+}
+function renderFleetMembers(view, colours) {
+  const rows = (view.members || []).map((m) => el("tr", { "data-member": m.instance, "data-live": String(!!m.live) },
+    el("td", { class: "mono" }, el("i", { class: "swatch", style: `background:${colours.get(m.instance)}` }), " ", m.instance,
+      m.instance === view.instance ? el("small", { class: "muted" }, " (this one)") : ""),
+    el("td", { class: "mono" }, m.host || "–"),
+    el("td", { title: m.live ? "seen within the lease, its database session connected" : "not seen within the lease or its database session is gone: its partitions are not counted as its" },
+      badge(m.live ? "live" : "stale")),
+    el("td", { title: when(m.last_seen) }, ago(m.last_seen)),
+    ...memberHolds(m)));
+  $("#fleet-members tbody").replaceChildren(...rows);
+}
+// a member not live holds nothing (its locks went with its session): what it last said is muted
+function memberHolds(m) {
+  const held = m.held || [];
+  if (m.live) return [el("td", { class: "num" }, held.length), el("td", { class: "mono" }, held.join(", ") || "–")];
+  return [el("td", { class: "num" }, 0),
+    el("td", { class: "mono muted" }, held.length ? "none (last said: " + held.join(", ") + ")" : "none")];
+}
+function renderFleetMap(view, colours) {
+  const owners = view.owners || {};
+  const mine = new Set((view.held || []).map((h) => h.partition));
+  const cells = [];
+  for (let p = 0; p < view.partitions; p++) {
+    const owner = owners[String(p)];
+    const cell = el("span", {
+      class: "pcell" + (owner ? "" : " unowned") + (mine.has(p) ? " mine" : ""),
+      "data-partition": p, "data-owner": owner || "",
+      title: `partition ${p}: ` + (owner ? "owned by " + owner : "unowned (no live member holds it)"),
+      style: owner ? `background:${colours.get(owner)}` : null,
+    }, p);
+    cells.push(cell);
+  }
+  $("#fleet-map").replaceChildren(...cells);
+  const unowned = (view.unowned || []).length;
+  $("#fleet-map-note").textContent = unowned ? `${unowned} unowned: ${view.unowned.join(", ")}` : "every partition owned";
+  $("#fleet-map-note").className = unowned ? "err" : "";
+  $("#fleet-legend").replaceChildren(...[...colours].map(([name, c]) => el("span", {}, el("i", { style: `background:${c}` }), name)),
+    el("span", {}, el("i", { class: "unowned-key" }), "unowned"), el("span", {}, el("i", { class: "mine-key" }), "held by this instance"));
+}
+function agentStale(a, view) {
+  if (a.live === false || a.stale === true) return true;
+  if (a.live === true || a.stale === false) return false;
+  const interval = view.batch_interval || DEFAULT_BATCH_INTERVAL_S;
+  return a.last_seen == null || Date.now() / 1000 - a.last_seen > AGENT_STALE_INTERVALS * interval;
+}
+function renderFleetAgents(view) {
+  const box = $("#fleet-agents-box");
+  box.hidden = !Array.isArray(view.agents);
+  if (box.hidden) return;
+  const owners = view.owners || {};
+  const rows = view.agents.map((a) => {
+    const stale = agentStale(a, view);
+    return el("tr", { "data-agent": a.host, "data-stale": String(stale) },
+      el("td", { class: "mono" }, a.host, " ", stale ? badge("stale") : ""),
+      el("td", { class: "num" }, a.partition ?? "–"),
+      el("td", { class: "mono" }, owners[String(a.partition)] || "unowned"),
+      el("td", { title: when(a.last_seen) }, ago(a.last_seen)),
+      el("td", { class: "num" }, a.seq ?? "–"),
+      el("td", { class: "mono" }, labelText(a.labels)));
+  });
+  $("#fleet-agents tbody").replaceChildren(...(rows.length ? rows
+    : [el("tr", {}, el("td", { colspan: 6, class: "muted" }, "no agent seen yet"))]));
+  const stale = view.agents.filter((a) => agentStale(a, view)).length;
+  const total = view.agent_count ?? view.agents.length;
+  $("#fleet-agents-note").textContent = (total > view.agents.length
+    ? `the ${view.agents.length} most recently seen of ${total}` : `${total} seen`)
+    + (stale ? `, ${stale} of these stale` : "");
+}
+function renderFleet(view) {
+  $("#fleet").hidden = false;
+  const colours = ownerColours(view);
+  renderFleetSelf(view);
+  renderFleetMembers(view, colours);
+  renderFleetMap(view, colours);
+  renderFleetAgents(view);
+  const live = (view.members || []).filter((m) => m.live).length;
+  $("#fleet-note").textContent = `central instance ${view.instance} · ${live} live of ${(view.members || []).length} members · ${view.partitions} partitions`;
+}
+// Not a central instance (404): no section, and not a failed request either.
+async function fleetPanel() {
+  const section = $("#fleet");
+  try {
+    const resp = await fetch(API.fleet, { headers: { Accept: "application/json" }, cache: "no-store" });
+    if (resp.status === 404) { section.hidden = true; section.dataset.fleet = "none"; return true; }
+    if (!resp.ok) throw new Error(API.fleet + ": HTTP " + resp.status);
+    renderFleet(await resp.json());
+    section.dataset.fleet = "central";
+    $("#fleet [data-error]").textContent = "";
+    return true;
+  } catch (e) {
+    $("#fleet [data-error]").textContent = "unavailable: " + e.message;
+    return false;
+  }
+}
+
 // -- silences ---------------------------------------------------------------------
 function renderSilences(data) {
   const list = data.silences || [];
@@ -822,6 +947,7 @@ async function refresh() {
       panel("incidents", API.incidents, renderIncidents),
       panel("runs", API.runs, renderRuns),
       panel("silences", API.silences, renderSilences),
+      fleetPanel(),
     ]);
     results.push(await panel("series", seriesURL(), renderSeries));  // after rules: thresholds
     await renderView();
