@@ -111,6 +111,12 @@ BENCHES = [
     Bench("replay --diff", "bench_diff.py", ["--hours", "2"], ["--same"]),
     Bench("fleet agent", "bench_fleet_agent.py", ["--rounds", "20"], ["--rounds", "50"]),
     Bench("fleet central", "bench_fleet_central.py", ["--hosts", "2000", "--seconds", "10"], []),
+    Bench(
+        "fleet, 1 2 4 instances",
+        "bench_fleet.py",
+        ["--instances", "1,2", "--hosts", "2000", "--seconds", "5"],
+        [],
+    ),
     Bench("fleet agents", "bench_fleet_agents.py", ["--hosts", "2000"], []),
 ]
 
