@@ -95,7 +95,11 @@ def test_a_fleet_rule_is_read_through_the_vocabulary(tmp_path: Path) -> None:
         ("{at_least: 0, incidents: {rule: web-5xx}}", "8:23: at_least must be at least 1 host"),
         ("{at_least: 120%, incidents: {rule: web-5xx}}", "8:23: at_least must be a percentage"),
         ("{at_least: many, incidents: {rule: web-5xx}}", "8:23: at_least must be a count"),
-        ("{at_least: 2}", "8:12: missing required key 'incidents'"),
+        ("{at_least: 2}", "8:12: fleet needs incidents: {rule: NAME} or anomalous:"),
+        ("{at_least: 2, incidents: {rule: web-5xx}, anomalous: {metric: cpu}}",
+         "8:54: fleet takes incidents or anomalous, not both"),
+        ("{at_least: 2, anomalous: {}}", "8:37: missing required key 'metric'"),
+        ("{at_least: 2, anomalous: {metric: cpu, rule: x}}", "8:51: unknown key 'rule'"),
         ("{at_least: 2, incidents: {rule: nope}}", "8:44: fleet rule 'f' counts the incidents"
          " of unknown rule 'nope'"),
         ("{at_least: 2, incidents: {rule: f}}", "8:44: fleet rule 'f' cannot count the"

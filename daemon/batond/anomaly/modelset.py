@@ -134,6 +134,11 @@ class ModelSet:
         self._due: list[tuple[float, int, _Series]] = []
         self._order = itertools.count()
         self._hosts = HostModels(self._reserve_host)
+        # host -> metric -> ts of the latest sample of one of its series that scored at or
+        # above its model's threshold: noted as samples are scored (a float comparison a
+        # sample), so a fleet's central reads a host's without a scan; at most one entry
+        # per (host, metric) with a series, so bounded as the series are
+        self._anomalous: dict[str, dict[str, float]] = {}
         #: host_anomaly samples of the ``detector: host`` models, for the rules: the
         #: pipeline takes them (:meth:`take_synthetic`) after each sample it scores
         self.synthetic = self._hosts.pending
@@ -221,10 +226,23 @@ class ModelSet:
                 return 0.0
         score = series.detector.step(value)
         series.note(sample.ts, value, score)
+        if score >= series.spec.threshold:
+            self._flag(sample)
         if series.trained_at is None and not series.training and series.detector.ready():
             series.training = True  # the first fit is due: a job, never inline
             self._ready.append(series)
         return score
+
+    def _flag(self, sample: Sample) -> None:
+        host = sample.labels.get("host")
+        if host:
+            seen = self._anomalous.setdefault(host, {})
+            seen[sample.metric] = max(sample.ts, seen.get(sample.metric, sample.ts))
+
+    def anomalous(self, host: str) -> dict[str, float]:
+        """Metric -> when a series of it on ``host`` last scored anomalous (at or above
+        its model's threshold; the sample's ``ts``): the fleet's agent rows carry it."""
+        return dict(self._anomalous.get(host, {}))
 
     def take_synthetic(self) -> list[Sample]:
         """The ``host_anomaly`` samples made since the last call (their value is the score)."""
