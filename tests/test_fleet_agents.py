@@ -73,10 +73,55 @@ async def test_agents_are_upserted_listed_newest_first_and_counted(journal: Jour
     listed = await journal.list_agents(1)
     assert listed["agent_count"] == 2
     assert listed["agents"] == [
-        {"host": "web-1", "partition": 3, "last_seen": 130.0, "seq": 4, "labels": {"role": "web"}}
-    ]
+        {"host": "web-1", "partition": 3, "last_seen": 130.0, "seq": 4, "labels": {"role": "web"},
+         "anomalous": {}}
+    ]  # fmt: skip
     agents, hosts = await journal.fleet_view("web-5xx", since=125.0)
     assert [a.host for a in agents] == ["web-1"] and hosts == set()
+
+
+async def test_an_agents_anomalous_metrics_are_kept_and_read_back(journal: Journal) -> None:
+    row = AgentSeen("web-1", 3, 100.0, 1, {"role": "web"}, {"cpu": 99.5, "mem": 42.0})
+    await journal.note_agents([row])
+    await journal.note_agents([AgentSeen("web-1", 3, 110.0, 2, {"role": "web"}, {"cpu": 109.0})])
+    (agent,), _ = await journal.fleet_view("", since=0.0)
+    assert dict(agent.anomalous) == {"cpu": 109.0}  # the row's latest, replaced whole
+    listed = await journal.list_agents()
+    assert listed["agents"][0]["anomalous"] == {"cpu": 109.0}
+
+
+async def test_agents_not_seen_for_a_day_or_the_retention_are_pruned(journal: Journal) -> None:
+    now = 1_000_000.0
+    day = 86400.0
+    await journal.note_agents(
+        [
+            AgentSeen("gone", 1, now - day - 1, 1, {}),  # older than a day
+            AgentSeen("quiet", 2, now - 3600.0, 1, {}),  # an hour ago
+            AgentSeen("here", 3, now - 1.0, 1, {}),
+        ]
+    )
+    counts = await journal.prune(30 * day, now)  # retention 30 days: agents go after a day
+    assert counts["fleet_agents"] == 1
+    assert sorted(a["host"] for a in (await journal.list_agents())["agents"]) == ["here", "quiet"]
+    assert (await journal.prune(600.0, now))["fleet_agents"] == 1  # a shorter retention wins
+    assert [a["host"] for a in (await journal.list_agents())["agents"]] == ["here"]
+
+
+def test_an_agents_row_carries_its_hosts_anomalous_metrics_when_written() -> None:
+    seen = SeenAgents(10.0)
+    asked: list[str] = []
+
+    def anomalous(host: str) -> dict[str, float]:
+        asked.append(host)
+        return {"cpu": 99.0} if host == "web-1" else {}
+
+    seen.anomalous = anomalous
+    for _ in range(5):  # five batches, one row: the models are asked once, when written
+        seen.note("web-1", 3, 1, 100.0, {"role": "web"})
+    seen.note("web-2", 4, 1, 100.0, {"role": "web"})
+    rows = {r.host: dict(r.anomalous) for r in seen.due(100.0)}
+    assert rows == {"web-1": {"cpu": 99.0}, "web-2": {}}
+    assert sorted(asked) == ["web-1", "web-2"]
 
 
 def test_fleet_status_shows_the_agents() -> None:

@@ -355,6 +355,7 @@ class ModelSet:
                     "threshold": s.spec.threshold,
                     "sensitivity": s.detector.sensitivity,
                     "model_sensitivity": s.spec.sensitivity,
+                    "fitted": s.detector.warm is None,
                     "points": points,
                 }
             )

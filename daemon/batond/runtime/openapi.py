@@ -233,6 +233,7 @@ _SERIES = _obj(
     threshold=NUM,
     sensitivity=NUM,
     model_sensitivity=NUM,
+    fitted={"type": "boolean", "description": "its first fit is made (scores were 0 before)"},
     points={
         "type": "array",
         "description": "[time, value, anomaly score]",
