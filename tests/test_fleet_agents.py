@@ -4,10 +4,12 @@ fleet's journal at most once per batch interval per host, on both journal backen
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from batond.anomaly import DEFAULT_SPEC, ModelSet
 from batond.commands.client import format_fleet
 from batond.engine.fleet import AgentSeen
 from batond.events import Event, Sample
@@ -122,6 +124,28 @@ def test_an_agents_row_carries_its_hosts_anomalous_metrics_when_written() -> Non
     rows = {r.host: dict(r.anomalous) for r in seen.due(100.0)}
     assert rows == {"web-1": {"cpu": 99.0}, "web-2": {}}
     assert sorted(asked) == ["web-1", "web-2"]
+
+
+def test_the_models_note_a_hosts_anomalous_metrics_as_they_score() -> None:
+    models = ModelSet([replace(DEFAULT_SPEC, name="cpu", match_metrics=("cpu",), warmup=30)])
+
+    def score(host: str, i: int, value: float | None = None) -> float:
+        v = 5.0 + (i % 3) * 0.5 if value is None else value  # a regular pattern
+        return models.observe(Sample("cpu", v, 1000.0 + i, {"host": host, "role": "web"}))
+
+    for host in ("a", "b"):
+        for i in range(40):  # the warm-up, then the first fit
+            score(host, i)
+    for job in models.training_jobs(1050.0):
+        job()()
+    assert [s["fitted"] for s in models.series()] == [True, True]
+    quiet = [score(host, i) for host in ("a", "b") for i in range(40, 80)]
+    assert max(quiet) < DEFAULT_SPEC.threshold
+    assert models.anomalous("a") == models.anomalous("b") == {}
+    assert score("a", 80, 95.0) >= DEFAULT_SPEC.threshold  # a spike on a only
+    assert models.anomalous("a") == {"cpu": 1080.0} and models.anomalous("b") == {}
+    assert score("a", 81) < DEFAULT_SPEC.threshold  # (the detector rests after it)
+    assert models.anomalous("a") == {"cpu": 1080.0}  # the latest anomalous score's ts stays
 
 
 def test_fleet_status_shows_the_agents() -> None:
