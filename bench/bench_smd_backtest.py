@@ -10,7 +10,14 @@ about 0.83 pooled on this split: it proves nothing), and how often the
 ``top_metric`` at a segment's highest-scoring row is one the SMD authors name in
 ``interpretation_label.txt`` (and how often one of ``top_metrics`` is).
 
+``--cv KEY=V1,V2,...`` cross-validates one ``params`` key of the host model
+leave-one-machine-out: the backtest runs once per value (a model file with
+that value, the other parameters the defaults), and each machine is scored
+with the value that has the best mean point-wise F1 (best threshold) on the
+other machines; the figures printed are those held-out scores.
+
     .venv/bin/python bench/bench_smd_backtest.py [--data DIR] [--results DIR]
+    .venv/bin/python bench/bench_smd_backtest.py --cv learn_below=2,3,5,1e12
 """
 
 from __future__ import annotations
@@ -48,10 +55,14 @@ def scorer(scorer_path: Path, results: Path, data: Path, threshold: float | None
         return json.loads(out.read_text())
 
 
-def top_accuracy(results: Path, data: Path) -> tuple[float, float, int]:
+def top_accuracy(
+    results: Path, data: Path, machines: list[str] | None = None
+) -> tuple[float, float, int]:
     """(share with top_metric named, share with any of top_metrics named, segments)."""
     first = listed = total = 0
     for folder in sorted(p for p in data.iterdir() if (p / "interpretation_label.txt").exists()):
+        if machines is not None and folder.name not in machines:
+            continue
         with open(results / folder.name / "scores.csv") as fh:
             scores = [float(r["score"]) for r in csv.DictReader(fh)]
         with open(results / folder.name / "top_metrics.csv") as fh:
@@ -67,14 +78,65 @@ def top_accuracy(results: Path, data: Path) -> tuple[float, float, int]:
     return first / total, listed / total, total
 
 
+def cross_validate(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
+    """Leave-one-machine-out over the values of one host ``params`` key."""
+    key, _, values = args.cv.partition("=")
+    runs: dict[str, tuple[Path, Any, Any]] = {}
+    for value in values.split(","):
+        models = tmp / f"models-{value}"
+        models.mkdir()
+        (models / "host.yaml").write_text(
+            "models:\n  - name: cv\n    match: {metric: [a, b]}\n    detector: host\n"
+            f"    params: {{{key}: {value}}}\n"
+        )
+        config = tmp / f"batond-{value}.yaml"
+        config.write_text(f"models: [{models}]\n")
+        results = tmp / f"out-{value}"
+        own = backtest(args.data, results, ["-c", str(config), "--model", "cv"])
+        best = scorer(args.scorer, results, args.data, None)["machines"]
+        fixed = scorer(args.scorer, results, args.data, own)["machines"]
+        runs[value] = (results, best, fixed)
+        print(f"{key}={value}: PW-F1 mean {sum(m['pw_f1'] for m in best.values()) / len(best):.3f}")
+    machines = sorted(next(iter(runs.values()))[1])
+    held: dict[str, list[float]] = {"pw": [], "own": [], "ev": [], "pa": []}
+    first = listed = total = 0
+    for m in machines:
+        others = [o for o in machines if o != m]
+        pick = max(runs, key=lambda v: sum(runs[v][1][o]["pw_f1"] for o in others))
+        results, best, fixed = runs[pick]
+        print(f"{m}: picked {key}={pick}: PW-F1 {best[m]['pw_f1']:.3f}")
+        for name, value in (("pw", best[m]["pw_f1"]), ("own", fixed[m]["pw_f1"]),
+                            ("ev", fixed[m]["ev_recall"]), ("pa", best[m]["pa_f1"])):  # fmt: skip
+            held[name].append(value)
+        top, any_top, segments = top_accuracy(results, args.data, [m])
+        first, listed, total = first + top * segments, listed + any_top * segments, total + segments
+    mean = {k: round(sum(v) / len(v), 3) for k, v in held.items()}
+    return {
+        f"LOMO over {key}: PW-F1 mean, best threshold": mean["pw"],
+        "LOMO: PW-F1 mean, own threshold": mean["own"],
+        "LOMO: event recall mean, own threshold": mean["ev"],
+        "LOMO: PA-F1 mean, best threshold (random ~0.83 pooled)": mean["pa"],
+        f"LOMO: top_metric named by the SMD authors ({total} segments)": round(first / total, 3),
+        "LOMO: one of top_metrics named": round(listed / total, 3),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=SHARED / "smd-data")
     ap.add_argument("--scorer", type=Path, default=SHARED / "smd" / "smd_score.py")
     ap.add_argument("--results", type=Path, help="score an earlier backtest's DIR instead")
     ap.add_argument("--threshold", type=float, default=0.99, help="with --results")
+    ap.add_argument("--cv", metavar="KEY=V1,V2", help="leave-one-machine-out over a host param")
     ap.add_argument("backtest_args", nargs="*", help="more backtest options (-c, --model)")
     args = ap.parse_args()
+    if args.cv:
+        with tempfile.TemporaryDirectory() as tmp:
+            cv = cross_validate(args, Path(tmp))
+        for name, value in cv.items():
+            print(f"{name:<60} {value}")
+        emit("smd backtest host cv", cv)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         results = args.results or Path(tmp) / "out"
         own = args.threshold if args.results else backtest(args.data, results, args.backtest_args)
