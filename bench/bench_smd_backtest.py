@@ -17,7 +17,7 @@ with the value that has the best mean point-wise F1 (best threshold) on the
 other machines; the figures printed are those held-out scores.
 
     .venv/bin/python bench/bench_smd_backtest.py [--data DIR] [--results DIR]
-    .venv/bin/python bench/bench_smd_backtest.py --cv learn_below=2,3,5,1e12
+    .venv/bin/python bench/bench_smd_backtest.py --cv learn_below=1,1.25,1.5,2,3,1000000000000.0
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 def backtest(data: Path, out: Path, extra: list[str]) -> float:
     cmd = [sys.executable, "-m", "batond", "backtest", "--detector", "host", str(data)]
-    done = subprocess.run(
-        [*cmd, "--out", str(out), *extra], capture_output=True, text=True, check=True
-    )
+    done = subprocess.run([*cmd, "--out", str(out), *extra], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd)}: exit {done.returncode}: {done.stderr.strip()}")
     last = done.stdout.strip().splitlines()[-1]
     print(last)
     return float(last.rsplit("threshold=", 1)[1])
@@ -84,7 +84,7 @@ def cross_validate(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     runs: dict[str, tuple[Path, Any, Any]] = {}
     for value in values.split(","):
         models = tmp / f"models-{value}"
-        models.mkdir()
+        models.mkdir(exist_ok=True)
         (models / "host.yaml").write_text(
             "models:\n  - name: cv\n    match: {metric: [a, b]}\n    detector: host\n"
             f"    params: {{{key}: {value}}}\n"
@@ -92,7 +92,12 @@ def cross_validate(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
         config = tmp / f"batond-{value}.yaml"
         config.write_text(f"models: [{models}]\n")
         results = tmp / f"out-{value}"
-        own = backtest(args.data, results, ["-c", str(config), "--model", "cv"])
+        done = results / "threshold"  # a --work DIR keeps finished runs for the next call
+        if done.exists():
+            own = float(done.read_text())
+        else:
+            own = backtest(args.data, results, ["-c", str(config), "--model", "cv"])
+            done.write_text(str(own))
         best = scorer(args.scorer, results, args.data, None)["machines"]
         fixed = scorer(args.scorer, results, args.data, own)["machines"]
         runs[value] = (results, best, fixed)
@@ -128,11 +133,14 @@ def main() -> int:
     ap.add_argument("--results", type=Path, help="score an earlier backtest's DIR instead")
     ap.add_argument("--threshold", type=float, default=0.99, help="with --results")
     ap.add_argument("--cv", metavar="KEY=V1,V2", help="leave-one-machine-out over a host param")
+    ap.add_argument("--work", type=Path, help="with --cv: keep (and reuse) each value's run here")
     ap.add_argument("backtest_args", nargs="*", help="more backtest options (-c, --model)")
     args = ap.parse_args()
     if args.cv:
         with tempfile.TemporaryDirectory() as tmp:
-            cv = cross_validate(args, Path(tmp))
+            work = args.work or Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            cv = cross_validate(args, work)
         for name, value in cv.items():
             print(f"{name:<60} {value}")
         emit("smd backtest host cv", cv)

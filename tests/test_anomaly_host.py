@@ -264,3 +264,25 @@ def test_false_positive_feedback_makes_the_same_host_vectors_score_below_the_thr
     (page,) = models.series(metric="host_anomaly")
     assert page["sensitivity"] == SPEC.sensitivity * 0.7 * 0.7  # the page shows both
     assert page["model_sensitivity"] == SPEC.sensitivity
+
+
+def test_an_incident_is_not_learned_but_a_lasting_change_is_learned_afresh() -> None:
+    rng = random.Random(5)
+    models = ModelSet([SPEC])  # history 1000, warmup 300, retrain 1h (every 60 vectors)
+    feed_models(models, [busy_host(rng) for _ in range(1500)], 0.0)
+
+    # an incident: the load far above its range for 500 vectors (8 h of refits)
+    def shifted() -> tuple[float, ...]:
+        cpu, load, io = busy_host(rng)
+        return cpu, load + 10.0, io
+
+    incident = feed_models(models, [shifted() for _ in range(500)], 90_000.0)
+    assert all(s.value >= SPEC.threshold for s in incident)  # never learned as normal
+    normal = feed_models(models, [busy_host(rng) for _ in range(100)], 120_000.0)
+    assert sum(s.value >= SPEC.threshold for s in normal) <= 5
+
+    # the same shift lasting: after `history` vectors in a row it is the new normal
+    lasting = feed_models(models, [shifted() for _ in range(2000)], 130_000.0)
+    assert all(s.value >= SPEC.threshold for s in lasting[:1000])
+    settled = lasting[1000 + SPEC.warmup + 60 :]
+    assert sum(s.value >= SPEC.threshold for s in settled) < 0.05 * len(settled)
