@@ -63,7 +63,7 @@ class HostParams:
     history: int = 4000
     min_std: float = 0.05
     top: int = 3
-    learn_below: float = 1.25
+    learn_below: float = 1.5
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

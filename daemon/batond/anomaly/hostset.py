@@ -24,7 +24,7 @@ should that last for ``history`` vectors in a row (a lasting change, not an
 incident), the history starts afresh and learns every vector until it
 holds ``warmup`` of them, as at the start.  On SMD (docs/anomaly.md) the
 ring of the last 4000 vectors scored 0.386 point-wise F1; the reservoir with
-``learn_below`` 1.25 (chosen leave-one-machine-out) about 0.59.
+``learn_below`` 1.5 (chosen leave-one-machine-out) 0.584, 0.572 held out.
 """
 
 from __future__ import annotations
