@@ -21,8 +21,16 @@ A sequence number that never arrives within 10 s counts as lost.
 ``--client-path plain`` measures the plain aiomqtt client that
 ``batond.intake.mqtt_compat`` falls back to (default: the buffered one).
 
+``--ack decided`` (the daemon's default, ``mqtt.ack``) acknowledges each QoS 1
+message only once the consumer has taken all its items (the consumer calls
+``Bus.evaluated`` for each, as the engine loop does; there is no journal here,
+so settling is immediate); ``--ack received`` lets paho acknowledge on receipt.
+``--broker-inflight N`` sets Mosquitto's ``max_inflight_messages`` (default 0,
+no bound; Mosquitto's own default is 20): with acknowledgement after the
+decision it bounds how many messages are on their way at once.
+
 Run: .venv/bin/python bench/bench_mqtt.py [--messages N] [--batch-messages M]
-     [--client-path buffered|plain]
+     [--client-path buffered|plain] [--ack decided|received] [--broker-inflight N]
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from batond.events import Sample
 from batond.intake.bus import Bus
 from batond.intake.mqtt import MqttSource
 from batond.intake.mqtt_compat import ClientPath
-from batond.load.config import MqttConfig, Subscription
+from batond.load.config import Ack, MqttConfig, Subscription
 from batond.metrics import Metrics
 from headline import emit
 from mqtt_broker import Mosquitto
@@ -92,8 +100,11 @@ def publish(broker: Mosquitto, data: bytes) -> subprocess.Popen[bytes]:
     return proc
 
 
-async def consume(bus: Bus, total: int, first: list[float]) -> tuple[float, bytearray, int]:
-    """Until every sequence number arrived, or nothing more came for IDLE_S (loss)."""
+async def consume(
+    bus: Bus, total: int, first: list[float], evaluate: bool
+) -> tuple[float, bytearray, int]:
+    """Until every sequence number arrived, or nothing more came for IDLE_S (loss);
+    ``evaluate``: say each item is done, as the engine loop does (acknowledgements)."""
     seen = bytearray(total)
     dupes = 0
     end = time.perf_counter()
@@ -105,6 +116,8 @@ async def consume(bus: Bus, total: int, first: list[float]) -> tuple[float, byte
             except TimeoutError:
                 break
         item = got[0]
+        if evaluate:
+            bus.evaluated()
         end = time.perf_counter()
         if n == 0:
             first.append(end)
@@ -117,7 +130,7 @@ async def consume(bus: Bus, total: int, first: list[float]) -> tuple[float, byte
 
 
 async def run_case(
-    folder: Path, messages: int, batch: int, mode: str, path: ClientPath
+    folder: Path, messages: int, batch: int, mode: str, path: ClientPath, opts: argparse.Namespace
 ) -> dict[str, float]:
     total = messages * batch
     data = payload_lines(messages, batch)
@@ -128,8 +141,9 @@ async def run_case(
         client_id=f"batond-bench-{mode}-{batch}",
         subscribe=(Subscription("bench/#", "json", 1),),
     )
-    with Mosquitto(folder / f"{mode}-{batch}") as broker:
-        cfg = MqttConfig(url=broker.url, client_id=cfg.client_id, subscribe=cfg.subscribe)
+    ack = Ack(opts.ack)
+    with Mosquitto(folder / f"{mode}-{batch}", max_inflight=opts.broker_inflight) as broker:
+        cfg = MqttConfig(url=broker.url, client_id=cfg.client_id, subscribe=cfg.subscribe, ack=ack)
         if mode == "backlog":  # create the session, leave, let the broker queue
             await session_once(cfg, bus, metrics, path)
             proc = publish(broker, data)
@@ -137,7 +151,7 @@ async def run_case(
         source = MqttSource(cfg, bus, metrics, client_path=path)
         started = asyncio.Event()
         first: list[float] = []
-        consumer = asyncio.create_task(consume(bus, total, first))
+        consumer = asyncio.create_task(consume(bus, total, first, ack is Ack.DECIDED))
         t0 = time.perf_counter()
         c0 = time.process_time()
         task = asyncio.create_task(source.run(started))
@@ -182,18 +196,21 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--batch-messages", type=int, default=2_000)
     parser.add_argument("--client-path", choices=list(ClientPath), default=ClientPath.BUFFERED)
+    parser.add_argument("--ack", choices=[Ack.DECIDED, Ack.RECEIVED], default=Ack.DECIDED)
+    parser.add_argument("--broker-inflight", type=int, default=0)
     args = parser.parse_args()
     path = ClientPath(args.client_path)
     print(
         f"python {sys.version.split()[0]}, one asyncio thread; mosquitto + mosquitto_pub "
-        f"in other processes; QoS 1, payload JSON; {path} client"
+        f"in other processes; QoS 1, payload JSON; {path} client; ack {args.ack}; "
+        f"broker max_inflight_messages {args.broker_inflight}"
     )
-    figures: dict[str, object] = {"client": str(path)}
+    figures: dict[str, object] = {"client": str(path), "ack": str(args.ack)}
     lost = duplicates = 0
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("backlog", "live"):
             for messages, batch in ((args.messages, 1), (args.batch_messages, 100)):
-                r = await run_case(Path(tmp), messages, batch, mode, path)
+                r = await run_case(Path(tmp), messages, batch, mode, path, args)
                 if batch == 1:
                     figures[f"{mode}, 1 sample/message: messages/s"] = round(r["messages_per_s"])
                     figures[f"{mode}, 1 sample/message: messages/CPU-s"] = round(

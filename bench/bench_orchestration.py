@@ -115,7 +115,7 @@ class MemoryStore:
     async def run_state(self, *args: Any) -> None:
         return None
 
-    async def step_started(self, *args: Any) -> int:
+    async def step_started(self, *args: Any, **kw: Any) -> int:
         return next(self._ids)
 
     async def step_finished(self, step_id: int, **kw: Any) -> None:

@@ -23,11 +23,13 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 import batond.remedy.actions
+import batond.remedy.steps
 from batond.engine.engine import Engine
 from batond.engine.governor import Governor
 from batond.engine.types import Decision
@@ -73,7 +75,7 @@ class MemoryStore:
     async def run_state(self, run_id: int, state: str, at: float) -> None:
         return None
 
-    async def step_started(self, *args: Any) -> int:
+    async def step_started(self, *args: Any, **kw: Any) -> int:
         return next(self._ids)
 
     async def step_finished(self, step_id: int, **kw: Any) -> None:
@@ -187,8 +189,9 @@ async def feed(args: argparse.Namespace, engine: Engine, runner: Runner, timing:
 async def main() -> None:
     args = parse_args()
     timing = Timing()
-    # the runner looks actions up in this dict at each step
-    batond.remedy.actions.ACTIONS["exec"] = timing.timed_exec  # type: ignore[index]
+    # the step executor looks actions up in its module's read-only table at each step
+    timed = {**batond.remedy.actions.ACTIONS, "exec": timing.timed_exec}
+    batond.remedy.steps.ACTIONS = MappingProxyType(timed)  # type: ignore[assignment]
     with tempfile.TemporaryDirectory() as tmp:
         engine, runner, journal = build(Path(tmp), args.store, timing)
         started = time.perf_counter()

@@ -77,6 +77,17 @@ BENCHES = [
         ["--messages", "20000", "--batch-messages", "1000", "--client-path", "plain"],
         ["--client-path", "plain"],
     ),
+    Bench(
+        "mqtt, ack on receipt",
+        "bench_mqtt.py",
+        ["--messages", "20000", "--batch-messages", "1000", "--ack", "received"],
+        ["--ack", "received"],
+    ),
+    Bench(
+        "ack after the decision",
+        "bench_ack.py",
+        ["--messages", "50000", "--requests", "500", "--repeat", "1"],
+    ),
     Bench("restart", "bench_restart.py", _restart_args(10), _restart_args(50), _root),
     Bench("runner", "bench_runner.py", ["--seconds", "3"]),
     Bench("daemon path", "bench_daemon_path.py", ["--seconds", "3"], ["--seconds", "10"]),
@@ -98,6 +109,15 @@ BENCHES = [
     Bench("procwatch", "bench_procwatch.py", ["--runs", "50"]),
     Bench("orchestration", "bench_orchestration.py", ["--runs", "100"], ["--runs", "500"]),
     Bench("replay --diff", "bench_diff.py", ["--hours", "2"], ["--same"]),
+    Bench("fleet agent", "bench_fleet_agent.py", ["--rounds", "20"], ["--rounds", "50"]),
+    Bench("fleet central", "bench_fleet_central.py", ["--hosts", "2000", "--seconds", "10"], []),
+    Bench(
+        "fleet, 1 2 4 instances",
+        "bench_fleet.py",
+        ["--instances", "1,2", "--hosts", "2000", "--seconds", "5"],
+        [],
+    ),
+    Bench("fleet agents", "bench_fleet_agents.py", ["--hosts", "2000"], []),
 ]
 
 

@@ -2,8 +2,9 @@
 
 Persistence lives in the broker's temporary folder, so a stop (SIGTERM, which
 saves the database) and a start keep sessions and queued QoS 1 messages.
-Variants: plain, password (``mosquitto_passwd -b``), TLS with a CA made here
-(``openssl``), optionally requiring a client certificate.
+Variants: plain, password (``mosquitto_passwd -b``), an ACL file, TLS with a CA made
+here (``openssl``), optionally requiring a client certificate. :class:`Subscriber` is a
+plain client on its own thread, for tests that drive a real ``batond run``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from support import free_port, poll
+from paho.mqtt import client as paho
 
-__all__ = ["Certs", "Mosquitto", "make_certs"]
+from support import free_port, poll, wait_until
+
+__all__ = ["Certs", "Mosquitto", "Subscriber", "make_certs"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,8 @@ class Mosquitto:
         certs: Certs | None = None,
         require_client_cert: bool = False,
         max_queued: int = 1_000_000,
+        max_inflight: int = 0,
+        acl: str | None = None,
     ) -> None:
         self.folder = folder
         self.port = free_port()
@@ -115,7 +121,7 @@ class Mosquitto:
             f"persistence_location {folder / 'data'}/",
             "autosave_interval 1",
             f"max_queued_messages {max_queued}",
-            "max_inflight_messages 0",
+            f"max_inflight_messages {max_inflight}",  # 0: no bound (Mosquitto's default: 20)
             f"log_dest file {folder / 'mosquitto.log'}",
             "log_type error",
             "log_type warning",
@@ -127,6 +133,9 @@ class Mosquitto:
             for user, password in users.items():
                 subprocess.run(["mosquitto_passwd", "-b", str(pw), user, password], check=True)
             lines += [f"password_file {pw}", "allow_anonymous false"]
+        if acl is not None:  # (mosquitto's acl_file format; with users, %u is the user name)
+            (folder / "acl").write_text(acl)
+            lines.append(f"acl_file {folder / 'acl'}")
         else:
             lines.append("allow_anonymous true")
         if certs is not None:
@@ -182,3 +191,55 @@ class Mosquitto:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+class Subscriber:
+    """A plain MQTT client on its own thread (paho's loop) for tests that drive a real
+    ``batond run``: it keeps every message of ``topics`` (QoS 1, a persistent session, so
+    a broker restart loses none) and publishes at QoS 1."""
+
+    def __init__(
+        self,
+        broker: Mosquitto,
+        topics: tuple[str, ...],
+        client_id: str,
+        user: tuple[str, str] | None = None,
+    ) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self._topics = topics
+        self._subscribed = threading.Event()
+        client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
+        )
+        client.on_connect = self._on_connect
+        client.on_subscribe = lambda *_: self._subscribed.set()
+        client.on_message = self._on_message
+        client.reconnect_delay_set(min_delay=0.05, max_delay=0.5)
+        if user is not None:
+            client.username_pw_set(*user)
+        client.connect("127.0.0.1", broker.port, keepalive=10)
+        client.loop_start()
+        self._client = client
+        if topics:
+            wait_until(self._subscribed.is_set, 30, "the subscription")
+
+    def _on_connect(self, client: paho.Client, *_: object) -> None:
+        if self._topics:
+            client.subscribe([(topic, 1) for topic in self._topics])
+
+    def _on_message(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((message.topic, bytes(message.payload)))
+
+    def on(self, topic: str) -> list[bytes]:
+        """The payloads received on ``topic`` so far, in order."""
+        with self._lock:
+            return [payload for t, payload in self.messages if t == topic]
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self._client.publish(topic, payload, qos=1).wait_for_publish(30)
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()

@@ -106,9 +106,9 @@ class ObservedStore:
         await self._note()
 
     async def step_started(
-        self, run_id: int, path: str, action: str, attempt: int, started_at: float
+        self, run_id: int, path: str, action: str, attempt: int, started_at: float, **kw: Any
     ) -> int:
-        step_id = await self.journal.step_started(run_id, path, action, attempt, started_at)
+        step_id = await self.journal.step_started(run_id, path, action, attempt, started_at, **kw)
         self.started.append((run_id, path, attempt))
         await self._note()
         return step_id

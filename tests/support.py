@@ -13,15 +13,39 @@ awaited, tests await it instead (runner_support's ``ObservedStore.until``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import secrets
 import socket
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["apoll", "free_port", "poll", "until", "wait_until"]
+__all__ = ["PG_SERVER", "apoll", "free_port", "pg_database", "poll", "until", "wait_until"]
+
+#: The machine's PostgreSQL (trust, user postgres); the test command starts it.
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+@contextlib.contextmanager
+def pg_database() -> Iterator[str]:
+    """A private database on the machine's PostgreSQL for one test run: its URL.
+
+    No skip: the test command's bootstrap has PostgreSQL running; a failure here says so.
+    """
+    import psycopg  # (bench/ scripts import this module without it)
+
+    name = f"batond_test_{secrets.token_hex(4)}"
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"'.encode())
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)'.encode())
+
 
 T = TypeVar("T")
 

@@ -198,3 +198,27 @@ def test_the_numpy_fit_learns_exactly_what_streaming_learning_learns(
         bytes(m) if replay.bitmap else set(m) for m in fit.memories
     ]
     assert replay.contexts == list(fit.contexts)
+
+
+def test_one_episode_alerts_once_however_long_it_lasts() -> None:
+    """A point that would alert during the rest restarts it (rest does not change learning).
+
+    So the scores with the default rest are exactly those with ``rest: 0``, set to 0 for
+    ``rest`` points after every point at or above the threshold.
+    """
+    values = wave(1600)
+    for start, offset in ((1200, 80.0), (1225, -70.0)):  # one episode: two bursts
+        for i in range(start, start + 3):
+            values[i] += offset
+    data = points(values)
+    rest = SPEC.params.rest
+    unrested = score_rows(replace(SPEC, params=replace(SPEC.params, rest=0)), data)
+    scores = score_rows(SPEC, data)
+    above = [s >= SPEC.threshold for s in unrested]
+    expected = [0.0 if any(above[max(0, i - rest) : i]) else s for i, s in enumerate(unrested)]
+    assert scores == expected
+    alerts = [i for i, s in enumerate(scores) if s >= SPEC.threshold]
+    assert [i for i in alerts if i >= 1200] == [1200]  # the episode alerted once
+    # a rest counted from the alert alone would have alerted a second time: the
+    # data holds the case this test is about
+    assert any(above[i] for i in range(1200 + rest + 1, 1300))

@@ -62,5 +62,9 @@ def test_run_playbook_and_trigger_by_hand_need_the_token_and_are_recorded(
             ("nightly", "schedule=nightly", "succeeded"),
             ("run-playbook", "playbook=report", "succeeded"),
         ]
+        # the answer names its decision, which the run it started carries
+        runs = daemon.get("/api/v1/runs").json()["runs"]
+        nightly = [r["decision_id"] for r in runs if r["rule"] == "nightly"]
+        assert nightly == [triggered.json()["decision"]]
     finally:
         daemon.stop()

@@ -119,6 +119,8 @@ playbooks:
         assert h.runner.escalate_only(d, decision_id=None, incident_id=None) is True
         (ended,) = await h.outcomes(1)
         assert (ended.playbook, ended.escalation, ended.final) == ("page", True, True)
-        assert (await h.run(ended.run_id))["playbook"] == "page"
+        run = await h.run(ended.run_id)
+        assert run["playbook"] == "page"
+        assert run["escalation"] and run["escalates"] is None  # no run preceded it
     finally:
         await h.close()

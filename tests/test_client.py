@@ -196,3 +196,18 @@ async def test_finds_daemon_and_token_from_config(
     missing = tmp_path / "nope"
     assert await cli("incidents", "--url", url, "--token-file", str(missing)) == 2
     assert "cannot read the token" in capsys.readouterr().err
+
+
+async def test_fleet_status_elsewhere_says_404(
+    server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, url, _ = server
+    assert await cli("fleet", "status", "--url", url) == 1  # (not a central instance)
+    assert "404" in capsys.readouterr().err
+
+
+def test_partitions_shown_as_ranges() -> None:
+    from batond.commands.client import _ranges
+
+    assert _ranges([9, 0, 1, 2, 3, 7, 10]) == "0-3,7,9-10"
+    assert _ranges([]) == ""

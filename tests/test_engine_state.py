@@ -7,6 +7,7 @@ from pathlib import Path
 
 from batond.engine.engine import Engine
 from batond.engine.governor import Governor
+from batond.engine.partial import drop_keys, merge_keys, take_keys
 from batond.load.rulefiles import load_rules
 from engine_support import GENEROUS, drive, event, make_engine, sample, write_rules
 
@@ -116,3 +117,41 @@ def test_describe_rules_reports_fires_and_resolve_rates(tmp_path: Path) -> None:
     assert hot["fires"] == 1 and hot["last_fire"] == 30.0
     assert hot["resolve_rates"] == {"fix": {"resolved": 1, "runs": 2, "rate": 0.5}}
     assert engine.resolves_by_run("burst") is False
+
+
+# -- a part of the state: one partition's keys (engine.partial, the fleet's checkpoints) --
+def _h1(key: str) -> bool:
+    return key == "host=h1"
+
+
+def test_a_part_taken_from_one_engine_resumes_its_timers_in_another(tmp_path: Path) -> None:
+    old_owner = make_engine(tmp_path, RULES)
+    drive(old_owner, [sample("temp", 95, 10), sample("temp", 95, 12, host="h2")])
+    part = json.loads(json.dumps(take_keys(old_owner.export_state(), _h1)))
+    assert list(part["rules"]) == ["hot"]  # only rules with keys of the part
+    assert list(part["rules"]["hot"]["pending"]) == ["host=h1"]
+
+    new_owner = make_engine(tmp_path, RULES)
+    drive(new_owner, [sample("temp", 95, 20, host="h3")])  # its own pending timer
+    merged = merge_keys(new_owner.export_state(), part)
+    new_owner.import_rule_states(merged, only=tuple(part["rules"]))
+    # h1's timer fires at its time (10 + 30), h3's own is kept; h2 stayed with the old owner
+    assert drive(new_owner, [("tick", 60)]) == [
+        ("D", 40.0, "hot", "host=h1", "fix"),
+        ("D", 50.0, "hot", "host=h3", "fix"),
+    ]
+
+    names = tuple(take_keys(old_owner.export_state(), _h1)["rules"])
+    old_owner.import_rule_states(drop_keys(old_owner.export_state(), _h1), only=names)
+    assert drive(old_owner, [("tick", 60)]) == [("D", 42.0, "hot", "host=h2", "fix")]
+
+
+def test_a_part_of_a_changed_rule_or_version_is_not_merged(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path, RULES)
+    drive(engine, [sample("temp", 95, 10)])
+    part = take_keys(engine.export_state(), _h1)
+    part["rules"]["hot"]["fingerprint"] = "another"
+    fresh = make_engine(tmp_path, RULES)
+    state = fresh.export_state()
+    assert merge_keys(state, part) == state
+    assert merge_keys(state, {**part, "version": -1}) == state

@@ -7,6 +7,8 @@ exactly the keys its JSON Schema lists, so ``batond schema`` cannot drift from
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,11 +24,17 @@ from batond.load.kinds import Integer, Later
 from batond.load.modelfile import MODEL_FILE_FIELDS
 from batond.load.playbooks import ACTION_KEYS
 from batond.load.rulefiles import FILE_FIELDS, load_rules
+from batond.load.ruletests import TEST_FILE_FIELDS
 from batond.load.yamlfile import compose_text
 from batond.remedy.actions import action_keys, action_kinds
 
 REPO = Path(__file__).resolve().parent.parent
-ROOTS = {"rules": FILE_FIELDS, "config": CONFIG_FIELDS, "models": MODEL_FILE_FIELDS}
+ROOTS = {
+    "rules": FILE_FIELDS,
+    "config": CONFIG_FIELDS,
+    "models": MODEL_FILE_FIELDS,
+    "tests": TEST_FILE_FIELDS,
+}
 
 
 def sections(root: Section) -> list[Section]:
@@ -64,6 +72,7 @@ def test_every_file_kind_has_its_sections_walked() -> None:
     whats = {s.what for _, s in ALL}
     assert {"rule mapping", "step mapping", "with mapping of action 'exec'"} <= whats
     assert {"http mapping", "subscription mapping", "model", "params mapping"} <= whats
+    assert {"test file", "test", "alert", "decision", "incident", "step check"} <= whats
 
 
 @pytest.mark.parametrize("section", [s for _, s in ALL], ids=[f"{n}:{s.what}" for n, s in ALL])
@@ -100,13 +109,24 @@ def shipped(pattern: str) -> list[Path]:
         ("config", "rules/examples/*/try/batond.yaml"),
         ("models", "models/*.yaml"),
         ("rules", "rules/*.yaml"),
+        ("tests", "rules/tests/*.yaml"),
+        ("tests", "rules/examples/*/tests/*.yaml"),
     ],
 )
 def test_shipped_files_validate_against_the_generated_schema(name: str, pattern: str) -> None:
     validator = jsonschema.Draft202012Validator(schema_of(ROOTS[name]))
     for path in shipped(pattern):
-        errors = [e.message for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
+        errors = [e.message for e in validator.iter_errors(as_json(path))]
         assert errors == [], (path, errors)
+
+
+def as_json(path: Path) -> Any:
+    """The file as an editor's YAML language server sees it: an unquoted time is a string."""
+    return json.loads(json.dumps(yaml.safe_load(path.read_text()), default=str))
+
+
+#: A decision with both a playbook and a suppression: the reader says "either".
+DECISION = {"at": "1m", "rule": "r", "key": "", "playbook": "p", "suppressed": "cooldown"}
 
 
 @pytest.mark.parametrize(
@@ -124,6 +144,13 @@ def test_shipped_files_validate_against_the_generated_schema(name: str, pattern:
         ("models", {"models": [{"name": "a", "match": {"metric": "m"}, "sensitivity": 0}]}),
         ("models", {"models": [{"name": "a", "match": {"role": "web"}}]}),
         ("models", {"models": [{"name": "a", "match": {"metric": "m"}, "params": {"bins": 1}}]}),
+        ("tests", {"rule_files": ["r.yaml"]}),
+        ("tests", {"rule_files": "r.yaml", "tests": [{"name": "t", "interval": 60}]}),
+        ("tests", {"rule_files": [], "tests": [{"name": "t", "series": {"9m": "1"}}]}),
+        ("tests", {"rule_files": [], "tests": [{"name": "t", "events": [{"event": "e"}]}]}),
+        ("tests", {"rule_files": [], "tests": [{"name": "t", "alerts": [{"at": "1m"}]}]}),
+        ("tests", {"rule_files": [], "tests": [{"name": "t", "decisions": [DECISION]}]}),
+        ("tests", {"rule_files": [], "tests": [{"name": "t", "steps": [{"at": "1m"}]}]}),
     ],
 )
 def test_mistakes_the_reader_reports_are_schema_errors_too(name: str, doc: dict[str, Any]) -> None:
@@ -164,3 +191,24 @@ def test_a_value_is_read_once_however_often_it_is_asked_for() -> None:
     assert fields is not None
     assert fields.get("n") is None and fields.get("n", 7) == 7 and not fields.valid()
     assert [str(p) for p in reader.problems] == ["f.yaml:1:4: must be at least 1, got 0"]
+
+
+def doc_tables(text: str) -> list[set[str]]:
+    """The keys of each table (``| `key` | ...`` rows) of a Markdown text."""
+    tables: list[set[str]] = []
+    rows: set[str] = set()
+    for line in [*text.splitlines(), ""]:
+        if m := re.match(r"\| `(\w+)` \|", line):
+            rows.add(m.group(1))
+        elif not line.startswith("|") and rows:
+            tables.append(rows)
+            rows = set()
+    return tables
+
+
+def test_every_section_of_a_test_file_has_its_table_in_tuning_md() -> None:
+    text = (REPO / "docs" / "tuning.md").read_text(encoding="utf-8")
+    part = text.split("### Rule test files", 1)[1].split("\n### ", 1)[0]
+    tables = doc_tables(part)
+    missing = [s.what for s in sections(ROOTS["tests"]) if set(s) not in tables]
+    assert not missing, f"test file sections without their table in docs/tuning.md: {missing}"

@@ -20,13 +20,14 @@ from batond.fleet.partition import (
     partition_topic_host,
 )
 from batond.fleet.wire import decode_batch, encode_batch
-from batond.load.config import FleetConfig, FleetRole, load_config
+from batond.load.config import FleetConfig, FleetRole, JournalBackend, load_config
 from support import config_problems as problems
 from support import write_yaml
 
 
 def write(tmp_path: Path, text: str) -> Path:
-    (tmp_path / "agent.key").write_text("s3cret\n", encoding="utf-8")
+    (tmp_path / "agent.key").write_text("s3cret-of-sixteen-bytes\n", encoding="utf-8")
+    (tmp_path / "short.key").write_text("s3cret\n", encoding="utf-8")
     return write_yaml(tmp_path, text)
 
 
@@ -35,7 +36,8 @@ def test_absent_section_means_no_fleet(tmp_path: Path) -> None:
 
 
 def test_central_defaults(tmp_path: Path) -> None:
-    path = write(tmp_path, "node: c1\nfleet:\n  role: central\n  database: postgresql://pg/x\n")
+    text = "node: c1\nmqtt: {}\nfleet:\n  role: central\n  database: postgresql://pg/x\n"
+    path = write(tmp_path, text)
     fleet = load_config(path).fleet
     assert fleet == FleetConfig(
         role=FleetRole.CENTRAL,
@@ -64,6 +66,7 @@ def test_agent_every_key(tmp_path: Path) -> None:
           key_file: agent.key
           heartbeat: 1s
           lease: 3s
+        mqtt: {}
         """,
     )
     fleet = load_config(path).fleet
@@ -92,14 +95,14 @@ CASES = {
         "at least 1",
     ),
     "central without database": ("fleet:\n  role: central\n", "2:3", "needs a database"),
-    "agent without key": ("fleet:\n  role: agent\n", "2:3", "needs a key_file"),
+    "agent without key": ("fleet:\n  role: agent\nmqtt: {}\n", "2:3", "needs a key_file"),
     "not a DSN": (
         "fleet:\n  role: central\n  database: mysql://h/d\n",
         "3:13",
         "database must be postgresql://",
     ),
     "bare number duration": (
-        "fleet:\n  role: agent\n  key_file: agent.key\n  batch_interval: 10\n",
+        "fleet:\n  role: agent\n  key_file: agent.key\n  batch_interval: 10\nmqtt: {}\n",
         "4:19",
         "invalid duration",
     ),
@@ -109,7 +112,7 @@ CASES = {
         "fleet.key_file is for role agent only",
     ),
     "central key for agent": (
-        "fleet:\n  role: agent\n  key_file: agent.key\n  database: postgresql://h/d\n",
+        "fleet:\n  role: agent\n  key_file: agent.key\n  database: postgresql://h/d\nmqtt: {}\n",
         "4:3",
         "fleet.database is for role central only",
     ),
@@ -118,8 +121,33 @@ CASES = {
         "4:10",
         "at least twice heartbeat",
     ),
+    "agent without mqtt": (
+        "node: a1\nfleet:\n  role: agent\n  key_file: agent.key\n",
+        "2:1",
+        "fleet role agent needs an mqtt: section",
+    ),
+    "key too short to sign": (
+        "fleet:\n  role: agent\n  key_file: short.key\nmqtt: {}\n",
+        "3:13",
+        "a fleet key must be at least 16 bytes",
+    ),
+    "a host name with a wildcard": (
+        "fleet:\n  role: agent\n  key_file: agent.key\n  host: web/#\nmqtt: {}\n",
+        "4:9",
+        "host name 'web/#': a host name is letters, digits and '-'",
+    ),
+    "a prefix with a wildcard": (
+        "fleet:\n  role: agent\n  key_file: agent.key\n  prefix: fleet/+\nmqtt: {}\n",
+        "4:11",
+        "topic prefix 'fleet/+': topic levels joined by '/', without '+', '#'",
+    ),
+    "a node name that is no host name": (
+        "node: web_01\nfleet:\n  role: agent\n  key_file: agent.key\nmqtt: {}\n",
+        "2:1",
+        "node 'web_01' cannot be this host's fleet name",
+    ),
     "missing key file": (
-        "fleet:\n  role: agent\n  key_file: nowhere.key\n",
+        "fleet:\n  role: agent\n  key_file: nowhere.key\nmqtt: {}\n",
         "3:13",
         "cannot be read",
     ),
@@ -128,7 +156,9 @@ CASES = {
 
 @pytest.mark.parametrize("text,at,fragment", CASES.values(), ids=CASES.keys())
 def test_problems_at_their_spot(tmp_path: Path, text: str, at: str, fragment: str) -> None:
-    path = write(tmp_path, text)
+    central = "role: central" in text and "mqtt:" not in text
+    extra = "mqtt: {}\n" if central else ""  # (a central instance needs its broker)
+    path = write(tmp_path, text + extra)
     found = problems(path)
     assert len(found) == 1, found
     assert found[0].startswith(f"{path}:{at}: "), found
@@ -217,9 +247,68 @@ def test_unusable_batches(payload: bytes, reason: str) -> None:
     assert info.value.reason == reason
 
 
-def test_batond_run_refuses_a_fleet_role_it_does_not_serve(tmp_path: Path) -> None:
-    # a real `batond run`: it must say so and exit, never run as a plain daemon that
-    # drops what the fleet would expect of it
+def test_journal_backend_defaults_to_sqlite(tmp_path: Path) -> None:
+    journal = load_config(write(tmp_path, "node: a\n")).journal
+    assert (journal.backend, journal.database_url) == (JournalBackend.SQLITE, None)
+
+
+def test_journal_on_postgresql(tmp_path: Path) -> None:
+    text = "journal:\n  backend: postgresql\n  database: postgresql://pg/j\n"
+    journal = load_config(write(tmp_path, text)).journal
+    assert (journal.backend, journal.database_url) == (
+        JournalBackend.POSTGRESQL,
+        "postgresql://pg/j",
+    )
+    alone = load_config(write(tmp_path, "journal:\n  database: postgresql://pg/k\n")).journal
+    assert alone.database_url == "postgresql://pg/k"  # a database says which backend
+
+
+def test_central_journal_is_the_fleet_database(tmp_path: Path) -> None:
+    text = (
+        "node: c1\nmqtt: {url: mqtt://127.0.0.1:1883}\n"
+        "fleet:\n  role: central\n  database: postgresql://pg/fleet\n  instance: c1-a\n"
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.journal.database_url == "postgresql://pg/fleet"
+    assert config.mqtt is not None and config.mqtt.client_id == "batond-c1-a"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "journal:\n  backend: postgresql\n",
+            "batond.yaml:2:3: journal backend postgresql needs a database",
+        ),
+        (
+            "journal:\n  backend: sqlite\n  database: postgresql://pg/j\n",
+            "batond.yaml:3:3: journal.database is for backend postgresql",
+        ),
+        (
+            "journal:\n  backend: mysql\n",
+            "batond.yaml:2:12: journal backend must be one of postgresql, sqlite; got 'mysql'",
+        ),
+        (
+            "journal:\n  database: mysql://x/y\n",
+            "batond.yaml:2:13: database must be postgresql://[USER@]HOST[:PORT]/DBNAME,"
+            " got 'mysql://x/y'",
+        ),
+        (
+            "mqtt: {}\njournal:\n  backend: sqlite\n"
+            "fleet:\n  role: central\n  database: postgresql://pg/f\n",
+            "batond.yaml:3:3: a central instance's journal is in PostgreSQL (backend postgresql)",
+        ),
+        (
+            "fleet:\n  role: central\n  database: postgresql://pg/f\n",
+            "batond.yaml:1:1: fleet role central needs an mqtt: section (its broker)",
+        ),
+    ],
+)
+def test_journal_backend_mistakes(tmp_path: Path, text: str, expected: str) -> None:
+    assert any(p.endswith(expected) for p in problems(write(tmp_path, text))), expected
+
+
+def test_batond_check_says_an_agent_needs_mqtt(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         f"""
@@ -230,12 +319,14 @@ def test_batond_run_refuses_a_fleet_role_it_does_not_serve(tmp_path: Path) -> No
           key_file: {tmp_path / "agent.key"}
         """,
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "batond", "run", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 1, done.stderr
-    assert f"{path}: fleet role agent is not served by this batond yet" in done.stderr
-    assert not (tmp_path / "state" / "journal.db").exists()  # refused before anything opened
+    for command in ("check", "run"):
+        done = subprocess.run(
+            [sys.executable, "-m", "batond", command, "-c", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1, done
+        said = done.stdout + done.stderr
+        assert f"{path}:3:1: fleet role agent needs an mqtt: section" in said, said
+    assert not (tmp_path / "state" / "journal.db").exists()

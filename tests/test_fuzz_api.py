@@ -39,6 +39,7 @@ ROUTES = [
     ("POST", "/api/v1/circuits/{target}/reset"), ("POST", "/api/v1/events"),
     ("POST", "/api/v1/alertmanager"), ("GET", "/web/{name}"), ("GET", "/api/v1/openapi.json"),
     ("POST", "/api/v1/schedules/{name}/trigger"), ("POST", "/api/v1/playbooks/{name}/run"),
+    ("GET", "/api/v1/fleet"),
 ]  # fmt: skip
 #: Answers that are the server's to give whatever the client sends.
 SERVER_STATES = {503}  # /readyz while not ready, or a full queue

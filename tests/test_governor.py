@@ -60,6 +60,23 @@ def test_silence_matchers_and_window() -> None:
     assert not s.covers({"host": "web-1"}, {}, 15.0)
 
 
+def test_a_silenced_decision_says_which_silence_for_how_long_and_why() -> None:
+    g = Governor(WIDE)
+    g.set_silences([
+        {"id": 3, "matchers": {"host": "web-2"}, "starts_at": 0, "ends_at": 9000},
+        {"id": 4, "matchers": ["host=~web-.*", "severity!=critical"], "starts_at": 0,
+         "ends_at": 7200, "reason": "disk replacement"},
+    ])  # fmt: skip
+    why = g.silenced_by(LABELS, "r", "warning", "fix", 0.5)
+    assert why == "silence #4 (host=~web-.*, severity!=critical) for 2h more: disk replacement"
+    # the time left in whole minutes, rounded up; a silence without a reason says none
+    assert g.silenced_by({"host": "web-2"}, "r", "critical", "fix", 9000 - 61) == (
+        "silence #3 (host=web-2) for 2m more"
+    )
+    g.set_silences([])  # (no silence covers it any longer: the bare reason)
+    assert g.silenced_by(LABELS, "r", "warning", "fix", 0.5) == "silenced"
+
+
 def test_already_running_only_for_single_mode_until_the_run_ends() -> None:
     g = Governor(WIDE)
     g.admit("fix", "r", "k", 0.0)
@@ -209,6 +226,27 @@ def test_open_circuits_close_by_the_latest_clock() -> None:
     assert len(g.open_circuits()) == 1
     assert g.check(LABELS, "r", "other", "fix", 111.0) is None  # the clock moves on
     assert g.open_circuits() == []
+
+
+def test_next_change_follows_circuits_and_silences() -> None:
+    """The soonest end of a cool-off or a silence, kept as they open, close and restore
+    (the engine asks after every input, so it is not recomputed there)."""
+    g = Governor(GovernorSettings(per_target_per=100.0, min_fleet=1000))
+    assert g.next_change() is None
+    for key, at in (("a", 10.0), ("b", 20.0)):
+        for _ in range(CIRCUIT_STREAK):
+            g.record_outcome("r", "fix", key, "", "failed", at)
+    assert g.next_change() == 110.0
+    g.set_silences([{"id": 1, "matchers": {"host": "web-1"}, "ends_at": 50.0}])
+    assert g.next_change() == 50.0
+    g.drop_ended_silences(50.0)
+    assert g.silences == () and g.next_change() == 110.0
+    assert g.reset_circuit("a") == [("r", "a")]
+    assert g.next_change() == 120.0
+    h = Governor(GovernorSettings(per_target_per=100.0, min_fleet=1000))
+    h.import_state(g.export_state())
+    assert h.next_change() == 120.0
+    assert g.reset_circuit("b") == [("r", "b")] and g.next_change() is None
 
 
 def test_later_candidates_count_as_running(tmp_path: Path) -> None:

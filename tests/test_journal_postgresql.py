@@ -8,7 +8,6 @@ second open migrates nothing.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,22 +15,19 @@ import psycopg
 import pytest
 
 from batond.engine.types import Decision, Outcome
+from batond.journal.backend import render_schema
 from batond.journal.db import MIGRATIONS
 from batond.journal.facade import Journal
 from batond.remedy.run import RunState, StepStatus
+from support import pg_database
 
-SERVER = "postgresql://postgres@127.0.0.1:5432"
+private_database = pg_database  # (a name the tests below use)
 
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    # no skip: the test command's bootstrap has PostgreSQL running; a failure here says so
-    name = f"batond_test_{secrets.token_hex(4)}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"{SERVER}/{name}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with pg_database() as url:
+        yield url
 
 
 def decision(key: str) -> Decision:
@@ -89,3 +85,38 @@ async def test_a_run_written_ahead_survives_and_is_recovered(database: str, tmp_
     with psycopg.connect(database) as conn:
         versions = conn.execute("SELECT count(*) FROM schema_version").fetchone()
     assert versions == (len(MIGRATIONS),)  # the second open migrated nothing
+
+
+async def test_a_version_3_journal_migrates_and_keeps_args_and_escalations(tmp_path: Path) -> None:
+    with private_database() as url:
+        with psycopg.connect(url, autocommit=True) as conn:  # as batond 3 left it
+            conn.execute(
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY,"
+                " applied_at DOUBLE PRECISION NOT NULL, batond_version TEXT NOT NULL)"
+            )
+            for version in (1, 2, 3):
+                conn.execute(render_schema(MIGRATIONS[version - 1], "postgresql").encode())
+                conn.execute("INSERT INTO schema_version VALUES (%s, 0, 'old')", (version,))
+            conn.execute(
+                "INSERT INTO runs (rule, playbook, key, state, outcome, created_at)"
+                " VALUES ('disk', 'clean', 'web1', 'done', 'failed', 1.0)"
+            )
+        journal = Journal.open(tmp_path, url)
+        try:
+            old = (await journal.list_runs())["runs"][0]
+            assert old["escalates"] is None and old["escalated_to"] is None
+            page = await journal.run_created(
+                rule="disk", playbook="page", key="web1", params={}, labels={}, created_at=2.0,
+                escalation=True, escalates=old["id"],
+            )  # fmt: skip
+            await journal.step_started(page, "call", "exec", 1, 2.0, args={"argv": ["echo"]})
+            escalation = await journal.get_run(page)
+            assert escalation is not None and escalation["escalates"] == old["id"]
+            assert escalation["steps"][0]["args"] == {"argv": ["echo"]}
+            again = await journal.get_run(old["id"])
+            assert again is not None and again["escalated_to"] == page
+        finally:
+            await journal.close()
+        with psycopg.connect(url) as conn:
+            top = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        assert top == (len(MIGRATIONS),)

@@ -119,7 +119,7 @@ async def test_run_and_step_lifecycle_shows_in_api_shape(journal: Journal) -> No
     assert first == {
         "name": "clean", "path": "clean", "action": "exec", "attempt": 1, "status": "failed",
         "started_at": 101.0, "ended_at": 102.5, "duration_s": 1.5, "exit_code": 3,
-        "stdout": "", "stderr": "no", "detail": None,
+        "stdout": "", "stderr": "no", "detail": None, "args": None,
     }  # fmt: skip
     assert second["attempt"] == 2 and second["stdout"].endswith("END")
     assert len(second["stdout"]) == OUTPUT_TAIL

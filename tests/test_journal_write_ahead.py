@@ -120,3 +120,25 @@ async def test_a_failing_write_ahead_fails_alone(tmp_path: Path) -> None:
             conn.close()
     finally:
         await j.close()
+
+
+async def test_settled_calls_back_once_everything_submitted_has_committed(
+    db: Database, tmp_path: Path
+) -> None:
+    """What acknowledges input after its decision (MQTT QoS 1, http.ack: decided) waits on."""
+    now: list[str] = []
+    db.settled(lambda: now.append("idle"))
+    assert now == ["idle"]  # nothing pending: at once
+    other = sqlite3.connect(tmp_path / "journal.db", isolation_level=None, timeout=10)
+    other.execute("BEGIN IMMEDIATE")  # the writer waits for this lock
+    db.post(logging_job("a"))
+    called = asyncio.Event()
+    db.settled(called.set)
+    db.post(logging_job("b"))  # submitted later: not waited for, but commits in order
+    await asyncio.sleep(0.05)
+    assert not called.is_set()  # the post has not committed
+    other.execute("ROLLBACK")
+    other.close()
+    await asyncio.wait_for(called.wait(), 10)
+    rows = await db.read(lambda c: [w for (w,) in c.execute("SELECT what FROM log")])
+    assert "a" in rows

@@ -117,3 +117,39 @@ async def test_the_plain_path_is_a_stock_client_that_queues_messages() -> None:
     assert len(client.messages) == 1  # waits for the session loop
     got: Any = await asyncio.wait_for(anext(aiter(client.messages)), 5)
     assert got.topic.value == "metrics/a"
+
+
+async def test_manual_acks_go_through_the_paho_client_aiomqtt_wraps() -> None:
+    """aiomqtt has no acknowledgement API: the buffered path puts its private paho
+    client (``_client``) in manual mode, and a QoS 1 PUBLISH then gets no PUBACK
+    until ``send_ack`` says so."""
+    client = mqtt_compat.new_client(
+        ClientPath.BUFFERED, lambda m: None, manual_ack=True, hostname="127.0.0.1", identifier="t"
+    )
+    inner = client._client
+    assert isinstance(inner, paho.Client)
+    assert inner._manual_ack is True
+    sent: list[int] = []
+    inner._send_puback = sent.append  # type: ignore[method-assign]
+    inner._in_packet = {"command": 0x32, "packet": b"\x00\x01a\x00\x07{}"}
+    inner._protocol = paho.MQTTv311
+    assert inner._handle_publish() == paho.MQTT_ERR_SUCCESS
+    assert sent == []  # received, not acknowledged
+    mqtt_compat.send_ack(client)(7, 1)
+    assert sent == [7]
+    plain = mqtt_compat.new_client(
+        ClientPath.PLAIN, lambda m: None, hostname="127.0.0.1", identifier="t"
+    )
+    assert plain._client._manual_ack is False  # the fallback: paho's, on receipt
+
+
+async def test_the_buffered_client_keeps_the_session_present_flag() -> None:
+    client = mqtt_compat.new_client(ClientPath.BUFFERED, lambda m: None, hostname="127.0.0.1")
+    assert not mqtt_compat.session_present(client)
+    flags = paho.ConnectFlags(session_present=True)
+    client._on_connect(
+        client._client, None, flags, paho.ReasonCode(paho.PacketTypes.CONNACK, identifier=0)
+    )
+    assert mqtt_compat.session_present(client)
+    params = list(inspect.signature(aiomqtt.Client._on_connect).parameters)
+    assert params == ["self", "client", "userdata", "flags", "reason_code", "properties"]

@@ -155,7 +155,7 @@ def test_real_answers_validate_against_the_description(daemon: DaemonProcess) ->
     c.call("POST", "/api/v1/events", body={"nothing": "useful"})
     c.call("POST", "/api/v1/alertmanager", body={"alerts": []})
     run_id = wait_waiting_run(daemon)
-    for path in ("status", "incidents", "runs", "rules", "series", "silences"):
+    for path in ("status", "incidents", "runs", "rules", "series", "silences", "fleet"):
         c.call("GET", f"/api/v1/{path}")
     c.call("GET", "/api/v1/runs/{id}", f"/api/v1/runs/{run_id}")
     c.call("GET", "/api/v1/runs/{id}", "/api/v1/runs/999999")

@@ -25,7 +25,7 @@ from batond.load.rulefiles import load_rules
 from batond.metrics import Metrics
 from batond.remedy.actions import ActionContext
 from batond.remedy.runner import RunEnded, Runner
-from batond.runtime.pipeline import Pipeline
+from batond.runtime.pipeline import Fence, Pipeline
 from batond.runtime.ports import JournalLedger, RuleStateSaver, TaskSet
 from engine_support import GENEROUS
 
@@ -40,7 +40,7 @@ playbooks:
 
 
 class Parts:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, fence: Fence | None = None) -> None:
         (tmp / "rules.yaml").write_text(RULES)
         self.rules = load_rules([tmp / "rules.yaml"])
         self.engine = Engine(self.rules, Governor(GENEROUS))
@@ -61,6 +61,7 @@ class Parts:
             self.runner,
             state=RuleStateSaver(self.journal, self.engine),
             spawn=self.after_run.spawn,
+            fence=fence,
         )
         self.runner.listen(self.pipeline)
 

@@ -238,7 +238,12 @@ async def test_resume_or_escalate_an_interrupted_run(
         (ended,) = await h.outcomes(1)
         assert ended.outcome == "succeeded"
         assert sorted(p.name for p in out.iterdir()) == expected
-        assert (await h.run(ended.run_id))["resumes"] == old_id
+        new = await h.run(ended.run_id)
+        assert new["resumes"] == old_id
+        # an escalation of the interrupted run says so, both ways; a resumption does not
+        escalated = expected == ["paged"]
+        assert new["escalates"] == (old_id if escalated else None)
+        assert (await h.run(old_id))["escalated_to"] == (new["id"] if escalated else None)
     finally:
         await h.close()
 

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 #: Values of the ``source`` label on the input metrics.
-SOURCES = ("mqtt", "http", "alertmanager", "host", "schedule")
+SOURCES = ("mqtt", "http", "alertmanager", "host", "schedule", "fleet")
 
 
 @dataclass(slots=True)

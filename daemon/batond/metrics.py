@@ -71,6 +71,7 @@ class Metrics:
         )
         self._health(r)
         self._fleet_agent(r)
+        self._fleet_central(r)
 
         # Known label values start at 0, so rate() and alerts see them before the first change.
         for result in ("ok", "error"):
@@ -82,6 +83,16 @@ class Metrics:
     def _mqtt_and_models(self, r: CollectorRegistry) -> None:
         self.mqtt_connected = _gauge(
             r, "batond_mqtt_connected", "1 while connected to the MQTT broker"
+        )
+        self.mqtt_unacked = _gauge(
+            r,
+            "batond_mqtt_unacked",
+            "QoS 1 messages received whose acknowledgement waits for their decisions",
+        )
+        self.mqtt_redelivered = _counter(
+            r,
+            "batond_mqtt_redelivered",
+            "QoS 1 messages the broker delivered again after a reconnection, taken once",
         )
         self.mqtt_reconnects = _counter(
             r, "batond_mqtt_reconnects", "MQTT connections made after the first"
@@ -129,8 +140,35 @@ class Metrics:
             r, "batond_loop_lag_seconds", "Worst event-loop delay of the last 30 s (a late timer)"
         )
 
+    def _fleet_central(self, r: CollectorRegistry) -> None:
+        """A fleet's central instance: what it owns, how ownership moved, fencing."""
+        self.fleet_partitions_owned = _gauge(
+            r, "batond_fleet_partitions_owned", "Partitions this central instance holds now"
+        )
+        self.fleet_members_live = _gauge(
+            r, "batond_fleet_members_live", "Live central instances, as the last heartbeat saw"
+        )
+        self.fleet_ownership = _counter(
+            r, "batond_fleet_ownership_changes",
+            "Partitions claimed, released (rebalancing) or dropped (database session lost)",
+            "change",
+        )  # fmt: skip
+        for change in ("claimed", "released", "dropped"):
+            self.fleet_ownership.labels(change)
+
     def _fleet_agent(self, r: CollectorRegistry) -> None:
-        """The remediation requests a fleet agent takes from central instances."""
+        """A fleet agent's batches, and the remediation requests it takes from central."""
+        self.fleet_batches = _counter(
+            r, "batond_fleet_batches_published", "Batches of this host's inputs the broker took"
+        )
+        self.fleet_batch_dropped = _counter(
+            r, "batond_fleet_batch_dropped",
+            "Inputs the agent did not publish, by reason (other_host, batch_full, outbox_full,"
+            " stopping)", "reason",
+        )  # fmt: skip
+        self.fleet_batch_buffered = _gauge(
+            r, "batond_fleet_batch_buffered", "Inputs waiting to be published in a batch"
+        )
         self.fleet_requests_accepted = _counter(
             r, "batond_fleet_requests_accepted",
             "Remediation requests that passed every check and were decided (run or suppressed)",
@@ -141,6 +179,11 @@ class Metrics:
         self.fleet_remote_steps = _counter(
             r, "batond_fleet_remote_steps",
             "remote steps of this instance, by the outcome the agent reported", "outcome",
+        )  # fmt: skip
+        self.fleet_outcomes_refused = _counter(
+            r, "batond_fleet_outcomes_refused",
+            "Outcome reports of remote requests refused by this central instance, by reason",
+            "reason",
         )  # fmt: skip
 
     def bind_gauges(

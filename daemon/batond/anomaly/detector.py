@@ -23,7 +23,8 @@ Per point, in O(1) and pure Python (a few microseconds):
    the result is mapped so the default threshold 0.99 means a tail
    probability of about 5e-4.
 4. *Rest.*  After a score at or above the threshold, the next ``rest``
-   points score 0: one alert per onset, not one per point.
+   points score 0; a point that would score at or above it meanwhile
+   restarts the rest: one alert per episode, not one per point.
 
 Everything is causal: a point is scored before it is learned.  Retraining
 (:meth:`ContextDetector.fit`, run off the event loop) re-learns the range and
@@ -234,7 +235,10 @@ class ContextDetector:
             self.long_sum += total
             self.long_sq += total * total
         if self.resting > 0:
-            self.resting -= 1
+            # a point that would alert while resting is the same episode: the rest
+            # restarts, so one episode alerts once (NAB: fewer false positives, 72.14
+            # -> 72.58 in-sample, 69.95 -> 70.39 cross-validated; docs/anomaly.md)
+            self.resting = self.params.rest if score >= self.threshold else self.resting - 1
             return 0.0
         if score >= self.threshold:
             self.resting = self.params.rest

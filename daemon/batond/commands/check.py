@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from batond.errors import ConfigError, Problem
 from batond.load.dataflow import typo_warnings
+from batond.load.fleetrules import not_central_problems
 from batond.load.rulefiles import FILE_FIELDS, load_rules, rule_files
+from batond.load.sandbox import UNIT_PATHS, Sandbox, read_unit, sandbox_warnings
 from batond.load.yamlfile import MappingNode, compose_file
 
 __all__ = ["check_all", "check_paths", "main"]
@@ -53,9 +55,16 @@ def check_paths(
 
 
 def check_all(
-    rule_paths: Sequence[Path], model_paths: Sequence[Path] = (), missing_ok: bool = False
+    rule_paths: Sequence[Path],
+    model_paths: Sequence[Path] = (),
+    missing_ok: bool = False,
+    sandbox: Sandbox | None = None,
+    central: bool | None = None,
 ) -> tuple[list[Problem], str, list[Problem]]:
-    """Problems, the summary line when there are none, and warnings."""
+    """Problems, the summary line when there are none, and warnings (with ``sandbox``,
+    also of steps that write where the unit does not let batond write). ``central``:
+    whether the configuration is a fleet's central instance (None: no configuration,
+    fleet rules are not judged)."""
     files, problems = rule_files(rule_paths, missing_ok)
     models = [f for f in files if _holds_models(f)]
     rules = [f for f in files if f not in models]
@@ -68,6 +77,10 @@ def check_all(
         problems += exc.problems
     else:
         warnings = typo_warnings(ruleset.rules)
+        if central is not None:
+            problems += not_central_problems(ruleset.rules, central)
+        if sandbox is not None:
+            warnings += sandbox_warnings(ruleset.playbooks, sandbox)
         summary = (
             f"ok: {ruleset.rule_count} rules, {len(ruleset.playbooks)} playbooks, "
             f"{len(ruleset.schedules)} schedules"
@@ -79,9 +92,11 @@ def main(args: argparse.Namespace) -> int:
     from batond.load.config import GovernorConfig, load_config
 
     governor = GovernorConfig()
+    unit = getattr(args, "unit", None)
+    sandbox, unit_problems = _sandbox(None if unit is None else Path(unit))
     if args.paths:
         rule_paths = [Path(p) for p in args.paths]
-        problems, summary, warnings = check_all(rule_paths)
+        problems, summary, warnings = check_all(rule_paths, sandbox=sandbox)
     else:
         try:
             config = load_config(args.config)
@@ -93,7 +108,12 @@ def main(args: argparse.Namespace) -> int:
         governor = config.governor
         rule_paths = list(config.rules)
         models = [p for p in config.models if p.exists()]
-        problems, summary, warnings = check_all(rule_paths, models, missing_ok=default)
+        central = config.fleet is not None and config.fleet.is_central
+        problems, summary, warnings = check_all(rule_paths, models, default, sandbox, central)
+        if not problems:
+            problems = _remote_problems(config, rule_paths, default)
+        warnings += _state_dir_warning(config, sandbox)
+    problems += unit_problems
     for problem in sorted([*problems, *warnings]):
         print(problem)
     if problems:
@@ -103,6 +123,41 @@ def main(args: argparse.Namespace) -> int:
         return _explain(rule_paths, explain_rule, governor)
     print(summary, file=sys.stdout)
     return 0
+
+
+def _remote_problems(config: Any, paths: Sequence[Path], missing_ok: bool) -> list[Problem]:
+    """``remote`` steps of a daemon that is no central instance (docs/fleet.md)."""
+    from batond.runtime.definitions import remote_problems
+
+    files, _ = rule_files(paths, missing_ok)
+    ruleset = load_rules([f for f in files if not _holds_models(f)])
+    return remote_problems(config, ruleset.playbooks)
+
+
+def _sandbox(unit: Path | None) -> tuple[Sandbox | None, list[Problem]]:
+    """The unit's sandbox: the one named, else the installed batond.service (if any)."""
+    if unit is None:
+        unit = next((p for p in UNIT_PATHS if p.is_file()), None)
+        if unit is None:
+            return None, []  # not installed as a service here: nothing to tell
+    try:
+        return read_unit(unit), []
+    except OSError as exc:
+        return None, [Problem(str(unit), 1, 1, f"cannot read the unit: {exc.strerror}")]
+
+
+def _state_dir_warning(config: Any, sandbox: Sandbox | None) -> list[Problem]:
+    if sandbox is None or config.path is None:
+        return []
+    because = sandbox.why_read_only(PurePosixPath(config.state_dir))
+    if because is None:
+        return []
+    message = (
+        f"warning: state_dir {config.state_dir} is read-only under {sandbox.unit.name} "
+        f"({because}): batond cannot keep its journal there; use StateDirectory= or "
+        "ReadWritePaths="
+    )
+    return [Problem(str(config.path), 1, 1, message)]
 
 
 def _explain(paths: Sequence[Path], name: str, governor: Any) -> int:

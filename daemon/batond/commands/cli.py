@@ -31,6 +31,7 @@ _COMMANDS = {
     "runs": "batond.commands.client:runs",
     "silence": "batond.commands.client:silence",
     "circuit": "batond.commands.client:circuit",
+    "fleet": "batond.commands.client:fleet",
     "approve": "batond.commands.client:approve",
     "deny": "batond.commands.client:deny",
     "cancel": "batond.commands.client:cancel",
@@ -88,17 +89,7 @@ def _local_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="log level (default: log.level of the config, else info)",
     )
 
-    p = sub.add_parser("check", help="validate config, rules, playbooks and models")
-    _config_arg(p)
-    p.add_argument(
-        "paths", nargs="*", metavar="PATH", help="check these files or folders on their own"
-    )
-    p.add_argument(
-        "--explain",
-        metavar="RULE",
-        help="show the limits that apply to RULE (its own, or the governor's) and its key",
-    )
-
+    _check_command(sub)
     _replay_command(sub)
 
     p = sub.add_parser("test", help="run rule test files: inputs in, expected decisions out")
@@ -134,6 +125,25 @@ def _local_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         dp = dsub.add_parser(action, help=text)
         dp.add_argument("name", nargs="?", default="batond-demo-worker", metavar="NAME",
                         help="the process name (default batond-demo-worker)")  # fmt: skip
+
+
+def _check_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("check", help="validate config, rules, playbooks and models")
+    _config_arg(p)
+    p.add_argument(
+        "paths", nargs="*", metavar="PATH", help="check these files or folders on their own"
+    )
+    p.add_argument(
+        "--explain",
+        metavar="RULE",
+        help="show the limits that apply to RULE (its own, or the governor's) and its key",
+    )
+    p.add_argument(
+        "--unit",
+        metavar="FILE",
+        help="warn about writes this systemd unit (and its drop-ins) makes read-only "
+        "(default: the installed batond.service, if any)",
+    )
 
 
 def _replay_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -205,6 +215,10 @@ def _journal_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     cp.add_argument("target", metavar="KEY", help="the incident key as listed")
     cp.add_argument("--rule", help="only this rule's circuit (default: every rule's for KEY)")
     _client_args(cp)
+
+    p = sub.add_parser("fleet", help="a central instance's view of the fleet")
+    fsub = p.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
+    _client_args(fsub.add_parser("status", help="who owns which partition; the members"))
 
 
 def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -412,6 +412,60 @@ def circuit(args: argparse.Namespace) -> int:
     return _command(args, body)
 
 
+def fleet(args: argparse.Namespace) -> int:
+    """``batond fleet status``: the members, who owns which partition (a central instance)."""
+
+    def body(api: Api) -> None:
+        doc = api.call("GET", "/api/v1/fleet")
+        _emit(args, doc, format_fleet(doc))
+
+    return _command(args, body)
+
+
+def format_fleet(doc: dict[str, Any]) -> str:
+    held = doc.get("held") or []
+    mine = ", ".join(f"{h.get('partition')}@{h.get('epoch')}" for h in held) or "-"
+    unowned = doc.get("unowned") or []
+    lines = [
+        f"instance   {doc.get('instance')} ({doc.get('state')})",
+        f"partitions {doc.get('partitions')}; unowned: {_ranges(unowned) or 'none'}",
+        f"holds      {mine}  (partition@epoch)",
+        f"as of      {when(doc.get('as_of'))}",
+        "",
+    ]
+    rows = [
+        (m.get("instance"), m.get("host"), "live" if m.get("live") else "gone",
+         when(m.get("last_seen")), len(m.get("held") or []), _ranges(m.get("held") or []))
+        for m in doc.get("members") or []
+    ]  # fmt: skip
+    lines.append(table(("MEMBER", "HOST", "STATE", "LAST SEEN", "HOLDS", "PARTITIONS"), rows))
+    lines += ["", f"agents     {doc.get('agent_count', 0)}", _agents_table(doc)]
+    return "\n".join(lines)
+
+
+def _agents_table(doc: dict[str, Any]) -> str:
+    rows = [
+        (a.get("host"), a.get("partition"), when(a.get("last_seen")), a.get("seq"),
+         ",".join(f"{k}={v}" for k, v in sorted((a.get("labels") or {}).items())) or "-")
+        for a in doc.get("agents") or []
+    ]  # fmt: skip
+    return table(("AGENT", "PARTITION", "LAST SEEN", "SEQ", "LABELS"), rows)
+
+
+def _ranges(numbers: Sequence[Any]) -> str:
+    """``0-3,7,9-10``: partitions at a glance."""
+    out: list[str] = []
+    values = sorted(int(n) for n in numbers)
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
+            j += 1
+        out.append(str(values[i]) if i == j else f"{values[i]}-{values[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
 def _gate(args: argparse.Namespace, verb: str, done: str) -> int:
     def body(api: Api) -> None:
         doc = api.call("POST", f"/api/v1/runs/{args.run_id}/{verb}", {})

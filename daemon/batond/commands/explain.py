@@ -20,6 +20,7 @@ _KINDS = {
     "absent": "absence rule",
     "all": "correlation rule (all:)",
     "alert": "alert rule (Alertmanager's alert events, by fingerprint)",
+    "fleet": "fleet rule (counted across hosts by the central instance holding partition 0)",
 }
 
 
@@ -38,6 +39,8 @@ def explain(rule: Rule, rules: RuleSet, governor: Any) -> str:
     s = GovernorSettings.of(governor)
     lim = rule.limits
     key = ", ".join(rule.group_by) or "(none)"
+    if rule.fleet is not None:
+        key = f"fleet (one incident for the fleet): {rule.fleet.describe()}"
     if rule.each:
         key += " + a number per event (item=N)"
     lines = [f"rule {rule.name}: {_KINDS[rule.kind]}{', work items' if rule.each else ''}"]
@@ -105,6 +108,7 @@ def _resolves(rule: Rule) -> str:
         "level": "when a matching sample fails when:",
         "count": "when the count falls below at_least",
         "absent": "at the next matching input",
+        "fleet": "when the count falls below at_least",
     }.get(rule.kind, "when its run resolves it (at once when no run starts)")
     if rule.resolve is not None:
         how = "at its resolve: input"

@@ -186,7 +186,7 @@ class Feed:
         events = self.events
         progress = self.progress
         for lineno, line in enumerate(lines, 1):
-            if not lineno & _PROGRESS_LINES and progress is not None:
+            if progress is not None and not lineno & _PROGRESS_LINES:
                 progress.show(lines, events)  # type: ignore[arg-type]
             try:
                 obj = loads(line)

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from batond.engine.fleet import FLEET_KEY, FleetCount, FleetVerdict, fleet_cause, fleet_labels
+from batond.engine.fleet import verdict as fleet_verdict
 from batond.engine.governor import HOST_RESOLUTION_S, Governor, Scope, target_class
 from batond.engine.index import MatchIndex
 from batond.engine.keys import split_key
-from batond.engine.model import NO_LIMITS, Rule, RuleSet, Schedule
+from batond.engine.model import NO_LIMITS, Limits, Rule, RuleSet, Schedule
 from batond.engine.state import RESOLVE, RuleState, state_for
 from batond.engine.types import (
     Decision,
@@ -209,7 +211,7 @@ class Engine:
             self._reopened(set(closed), "its circuit closed after the cool-off")
         ends = gov.silence_ends()
         if ends is not None and ends <= now:
-            gov.silences = tuple(s for s in gov.silences if s.ends_at > now)
+            gov.drop_ended_silences(now)
             self.silences_changed("a silence ended")
         if self._paused and not gov.paused:
             self.pull(lambda _s, _k, why: why == Suppression.PAUSED, "the pause ended (resume)")
@@ -225,18 +227,19 @@ class Engine:
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` must next run (None: only when an input comes)."""
-        if self._pending or self._levers:
-            return float("-inf")
         gov = self.governor
-        times = [t for t in self._schedule_next.values() if t is not None]
-        for t in (gov.next_circuit_close(), gov.silence_ends()):
-            if t is not None:
-                times.append(t)
-        if self._paused != gov.paused:
-            times.append(float("-inf"))
-        if self._timers:
-            times.append(self._timers[0][0])
-        return min(times) if times else None
+        if self._pending or self._levers or self._paused != gov.paused:
+            return float("-inf")
+        # runs after every input that could match: no list or generator on this path
+        due = self._timers[0][0] if self._timers else None
+        if self._schedule_next:
+            for t in self._schedule_next.values():
+                if t is not None and (due is None or t < due):
+                    due = t
+        change = gov.next_change()
+        if change is not None and (due is None or change < due):
+            due = change
+        return due
 
     # -- levers: held incidents decided again ---------------------------------------
     def pull(self, lever: Lever, cause: str) -> None:
@@ -409,9 +412,28 @@ class Engine:
             opens_incident=is_rule,
             continues=continues,
             cause=cause,
-            reason="" if reason is None else gov.explain(reason, rule.name, key, limits, now),
+            reason=self._why(reason, rule.name, key, labels, first, rule.severity, limits, now),
             max_concurrent=limits.max_concurrent_runs,
         )
+
+    def _why(
+        self,
+        reason: Suppression | None,
+        rule: str,
+        key: str,
+        labels: Mapping[str, str],
+        playbook: str,
+        severity: str,
+        limits: Limits,
+        now: float,
+    ) -> str:
+        """A suppression in words ("" for a run); a silence says which one it was."""
+        gov = self.governor
+        if reason is None:
+            return ""
+        if reason == Suppression.SILENCED:
+            return gov.silenced_by(labels, rule, severity, playbook, now)
+        return gov.explain(reason, rule, key, limits, now)
 
     def _tick_schedule(self, schedule: Schedule, now: float, out: list[Output]) -> None:
         due = self._schedule_next.get(schedule.name)
@@ -427,6 +449,26 @@ class Engine:
         labels = {"schedule": schedule.name}
         out.append(self._decision(schedule, schedule.key, labels, None, due, in_cooldown=False))
         self._schedule_next[schedule.name] = schedule.cron.next_after(now, schedule.tz)
+
+    # -- fleet rules (a central instance counts, batond.engine.fleet decides) -----------
+    def fleet_rules(self) -> list[Rule]:
+        return [r for r in self.rules.rules if r.fleet is not None]
+
+    def fleet_count(self, rule_name: str, counted: FleetCount, now: float) -> list[Output]:
+        """What this count does to the fleet rule's incident: a decision through the
+        governor when it reaches the threshold, a resolution when it falls below."""
+        state = self.states.get(rule_name)
+        spec = state.rule.fleet if state is not None else None
+        if state is None or spec is None:
+            return []
+        out: list[Output] = []
+        found = fleet_verdict(spec, counted, FLEET_KEY in state.open)
+        if found is FleetVerdict.OPEN:
+            labels = fleet_labels(spec, counted)
+            self.decide(state, FLEET_KEY, labels, None, now, out, cause=fleet_cause(spec, counted))
+        elif found is FleetVerdict.RESOLVE:
+            self.resolve(state, FLEET_KEY, now, out)
+        return out
 
     # -- by hand -----------------------------------------------------------------------
     def trigger_schedule(self, name: str, now: float) -> Decision | None:
@@ -565,7 +607,9 @@ class Engine:
                 {
                     "name": rule.name,
                     "kind": rule.kind,
-                    "metric": rule.match.name if rule.match.kind == "metric" else None,
+                    "metric": rule.match.name
+                    if rule.parts and rule.match.kind == "metric"
+                    else None,
                     "when": rule.when.text if rule.when is not None else None,
                     "description": rule.description,
                     "severity": rule.severity,
@@ -611,16 +655,25 @@ class Engine:
         """Restore what :meth:`export_state` gave; rules that changed since start afresh."""
         if state.get("version") != STATE_VERSION:
             return
-        for name, data in state.get("rules", {}).items():
-            rs = self.states.get(name)
-            if rs is None or data.get("fingerprint") != rs.rule.fingerprint:
-                continue
-            for key, at in rs.load(data):
-                self.schedule(rs, key, at)
+        self.import_rule_states(state)
         for name, data in state.get("schedules", {}).items():
             if self._schedule_fp.get(name) == data.get("fingerprint") and data.get("next"):
                 self._schedule_next[name] = float(data["next"])
         self.governor.import_state(state.get("governor", {}))
+
+    def import_rule_states(self, state: Mapping[str, Any], only: Collection[str] = ()) -> None:
+        """The rule states of an :meth:`export_state` document (of ``only`` those rules,
+        when given), replacing those rules' states; schedules and governor untouched."""
+        if state.get("version") != STATE_VERSION:
+            return
+        for name, data in state.get("rules", {}).items():
+            rs = self.states.get(name)
+            if rs is None or data.get("fingerprint") != rs.rule.fingerprint:
+                continue
+            if only and name not in only:
+                continue
+            for key, at in rs.load(data):
+                self.schedule(rs, key, at)
 
 
 def _index_entries(states: Any) -> list[tuple[Any, tuple[RuleState, int]]]:

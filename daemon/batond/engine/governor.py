@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import random
 import re
 from collections import deque
@@ -140,6 +141,7 @@ class Governor:
         self.shadow = shadow
         self.paused = False
         self.silences: tuple[Silence, ...] = ()
+        self._silence_end: float | None = None
         # host -> last seen, least recently seen first (see note_host)
         self.hosts_seen: dict[str, float] = {}
         self._runs: deque[float] = deque()  # start times of runs (the shared rate window)
@@ -147,6 +149,7 @@ class Governor:
         self._target_runs: dict[Scope, deque[float]] = {}
         self._acted: dict[str, float] = {}  # host -> start of the latest run on it
         self._circuits: dict[Scope, _Circuit] = {}
+        self._next_close: float | None = None  # the soonest circuit's cool-off end
         self._escalated: dict[Scope, float] = {}  # scope -> opening (opened at) escalated
         self._streaks: dict[Scope, int] = {}
         self._streak_at: dict[Scope, float] = {}  # scope -> its latest unresolved outcome
@@ -172,10 +175,22 @@ class Governor:
 
     def set_silences(self, silences: Iterable[Any]) -> None:
         self.silences = tuple(Silence.of(s) for s in silences)
+        # kept rather than computed per call: the engine asks after every input
+        self._silence_end = min((s.ends_at for s in self.silences), default=None)
 
     def silence_ends(self) -> float | None:
         """When the soonest silence in force ends (its decisions are then taken again)."""
-        return min((s.ends_at for s in self.silences), default=None)
+        return self._silence_end
+
+    def drop_ended_silences(self, now: float) -> None:
+        self.set_silences(s for s in self.silences if s.ends_at > now)
+
+    def next_change(self) -> float | None:
+        """The soonest end of a silence or of a circuit's cool-off (None: neither)."""
+        close, end = self._next_close, self._silence_end
+        if close is None:
+            return end
+        return close if end is None or close < end else end
 
     # -- hosts seen lately -----------------------------------------------------
     def note_host(self, host: str, now: float) -> None:
@@ -276,6 +291,20 @@ class Governor:
         fields = {"rule": rule, "severity": severity, "playbook": playbook}
         return any(s.covers(labels, fields, now) for s in self.silences)
 
+    def silenced_by(
+        self, labels: Mapping[str, str], rule: str, severity: str, playbook: str, now: float
+    ) -> str:
+        """Which silence holds a decision back, in words (the first that covers it): what
+        it matches, for how long still, and the operator's reason."""
+        fields = {"rule": rule, "severity": severity, "playbook": playbook}
+        for s in self.silences:
+            if s.covers(labels, fields, now):
+                matchers = ", ".join(f"{m.name}{m.op}{m.value}" for m in s.matchers)
+                left = format_duration(60 * max(1, math.ceil((s.ends_at - now) / 60)))
+                why = f": {s.reason}" if s.reason else ""
+                return f"silence #{s.id} ({matchers}) for {left} more{why}"
+        return _REASONS[Suppression.SILENCED]
+
     def admit(
         self,
         playbook: str,
@@ -320,11 +349,14 @@ class Governor:
         if scope in self._circuits:
             return
         self._circuits[scope] = _Circuit(now, per, why)
+        if self._next_close is None or now + per < self._next_close:
+            self._next_close = now + per
         self._events.append(CircuitEvent(now, scope[0], scope[1], True, why, now + per))
 
     def _close(self, scope: Scope, now: float, why: str) -> bool:
         if self._circuits.pop(scope, None) is None:
             return False
+        self._reckon_next_close()
         self._streaks.pop(scope, None)
         self._streak_at.pop(scope, None)
         self._escalated.pop(scope, None)
@@ -348,7 +380,11 @@ class Governor:
         return closed
 
     def next_circuit_close(self) -> float | None:
-        return min((c.opened_at + c.per for c in self._circuits.values()), default=None)
+        return self._next_close
+
+    def _reckon_next_close(self) -> None:
+        # kept rather than computed per call: the engine asks after every input
+        self._next_close = min((c.opened_at + c.per for c in self._circuits.values()), default=None)
 
     def take_events(self) -> list[CircuitEvent]:
         """Circuit openings and closings since the last call, in order."""
@@ -545,6 +581,7 @@ class Governor:
             (str(r), str(k)): _Circuit(float(at), float(per), str(why))
             for r, k, at, per, why in scopes.get("circuits", ())
         }
+        self._reckon_next_close()
         self._escalated = {(str(r), str(k)): float(at) for r, k, at in scopes.get("escalated", ())}
         self._streaks = {(str(r), str(k)): int(n) for r, k, n, _ in scopes.get("streaks", ())}
         self._streak_at = {(str(r), str(k)): float(at) for r, k, _, at in scopes.get("streaks", ())}

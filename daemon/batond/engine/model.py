@@ -13,6 +13,8 @@ A rule's *kind* says how its condition is judged for a group:
 ``alert``  an Alertmanager ``alert`` event match (not pinned to ``status: resolved``):
            each alert's firing state by fingerprint; ``for:`` counts from its
            ``startsAt``; its ``resolved`` notification resolves (unless ``resolve:``)
+``fleet``  ``fleet:`` counts hosts across the fleet (:mod:`batond.engine.fleet`): no
+           input reaches it; a central instance hands it the count
 =========  ==================================================================
 """
 
@@ -25,6 +27,7 @@ from typing import Any
 
 from batond.engine.cron import Cron
 from batond.engine.expr import Expression
+from batond.engine.fleet import FleetSpec
 from batond.errors import Mark
 
 __all__ = [
@@ -44,7 +47,7 @@ __all__ = [
     "is_alert_match",
 ]
 
-KINDS = ("level", "edge", "count", "absent", "all", "alert")
+KINDS = ("level", "edge", "count", "absent", "all", "alert", "fleet")
 #: An alert rule's incident key when it names no group_by: one incident per alert and instance.
 ALERT_GROUP_BY = ("alertname", "instance")
 #: The label of a work item's key (``each: true``) that makes it unique.
@@ -137,6 +140,7 @@ class Rule:
     each: bool = False  # every matching event is its own work item (edge rules)
     limits: Limits = NO_LIMITS
     resolve_after: float | None = None  # an event incident closes after this quiet time
+    fleet: FleetSpec | None = None  # a fleet rule (kind "fleet": parts and group_by empty)
 
     @property
     def resolves_by_run(self) -> bool:
@@ -162,7 +166,7 @@ class Rule:
 
     @property
     def when(self) -> Expression | None:
-        return self.parts[0].when
+        return self.parts[0].when if self.parts else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -628,6 +628,17 @@ def parse_rfc3339(text: str) -> float | None:
         return None
 
 
+class FleetState(RuleState):
+    """A fleet rule: no input reaches it; ``Engine.fleet_count`` opens and resolves its
+    one incident (:data:`batond.engine.fleet.FLEET_KEY`)."""
+
+    def on_input(
+        self, engine: EngineCallbacks, item: Input, role: int, now: float, anomaly: float,
+        out: list[Output],
+    ) -> None:  # fmt: skip
+        return  # (it has no parts: the index never hands it an input)
+
+
 _KINDS: dict[str, type[RuleState]] = {
     "alert": AlertState,
     "level": LevelState,
@@ -635,6 +646,7 @@ _KINDS: dict[str, type[RuleState]] = {
     "count": CountState,
     "absent": AbsentState,
     "all": AllState,
+    "fleet": FleetState,
 }
 
 

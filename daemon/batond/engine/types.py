@@ -39,6 +39,7 @@ class Suppression(StrEnum):
     CIRCUIT_OPEN = "circuit_open"
     BLAST_RADIUS = "blast_radius"
     RATE_LIMITED = "rate_limited"
+    NOT_OWNER = "not_owner"  # a fleet's central instance no longer owns the partition
 
 
 #: Suppressions an operator asked for (pause, shadow mode, a silence): logged at INFO and

@@ -44,8 +44,11 @@ from batond.metrics import Metrics
 from batond.remedy.runner import RunEnded
 
 __all__ = [
+    "MAX_REQUEST_BYTES",
     "WINDOW_S",
     "Judged",
+    "LogBudget",
+    "OutcomeReports",
     "RemoteReporter",
     "RequestDesk",
     "judge",
@@ -61,9 +64,12 @@ WINDOW_S = 60.0
 _MAX_DEPTH = 8
 #: Refusals logged per minute at most; the rest are counted and summed up in the next line.
 _LOG_PER_MINUTE = 30
+#: The largest request looked at: a request is a few hundred bytes, and a flood of
+#: megabyte forgeries must not cost a JSON parse and an HMAC each on the loop.
+MAX_REQUEST_BYTES = 64 << 10
 
 Publish = Callable[[str, bytes, int, bool], Awaitable[None]]
-Act = Callable[[list[Output], float, float | None], Awaitable[None]]
+Act = Callable[[list[Output], float, float | None], Awaitable[object]]  # (its answer unused)
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
 
@@ -135,8 +141,71 @@ def remote_outcome(outcome: Outcome) -> RemoteOutcome:
     return RemoteOutcome.SUCCEEDED
 
 
+class LogBudget:
+    """At most :data:`_LOG_PER_MINUTE` refusal lines a minute: a flood of forgeries must
+    not flood the log (every refusal is counted all the same)."""
+
+    def __init__(self, per_minute: int = _LOG_PER_MINUTE) -> None:
+        self._per_minute = per_minute
+        self._logged: list[float] = []  # when the lines of the last minute were written
+        self._unlogged = 0
+
+    def take(self) -> str | None:
+        """None: over budget, do not log; else what to append to the line (how many
+        were not logged since the last one)."""
+        now = time.monotonic()
+        self._logged = [t for t in self._logged if now - t < 60.0]
+        if len(self._logged) >= self._per_minute:
+            self._unlogged += 1
+            return None
+        self._logged.append(now)
+        more = f" ({self._unlogged} more refusals not logged)" if self._unlogged else ""
+        self._unlogged = 0
+        return more
+
+
 class NonceStore(Protocol):
     async def remember_nonce(self, nonce: str, ts: float, forget_before: float) -> bool: ...
+
+
+class OutcomeReports:
+    """The agent's signed answers on ``<prefix>/outcomes/<host>``: how a request ended."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        prefix: str,
+        key: bytes,
+        publish: Publish,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.host = host
+        self.topic = f"{prefix}/outcomes/{host}"
+        self._key = key
+        self._publish = publish
+        self._clock = clock
+
+    async def report(
+        self,
+        request_id: str,
+        outcome: RemoteOutcome,
+        *,
+        run_id: int | None = None,
+        reason: str = "",
+        detail: str = "",
+        run_outcome: str = "",
+    ) -> None:
+        """The signed outcome report of a request."""
+        fields = {
+            "v": 1, "id": request_id, "host": self.host, "run": run_id,
+            "outcome": str(outcome), "reason": str(reason), "detail": detail,
+            "run_outcome": run_outcome, "ts": self._clock(), "nonce": new_nonce(),
+        }  # fmt: skip
+        try:
+            await self._publish(self.topic, seal(self._key, fields), 1, False)
+        except BatondError as exc:
+            log.warning("outcome report of remote request %s not sent: %s", request_id, exc)
 
 
 class RequestDesk:
@@ -145,35 +214,36 @@ class RequestDesk:
     def __init__(
         self,
         *,
-        host: str,
         prefix: str,
         key: bytes,
         engine: Engine,
         act: Act,
         nonces: NonceStore,
-        publish: Publish,
+        reports: OutcomeReports,
         spawn: Spawn,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.host = host
-        self.topic = f"{prefix}/requests/{host}"
-        self._outcomes = f"{prefix}/outcomes/{host}"
+        self.host = reports.host
+        self.topic = f"{prefix}/requests/{reports.host}"
         self._key = key
         self._engine = engine
         self._act = act
         self._nonces = nonces
-        self._publish = publish
+        self._reports = reports
         self._spawn = spawn
         self._metrics = metrics
         self._clock = clock
-        self._logged: list[float] = []  # when the refusals of the last minute were logged
-        self._unlogged = 0
+        self._log = LogBudget()
         for reason in Refusal:
             metrics.fleet_requests_refused.labels(reason)
 
     def take(self, topic: str, payload: bytes) -> None:
         """From the MQTT socket callback: handled on a task of its own."""
+        if len(payload) > MAX_REQUEST_BYTES:
+            detail = f"{len(payload)} bytes; a request is at most {MAX_REQUEST_BYTES}"
+            self._spawn(self.refuse(None, Refusal.MALFORMED, detail))
+            return
         self._spawn(self._handle(payload))
 
     async def _handle(self, payload: bytes) -> None:
@@ -203,43 +273,19 @@ class RequestDesk:
         self._metrics.fleet_requests_refused.labels(reason).inc()
         self._log_refusal(request_id, reason, detail)
         if request_id is not None:
-            await self.report(request_id, RemoteOutcome.REFUSED, reason=reason, detail=detail)
+            await self._reports.report(
+                request_id, RemoteOutcome.REFUSED, reason=reason, detail=detail
+            )
 
     def _log_refusal(self, request_id: str | None, reason: Refusal, detail: str) -> None:
         """Every refusal is logged, up to :data:`_LOG_PER_MINUTE` (a flood of forgeries
         must not flood the log); the next line says how many were not."""
-        now = time.monotonic()
-        self._logged = [t for t in self._logged if now - t < 60.0]
-        if len(self._logged) >= _LOG_PER_MINUTE:
-            self._unlogged += 1
+        more = self._log.take()
+        if more is None:
             return
-        self._logged.append(now)
-        more = f" ({self._unlogged} more refusals not logged)" if self._unlogged else ""
-        self._unlogged = 0
         log.warning(
             "remote request %s refused: %s: %s%s", request_id or "(no id)", reason, detail, more
         )
-
-    async def report(
-        self,
-        request_id: str,
-        outcome: RemoteOutcome,
-        *,
-        run_id: int | None = None,
-        reason: str = "",
-        detail: str = "",
-        run_outcome: str = "",
-    ) -> None:
-        """The signed outcome report of a request."""
-        fields = {
-            "v": 1, "id": request_id, "host": self.host, "run": run_id,
-            "outcome": str(outcome), "reason": str(reason), "detail": detail,
-            "run_outcome": run_outcome, "ts": self._clock(), "nonce": new_nonce(),
-        }  # fmt: skip
-        try:
-            await self._publish(self._outcomes, seal(self._key, fields), 1, False)
-        except BatondError as exc:
-            log.warning("outcome report of remote request %s not sent: %s", request_id, exc)
 
 
 class Reporter(Protocol):
@@ -254,9 +300,9 @@ class Reporter(Protocol):
 class RemoteReporter:
     """The daemon's reporter, and the outcome reports of remote requests besides."""
 
-    def __init__(self, inner: Reporter, desk: RequestDesk, spawn: Spawn) -> None:
+    def __init__(self, inner: Reporter, reports: OutcomeReports, spawn: Spawn) -> None:
         self._inner = inner
-        self._desk = desk
+        self._reports = reports
         self._spawn = spawn
 
     def decided(self, decision: Decision, incident_id: int | None, started: bool) -> None:
@@ -266,7 +312,7 @@ class RemoteReporter:
             return
         why = str(decision.suppressed or "not_started")
         detail = decision.reason or "the playbook's mode refused it, or batond is stopping"
-        self._spawn(self._desk.report(rid, RemoteOutcome.REFUSED, reason=why, detail=detail))
+        self._spawn(self._reports.report(rid, RemoteOutcome.REFUSED, reason=why, detail=detail))
 
     def resolved(self, resolved: Resolved, incident_id: int | None) -> None:
         self._inner.resolved(resolved, incident_id)
@@ -276,7 +322,7 @@ class RemoteReporter:
         rid = ended.labels.get("request") if ended.rule == REMOTE_RULE else None
         if rid is None or ended.escalation:
             return
-        report = self._desk.report(
+        report = self._reports.report(
             rid, remote_outcome(ended.outcome), run_id=ended.run_id,
             run_outcome=str(ended.outcome),
         )  # fmt: skip

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from batond.errors import BatondError
+from batond.load.config import FLEET_HOST_PATTERN, MIN_FLEET_KEY_BYTES
 
 __all__ = [
     "MIN_KEY_BYTES",
@@ -43,10 +44,9 @@ __all__ = [
 ]
 
 #: A key shorter than this is refused: HMAC is only as strong as its key.
-MIN_KEY_BYTES = 16
+MIN_KEY_BYTES = MIN_FLEET_KEY_BYTES
 #: Host names as RFC 1123 labels joined by dots; nothing a topic or a path could abuse.
-_HOST = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                   r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")  # fmt: skip
+_HOST = re.compile(rf"(?=.{{1,253}}\Z){FLEET_HOST_PATTERN}\Z")
 
 
 class Refusal(StrEnum):

@@ -11,7 +11,8 @@ Each item has the shape of a single input on ``mqtt.subscribe`` (docs/inputs.md)
 labels are its other keys. Every item carries the batch's ``host`` label: an item that
 names another host is refused (``host_mismatch``), so one agent's key to its topic is not
 a key to another host's incidents. ``seq`` counts the agent's batches (a gap is a lost
-batch); ``sent`` is the agent's clock when it published.
+batch); ``sent`` is the agent's clock when it closed the batch (a batch kept through a
+broker outage goes out later).
 """
 
 from __future__ import annotations

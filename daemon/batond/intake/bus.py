@@ -2,17 +2,32 @@
 
 Sources never block on it: ``offer`` returns False when it is full, and the
 source decides (MQTT drops and counts, HTTP answers 503).
+
+A source that acknowledges input only once it is decided (MQTT QoS 1, HTTP with
+``http.ack: decided``) asks :meth:`Bus.when_decided`: the engine loop says how
+far it has evaluated (:meth:`Bus.evaluated`), and the journal (``settle``, set
+by the composition root) says when the writes that evaluation made have
+committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
+from collections.abc import Callable
 
 from batond.events import Input
 from batond.metrics import Metrics
 
-__all__ = ["Bus"]
+__all__ = ["Bus", "Settle"]
+
+#: Calls its argument once every journal write submitted so far has committed.
+Settle = Callable[[Callable[[], None]], None]
+
+
+def _at_once(callback: Callable[[], None]) -> None:
+    callback()
 
 
 class Bus:
@@ -21,6 +36,41 @@ class Bus:
         self._queue: asyncio.Queue[tuple[Input, float]] = asyncio.Queue(maxsize)
         self._metrics = metrics
         self.closed = False
+        #: The journal's ``settled`` (the daemon); without a journal nothing waits.
+        self.settle: Settle = _at_once
+        self._queued = 0  # items ever queued
+        self._evaluated = 0  # items ever taken and evaluated (the engine loop says)
+        self._waiting: deque[tuple[int, Callable[[], None]]] = deque()
+        self._flushing = False
+
+    def when_decided(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the loop) once every item queued so far is evaluated and
+        the journal has committed what its evaluation wrote (decisions, incidents, the
+        intents of the runs it started). Callbacks may come out of order: who needs an
+        order (MQTT's acknowledgements) keeps it."""
+        if self._evaluated >= self._queued and not self._flushing:
+            self.settle(callback)
+        else:
+            self._waiting.append((self._queued, callback))
+
+    def evaluated(self) -> None:
+        """The engine loop has evaluated (and acted on) one more item it took."""
+        self._evaluated += 1
+        waiting = self._waiting
+        if waiting and waiting[0][0] <= self._evaluated and not self._flushing:
+            # on the next loop iteration: the runs the evaluation started write their
+            # intent in their first step, scheduled before this
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flushing = False
+        waiting, done = self._waiting, self._evaluated
+        ready = []
+        while waiting and waiting[0][0] <= done:
+            ready.append(waiting.popleft()[1])
+        if ready:
+            self.settle(lambda: _call_all(ready))
 
     def close(self) -> None:
         """Stop intake (shutdown): every further offer is refused and counted dropped."""
@@ -47,6 +97,7 @@ class Bus:
         except asyncio.QueueFull:
             self._metrics.events_dropped.labels(item.source or "unknown").inc()
             return False
+        self._queued += 1
         self._metrics.events_received.labels(item.source or "unknown").inc()
         return True
 
@@ -59,6 +110,7 @@ class Bus:
         now = time.monotonic()
         for item in items:
             self._queue.put_nowait((item, now))
+        self._queued += len(items)
         for source, n in _by_source(items).items():
             self._metrics.events_received.labels(source).inc(n)
         return True
@@ -78,6 +130,7 @@ class Bus:
             put = self._queue.put_nowait
             for item in items if queued == len(items) else items[:queued]:
                 put((item, now))
+            self._queued += queued
             self._metrics.events_received.labels(source).inc(queued)
         if queued < len(items):
             self._metrics.events_dropped.labels(source).inc(len(items) - queued)
@@ -91,6 +144,11 @@ class Bus:
             return self._queue.get_nowait()
         except asyncio.QueueEmpty:
             return None
+
+
+def _call_all(callbacks: list[Callable[[], None]]) -> None:
+    for callback in callbacks:
+        callback()
 
 
 def _by_source(items: list[Input]) -> dict[str, int]:

@@ -10,6 +10,10 @@ is valid; 413 when the body is over ``http.max_body`` (by its Content-Length,
 before it is read) or holds more valid items than the queue can ever take;
 503 when the bus cannot take all valid items now (nothing is queued then, so a
 retry does not duplicate).
+
+With ``http.ack: decided`` the 202 waits until every queued item is evaluated
+and what that decided is journaled (``Bus.when_decided``): a client that gets
+no 2xx (the daemon was killed meanwhile) knows to send again.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -27,6 +32,7 @@ from batond.events import Event, Input, label_text, parse_json_payload
 from batond.intake import Rejections, Tally
 from batond.intake.bus import Bus
 from batond.intake.httpguard import BodyRefused, expect_handler, read_body
+from batond.load.config import Ack
 from batond.metrics import Metrics
 
 __all__ = ["add_input_routes", "parse_alertmanager"]
@@ -40,26 +46,16 @@ def add_input_routes(
     metrics: Metrics,
     *,
     clock: Callable[[], float] = time.time,
+    ack: Ack = Ack.ACCEPTED,
 ) -> None:
-    """Mount the two input endpoints on ``app``."""
+    """Mount the two input endpoints on ``app``; ``ack``: when they answer 202."""
     parsing = asyncio.Semaphore(PARSERS)  # shared by both: they share the CPU
-    app.router.add_post(
-        "/api/v1/events",
-        _handler(bus, Rejections(metrics, "http"), parse_json_payload, clock, "http", parsing),
-        expect_handler=expect_handler,
-    )
-    app.router.add_post(
-        "/api/v1/alertmanager",
-        _handler(
-            bus,
-            Rejections(metrics, "alertmanager"),
-            parse_alertmanager,
-            clock,
-            "alertmanager",
-            parsing,
-        ),
-        expect_handler=expect_handler,
-    )
+    for path, source, parse in (
+        ("/api/v1/events", "http", parse_json_payload),
+        ("/api/v1/alertmanager", "alertmanager", parse_alertmanager),
+    ):
+        intake = _Intake(bus, Rejections(metrics, source), parse, clock, source, parsing, ack)
+        app.router.add_post(path, _handler(intake), expect_handler=expect_handler)
 
 
 #: Bodies larger than this are parsed in a worker thread, so the loop keeps serving.
@@ -68,14 +64,22 @@ THREAD_PARSE_BYTES = 64 << 10
 PARSERS = 2
 
 
-def _handler(
-    bus: Bus,
-    rejections: Rejections,
-    parse: Callable[[bytes, float, str], tuple[list[Input], list[InputError]]],
-    clock: Callable[[], float],
-    source: str,
-    parsing: asyncio.Semaphore,
-) -> Handler:
+@dataclass(frozen=True, slots=True)
+class _Intake:
+    """What one input endpoint needs."""
+
+    bus: Bus
+    rejections: Rejections
+    parse: Callable[[bytes, float, str], tuple[list[Input], list[InputError]]]
+    clock: Callable[[], float]
+    source: str
+    parsing: asyncio.Semaphore
+    ack: Ack
+
+
+def _handler(intake: _Intake) -> Handler:
+    bus, rejections = intake.bus, intake.rejections
+
     async def handle(request: web.Request) -> web.Response:
         try:
             body = await read_body(request)  # 413 by Content-Length, before reading
@@ -84,7 +88,7 @@ def _handler(
             if exc.status != 400:
                 resp.force_close()
             return resp
-        items, tally = await _parse(parse, body, clock(), source, parsing)
+        items, tally = await _parse(intake, body)
         rejections.reject_tally(tally, f"from {request.remote}")
         if not items:
             if not tally.counts:
@@ -99,32 +103,42 @@ def _handler(
             resp = _answer(503, "queue full, retry later", tally)
             resp.headers["Retry-After"] = "1"
             return resp
+        if intake.ack is Ack.DECIDED:
+            await _decided(bus)
         answer = {"accepted": len(items), "rejected": tally.total, "reasons": tally.reasons()}
         return _json(answer, 202)
 
     return handle
 
 
-async def _parse(
-    parse: Callable[[bytes, float, str], tuple[list[Input], list[InputError]]],
-    body: bytes,
-    now: float,
-    source: str,
-    parsing: asyncio.Semaphore,
-) -> tuple[list[Input], Tally]:
+async def _decided(bus: Bus) -> None:
+    """Until what was queued so far is decided and journaled (a stop ends the wait with
+    the connection: the client sees no answer and sends again)."""
+    done = asyncio.get_running_loop().create_future()
+
+    def settled() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    bus.when_decided(settled)
+    await done
+
+
+async def _parse(intake: _Intake, body: bytes) -> tuple[list[Input], Tally]:
     """Small bodies in the loop (cheaper than a thread hop); large ones in a worker thread.
 
     The errors are tallied where they were made, so 10^5 of them are counted
     and freed in the thread and the loop handles one entry per reason.
     """
+    now = intake.clock()
 
     def work() -> tuple[list[Input], Tally]:
-        items, errors = parse(body, now, source)
+        items, errors = intake.parse(body, now, intake.source)
         return items, Tally.of(errors)
 
     if len(body) <= THREAD_PARSE_BYTES:
         return work()
-    async with parsing:
+    async with intake.parsing:
         return await asyncio.to_thread(work)
 
 

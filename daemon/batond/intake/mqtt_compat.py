@@ -17,6 +17,16 @@ There are two ways to build batond's MQTT client (:class:`ClientPath`):
   there instead of storing it. That saves a task hop per message and, more
   important, nothing waits in memory between paho's PUBACK and batond's bus.
 
+- Acknowledges QoS 1 messages when batond says so (``mqtt.ack: decided``, the
+  default): aiomqtt has no API for it, so the paho client it wraps (its
+  private ``_client``) is put in paho's documented manual-acknowledgement
+  mode (``manual_ack_set(True)``) and :func:`send_ack` hands out its
+  ``ack(mid, qos)``. A message is then acknowledged once its decisions are
+  journaled; a crash before that makes the broker deliver it again.
+  :func:`session_present` (the CONNACK's flag, kept by the ``_on_connect``
+  override) tells whether the broker resumed the session, so that a message
+  it delivers again after a reconnection is known for the same one.
+
 ``plain``, the fallback, uses only aiomqtt's documented API: a stock
 ``aiomqtt.Client`` whose messages the session loop takes from
 ``client.messages``. It loses, against ``buffered``:
@@ -27,7 +37,10 @@ There are two ways to build batond's MQTT client (:class:`ClientPath`):
   queue from paho's PUBACK until the session loop takes it; a connection that
   drops in between ends aiomqtt's message iterator and the queued messages go
   with the client, while the broker believes them delivered. The window is a
-  few loop iterations (the handler never blocks), but it is there.
+  few loop iterations (the handler never blocks), but it is there;
+- acknowledgement after the decision: paho acknowledges each QoS 1 message
+  as it is read, so a crash before its decision is journaled loses it
+  (at-most-once after receipt, whatever ``mqtt.ack`` says).
 
 ``buffered`` is chosen when :func:`internals_problems` finds nothing (the
 installed versions are in the window below and the private names have the
@@ -57,6 +70,8 @@ __all__ = [
     "internals_problems",
     "new_client",
     "read_buffered",
+    "send_ack",
+    "session_present",
 ]
 
 log = logging.getLogger("batond.mqtt")
@@ -108,7 +123,16 @@ def _shape_problems() -> list[str]:
         problems.append("aiomqtt.Client() takes no queue_type")
     if not callable(getattr(paho.Client, "_sock_recv", None)):
         problems.append("paho.mqtt.client.Client._sock_recv is gone")
+    if _parameters(getattr(aiomqtt.Client, "_on_connect", None)) != _ON_CONNECT:
+        problems.append("aiomqtt.Client._on_connect(self, client, userdata, flags, ...) is gone")
+    if _parameters(getattr(paho.Client, "manual_ack_set", None)) != ["self", "on"]:
+        problems.append("paho.mqtt.client.Client.manual_ack_set(self, on) is gone")
+    if _parameters(getattr(paho.Client, "ack", None)) != ["self", "mid", "qos"]:
+        problems.append("paho.mqtt.client.Client.ack(self, mid, qos) is gone")
     return problems
+
+
+_ON_CONNECT = ["self", "client", "userdata", "flags", "reason_code", "properties"]
 
 
 @functools.cache
@@ -133,8 +157,8 @@ def choose_path(requested: ClientPath | None = None) -> ClientPath:
     problems = internals_problems()
     if problems:
         log.warning(
-            "MQTT: using aiomqtt's plain client (slower; a disconnection can lose the few "
-            "messages it has queued): %s",
+            "MQTT: using aiomqtt's plain client (slower; QoS 1 acknowledged on receipt, so a "
+            "crash or disconnection can lose the messages not yet decided): %s",
             "; ".join(problems),
         )
         return ClientPath.PLAIN
@@ -142,16 +166,39 @@ def choose_path(requested: ClientPath | None = None) -> ClientPath:
 
 
 def new_client(
-    path: ClientPath, handle: Callable[[aiomqtt.Message], None], **options: Any
+    path: ClientPath,
+    handle: Callable[[aiomqtt.Message], None],
+    *,
+    manual_ack: bool = False,
+    **options: Any,
 ) -> aiomqtt.Client:
-    """An ``aiomqtt.Client(**options)``; on the buffered path ``handle`` takes every message.
+    """An ``aiomqtt.Client(**options)``; on the buffered path ``handle`` takes every message,
+    and with ``manual_ack`` QoS 1 messages wait for :func:`send_ack`.
 
-    On the plain path messages wait in the client for ``client.messages``;
+    On the plain path messages wait in the client for ``client.messages`` and
+    paho acknowledges them as it reads them (``manual_ack`` cannot apply);
     ``options`` are aiomqtt's public constructor arguments either way.
     """
     if path is ClientPath.PLAIN:
         return aiomqtt.Client(**options)
-    return _BufferedClient(queue_type=_intake_queue(handle), **options)
+    client = _BufferedClient(queue_type=_intake_queue(handle), **options)
+    if manual_ack:
+        client._client.manual_ack_set(True)  # before the connection: no message slips by
+    return client
+
+
+def send_ack(client: aiomqtt.Client) -> Callable[[int, int], object]:
+    """``ack(mid, qos)`` of a buffered client made with ``manual_ack``: sends the PUBACK.
+
+    Call it on the event loop's thread (paho's socket writes are the loop's there).
+    """
+    ack: Callable[[int, int], object] = client._client.ack
+    return ack
+
+
+def session_present(client: aiomqtt.Client) -> bool:
+    """Whether the broker resumed the session at connection (buffered path; else False)."""
+    return bool(getattr(client, "resumed", False))
 
 
 def read_buffered(client: aiomqtt.Client) -> bool:
@@ -160,7 +207,16 @@ def read_buffered(client: aiomqtt.Client) -> bool:
 
 
 class _BufferedClient(aiomqtt.Client):
-    """aiomqtt's client reading through a :class:`ReadBuffer`."""
+    """aiomqtt's client reading through a :class:`ReadBuffer`, keeping the CONNACK's
+    session-present flag (``resumed``)."""
+
+    resumed = False
+
+    def _on_connect(
+        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
+    ) -> None:
+        self.resumed = bool(getattr(flags, "session_present", False))
+        super()._on_connect(client, userdata, flags, reason_code, properties)
 
     def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
         # Where paho keeps the socket elsewhere, the plain socket is used as is.

@@ -155,9 +155,37 @@ CREATE TABLE fleet_nonces (
 CREATE INDEX fleet_nonces_ts ON fleet_nonces (ts);
 """
 
+# What the run view shows (docs/api.md): each step attempt's rendered ``with:`` values
+# (JSON, redacted and bounded by remedy.shown before they are stored) and the run an
+# escalation run escalates (its chain's last run, or the interrupted run).
+_V4 = """
+ALTER TABLE steps ADD COLUMN args TEXT;
+ALTER TABLE runs ADD COLUMN escalates $int REFERENCES runs (id) ON DELETE SET NULL;
+CREATE INDEX runs_escalates ON runs (escalates);
+"""
+
+# Which central instance of a fleet ran each run (docs/fleet.md#central): NULL on a
+# single host. The owner of a partition recovers the unfinished runs of instances gone.
+_V5 = """
+ALTER TABLE runs ADD COLUMN instance TEXT;
+"""
+
+# Agents last seen (docs/fleet.md#agents-last-seen): one row per agent host, written by
+# the owner of its partition at most once per batch_interval; labels are JSON.
+_V6 = """
+CREATE TABLE fleet_agents (
+    host TEXT PRIMARY KEY,
+    partition $int NOT NULL,
+    last_seen $real NOT NULL,
+    seq $int NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX fleet_agents_last_seen ON fleet_agents (last_seen);
+"""
+
 #: Schema migrations; entry N-1 takes the schema from version N-1 to N. Append only.
 #: Written once for both backends: ``journal.backend.render_schema`` fills in the types.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 
 
 class DbLock:

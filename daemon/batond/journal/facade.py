@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from batond.engine.fleet import AgentSeen
 from batond.engine.types import Decision, Outcome, ResolvedBy
 from batond.errors import StateError
 from batond.events import Sample
@@ -78,6 +79,11 @@ class Journal:
             self._db.close()
             raise
         self._rows = PostedRows(self._db)
+        #: The kv name of the engine's rule state. Instances that share one journal
+        #: (central instances of a fleet) each keep their own: see :meth:`open`.
+        self.rule_state_name = _RULE_STATE
+        #: The central instance whose runs these are (runs.instance); None on one host.
+        self.instance: str | None = None
         # named state documents waiting to be written; a newer save replaces the blob
         self._state_lock = threading.Lock()
         self._state_pending: dict[str, bytes] = {}
@@ -91,9 +97,14 @@ class Journal:
         return SequenceIds(self._db)
 
     @classmethod
-    def open(cls, state_dir: Path, database: str | None = None) -> Journal:
+    def open(
+        cls, state_dir: Path, database: str | None = None, *, instance: str | None = None
+    ) -> Journal:
         """Open (or create) ``state_dir/journal.db``, or the PostgreSQL journal at
         ``database`` (a postgresql:// URL); blocking, so call it in a thread.
+
+        ``instance``: one of several processes sharing the journal (a central
+        instance); its rule state is its own document, never another's.
 
         Raises StateError, leaving the journal untouched, when it is not a
         journal this batond can use. ``state_dir`` is locked either way: it
@@ -108,13 +119,17 @@ class Journal:
         try:
             backend, conn = _open_backend(state_dir, database)
             try:
-                return cls(backend, conn, lock)
+                journal = cls(backend, conn, lock)
             except BaseException:
                 backend.close(conn)
                 raise
         except BaseException:
             lock.release()
             raise
+        if instance is not None:
+            journal.rule_state_name = f"{_RULE_STATE}@{instance}"
+            journal.instance = instance
+        return journal
 
     @property
     def backend(self) -> str:
@@ -135,6 +150,11 @@ class Journal:
     async def flush(self) -> None:
         """Wait until everything posted so far has committed."""
         await self._db.barrier()
+
+    def settled(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the loop) once everything written or posted so far has
+        committed; see ``Database.settled``."""
+        self._db.settled(callback)
 
     async def close(self) -> None:
         """Commit what is queued, close the connections, release the lock."""
@@ -268,6 +288,7 @@ class Journal:
         resumes: int | None = None,
         state: RunState = RunState.QUEUED,
         escalation: bool = False,
+        escalates: int | None = None,
     ) -> int:
         started_at = created_at if state == RunState.RUNNING else None
         row = (
@@ -283,14 +304,16 @@ class Journal:
             incident_id,
             resumes,
             int(escalation),
+            escalates,
+            self.instance,
         )
 
         def job(conn: Conn) -> int:
             return _new_id(
                 conn,
                 "INSERT INTO runs (rule, playbook, key, params, labels, state, created_at,"
-                " started_at, decision_id, incident_id, resumes, escalation)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " started_at, decision_id, incident_id, resumes, escalation, escalates,"
+                " instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
 
@@ -309,14 +332,26 @@ class Journal:
         await self._write(job)
 
     async def step_started(
-        self, run_id: int, path: str, action: str, attempt: int, started_at: float
+        self,
+        run_id: int,
+        path: str,
+        action: str,
+        attempt: int,
+        started_at: float,
+        *,
+        args: Mapping[str, Any] | None = None,
     ) -> int:
+        row = (
+            run_id, path, action, attempt, StepStatus.RUNNING, started_at,
+            None if args is None else _dumps(dict(args)),
+        )  # fmt: skip
+
         def job(conn: Conn) -> int:
             return _new_id(
                 conn,
-                "INSERT INTO steps (run_id, path, action, attempt, status, started_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, path, action, attempt, StepStatus.RUNNING, started_at),
+                "INSERT INTO steps (run_id, path, action, attempt, status, started_at, args)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                row,
             )
 
         return await self._db.write_ahead(job)
@@ -382,9 +417,14 @@ class Journal:
         """One run with its step timeline and approvals."""
         return await self._read(lambda conn: q.run(conn, run_id))
 
-    async def recover_interrupted(self, now: float) -> list[InterruptedRun]:
-        """Mark every unfinished run and step ``interrupted``, durably; call before ready."""
-        return await self._write(lambda conn: q.recover(conn, now))
+    async def recover_interrupted(
+        self, now: float, of: Callable[[str | None, float, str], bool] | None = None
+    ) -> list[InterruptedRun]:
+        """Mark every unfinished run and step ``interrupted``, durably; call before ready.
+
+        ``of(instance, created_at, key)``: only those runs (a fleet's central instance
+        recovers the runs of instances gone, for the partitions it claims)."""
+        return await self._write(lambda conn: q.recover(conn, now, of))
 
     # -- silences, pause, saved state -----------------------------------------
     async def add_silence(
@@ -437,7 +477,7 @@ class Journal:
 
     async def save_rule_state(self, state: Mapping[str, Any]) -> None:
         """The engine's ``export_state()``; saved whole, replacing the previous one."""
-        await self.save_state(_RULE_STATE, state)
+        await self.save_state(self.rule_state_name, state)
 
     def save_rule_state_soon(self, export: Callable[[], Mapping[str, Any]]) -> None:
         """Save ``export()`` soon, however often this is called.
@@ -457,7 +497,7 @@ class Journal:
             self._export_handle = None
             self._last_export = loop.time()
             if not self._db.closed:
-                self._post_state(_RULE_STATE, export())
+                self._post_state(self.rule_state_name, export())
 
         self._export_now = save
         if wait > 0:
@@ -466,7 +506,7 @@ class Journal:
             self._export_handle = loop.call_soon(save)
 
     async def load_rule_state(self) -> dict[str, Any] | None:
-        return await self.load_state(_RULE_STATE)
+        return await self.load_state(self.rule_state_name)
 
     async def save_state(self, name: str, state: Mapping[str, Any]) -> None:
         """Save a named JSON document (serialized now, on the caller's thread).
@@ -523,6 +563,32 @@ class Journal:
             return cur.rowcount > 0
 
         return await self._write(job)
+
+    async def note_agents(self, rows: Iterable[AgentSeen]) -> None:
+        """Agents last seen (``fleet.agents``): one upsert per host."""
+        params = [(r.host, r.partition, r.last_seen, r.seq, _dumps(dict(r.labels))) for r in rows]
+        if not params:
+            return
+
+        def job(conn: Conn) -> None:
+            conn.executemany(
+                "INSERT INTO fleet_agents (host, partition, last_seen, seq, labels)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (host) DO UPDATE SET"
+                " partition = excluded.partition, last_seen = excluded.last_seen,"
+                " seq = excluded.seq, labels = excluded.labels",
+                params,
+            )
+
+        await self._write(job)
+
+    async def list_agents(self, limit: int = 1000) -> dict[str, Any]:
+        """The agents most recently seen first (at most ``limit``), and how many there are."""
+        return await self._read(lambda conn: q.agents(conn, limit))
+
+    async def fleet_view(self, rule: str, since: float) -> tuple[list[AgentSeen], set[str]]:
+        """For a fleet rule: the agents seen since ``since``, and the hosts with an open
+        incident of ``rule``."""
+        return await self._read(lambda conn: q.fleet_view(conn, rule, since))
 
     # -- retention -------------------------------------------------------------
     async def prune(self, retention_s: float, now: float) -> dict[str, int]:

@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from batond.engine.fleet import AgentSeen
+from batond.engine.keys import split_key
 from batond.engine.types import Outcome
 from batond.journal.backend import Conn
 from batond.remedy.records import InterruptedRun
@@ -83,10 +85,11 @@ def incident(conn: Conn, incident_id: int) -> dict[str, Any] | None:
         {
             "id": r[0], "playbook": r[1], "state": r[2], "outcome": r[3], "escalation": bool(r[4]),
             "decision_id": r[5], "created_at": r[6], "started_at": r[7], "ended_at": r[8],
+            "escalates": r[9],
         }
         for r in conn.execute(
             "SELECT id, playbook, state, outcome, escalation, decision_id, created_at,"
-            " started_at, ended_at FROM runs WHERE incident_id = ? ORDER BY id",
+            " started_at, ended_at, escalates FROM runs WHERE incident_id = ? ORDER BY id",
             (incident_id,),
         )
     ]  # fmt: skip
@@ -200,6 +203,7 @@ def _decision(r: tuple[Any, ...]) -> dict[str, Any]:
 def runs(conn: Conn, limit: int) -> dict[str, Any]:
     found = [_run(r) for r in conn.execute(f"{_RUN_SELECT} ORDER BY id DESC LIMIT ?", (limit,))]
     _attach_steps(conn, found)
+    _attach_escalations(conn, found)
     return {"runs": found}
 
 
@@ -210,6 +214,7 @@ def run(conn: Conn, run_id: int) -> dict[str, Any] | None:
         return None
     found = _run(row)
     _attach_steps(conn, [found])
+    _attach_escalations(conn, [found])
     found["approvals"] = [
         {"verdict": r[0], "by": r[1], "at": r[2]}
         for r in conn.execute(
@@ -254,7 +259,8 @@ _INCIDENT_SELECT = (
 )
 _RUN_SELECT = (
     "SELECT id, rule, playbook, key, state, outcome, created_at, started_at, ended_at,"
-    " decision_id, incident_id, resumes, params, labels, escalation FROM runs"
+    " decision_id, incident_id, resumes, params, labels, escalation, escalates, instance"
+    " FROM runs"
 )
 
 
@@ -291,6 +297,9 @@ def _run(r: tuple[Any, ...]) -> dict[str, Any]:
         "params": orjson.loads(r[12]),
         "labels": orjson.loads(r[13]),
         "escalation": bool(r[14]),
+        "escalates": r[15],
+        "escalated_to": None,
+        "instance": r[16],
         "steps": [],
     }
 
@@ -302,11 +311,12 @@ def _attach_steps(conn: Conn, runs: list[dict[str, Any]]) -> None:
     marks = ",".join("?" * len(by_id))
     rows = conn.execute(
         "SELECT run_id, path, action, attempt, status, started_at, ended_at, exit_code,"
-        f" stdout, stderr, detail FROM steps WHERE run_id IN ({marks}) ORDER BY id",
+        f" stdout, stderr, detail, args FROM steps WHERE run_id IN ({marks}) ORDER BY id",
         tuple(by_id),
     )
     for r in rows:
         started, ended = r[5], r[6]
+        args = None if r[11] is None else orjson.loads(r[11])
         by_id[r[0]]["steps"].append(
             {
                 "name": r[1].rsplit("/", 1)[-1],
@@ -321,27 +331,49 @@ def _attach_steps(conn: Conn, runs: list[dict[str, Any]]) -> None:
                 "stdout": r[8],
                 "stderr": r[9],
                 "detail": None if r[10] is None else orjson.loads(r[10]),
+                "args": args,
             }
         )
 
 
-def recover(conn: Conn, now: float) -> list[InterruptedRun]:
-    """Mark every unfinished run and its running steps ``interrupted``; what they were."""
+def _attach_escalations(conn: Conn, runs: list[dict[str, Any]]) -> None:
+    """Each run's ``escalated_to``: the escalation run that escalates it (the first)."""
+    by_id = {run["id"]: run for run in runs}
+    if not by_id:
+        return
+    marks = ",".join("?" * len(by_id))
+    for escalates, run_id in conn.execute(
+        f"SELECT escalates, min(id) FROM runs WHERE escalates IN ({marks}) GROUP BY escalates",
+        tuple(by_id),
+    ):
+        by_id[escalates]["escalated_to"] = run_id
+
+
+def recover(
+    conn: Conn, now: float, of: Callable[[str | None, float, str], bool] | None = None
+) -> list[InterruptedRun]:
+    """Mark every unfinished run (``of(instance, created_at, key)`` says which, when given)
+    and its running steps ``interrupted``; what they were. A run another process marked
+    meanwhile (a shared journal) is not returned twice."""
     found: list[InterruptedRun] = []
     # 'done' and 'running' stay literal in the WHERE clauses: the partial indexes
     # runs_unfinished and steps_running (journal.db) serve only queries that name them
     rows = conn.execute(f"{_RUN_SELECT} WHERE state != 'done' ORDER BY id").fetchall()
     for row in rows:
         run = _run(row)
+        if of is not None and not of(run["instance"], run["created_at"], run["key"]):
+            continue
+        cur = conn.execute(
+            "UPDATE runs SET state = ?, outcome = ?, ended_at = ? WHERE id = ? AND state != 'done'",
+            (RunState.DONE, Outcome.INTERRUPTED, now, run["id"]),
+        )
+        if cur.rowcount == 0:
+            continue  # (ended, or marked by another instance, since it was read)
         chain = _resumed_chain(conn, run["id"])
         steps = [s for rid in chain for s in _step_rows(conn, rid)]
         conn.execute(
             "UPDATE steps SET status = ?, ended_at = ? WHERE run_id = ? AND status = 'running'",
             (StepStatus.INTERRUPTED, now, run["id"]),
-        )
-        conn.execute(
-            "UPDATE runs SET state = ?, outcome = ?, ended_at = ? WHERE id = ?",
-            (RunState.DONE, Outcome.INTERRUPTED, now, run["id"]),
         )
         found.append(
             InterruptedRun(
@@ -447,3 +479,49 @@ def next_ids(conn: Conn) -> tuple[int, int]:
 def open_incidents(conn: Conn) -> dict[tuple[str, str], int]:
     rows = conn.execute("SELECT rule, key, id FROM incidents WHERE state = 'open' ORDER BY id")
     return {(rule, key): int(incident_id) for rule, key, incident_id in rows}
+
+
+# -- fleet: agents last seen ------------------------------------------------------
+def _agent(row: Any) -> AgentSeen:
+    host, partition, last_seen, seq, labels = row
+    return AgentSeen(host, int(partition), float(last_seen), int(seq), _labels(labels))
+
+
+def _labels(text: str) -> dict[str, str]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def agents(conn: Conn, limit: int) -> dict[str, Any]:
+    rows = conn.execute(
+        "SELECT host, partition, last_seen, seq, labels FROM fleet_agents"
+        " ORDER BY last_seen DESC, host LIMIT ?",
+        (limit,),
+    ).fetchall()
+    (count,) = conn.execute("SELECT count(*) FROM fleet_agents").fetchone()
+    return {
+        "agents": [
+            {"host": a.host, "partition": a.partition, "last_seen": a.last_seen,
+             "seq": a.seq, "labels": dict(a.labels)}
+            for a in map(_agent, rows)
+        ],
+        "agent_count": int(count),
+    }  # fmt: skip
+
+
+def fleet_view(conn: Conn, rule: str, since: float) -> tuple[list[AgentSeen], set[str]]:
+    rows = conn.execute(
+        "SELECT host, partition, last_seen, seq, labels FROM fleet_agents WHERE last_seen >= ?",
+        (since,),
+    ).fetchall()
+    hosts: set[str] = set()
+    for key, labels in conn.execute(
+        "SELECT key, labels FROM incidents WHERE rule = ? AND state = 'open'", (rule,)
+    ):
+        host = split_key(key).get("host") or _labels(labels).get("host")
+        if host:
+            hosts.add(host)
+    return [_agent(r) for r in rows], hosts

@@ -154,6 +154,25 @@ class Database:
             except Exception:  # the writer reported it; a barrier only waits
                 pass
 
+    def settled(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the loop once every write submitted so far has committed
+        (or failed: the journal's trouble says so); at once when none is pending.
+
+        What acknowledges input after its decisions are journaled (MQTT QoS 1,
+        ``http.ack: decided``) waits on this: no polling, one callback per batch.
+        """
+        tail = self._tail
+        if tail is None or tail.done():
+            callback()
+            return
+        loop = asyncio.get_running_loop()
+
+        def done(_: Future[Any]) -> None:  # on the writer thread (or here, if done by now)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(callback)
+
+        tail.add_done_callback(done)
+
     def _submit(self, job: Job[T]) -> Future[T]:
         self._check_open()
         future: Future[T] = Future()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,12 +35,14 @@ from batond.load.yamlfile import Node, Reader, compose_file
 __all__ = [
     "CONFIG_FIELDS",
     "DEFAULT_CONFIG_PATH",
+    "Ack",
     "Config",
     "FleetConfig",
     "FleetRole",
     "GovernorConfig",
     "HostConfig",
     "HttpConfig",
+    "JournalBackend",
     "JournalConfig",
     "LogConfig",
     "MqttConfig",
@@ -62,12 +65,23 @@ class RateLimit:
     per: float  # seconds
 
 
+class Ack(enum.StrEnum):
+    """When input is acknowledged: HTTP ``accepted`` (queued) or MQTT ``received`` (read),
+    or ``decided`` (evaluated and its decisions journaled: at-least-once across a crash)."""
+
+    ACCEPTED = "accepted"
+    RECEIVED = "received"
+    DECIDED = "decided"
+
+
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
     host: str = "127.0.0.1"
     port: int = 9180
     token_file: Path | None = None
     max_body: int = 1 << 20
+    # accepted: 202 once queued; decided: answered once its inputs' decisions are journaled
+    ack: Ack = Ack.ACCEPTED
 
     @property
     def listen(self) -> str:
@@ -100,6 +114,9 @@ class MqttConfig:
     subscribe: tuple[Subscription, ...] = ()
     publish_prefix: str | None = None
     max_payload: int = 256 << 10  # larger messages are rejected (too_large) unparsed
+    # decided: a QoS 1 message is acknowledged once its decisions are journaled;
+    # received: as soon as it is read (paho's own acknowledgement)
+    ack: Ack = Ack.DECIDED
 
     @property
     def tls(self) -> bool:
@@ -136,10 +153,24 @@ class RecordConfig:
     max_size: int = 1 << 30
 
 
+class JournalBackend(enum.Enum):
+    """Where the journal lives (docs/journal.md)."""
+
+    SQLITE = "sqlite"  # state_dir/journal.db: the default for a single host
+    POSTGRESQL = "postgresql"  # journal.database: a central instance's (the fleet's)
+
+
 @dataclass(frozen=True, slots=True)
 class JournalConfig:
     retention: float = 30 * 86400.0
     record: RecordConfig | None = None
+    backend: JournalBackend | None = None  # None: not given (SQLite; central: PostgreSQL)
+    database: str | None = None  # postgresql:// DSN, for backend postgresql only
+
+    @property
+    def database_url(self) -> str | None:
+        """The PostgreSQL journal's DSN; None: SQLite in ``state_dir``."""
+        return self.database if self.backend is JournalBackend.POSTGRESQL else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +194,16 @@ class FleetRole(enum.Enum):
 
 
 DEFAULT_FLEET_PREFIX = "batond/fleet"
+#: A fleet key shorter than this is refused: HMAC is only as strong as its key.
+MIN_FLEET_KEY_BYTES = 16
+#: A host name in the fleet: RFC 1123 labels joined by dots. It is a topic level and a
+#: key file's name: nothing an MQTT wildcard (``+``, ``#``), a ``/`` or ``..`` could abuse.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+FLEET_HOST_PATTERN = rf"{_LABEL}(?:\.{_LABEL})*"
+_FLEET_HOST_HINT = "a host name is letters, digits and '-', in labels joined by '.'"
+#: Topics are published under it: MQTT allows no wildcard in a topic one publishes to.
+_FLEET_PREFIX_PATTERN = r"[^+#/\s]+(?:/[^+#/\s]+)*"
+_FLEET_PREFIX_HINT = "topic levels joined by '/', without '+', '#', spaces or empty levels"
 
 
 def default_instance(host: str) -> str:
@@ -241,16 +282,56 @@ def load_config(path: str | Path | None, *, must_exist: bool = False) -> Config:
 
 def _config(f: Fields, path: Path) -> Config:
     config = Config(path=path, **f.values())
-    if config.mqtt is not None and not config.mqtt.client_id:  # not set (see _mqtt)
-        # one client id per node, fixed, so the broker keeps the session across reconnects
-        mqtt = replace(config.mqtt, client_id=default_client_id(config.node))
-        config = replace(config, mqtt=mqtt)
+    if config.fleet is not None and not config.fleet.is_central and "mqtt" not in f:
+        # batches go out and requests come in through the broker: there is no agent without
+        f.reader.error(f.key_node("fleet"), "fleet role agent needs an mqtt: section")
     if config.fleet is not None and not config.fleet.host:  # not set (see _fleet)
+        if not re.fullmatch(FLEET_HOST_PATTERN, config.node):
+            f.reader.error(
+                f.key_node("fleet"),
+                f"node {config.node!r} cannot be this host's fleet name ({_FLEET_HOST_HINT});"
+                " set fleet.host",
+            )
         config = replace(config, fleet=replace(config.fleet, host=config.node))
-    if config.fleet is not None and config.fleet.is_central and not config.fleet.instance:
+    central = config.fleet is not None and config.fleet.is_central
+    if central and config.fleet is not None and not config.fleet.instance:
         fleet = replace(config.fleet, instance=default_instance(config.fleet.host))
         config = replace(config, fleet=fleet)
+    if config.mqtt is not None and not config.mqtt.client_id:  # not set (see _mqtt)
+        # one client id per node (per central instance: several may share a node), fixed,
+        # so the broker keeps the session across reconnects
+        who = config.fleet.instance if central and config.fleet is not None else config.node
+        config = replace(config, mqtt=replace(config.mqtt, client_id=default_client_id(who)))
+    config = _central_journal(f, config)
+    journal = config.journal
+    if journal.backend is None:
+        config = replace(config, journal=replace(journal, backend=JournalBackend.SQLITE))
+    elif journal.backend is JournalBackend.POSTGRESQL and not journal.database and "journal" in f:
+        # (a central instance without fleet.database: that one is reported already)
+        f.reader.error(f.nodes["journal"], "journal backend postgresql needs a database")
     return config
+
+
+def _central_journal(f: Fields, config: Config) -> Config:
+    """A central instance's journal is the fleet's, in PostgreSQL: ``fleet.database``
+    unless ``journal.database`` names another; SQLite would split the fleet's history."""
+    fleet = config.fleet
+    if fleet is None or not fleet.is_central:
+        return config
+    journal = config.journal
+    if journal.backend is JournalBackend.SQLITE:
+        f.reader.error(
+            f.nodes["journal"], "a central instance's journal is in PostgreSQL (backend postgresql)"
+        )
+        return config
+    if "mqtt" not in f:
+        f.reader.error(
+            f.key_node("fleet"), "fleet role central needs an mqtt: section (its broker)"
+        )
+    database = journal.database or fleet.database
+    return replace(
+        config, journal=replace(journal, backend=JournalBackend.POSTGRESQL, database=database)
+    )
 
 
 # -- the kinds only this file has -----------------------------------------------------
@@ -334,6 +415,8 @@ def _http(f: Fields) -> HttpConfig:
     values = f.values()
     if "listen" in values:
         values["host"], values["port"] = values.pop("listen")
+    if "ack" in values:
+        values["ack"] = Ack(values["ack"])
     return HttpConfig(**values)
 
 
@@ -344,13 +427,18 @@ def _mqtt(f: Fields) -> MqttConfig:
         f.reader.error(lone, "cert_file and key_file go together")
     if f.get("password_file") is not None and f.get("username") is None:
         f.reader.error(f.nodes["password_file"], "password_file needs a username")
+    values = f.values()
+    if "ack" in values:
+        values["ack"] = Ack(values["ack"])
     # without client_id: "" until the configuration's node name is known (see _config)
-    return MqttConfig(**{"client_id": "", **f.values()})
+    return MqttConfig(**{"client_id": "", **values})
 
 
 #: Keys that only one role reads: given to the other, they would be silently ignored.
+#: (``batch_interval`` is both's: central writes an agent's row once per interval, and
+#: fleet rules count the agents seen within three.)
 _ROLE_KEYS = {
-    FleetRole.AGENT: ("batch_interval", "key_file"),
+    FleetRole.AGENT: ("key_file",),
     FleetRole.CENTRAL: ("database", "keys_dir", "instance"),
 }
 
@@ -368,12 +456,35 @@ def _fleet(f: Fields) -> Any:
         f.reader.error(f.key_node("role"), "fleet role central needs a database")
     if role is FleetRole.AGENT and "key_file" not in f:
         f.reader.error(f.key_node("role"), "fleet role agent needs a key_file")
+    _check_key_length(f)
     heartbeat, lease = values.get("heartbeat", 2.0), values.get("lease", 6.0)
     if lease < 2 * heartbeat:
         where = f.nodes["lease"] if "lease" in f else f.nodes["heartbeat"]
         f.reader.error(where, f"fleet.lease must be at least twice heartbeat ({heartbeat:g}s)")
     # without host: "" until the configuration's node name is known (see _config)
     return FleetConfig(role=role, **{"host": "", **values})
+
+
+def _journal(f: Fields) -> Any:
+    values = f.values()
+    backend = JournalBackend(values.pop("backend")) if "backend" in values else None
+    database = values.get("database")
+    if backend is None and database is not None:
+        backend = JournalBackend.POSTGRESQL  # a database given says which backend
+    if backend is JournalBackend.SQLITE and database is not None:
+        f.reader.error(f.key_node("database"), "journal.database is for backend postgresql")
+    return JournalConfig(backend=backend, **values)
+
+
+def _check_key_length(f: Fields) -> None:
+    path = f.get("key_file")
+    try:
+        short = path is not None and len(read_secret(path).encode()) < MIN_FLEET_KEY_BYTES
+    except (OSError, UnicodeDecodeError):
+        return  # (said already, by the secret file's kind)
+    if short:
+        where = f.nodes["key_file"]
+        f.reader.error(where, f"a fleet key must be at least {MIN_FLEET_KEY_BYTES} bytes")
 
 
 def _subscription(f: Fields) -> Any:
@@ -405,6 +516,11 @@ HTTP_FIELDS = Section(
         Field("listen", _Listen(), doc="HOST:PORT of the API (default 127.0.0.1:9180)"),
         Field("token_file", _SecretFile(), doc="file with the bearer token mutations need"),
         Field("max_body", Size(), doc="largest request body (default 1MiB)"),
+        Field(
+            "ack",
+            Choice(("accepted", "decided"), "http ack"),
+            doc="answer input once queued (accepted, default) or once decided and journaled",
+        ),
     ),
     build=_http,
 )
@@ -421,6 +537,11 @@ MQTT_FIELDS = Section(
         Field("subscribe", ListOf(Nested(SUBSCRIPTION_FIELDS), "list of subscriptions")),
         Field("publish_prefix", Text("topic prefix"), doc="incidents and runs are published here"),
         Field("max_payload", Size(), doc="larger messages are rejected unparsed (default 256KiB)"),
+        Field(
+            "ack",
+            Choice(("decided", "received"), "mqtt ack"),
+            doc="acknowledge QoS 1 once decided and journaled (default) or once received",
+        ),
     ),
     build=_mqtt,
 )
@@ -465,8 +586,14 @@ JOURNAL_FIELDS = Section(
     (
         Field("retention", Duration(1.0), doc="history older than this is pruned (default 30d)"),
         Field("record", Nested(RECORD_FIELDS), doc="record every input (absent: not recorded)"),
+        Field(
+            "backend",
+            Choice(tuple(b.value for b in JournalBackend), "journal backend"),
+            doc="sqlite (default) or postgresql",
+        ),
+        Field("database", _PG_DSN, doc="postgresql:// DSN (backend postgresql)"),
     ),
-    build=lambda f: JournalConfig(**f.values()),
+    build=_journal,
 )
 NOTIFY_FIELDS = Section(
     "notify mapping {url}",
@@ -490,9 +617,17 @@ FLEET_FIELDS = Section(
             True,
             "agent or central",
         ),
-        Field("prefix", Name("topic prefix"), doc="topic prefix (default batond/fleet)"),
+        Field(
+            "prefix",
+            Name("topic prefix", _FLEET_PREFIX_PATTERN, _FLEET_PREFIX_HINT),
+            doc="topic prefix (default batond/fleet)",
+        ),
         Field("partitions", Integer(1, 4096), doc="partition count (default 64)"),
-        Field("host", Name("host name"), doc="this host's name in the fleet (default: node)"),
+        Field(
+            "host",
+            Name("host name", FLEET_HOST_PATTERN, _FLEET_HOST_HINT),
+            doc="this host's name in the fleet (default: node)",
+        ),
         Field("batch_interval", Duration(0.1), doc="agent: one batch per interval (default 10s)"),
         Field("key_file", _SecretFile(), doc="agent: HMAC key of remediation requests"),
         Field("database", _PG_DSN, doc="central: postgresql:// DSN (required there)"),

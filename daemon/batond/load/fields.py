@@ -3,10 +3,10 @@
 A :class:`Section` is the declared shape of one mapping: its :class:`Field`
 s, each with a :class:`Kind` that knows how to read its value from a node
 (reporting problems as ``FILE:LINE:COL: message``) and how to describe it in
-JSON Schema. Configuration, rule, playbook and model files are read through
-:func:`read_section`, and ``batond schema`` is generated from the same
-sections by :class:`SchemaBuilder`, so the schema cannot drift from the
-reader. Concrete kinds live in :mod:`batond.load.kinds` (and, where only one
+JSON Schema. Configuration, rule, playbook, model and rule test files are
+read through :func:`read_section`, and ``batond schema`` is generated from
+the same sections by :class:`SchemaBuilder`, so the schema cannot drift from
+the reader. Concrete kinds live in :mod:`batond.load.kinds` (and, where only one
 file needs them, beside that file's sections).
 """
 

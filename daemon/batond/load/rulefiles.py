@@ -44,6 +44,7 @@ from batond.load.fields import (
     Section,
     read_section,
 )
+from batond.load.fleetrules import FLEET_FIELDS, FleetRef, fleet_ref_problems
 from batond.load.kinds import (
     Choice,
     Cron,
@@ -313,10 +314,21 @@ RULE_FIELDS = Section(
         Field("each", Flag(), doc="each matching event is its own work item"),
         Field("limits", Nested(LIMITS_FIELDS), doc="this rule's own governor limits"),
         Field("resolve_after", Duration(), doc="an event incident closes after this quiet"),
+        Field(
+            "fleet",
+            Nested(FLEET_FIELDS),
+            doc="a fleet rule: at least N (or N%) of some hosts with an open incident of a rule",
+        ),
     ),
     ref="rule",
     # what _RuleChecks.kind() asks of a rule beyond its keys' kinds
-    schema_extra={"anyOf": [{"required": ["match"]}, {"required": ["all", "within"]}]},
+    schema_extra={
+        "anyOf": [
+            {"required": ["match"]},
+            {"required": ["all", "within"]},
+            {"required": ["fleet"]},
+        ]
+    },
 )
 SCHEDULE_FIELDS = Section(
     "schedule mapping",
@@ -389,6 +401,7 @@ class _Loader:
         self.cross: list[Problem] = []
         self.names: dict[str, Mark] = {}
         self.playbook_marks: dict[str, Mark] = {}
+        self.fleet_refs: list[tuple[Rule, Mark]] = []  # fleet rules, where each names its rule
 
     def load_file(self, path: Path) -> None:
         node, reader = compose_file(path)
@@ -416,6 +429,7 @@ class _Loader:
 
     def problems(self) -> list[Problem]:
         out = [p for r in self.readers for p in r.problems] + self.cross
+        out += fleet_ref_problems(self.rules, self.fleet_refs)
         for name, mark in self.run_refs:
             if name not in self.playbooks:
                 out.append(
@@ -447,6 +461,9 @@ class _FileReader:
             rule = self.rule(fields)
             if rule is not None:
                 loader.rules.append(rule)
+                ref: FleetRef | None = fields.get("fleet")
+                if rule.fleet is not None and ref is not None:
+                    loader.fleet_refs.append((rule, ref.mark))
         for fields in f.get("schedules", ()):
             schedule = self.schedule(fields)
             if schedule is not None:
@@ -475,8 +492,9 @@ class _FileReader:
             return None  # a problem was recorded
         group, each, on_resolve = f.get("group_by"), f.get("each", False), f.get("on_resolve")
         default_group: tuple[str, ...] = ALERT_GROUP_BY if kind == "alert" else ("host",)
-        if each:
+        if each or kind == "fleet":
             default_group = ()
+        fleet: FleetRef | None = f.get("fleet")
         return Rule(
             name=f.read("name"),
             mark=f.mark_of("name"),
@@ -499,6 +517,7 @@ class _FileReader:
             each=each,
             limits=f.get("limits", NO_LIMITS),
             resolve_after=f.get("resolve_after"),
+            fleet=fleet.spec if fleet is not None else None,
         )
 
     def schedule(self, f: Fields) -> Schedule | None:
@@ -523,6 +542,8 @@ class _FileReader:
 
 
 def _rule_parts(kind: str, f: Fields) -> tuple[Part, ...]:
+    if kind == "fleet":
+        return ()  # no input reaches a fleet rule: a central instance counts for it
     if kind == "all":
         parts: tuple[Part, ...] = f.read("all")
         return parts
@@ -544,6 +565,8 @@ class _RuleChecks:
 
     def kind(self) -> str | None:
         f = self.f
+        if "fleet" in f:
+            return self._fleet()
         if "all" in f:
             return self._all()
         if "match" not in f:
@@ -600,6 +623,16 @@ class _RuleChecks:
                     key,
                     f"{key}: cannot be combined with each: true (an item closes when its run ends)",
                 )
+
+    def _fleet(self) -> str | None:
+        """A fleet rule counts hosts: it has no inputs of its own, and one key."""
+        ok = True
+        for key in ("match", "all", "when", "for", "count", "absent", "within", "resolve",
+                    "each", "group_by", "resolve_after"):  # fmt: skip
+            if key in self.f:
+                self.at(key, f"{key}: cannot be combined with fleet: (a fleet rule counts hosts)")
+                ok = False
+        return "fleet" if ok and self.f.get("fleet") is not None else None
 
     def _all(self) -> str | None:
         if self.f.get("each"):

@@ -4,9 +4,11 @@ A test file names the rule files under test and holds tests; each test gives
 inputs at offsets from its start (series in the compact notation of
 ``promtool test rules``, events, Alertmanager alerts) and what must come of them:
 the decisions, the open incidents at given times, and the arguments a step
-would be rendered with. This module only reads the file into frozen values,
-reporting every mistake as ``FILE:LINE:COL: message``; running the tests is
-:mod:`batond.commands.ruletest`.
+would be rendered with. The sections below (:data:`TEST_FILE_FIELDS` and the
+sections it holds, in the vocabulary of :mod:`batond.load.fields`) are the one
+description of the file: the reader validates against them, reporting every
+mistake as ``FILE:LINE:COL: message``, and its JSON Schema is generated from
+them. Running the tests is :mod:`batond.commands.ruletest`.
 
 Series notation (one value per ``interval``, the first at offset 0):
 ``a`` one sample; ``_`` no sample (a gap); ``axN`` a, then N more of a (N+1
@@ -26,10 +28,19 @@ from typing import Any
 from batond.engine.types import Suppression, verdict
 from batond.errors import InputError, Mark
 from batond.events import item_from_json
-from batond.load.yamlfile import MappingNode, Node, Reader, ScalarNode, compose_file, text_mark
+from batond.load.fields import INVALID, Field, Fields, Kind, SchemaBuilder, Section
+from batond.load.kinds import Choice, Data, Duration, FilePath, ListOf, Name, Nested, Text
+from batond.load.yamlfile import Node, Reader, ScalarNode, compose_file, text_mark
 from batond.units import format_duration
 
 __all__ = [
+    "ALERT_FIELDS",
+    "DECISION_FIELDS",
+    "INCIDENTS_FIELDS",
+    "OPEN_FIELDS",
+    "STEP_CHECK_FIELDS",
+    "TEST_FIELDS",
+    "TEST_FILE_FIELDS",
     "ExpectedDecision",
     "ExpectedIncidents",
     "ExpectedStep",
@@ -41,14 +52,6 @@ __all__ = [
     "read_test_file",
 ]
 
-_FILE_KEYS = ("rule_files", "config", "tests")
-_TEST_KEYS = (
-    "name", "start", "interval", "until", "series", "events", "alerts",
-    "decisions", "incidents", "steps",
-)  # fmt: skip
-_DECISION_KEYS = ("at", "rule", "key", "playbook", "suppressed")
-_STEP_KEYS = ("at", "rule", "key", "step", "with")
-_ALERT_KEYS = ("at", "status", "labels", "annotations", "fingerprint")
 DEFAULT_INTERVAL = 60.0
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
@@ -56,7 +59,8 @@ _ONE = re.compile(rf"({_NUM})")
 _REPEAT = re.compile(rf"({_NUM})x(\d+)")
 _STEPPED = re.compile(rf"({_NUM})([-+])(\d+(?:\.\d*)?|\.\d+)x(\d+)")
 _GAPS = re.compile(r"_x(\d+)")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]*")
+_NAME_TEXT = r"[A-Za-z_][A-Za-z0-9_.:-]*"
+_NAME = re.compile(_NAME_TEXT)
 _LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*')
 
 
@@ -128,154 +132,11 @@ def read_test_file(path: Path) -> tuple[TestFile | None, Reader]:
         if not r.problems:
             r.error(Mark(str(path), 1, 1), "the file is empty: it needs rule_files and tests")
         return None, r
-    f = r.mapping(node, _FILE_KEYS, required=("rule_files", "tests"), what="test file")
-    if f is None:
-        return None, r
-    base = path.parent
-    rule_files = _paths(r, f["rule_files"], base) if "rule_files" in f else []
-    config = _path(r, f["config"], base) if "config" in f else None
-    tests: list[RuleTest] = []
-    names: set[str] = set()
-    tnodes = (r.seq(f["tests"], "list of tests") or []) if "tests" in f else []
-    for tnode in tnodes:
-        name = _name_of(tnode)
-        if name is not None and name in names:
-            r.error(tnode, f"duplicate test name {name!r}")
-        names.add(name or "")
-        test = _test(r, tnode)
-        if test is not None:
-            tests.append(test)
-    return TestFile(path, tuple(rule_files), config, tuple(tests)), r
+    test_file = Nested(TEST_FILE_FIELDS).read(r, node, "")
+    return (None if test_file is INVALID else test_file), r
 
 
-def _name_of(node: Node) -> str | None:
-    """A test's name as written (for duplicates, even when the test has problems)."""
-    if isinstance(node, MappingNode):
-        for k, v in node.value:
-            if getattr(k, "value", None) == "name" and isinstance(v, ScalarNode):
-                return str(v.value)
-    return None
-
-
-def _path(r: Reader, node: Node, base: Path) -> Path | None:
-    text = r.string(node, "path")
-    if text is None:
-        return None
-    path = base / text
-    if not path.exists():
-        r.error(node, f"{text}: no such file or directory")
-        return None
-    return path
-
-
-def _paths(r: Reader, node: Node, base: Path) -> list[Path]:
-    out = []
-    for item in r.seq_or_one(node):
-        path = _path(r, item, base)
-        if path is not None:
-            out.append(path)
-    return out
-
-
-def _test(r: Reader, node: Node) -> RuleTest | None:
-    f = r.mapping(node, _TEST_KEYS, required=("name",), what="test")
-    if f is None:
-        return None
-    name = r.name(f["name"], "test name") if "name" in f else None
-    interval = r.duration(f["interval"], 0.001) if "interval" in f else DEFAULT_INTERVAL
-    start = _start(r, f["start"]) if "start" in f else 0.0
-    inputs = _inputs(r, f, interval or DEFAULT_INTERVAL)
-    decisions = _decisions(r, f["decisions"]) if "decisions" in f else None
-    incidents = _incidents(r, f["incidents"]) if "incidents" in f else []
-    steps = _steps(r, f["steps"]) if "steps" in f else []
-    latest = [x.at for x in inputs] + [x.at for x in decisions or ()]
-    latest += [x.at for x in incidents] + [x.at for x in steps]
-    until = r.duration(f["until"]) if "until" in f else max(latest, default=0.0)
-    last_input = max((x.at for x in inputs), default=0.0)
-    if until is not None and until < last_input:
-        r.error(f["until"], f"until: is before the last input (at {format_duration(last_input)})")
-        until = None
-    if name is None or interval is None or start is None or until is None:
-        return None
-    inputs.sort(key=lambda x: x.at)  # stable: the written order within one time
-    return RuleTest(
-        name=name,
-        mark=r.mark(node),
-        start=start,
-        until=until,
-        inputs=tuple(inputs),
-        decisions=tuple(decisions) if decisions is not None else None,
-        incidents=tuple(incidents),
-        steps=tuple(steps),
-    )
-
-
-def _start(r: Reader, node: Node) -> float | None:
-    """An epoch number or an ISO 8601 time (without a zone: UTC)."""
-    value = r.plain(node)
-    if isinstance(value, bool):
-        value = None
-    elif isinstance(value, int | float):
-        return float(value)
-    elif isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            value = None
-    elif isinstance(value, date) and not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day)
-    if not isinstance(value, datetime):
-        r.error(node, "start: expected epoch seconds or a time such as 2026-01-01T00:00:00Z")
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
-
-
-# -- inputs ----------------------------------------------------------------------------
-
-
-def _inputs(r: Reader, f: Mapping[str, Node], interval: float) -> list[TimedInput]:
-    out: list[TimedInput] = []
-    if "series" in f:
-        fields = r.mapping(f["series"], None, what="mapping of series to values")
-        for key, vnode in (fields or {}).items():
-            out.extend(_series(r, r.key_node(f["series"], key), vnode, interval))
-    if "events" in f:
-        for enode in r.seq(f["events"], "list of events") or []:
-            item = _event(r, enode)
-            if item is not None:
-                out.append(item)
-    if "alerts" in f:
-        for anode in r.seq(f["alerts"], "list of alerts") or []:
-            item = _alert(r, anode)
-            if item is not None:
-                out.append(item)
-    return out
-
-
-def _series(r: Reader, knode: Node, vnode: Node, interval: float) -> list[TimedInput]:
-    assert isinstance(knode, ScalarNode)
-    selector = parse_selector(str(knode.value))
-    if isinstance(selector, str):
-        r.error(text_mark(r, knode), selector)
-        return []
-    if not isinstance(vnode, ScalarNode) or vnode.tag.endswith(":null"):
-        r.error(vnode, "expected the series' values, such as: 50 95x10 40")
-        return []
-    values = parse_values(str(vnode.value))
-    if isinstance(values, tuple):
-        offset, message = values
-        mark = text_mark(r, vnode)
-        r.error(Mark(mark.file, mark.line, mark.col + offset), message)
-        return []
-    metric, labels = selector
-    mark = r.mark(knode)
-    return [
-        TimedInput(i * interval, "sample", {"metric": metric, "value": v, **labels}, mark)
-        for i, v in enumerate(values)
-        if v is not None
-    ]
+# -- the series notation ----------------------------------------------------------------
 
 
 def parse_selector(text: str) -> tuple[str, dict[str, str]] | str:
@@ -323,106 +184,387 @@ def parse_values(text: str) -> list[float | None] | tuple[int, str]:
     return out
 
 
-def _event(r: Reader, node: Node) -> TimedInput | None:
-    """``{at: 2m, event: NAME, label: value, ...}``: the input as JSON, at its offset."""
-    f = r.mapping(node, None, required=("at",), what="event")
-    if f is None or "at" not in f:
-        return None
-    at = r.duration(f["at"])
-    obj = {k: r.plain(v) for k, v in f.items() if k != "at"}
-    if "ts" in obj:
-        r.error(r.key_node(node, "ts"), "an event's time is its at:, not ts")
-        return None
-    try:
-        item = item_from_json(obj, 0.0, "test")
-    except InputError as exc:
-        r.error(node, f"not an input: {exc}")
-        return None
-    if at is None:
-        return None
-    return TimedInput(at, "sample" if "metric" in obj else "event", item.raw, r.mark(node))
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """One series as written: its metric, labels and values (None: a gap), at its key."""
+
+    metric: str
+    labels: Mapping[str, str]
+    values: tuple[float | None, ...]
+    mark: Mark
+
+    def inputs(self, interval: float) -> list[TimedInput]:
+        return [
+            TimedInput(
+                i * interval,
+                "sample",
+                {"metric": self.metric, "value": v, **self.labels},
+                self.mark,
+            )
+            for i, v in enumerate(self.values)
+            if v is not None
+        ]
 
 
-def _alert(r: Reader, node: Node) -> TimedInput | None:
-    """One Alertmanager alert: ``{at, status: firing|resolved, labels: {alertname, ...}}``."""
-    f = r.mapping(node, _ALERT_KEYS, required=("at", "status", "labels"), what="alert")
-    if f is None or not {"at", "status", "labels"} <= f.keys():
-        return None
-    at = r.duration(f["at"])
-    status = r.one_of(f["status"], ("firing", "resolved"), "status")
-    labels = r.str_map(f["labels"])
+class _Selector(Kind):
+    """A series' key, ``METRIC{label="value", ...}``, as (metric, labels)."""
+
+    def read(self, r: Reader, node: Node, key: str) -> Any:
+        selector = parse_selector(str(node.value) if isinstance(node, ScalarNode) else "")
+        if isinstance(selector, str):
+            r.error(text_mark(r, node), selector)
+            return INVALID
+        return selector
+
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        return {"type": "string", "pattern": rf"^{_NAME_TEXT}\s*(\{{.*\}})?$"}
+
+
+class _Values(Kind):
+    """A series' values in the notation above; a mistake is reported at the bad value."""
+
+    def read(self, r: Reader, node: Node, key: str) -> Any:
+        if not isinstance(node, ScalarNode) or node.tag.endswith(":null"):
+            r.error(node, "expected the series' values, such as: 50 95x10 40")
+            return INVALID
+        values = parse_values(str(node.value))
+        if isinstance(values, tuple):
+            offset, message = values
+            mark = text_mark(r, node)
+            r.error(Mark(mark.file, mark.line, mark.col + offset), message)
+            return INVALID
+        return tuple(values)
+
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        return {"type": ["string", "number"], "description": "values such as: 50 95x10 40"}
+
+
+_SELECTOR = _Selector()
+_VALUES = _Values()
+
+
+class _Series(Kind):
+    """``series:``, series keys to their values, as the series written (:class:`_Written`)."""
+
+    def read(self, r: Reader, node: Node, key: str) -> Any:
+        nodes = r.mapping(node, None, what="mapping of series to values")
+        if nodes is None:
+            return INVALID
+        out = []
+        for name, vnode in nodes.items():
+            knode = r.key_node(node, name)
+            selector, values = _SELECTOR.read(r, knode, name), _VALUES.read(r, vnode, name)
+            if selector is not INVALID and values is not INVALID:
+                metric, labels = selector
+                out.append(_Written(metric, labels, values, r.mark(knode)))
+        return tuple(out)
+
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "propertyNames": s.kind(_SELECTOR),
+            "additionalProperties": s.kind(_VALUES),
+        }
+
+
+# -- the other kinds only test files have -----------------------------------------------
+_AT = Duration()  # an offset from the test's start
+
+
+class _Start(Kind):
+    """An epoch number or an ISO 8601 time (without a zone: UTC), as epoch seconds."""
+
+    def read(self, r: Reader, node: Node, key: str) -> Any:
+        value = r.plain(node)
+        if isinstance(value, bool):
+            value = None
+        elif isinstance(value, int | float):
+            return float(value)
+        elif isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:
+                value = None
+        elif isinstance(value, date) and not isinstance(value, datetime):
+            value = datetime(value.year, value.month, value.day)
+        if not isinstance(value, datetime):
+            r.error(node, "start: expected epoch seconds or a time such as 2026-01-01T00:00:00Z")
+            return INVALID
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.timestamp()
+
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        return {"type": ["number", "string"]}
+
+
+class _ExistingPath(Kind):
+    """A path (relative: to the test file's folder) that must exist."""
+
+    def read(self, r: Reader, node: Node, key: str) -> Any:
+        path = FilePath().read(r, node, key)
+        if path is not INVALID and not path.exists():
+            r.error(node, f"{node.value}: no such file or directory")
+            return INVALID
+        return path
+
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        return {"type": "string"}
+
+
+class _Paths(Kind):
+    """One existing path or a list of them, as a tuple (the ones that exist)."""
+
+    def read(self, r: Reader, node: Node, key: str) -> Any:
+        paths = (_ExistingPath().read(r, item, key) for item in r.seq_or_one(node))
+        return tuple(p for p in paths if p is not INVALID)
+
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        path = s.kind(_ExistingPath())
+        return {"anyOf": [path, {"type": "array", "items": path}]}
+
+
+class _Labels(Kind):
+    """A flat mapping of label values (strings, numbers and booleans as their text)."""
+
+    def read(self, r: Reader, node: Node, key: str) -> Any:
+        labels = r.str_map(node)
+        return INVALID if labels is None else labels
+
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        return {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}
+
+
+class _Event(Kind):
+    """``{at: 2m, event: NAME, label: value, ...}``: an input object as JSON, at its offset.
+
+    Any key but ``at`` (and ``ts``: the time is the offset) is the input's, so
+    it is not a section: :func:`batond.events.item_from_json` judges it.
+    """
+
+    def read(self, r: Reader, node: Node, key: str) -> Any:
+        nodes = r.mapping(node, None, required=("at",), what="event")
+        if nodes is None or "at" not in nodes:
+            return INVALID
+        at = _AT.read(r, nodes["at"], "at")
+        obj = {k: r.plain(v) for k, v in nodes.items() if k != "at"}
+        if "ts" in obj:
+            r.error(r.key_node(node, "ts"), "an event's time is its at:, not ts")
+            return INVALID
+        try:
+            item = item_from_json(obj, 0.0, "test")
+        except InputError as exc:
+            r.error(node, f"not an input: {exc}")
+            return INVALID
+        if at is INVALID:
+            return INVALID
+        return TimedInput(at, "sample" if "metric" in obj else "event", item.raw, r.mark(node))
+
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "description": "an input as JSON (docs/inputs.md) at its offset",
+            "required": ["at"],
+            "properties": {"at": s.kind(_AT)},
+            "not": {"required": ["ts"]},
+        }
+
+
+# -- building each section ----------------------------------------------------------------
+
+
+def _complete(f: Fields) -> bool:
+    """Whether every value is valid and every required key given (each problem reported)."""
+    valid = f.valid()
+    return valid and all(name in f for name in f.section.required)
+
+
+def _alert(f: Fields) -> Any:
+    complete, labels = _complete(f), f.get("labels")
     if labels is not None and "alertname" not in labels:
-        r.error(f["labels"], "an alert's labels need an alertname")
+        f.reader.error(f.nodes["labels"], "an alert's labels need an alertname")
+        return INVALID
+    if not complete:
+        return INVALID
+    alert = {"status": f.read("status"), "labels": labels}
+    alert.update({k: f.read(k) for k in ("annotations", "fingerprint") if k in f})
+    return TimedInput(f.read("at"), "alert", alert, f.mark)
+
+
+def _decision(f: Fields) -> Any:
+    valid = f.valid()
+    if not all(name in f for name in f.section.required):
+        return INVALID  # which result is meant is moot while the decision is incomplete
+    if ("playbook" in f) == ("suppressed" in f):
+        f.reader.error(f.node, "a decision has either playbook (a run) or suppressed (the reason)")
+        return INVALID
+    if not valid:
+        return INVALID
+    result = verdict(f.get("playbook"), f.get("suppressed"))
+    return ExpectedDecision(f.read("at"), f.read("rule"), f.read("key"), result, f.mark)
+
+
+def _incidents(f: Fields) -> Any:
+    if not _complete(f):
+        return INVALID
+    return ExpectedIncidents(f.read("at"), tuple(sorted(f.read("open"))), f.mark)
+
+
+def _step(f: Fields) -> Any:
+    if not _complete(f):
+        return INVALID
+    at, rule, key, step, args = (f.read(k) for k in ("at", "rule", "key", "step", "with"))
+    return ExpectedStep(at, rule, key, step, args, f.mark)
+
+
+def _test_file(f: Fields) -> TestFile:
+    tests: list[RuleTest] = []
+    names: set[str] = set()
+    for test in f.get("tests", ()):
+        name = test.get("name")
+        if name is not None and name in names:
+            test.reader.error(test.node, f"duplicate test name {name!r}")
+        names.add(name)
+        built = _test(test)
+        if built is not None:
+            tests.append(built)
+    return TestFile(Path(f.reader.file), f.get("rule_files", ()), f.get("config"), tuple(tests))
+
+
+def _test(f: Fields) -> RuleTest | None:
+    """The test, or None after a problem that leaves no test to run."""
+    interval = f.read("interval") if "interval" in f else DEFAULT_INTERVAL
+    every = DEFAULT_INTERVAL if interval is INVALID else interval
+    inputs = [x for s in f.get("series", ()) for x in s.inputs(every)]
+    inputs += [*f.get("events", ()), *f.get("alerts", ())]
+    decisions = f.get("decisions", ()) if "decisions" in f else None
+    incidents, steps = f.get("incidents", ()), f.get("steps", ())
+    latest = [x.at for group in (inputs, decisions or (), incidents, steps) for x in group]
+    until = f.read("until") if "until" in f else max(latest, default=0.0)
+    last_input = max((x.at for x in inputs), default=0.0)
+    if until is not INVALID and until < last_input:
+        message = f"until: is before the last input (at {format_duration(last_input)})"
+        f.reader.error(f.nodes["until"], message)
+        until = INVALID
+    name = f.read("name")
+    start = f.read("start") if "start" in f else 0.0
+    if any(v is INVALID for v in (name, interval, start, until)):
         return None
-    alert: dict[str, Any] = {"status": status, "labels": labels}
-    if "annotations" in f:
-        alert["annotations"] = r.str_map(f["annotations"])
-    if "fingerprint" in f:
-        alert["fingerprint"] = r.string(f["fingerprint"], "fingerprint")
-    if at is None or status is None or labels is None:
-        return None
-    return TimedInput(at, "alert", alert, r.mark(node))
+    inputs.sort(key=lambda x: x.at)  # stable: the written order within one time
+    return RuleTest(
+        name=name,
+        mark=f.mark,
+        start=start,
+        until=until,
+        inputs=tuple(inputs),
+        decisions=decisions,
+        incidents=incidents,
+        steps=steps,
+    )
 
 
-# -- expectations ----------------------------------------------------------------------
-
-
-def _decisions(r: Reader, node: Node) -> list[ExpectedDecision]:
-    out = []
-    for dnode in r.seq(node, "list of decisions") or []:
-        f = r.mapping(dnode, _DECISION_KEYS, required=("at", "rule", "key"), what="decision")
-        if f is None or not {"at", "rule", "key"} <= f.keys():
-            continue
-        at, rule = r.duration(f["at"]), r.name(f["rule"], "rule name")
-        key = r.string(f["key"], "incident key", empty_ok=True)
-        if ("playbook" in f) == ("suppressed" in f):
-            r.error(dnode, "a decision has either playbook (a run) or suppressed (the reason)")
-            continue
-        if "playbook" in f:
-            playbook = r.name(f["playbook"], "playbook name")
-            result = None if playbook is None else verdict(playbook, None)
-        else:
-            reason = r.one_of(f["suppressed"], [s.value for s in Suppression], "suppressed")
-            result = None if reason is None else verdict(None, reason)
-        if at is not None and rule is not None and key is not None and result is not None:
-            out.append(ExpectedDecision(at, rule, key, result, r.mark(dnode)))
-    return out
-
-
-def _incidents(r: Reader, node: Node) -> list[ExpectedIncidents]:
-    out = []
-    for inode in r.seq(node, "list of incident checks") or []:
-        f = r.mapping(inode, ("at", "open"), required=("at", "open"), what="incident check")
-        if f is None or not {"at", "open"} <= f.keys():
-            continue
-        at = r.duration(f["at"])
-        pairs = []
-        for onode in r.seq(f["open"], "list of open incidents") or []:
-            o = r.mapping(onode, ("rule", "key"), required=("rule", "key"), what="incident")
-            if o is None or not {"rule", "key"} <= o.keys():
-                continue
-            rule = r.name(o["rule"], "rule name")
-            key = r.string(o["key"], "incident key", empty_ok=True)
-            if rule is not None and key is not None:
-                pairs.append((rule, key))
-        if at is not None:
-            out.append(ExpectedIncidents(at, tuple(sorted(pairs)), r.mark(inode)))
-    return out
-
-
-def _steps(r: Reader, node: Node) -> list[ExpectedStep]:
-    out = []
-    for snode in r.seq(node, "list of step checks") or []:
-        f = r.mapping(snode, _STEP_KEYS, required=_STEP_KEYS, what="step check")
-        if f is None or not set(_STEP_KEYS) <= f.keys():
-            continue
-        at, rule = r.duration(f["at"]), r.name(f["rule"], "rule name")
-        key = r.string(f["key"], "incident key", empty_ok=True)
-        step = r.name(f["step"], "step name")
-        if not isinstance(f["with"], MappingNode):
-            r.error(f["with"], "expected the step's with: values as a mapping")
-            continue
-        args = r.plain(f["with"])
-        if at is not None and rule is not None and key is not None and step is not None:
-            out.append(ExpectedStep(at, rule, key, step, args, r.mark(snode)))
-    return out
+# -- the sections of a rule test file (docs/tuning.md) ----------------------------------
+_AT_FIELD = Field("at", _AT, True, "offset from the test's start")
+_RULE_FIELD = Field("rule", Name("rule name"), True, "the rule")
+_KEY_FIELD = Field("key", Text("incident key", empty_ok=True), True, "the incident key")
+ALERT_FIELDS = Section(
+    "alert",
+    (
+        _AT_FIELD,
+        Field("status", Choice(("firing", "resolved"), "status"), True, "firing or resolved"),
+        Field("labels", _Labels(), True, "the alert's labels, alertname among them"),
+        Field("annotations", _Labels(), doc="the alert's annotations"),
+        Field("fingerprint", Text("fingerprint"), doc="Alertmanager's fingerprint"),
+    ),
+    doc="one alert of an Alertmanager webhook, turned into its alert event",
+    build=_alert,
+)
+DECISION_FIELDS = Section(
+    "decision",
+    (
+        _AT_FIELD,
+        _RULE_FIELD,
+        _KEY_FIELD,
+        Field("playbook", Name("playbook name"), doc="a run of this playbook"),
+        Field(
+            "suppressed",
+            # (not_owner is a fleet central instance's fence: a rule test never meets it)
+            Choice(tuple(s.value for s in Suppression if s != "not_owner"), "suppressed"),
+            doc="suppressed, for this reason",
+        ),
+    ),
+    exactly_one=("playbook", "suppressed"),
+    build=_decision,
+)
+OPEN_FIELDS = Section(
+    "incident",
+    (_RULE_FIELD, _KEY_FIELD),
+    build=lambda f: (f.read("rule"), f.read("key")) if _complete(f) else INVALID,
+)
+INCIDENTS_FIELDS = Section(
+    "incident check",
+    (
+        _AT_FIELD,
+        Field(
+            "open",
+            ListOf(Nested(OPEN_FIELDS), "list of open incidents"),
+            True,
+            "exactly the incidents open then",
+        ),
+    ),
+    build=_incidents,
+)
+STEP_CHECK_FIELDS = Section(
+    "step check",
+    (
+        _AT_FIELD,
+        _RULE_FIELD,
+        _KEY_FIELD,
+        Field("step", Name("step name"), True, "a top-level step of the run's playbook"),
+        Field(
+            "with",
+            Data("mapping of the step's with: values"),
+            True,
+            "its expected with: values (only the keys given are compared)",
+        ),
+    ),
+    build=_step,
+)
+TEST_FIELDS = Section(
+    "test",
+    (
+        Field("name", Name("test name"), True, "unique in the file"),
+        Field("start", _Start(), doc="time of offset 0: epoch seconds or ISO 8601 (default 0)"),
+        Field("interval", Duration(0.001), doc="time between two values of a series (default 1m)"),
+        Field("until", Duration(), doc="the clock runs to this offset (default: the latest)"),
+        Field("series", _Series(), doc='METRIC{label="value", ...}: VALUES'),
+        Field("events", ListOf(_Event(), "list of events"), doc="inputs at offsets"),
+        Field("alerts", ListOf(Nested(ALERT_FIELDS), "list of alerts"), doc="alerts at offsets"),
+        Field(
+            "decisions",
+            ListOf(Nested(DECISION_FIELDS), "list of decisions"),
+            doc="every decision of the test (absent: not checked)",
+        ),
+        Field(
+            "incidents",
+            ListOf(Nested(INCIDENTS_FIELDS), "list of incident checks"),
+            doc="the incidents open at given offsets",
+        ),
+        Field(
+            "steps",
+            ListOf(Nested(STEP_CHECK_FIELDS), "list of step checks"),
+            doc="the with: values a run's step would be rendered with",
+        ),
+    ),
+    ref="test",
+)
+TEST_FILE_FIELDS = Section(
+    "test file",
+    (
+        Field("rule_files", _Paths(), True, "rule and playbook files under test"),
+        Field("config", _ExistingPath(), doc="a batond.yaml whose governor, mode, models apply"),
+        Field("tests", ListOf(Nested(TEST_FIELDS), "list of tests"), True, "the tests"),
+    ),
+    doc="batond rule test file",
+    build=_test_file,
+)

@@ -33,9 +33,11 @@ class RunStore(Protocol):
         resumes: int | None = None,
         state: RunState = RunState.QUEUED,
         escalation: bool = False,
+        escalates: int | None = None,
     ) -> int:
         """Durably record a run's intent; returns its id. ``escalation``: an
-        ``escalate:`` playbook's run (paging someone), counted in no resolve rate."""
+        ``escalate:`` playbook's run (paging someone), counted in no resolve rate;
+        ``escalates``: the run it escalates (None: a circuit-open escalation, none ran)."""
         ...
 
     async def run_state(self, run_id: int, state: RunState, at: float) -> None:
@@ -46,12 +48,20 @@ class RunStore(Protocol):
         ...
 
     async def step_started(
-        self, run_id: int, path: str, action: str, attempt: int, started_at: float
+        self,
+        run_id: int,
+        path: str,
+        action: str,
+        attempt: int,
+        started_at: float,
+        *,
+        args: Mapping[str, Any] | None = None,
     ) -> int:
         """Durably record that a step attempt is about to act; returns the step record id.
 
         ``path`` names the step inside the run: ``restart``, ``on_failure/tell``,
-        ``fanout/1/ping``; ``attempt`` counts from 1.
+        ``fanout/1/ping``; ``attempt`` counts from 1; ``args``: its rendered ``with:``
+        values as shown (``remedy.shown``: redacted, bounded), None when not rendered.
         """
         ...
 

@@ -108,6 +108,15 @@ class Run:
     def slot(self) -> tuple[str, str]:
         return (self.playbook.name, self.origin.key)
 
+    @property
+    def escalates(self) -> int | None:
+        """The run an escalation run escalates: the last of its chain, or the interrupted
+        one; None for any other run and for a circuit-open escalation (no run ran)."""
+        if not self.escalation or self.previous is None:
+            return None
+        run_id = self.previous.get("run_id")
+        return run_id if isinstance(run_id, int) and run_id > 0 else None
+
     def cancel_status(self) -> Outcome:
         """Why the task was cancelled: an operator, shutdown, or the run deadline."""
         if self.stop_reason is not None:

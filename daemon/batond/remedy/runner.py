@@ -461,7 +461,7 @@ class Runner:
                     labels=o.labels, created_at=run.started_at, decision_id=o.decision_id,
                     incident_id=o.incident_id, resumes=run.resumes,
                     state=RunState.RUNNING if ready else RunState.QUEUED,
-                    escalation=run.escalation,
+                    escalation=run.escalation, escalates=run.escalates,
                 )  # fmt: skip
             except Exception as exc:  # disk full, a broken journal: nothing acts unrecorded
                 self._refuse(run, exc)

@@ -32,6 +32,7 @@ from batond.remedy.run import (
     initial_scope,
     template_context,
 )
+from batond.remedy.shown import shown_args
 from batond.units import format_duration
 
 __all__ = ["MAX_NESTING", "Scope", "StepExecutor", "Stopped", "uncancel"]
@@ -262,7 +263,10 @@ class StepExecutor:
             args = render_args(step, self.env(run, scope))
         except RENDER_ERRORS as exc:
             args, failure = {}, ActionResult(ok=False, detail=f"template: {exc}")
-        step_id = await self._store.step_started(run.id, path, step.action, attempt, self._clock())
+        shown = None if failure is not None else shown_args(step.action, args)
+        step_id = await self._store.step_started(
+            run.id, path, step.action, attempt, self._clock(), args=shown
+        )
         if step.action not in CONTROL:  # (the steps inside say whether anything acted)
             run.acted = True
         if run.arrived is not None:

@@ -38,6 +38,7 @@ class Control(Protocol):
     def is_ready(self) -> bool: ...
     def not_ready_reason(self) -> str: ...
     def status(self) -> dict[str, Any]: ...
+    async def fleet(self) -> dict[str, Any] | None: ...
     async def incidents(self, limit: int) -> dict[str, Any]: ...
     async def runs(self, limit: int) -> dict[str, Any]: ...
     async def run(self, run_id: int) -> dict[str, Any] | None: ...
@@ -201,6 +202,7 @@ class _Routes:
         r.add_get("/readyz", self.readyz)
         r.add_get("/metrics", self.metrics_page)
         r.add_get("/api/v1/status", self.status)
+        r.add_get("/api/v1/fleet", self.fleet)
         r.add_get("/api/v1/incidents", self.incidents)
         r.add_get("/api/v1/incidents/{id}", self.incident)
         post("/api/v1/incidents/{id}/resolve", self.resolve_incident)
@@ -258,6 +260,12 @@ class _Routes:
 
     async def status(self, _: web.Request) -> web.Response:
         return json_response(self.control.status())
+
+    async def fleet(self, _: web.Request) -> web.Response:
+        found = await self.control.fleet()
+        if found is None:
+            return _error(404, "not a central instance of a fleet (docs/fleet.md)")
+        return json_response(found)
 
     async def incidents(self, request: web.Request) -> web.Response:
         return json_response(await self.control.incidents(_limit(request)))

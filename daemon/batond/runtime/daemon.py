@@ -30,6 +30,7 @@ from batond.errors import BatondError, ConfigError
 from batond.intake.http import add_input_routes
 from batond.load.config import Config, load_config, read_secret
 from batond.runtime.api import build_app
+from batond.runtime.heap import CHECK_EVERY_INPUTS, LongLivedHeap
 from batond.runtime.logs import configure as configure_logs
 from batond.runtime.looplag import LoopLag
 from batond.runtime.ports import save_models
@@ -53,6 +54,8 @@ HOUSEKEEPING_S = 1.0
 #: other tasks of the loop (HTTP, runs) have their turn: /healthz stays fast in a storm.
 ENGINE_TURN_S = 0.001
 PRUNE_EVERY_S = 3600.0
+#: How long the fleet agent's last batches may take to reach the broker at stop.
+FLEET_STOP_GRACE_S = 2.0
 MODEL_SAVE_EVERY_S = 300.0
 
 Body = Callable[[asyncio.Event], Awaitable[None]]
@@ -77,6 +80,8 @@ class Daemon:
             self._spawn(tg, "http", self._serve_http)
             for name, source in self._parts.sources.items():
                 self._spawn(tg, name, source.run)
+            if self._parts.fleet_agent is not None:
+                self._spawn(tg, "fleet-agent", self._parts.fleet_agent.run)
             self._spawn(tg, "runner", self._serve_runner)
             self._spawn(tg, "engine", self._serve_engine)
             self._spawn(tg, "housekeeping", self._housekeeping)
@@ -181,9 +186,12 @@ class Daemon:
         self._notifier.stopping("stopping: intake closed, letting running steps finish")
         log.info("stopping")
         parts.bus.close()
+        self._cancel("engine")
+        if parts.fleet_agent is not None:  # the last batch, while MQTT is still connected
+            self._cancel("fleet-agent")
+            await parts.fleet_agent.stop(FLEET_STOP_GRACE_S)
         for name in parts.sources:
             self._cancel(name)
-        self._cancel("engine")
         await parts.runner.shutdown(STOP_GRACE_S)
         await parts.after_run.drain(AFTER_RUN_GRACE_S)
         await parts.state.save()
@@ -222,7 +230,7 @@ class Daemon:
             token=read_secret(http.token_file) if http.token_file else None,
             max_body=http.max_body,
             add_input_routes=functools.partial(
-                add_input_routes, bus=parts.bus, metrics=parts.metrics
+                add_input_routes, bus=parts.bus, metrics=parts.metrics, ack=http.ack
             ),
         )
         runner = web.AppRunner(
@@ -249,6 +257,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         turn = loop.time()
         deadline = pipeline.next_deadline()
+        heap = LongLivedHeap(self._parts.models.series_count)
+        seen = 0
         while True:
             if loop.time() - turn >= ENGINE_TURN_S:
                 # a burst never waits at bus.get(): let HTTP and the runner have the loop
@@ -265,7 +275,13 @@ class Daemon:
                 deadline = await pipeline.tick(time.time())
                 continue
             pause.refresh_if_stale(arrived)  # the kill switch file acts within 0.1 s
-            deadline = await pipeline.observe(item, time.time(), arrived)
+            try:
+                deadline = await pipeline.observe(item, time.time(), arrived)
+            finally:
+                bus.evaluated()  # who waits for its decision (MQTT acks) learns of it
+            seen += 1
+            if not seen % CHECK_EVERY_INPUTS:
+                heap.settle()
 
     async def _housekeeping(self, started: asyncio.Event) -> None:
         started.set()

@@ -66,6 +66,14 @@ _STEP = _obj(
     stdout=STR,
     stderr=STR,
     detail=_nullable(ANY_OBJECT),
+    args=_nullable(
+        {
+            "type": "object",
+            "description": "the attempt's rendered with: values, secrets shown as <redacted>;"
+            ' over 8 KiB: {"<truncated>": why, "head": the first 8 KiB of their JSON};'
+            " null: not rendered (a template failed, a skipped or set/assert step)",
+        }
+    ),
 )
 _RUN_FIELDS: dict[str, Schema] = {
     "id": INT,
@@ -83,7 +91,18 @@ _RUN_FIELDS: dict[str, Schema] = {
     "params": ANY_OBJECT,
     "labels": LABELS,
     "escalation": {"type": "boolean", "description": "an escalate: playbook's run"},
+    "escalates": _nullable({"type": "integer", "description": "the run this escalation escalates"}),
+    "escalated_to": _nullable({"type": "integer", "description": "the escalation run it led to"}),
+    "instance": _nullable(
+        {"type": "string", "description": "the fleet's central instance that ran it (else null)"}
+    ),
     "steps": {"type": "array", "items": _ref("Step")},
+    "not_reached": {
+        "type": "array",
+        "items": STR,
+        "description": "paths of its playbook's steps an ended run never reached"
+        " (by the playbook loaded now; empty while the run goes on)",
+    },
 }
 _RUN_REQUIRED = ("id", "rule", "playbook", "key", "state", "outcome", "created_at", "steps")
 _INCIDENT_FIELDS: dict[str, Schema] = {
@@ -140,6 +159,7 @@ _INCIDENT_RUN = _obj(
     state=_enum(RunState),
     outcome=_nullable(_enum(Outcome)),
     escalation=BOOL,
+    escalates=_nullable({"type": "integer", "description": "the run this escalation escalates"}),
     decision_id=_nullable(INT),
     created_at=TIME,
     started_at=_nullable(TIME),
@@ -182,6 +202,29 @@ _RULE = _obj(
     next=_nullable(TIME),
     resolve_rates={"type": "object", "additionalProperties": ANY_OBJECT},
 )
+_RULES = _obj(
+    ["rules", "playbooks"],
+    rules={"type": "array", "items": _ref("Rule")},
+    playbooks={
+        "type": "array",
+        "items": _obj(
+            ["name", "params"],
+            name=STR,
+            description=STR,
+            params={**ANY_OBJECT, "description": "declared params with their defaults"},
+        ),
+    },
+)
+_BY_HAND = _obj(
+    ["decision", "rule", "key", "playbook", "started", "suppressed", "params"],
+    decision={**_nullable(INT), "description": "its id; the run it starts has it as decision_id"},
+    rule=STR,
+    key=STR,
+    playbook=STR,
+    started={"type": "boolean"},
+    suppressed=_nullable(_enum(Suppression)),
+    params=ANY_OBJECT,
+)
 _SERIES = _obj(
     ["metric", "labels", "threshold", "points"],
     metric=STR,
@@ -214,6 +257,40 @@ _INPUT_ANSWER = _obj(
     error=STR,
 )
 
+_MEMBER = _obj(
+    ["instance", "host", "live", "last_seen", "held"],
+    instance=STR,
+    host=STR,
+    live={"type": "boolean", "description": "seen within fleet.lease, session connected"},
+    last_seen=TIME,
+    held={"type": "array", "items": INT, "description": "the partitions it says it holds"},
+)
+_AGENT = _obj(
+    ["host", "partition", "last_seen", "seq", "labels"],
+    host=STR,
+    partition=INT,
+    last_seen={**TIME, "description": "when its last batch was taken (written at most once"
+               " per fleet.batch_interval)"},
+    seq=INT,
+    labels={"type": "object", "additionalProperties": STR,
+            "description": "the labels all samples of its batches carry"},
+)  # fmt: skip
+_FLEET = _obj(
+    ["instance", "state", "partitions", "held", "owners", "unowned", "members", "as_of",
+     "agents", "agent_count"],
+    instance=STR,
+    state=_enum(("connecting", "connected", "disconnected")),
+    partitions=INT,
+    held={"type": "array", "items": _obj(["partition", "epoch"], partition=INT, epoch=INT)},
+    owners={"type": "object", "additionalProperties": STR, "description": "partition -> owner"},
+    unowned={"type": "array", "items": INT},
+    members={"type": "array", "items": _MEMBER},
+    as_of=TIME,
+    agents={"type": "array", "items": _AGENT, "description": "most recently seen first,"
+            " at most 1000"},
+    agent_count={"type": "integer", "description": "every agent the fleet has seen"},
+)  # fmt: skip
+
 SCHEMAS: dict[str, Schema] = {
     "Error": _obj(["error"], error=STR),
     "Step": _STEP,
@@ -244,6 +321,7 @@ SCHEMAS: dict[str, Schema] = {
     "Series": _SERIES,
     "Silence": _SILENCE,
     "InputAnswer": _INPUT_ANSWER,
+    "Fleet": _FLEET,
 }
 
 
@@ -299,6 +377,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/api/v1/openapi.json"): Operation("this description", {200: ANY_OBJECT}),
     ("GET", "/api/v1/status"): Operation("the daemon at a glance", {200: _ref("Status")}),
+    ("GET", "/api/v1/fleet"): Operation(
+        "a central instance's fleet: who owns which partition, the members and when each"
+        " was last seen, the agents last seen (404 when this is not a central instance)",
+        {200: _ref("Fleet"), 404: _ERR},
+    ),
     ("GET", "/api/v1/incidents"): Operation(
         "incidents, newest first", {200: _list_of("incidents", _ref("Incident"))}, query=_LIMIT
     ),
@@ -336,14 +419,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/api/v1/runs/{id}/cancel"): _gate("cancel"),
     ("POST", "/api/v1/playbooks/{name}/run"): Operation(
         "run a playbook by hand (through the governor, recorded like any run)",
-        {200: ANY_OBJECT, 202: ANY_OBJECT, 400: _ERR, 404: _ERR, 409: _ERR},
-        body=_obj(params=ANY_OBJECT, labels=LABELS),
+        {202: _BY_HAND, 400: _ERR, 404: _ERR},
+        body=_obj(params=ANY_OBJECT),
     ),
     ("POST", "/api/v1/schedules/{name}/trigger"): Operation(
-        "run a schedule now", {200: ANY_OBJECT, 202: ANY_OBJECT, 404: _ERR, 409: _ERR}
+        "run a schedule now", {202: _BY_HAND, 404: _ERR}
     ),
     ("GET", "/api/v1/rules"): Operation(
-        "loaded rules and schedules with their statistics", {200: _list_of("rules", _ref("Rule"))}
+        "loaded rules and schedules with their statistics, and the playbooks' params",
+        {200: _RULES},
     ),
     ("GET", "/api/v1/series"): Operation(
         "recent points and anomaly scores",
@@ -382,7 +466,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         query={"rule": STR},
     ),
     ("POST", "/api/v1/events"): Operation(
-        "metric samples and events as JSON",
+        "metric samples and events as JSON (202 once queued; with http.ack: decided,"
+        " once decided and journaled)",
         {202: _ref("InputAnswer"), 400: _ref("InputAnswer"), 503: _ref("InputAnswer")},
         body=_EVENT_BODY,
     ),

@@ -24,6 +24,7 @@ from batond.journal.facade import Journal
 from batond.journal.queries import DecisionFilter
 from batond.load.config import Config, load_config
 from batond.metrics import Metrics
+from batond.remedy.plan import not_reached
 from batond.remedy.runner import Runner
 from batond.runtime.definitions import Definitions, load_definitions
 from batond.runtime.pipeline import Pipeline
@@ -35,6 +36,9 @@ __all__ = ["Operator", "Source"]
 log = logging.getLogger("batond")
 
 #: Config sections a running daemon cannot adopt: a reload names them, a restart applies them.
+#: How many agents ``GET /api/v1/fleet`` lists (the most recently seen; ``agent_count``
+#: says how many the fleet has).
+AGENTS_SHOWN = 1000
 RESTART_ONLY = ("node", "state_dir", "http", "mqtt", "host", "log", "notify", "fleet")
 
 
@@ -44,6 +48,12 @@ class Source(Protocol):
     @property
     def state(self) -> str: ...
     async def run(self, started: asyncio.Event) -> None: ...
+
+
+class FleetView(Protocol):
+    """A central instance's view of the fleet (fleet.central.Central)."""
+
+    def view(self) -> dict[str, Any]: ...
 
 
 class Operator:
@@ -60,8 +70,10 @@ class Operator:
         sources: Mapping[str, Source],
         pause: PauseSwitch,
         state: RuleStateSaver,
+        fleet: FleetView | None = None,
     ) -> None:
         self._config = config
+        self._fleet = fleet
         self._metrics = metrics
         self._journal = journal
         self._engine = engine
@@ -91,6 +103,14 @@ class Operator:
         if not self._ready:
             return "starting or stopping"
         return self._journal.trouble
+
+    async def fleet(self, agents: int = AGENTS_SHOWN) -> dict[str, Any] | None:
+        """Who owns which partition, the members and when each was last seen, the agents
+        most recently seen (from the fleet's journal); None when this is not a central
+        instance."""
+        if self._fleet is None:
+            return None
+        return {**self._fleet.view(), **await self._journal.list_agents(agents)}
 
     def status(self) -> dict[str, Any]:
         engine, governor = self._engine, self._engine.governor
@@ -135,13 +155,48 @@ class Operator:
         return {"incident": incident_id, "resolved": True, "resolved_at": now}
 
     async def runs(self, limit: int) -> dict[str, Any]:
-        return await self._journal.list_runs(limit)
+        found = await self._journal.list_runs(limit)
+        for run in found["runs"]:
+            run["not_reached"] = self._not_reached(run)
+        return found
 
     async def run(self, run_id: int) -> dict[str, Any] | None:
-        return await self._journal.get_run(run_id)
+        """One run, with the steps of its playbook it never reached (``not_reached``)."""
+        found = await self._journal.get_run(run_id)
+        if found is not None:
+            found["not_reached"] = self._not_reached(found)
+        return found
+
+    def _not_reached(self, run: Mapping[str, Any]) -> list[str]:
+        """For an ended run, by the playbook loaded now (a reload may have changed it
+        since); nothing for a run still going or whose playbook is gone."""
+        playbooks = self._engine.rules.playbooks
+        pb = playbooks.get(run["playbook"])
+        if pb is None or run["state"] != "done":
+            return []
+        return not_reached(
+            pb,
+            playbooks,
+            outcome=run["outcome"],
+            recorded=((s["path"], s["status"]) for s in run["steps"]),
+            args={s["path"]: s["args"] for s in run["steps"] if s.get("args")},
+            resumption=run["resumes"] is not None and not run["escalation"],
+        )
 
     def rules(self) -> dict[str, Any]:
-        return {"rules": self._engine.describe_rules()}
+        playbooks = self._engine.rules.playbooks
+        return {
+            "rules": self._engine.describe_rules(),
+            # what a run by hand may be given: each playbook's declared params, with defaults
+            "playbooks": [
+                {
+                    "name": name,
+                    "description": getattr(pb, "description", ""),
+                    "params": dict(getattr(pb, "params", {})),
+                }
+                for name, pb in sorted(playbooks.items())
+            ],
+        }
 
     def series(self, metric: str | None, host: str | None) -> dict[str, Any]:
         return {"series": self._models.series(metric, host)}
@@ -225,9 +280,9 @@ class Operator:
         decision = self._engine.trigger_schedule(name, now)
         if decision is None:
             return None
-        await self._pipeline.act([decision], now, None)
+        ids = await self._pipeline.act([decision], now, None)
         log.info("schedule %s triggered by an operator: %s", name, _verdict(decision))
-        return _decided(decision)
+        return _decided(decision, ids[0])
 
     async def run_playbook(self, name: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """Run playbook ``name`` now with ``params``, through the governor and recorded
@@ -245,9 +300,9 @@ class Operator:
             )
         now = time.time()
         decision = self._engine.run_by_hand(name, params, now)
-        await self._pipeline.act([decision], now, None)
+        ids = await self._pipeline.act([decision], now, None)
         log.info("playbook %s run by an operator: %s", name, _verdict(decision))
-        return _decided(decision)
+        return _decided(decision, ids[0])
 
     async def set_paused(self, paused: bool) -> dict[str, Any]:
         await self._pause.set_by_operator(paused)
@@ -304,8 +359,11 @@ def _verdict(decision: Decision) -> str:
     return f"suppressed ({decision.suppressed})" if decision.suppressed else "run started"
 
 
-def _decided(decision: Decision) -> dict[str, Any]:
+def _decided(decision: Decision, decision_id: int | None) -> dict[str, Any]:
+    """The answer to a run by hand: what was decided, and under which id (the run it
+    starts carries it as ``decision_id``: GET /api/v1/runs finds the run)."""
     return {
+        "decision": decision_id,
         "rule": decision.rule,
         "key": decision.key,
         "playbook": decision.playbook or decision.candidates[0],

@@ -19,6 +19,7 @@ file. The daemon says what a failed evaluation does (``on_error``: it logs).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Coroutine, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from batond.engine.engine import NO_RUN, Engine
@@ -116,6 +117,14 @@ class Reporter(Protocol):
         """Circuits that opened or closed, in order."""
 
 
+class Fence(Protocol):
+    """Whether this process may act on a decision now (a fleet's central instance: it
+    must still own the decision's partition, see ``fleet.central``)."""
+
+    async def refuses(self, decision: Decision) -> str | None:
+        """Why not (the decision is recorded suppressed ``not_owner``), or None."""
+
+
 class NoRuns:
     """A runner that executes nothing (replay): every run is refused, so the pipeline
     records each decision's run as one that started and ended at once with no outcome
@@ -175,8 +184,10 @@ class Pipeline:
         spawn: Spawn = run_now,
         on_error: Callable[[Input, Exception], None] | None = None,
         reporter: Reporter | None = None,
+        fence: Fence | None = None,
     ) -> None:
         self._engine = engine
+        self._fence = fence
         self._reporter = reporter
         self._ledger = ledger
         self._runs = runs
@@ -262,17 +273,22 @@ class Pipeline:
         self._due = float("inf") if due is None else due
         return self._due
 
-    async def act(self, outputs: list[Output], now: float, arrived: float | None) -> None:
+    async def act(
+        self, outputs: list[Output], now: float, arrived: float | None
+    ) -> list[int | None]:
         """Act on what the engine said, in order. A decision whose run does not start
         feeds its (absent) outcome back at once; what that resolves is acted on next,
-        before the outputs that followed the decision."""
+        before the outputs that followed the decision. The ids the decisions were
+        recorded under, in the order acted on (a run carries its decision's id)."""
         work = list(outputs)
+        ids: list[int | None] = []
         i = 0
         while i < len(work):
             out = work[i]
             i += 1
             if isinstance(out, Decision):
-                work[i:i] = await self._decided(out, now, arrived)
+                decision_id, work[i:i] = await self._decided(out, now, arrived)
+                ids.append(decision_id)
             else:
                 incident_id = await self._ledger.resolve_incident(out)
                 self._runs.incident_resolved(out.rule, out.key)
@@ -282,10 +298,12 @@ class Pipeline:
                     await self._publisher.incident(incident_id)
                 after = self._engine.on_resolve(out.rule, out.key, now)
                 if after is not None:  # the rule's on_resolve: playbook, for that incident
-                    work[i:i] = await self._decided(after, now, None, incident_id)
+                    decision_id, work[i:i] = await self._decided(after, now, None, incident_id)
+                    ids.append(decision_id)
         self._report_circuits()
         if self._state is not None:
             self._state.changed()
+        return ids
 
     def _report_circuits(self) -> None:
         events = self._engine.governor.take_events()
@@ -294,13 +312,15 @@ class Pipeline:
 
     async def _decided(
         self, decision: Decision, now: float, arrived: float | None, resolved: int | None = None
-    ) -> list[Output]:
-        """Record the decision and start its run; the outputs of a run that did not start.
-        ``resolved``: the incident an ``on_resolve:`` decision is about."""
+    ) -> tuple[int | None, list[Output]]:
+        """Record the decision and start its run; its id, and the outputs of a run that
+        did not start. ``resolved``: the incident an ``on_resolve:`` decision is about."""
+        fed_back: list[Output] = []
+        if decision.playbook is not None and self._fence is not None:
+            decision, fed_back = await self._fenced(decision, now)
         decision_id, incident_id = await self._ledger.record_decision(decision)
         if resolved is not None:
             incident_id = resolved
-        fed_back: list[Output] = []
         engine = self._engine
         started = False
         if decision.playbook is not None:
@@ -312,7 +332,7 @@ class Pipeline:
                 verify_by_run=engine.resolves_by_run(decision.rule) or resolved is not None,
             )
             if not started:  # refused (its mode, stopping, replay): no run will end
-                fed_back = engine.record_outcome(
+                fed_back += engine.record_outcome(
                     decision.rule, decision.playbook, decision.key, NO_RUN, now
                 )
         elif decision.suppressed == Suppression.CIRCUIT_OPEN and engine.governor.take_escalation(
@@ -323,7 +343,20 @@ class Pipeline:
             self._reporter.decided(decision, incident_id, started)
         if incident_id is not None:
             await self._publisher.incident(incident_id)
-        return fed_back
+        return decision_id, fed_back
+
+    async def _fenced(self, decision: Decision, now: float) -> tuple[Decision, list[Output]]:
+        """The decision as this process may act on it: suppressed ``not_owner`` when the
+        fence refuses (the engine hears that its run never started)."""
+        assert self._fence is not None and decision.playbook is not None
+        why = await self._fence.refuses(decision)
+        if why is None:
+            return decision, []
+        fed_back = self._engine.record_outcome(
+            decision.rule, decision.playbook, decision.key, NO_RUN, now
+        )
+        fenced = replace(decision, playbook=None, suppressed=Suppression.NOT_OWNER, reason=why)
+        return fenced, fed_back
 
     # -- what runs report (remedy.runner.RunListener) ----------------------------------
     def candidate_started(self, rule: str, playbook: str, key: str, at: float) -> None:

@@ -33,6 +33,8 @@ __all__ = ["DaemonReporter"]
 
 log = logging.getLogger("batond")
 
+_ACTED_ELSEWHERE = frozenset({Suppression.ALREADY_RUNNING, Suppression.NOT_OWNER})
+
 
 class DaemonReporter:
     def __init__(self, metrics: Metrics, notifier: Notifier | None) -> None:
@@ -54,7 +56,8 @@ class DaemonReporter:
                 )  # fmt: skip
             return
         line = f"decision {d.rule} {d.key}: {d.suppressed}, no run{where}: {d.reason}{cause}"
-        if d.suppressed in HELD_BY_OPERATOR or d.suppressed == Suppression.ALREADY_RUNNING:
+        # already_running, not_owner: another run, or the partition's new owner, acts on it
+        if d.suppressed in HELD_BY_OPERATOR or d.suppressed in _ACTED_ELSEWHERE:
             log.info("%s", line)
             return
         log.warning("%s", line)

@@ -13,6 +13,7 @@ const API = {
   rules: "api/v1/rules",
   series: "api/v1/series",
   silences: "api/v1/silences",
+  fleet: "api/v1/fleet",
 };
 const REFRESH_MS = 5000;
 const MAX_CHARTS = 24;
@@ -36,6 +37,7 @@ const SUPPRESSION_WHY = {
   circuit_open: "the target's circuit is open (too many recent runs failed to resolve)",
   blast_radius: "too many hosts affected at once (blast radius)",
   rate_limited: "the global run budget was spent (max_runs)",
+  not_owner: "this central instance no longer owned the host's partition (fencing)",
 };
 
 const state = {
@@ -43,6 +45,7 @@ const state = {
   routes: null,          // Set of "method /path" the daemon serves, or null before known
   tokenNeeded: null,     // true / false from the spec's security, null when unknown
   status: {}, incidents: [], runs: [], rules: [],
+  playbookParams: new Map(),  // playbook -> its declared params with defaults (GET rules)
   runCache: new Map(),   // id -> run (from the list or fetched for the view)
   openDetails: new Set(),
 };
@@ -260,9 +263,10 @@ function incidentLevers(i) {
   if (why) acts.firstChild.title = acts.firstChild.dataset.why = why;
   return acts;
 }
-// An open incident whose latest decision started no run says why (circuit_open, ...).
+// An incident whose latest decision started no run says why (circuit_open, ...): an
+// event incident is resolved by such a decision at once, so resolved ones say it too.
 function noRunWhy(i) {
-  if (i.state !== "open" || !i.last_result || i.last_result === "run") return [];
+  if (!i.last_result || i.last_result === "run") return [];
   return [" ", el("small", { class: "muted", title: i.last_reason || "" }, "no run: " + i.last_result)];
 }
 function renderIncidents(data) {
@@ -292,7 +296,8 @@ function matchersOf(incident) {
     if (at > 0) m[part.slice(0, at)] = part.slice(at + 1);
   }
   if (!Object.keys(m).length) Object.assign(m, incident.labels || {});
-  return m;
+  // the rule first (as Alertmanager's alertname): silence this rule for this key
+  return incident.rule ? { rule: incident.rule, ...m } : m;
 }
 function openSilence(incident) {
   const d = $("#silence-dialog");
@@ -341,6 +346,7 @@ $("#silence-form").addEventListener("submit", async (ev) => {
 function renderRules(data) {
   const list = data.rules || [];
   state.rules = list;
+  state.playbookParams = new Map((data.playbooks || []).map((pb) => [pb.name, pb.params || {}]));
   const rows = list.map((r) => {
     const rates = Object.entries(r.resolve_rates || {}).map(([pb, x]) =>
       `${pb}: ${x.resolved}/${x.runs}` + (x.runs ? ` (${Math.round(100 * x.rate)}%)` : ""));
@@ -350,7 +356,7 @@ function renderRules(data) {
     const kind = r.kind === "schedule" ? `schedule ${r.cron || ""}` : [r.kind, r.when ? "when " + r.when : ""].join(" ");
     const runs = el("td", { class: "mono" }, ...(r.run || []).flatMap((pb, n) => [
       n ? " → " : "", pb, " ",
-      lever("▶", "post /api/v1/playbooks/{name}/run", async () => { openPlaybook(pb, r.params || {}); }, {
+      lever("▶", "post /api/v1/playbooks/{name}/run", async () => { openPlaybook(pb); }, {
         name: "run-playbook", title: `run ${pb} by hand now`, aria: `run ${pb} now`,
       }),
     ]));
@@ -360,7 +366,7 @@ function renderRules(data) {
         return `schedule ${r.name} triggered`;
       }));
     }
-    return el("tr", {},
+    return el("tr", { "data-rule": r.name },
       name,
       el("td", { class: "muted" }, kind),
       runs,
@@ -373,9 +379,11 @@ function renderRules(data) {
   $("#rules tbody").replaceChildren(...rows);
   $("#rules-note").textContent = `${list.length} loaded`;
 }
-function openPlaybook(name, params) {
+// The params field starts as the playbook's declared params with their defaults: what a
+// run by hand may be given (the daemon refuses others when the playbook declares any).
+function openPlaybook(name) {
   $("#playbook-name").textContent = name;
-  $("#playbook-params").value = JSON.stringify(params || {}, null, 2);
+  $("#playbook-params").value = JSON.stringify(state.playbookParams.get(name) || {}, null, 2);
   $("#playbook-error").textContent = "";
   $("#playbook-dialog").showModal();
 }
@@ -385,15 +393,37 @@ $("#playbook-form").addEventListener("submit", async (ev) => {
   const name = $("#playbook-name").textContent;
   try {
     const params = JSON.parse($("#playbook-params").value || "{}");
+    if (params === null || typeof params !== "object" || Array.isArray(params)) throw new Error("params must be a JSON object");
     const r = await send("POST", `api/v1/playbooks/${encodeURIComponent(name)}/run`, { params });
     $("#playbook-dialog").close("ok");
-    toast(`playbook ${name} started` + (r && r.run ? ` as run #${r.run}` : ""));
-    if (r && r.run) location.hash = "#run/" + r.run;
+    await startedBy(r, `playbook ${name}`);
     refresh();
   } catch (e) {
     $("#playbook-error").textContent = e.message;
   }
 });
+
+// After a run by hand: say what the governor decided, and open the run it started once
+// the runner has recorded it (the run carries the decision's id).
+async function startedBy(answer, what) {
+  if (!answer || !answer.started) {
+    toast(`${what}: not started: ${(answer && answer.suppressed) || "refused"}`, true);
+    return;
+  }
+  toast(`${what} started`);
+  if (answer.decision == null) return;
+  for (let tries = 0; tries < 40; tries++) {
+    let runs = [];
+    try { runs = (await getJSON(API.runs)).runs || []; } catch (e) { runs = []; }  // try again
+    const found = runs.find((x) => x.decision_id === answer.decision);
+    if (found) {
+      toast(`${what} started as run #${found.id}`);
+      location.hash = "#run/" + found.id;
+      return;
+    }
+    await new Promise((done) => setTimeout(done, 250));
+  }
+}
 
 // -- runs -------------------------------------------------------------------------
 const STEP_COLOURS = {
@@ -422,8 +452,8 @@ function runLevers(r) {
     }, { unless: done ? "the run is done" : "" }),
     lever("re-run", "post /api/v1/playbooks/{name}/run", async () => {
       const res = await send("POST", `api/v1/playbooks/${encodeURIComponent(r.playbook)}/run`,
-        { params: r.params || {}, labels: r.labels || {} });
-      return `re-run of #${r.id} started` + (res && res.run ? ` as run #${res.run}` : "");
+        { params: r.params || {} });
+      await startedBy(res, `re-run of #${r.id}`);
     }, { name: "rerun", unless: done ? "" : "the run has not finished", title: "run the same playbook again with the same params" }));
 }
 function runBar(r, t0, longest, now) {
@@ -446,6 +476,11 @@ function runBar(r, t0, longest, now) {
   }
   return bar;
 }
+// which central instance of a fleet ran it (runs.instance; null on a single host)
+function instanceTag(r) {
+  if (!r.instance) return [];
+  return [el("span", { class: "inst mono", "data-instance": r.instance, title: "run by central instance " + r.instance }, r.instance), " "];
+}
 function renderRuns(data) {
   const list = data.runs || [];
   state.runs = list;
@@ -461,7 +496,7 @@ function renderRuns(data) {
     el("div", {}, "outcome"));
   const rows = list.map((r) => {
     const who = el("div", { class: "who", title: `rule ${r.rule} · playbook ${r.playbook} · key ${r.key || "(none)"}` },
-      link("#run/" + r.id, "#" + r.id), " ", el("b", {}, r.playbook), " ",
+      link("#run/" + r.id, "#" + r.id), " ", ...instanceTag(r), el("b", {}, r.playbook), " ",
       el("span", { class: "mono muted" }, r.key || ""));
     const outcome = el("div", {}, r.outcome ? badge(r.outcome) : badge(r.state));
     const details = el("details", { class: "steps", "data-run": r.id },
@@ -481,7 +516,7 @@ function renderRuns(data) {
 function stepOutput(s) {
   const parts = [];
   const detail = s.detail || {};
-  if (detail.args) parts.push(el("div", {}, el("b", {}, "args "), el("pre", { class: "out" }, JSON.stringify(detail.args, null, 2))));
+  if (s.args) parts.push(el("div", { class: "step-args" }, el("b", {}, "args "), el("pre", { class: "out" }, JSON.stringify(s.args, null, 2))));
   if (detail.detail) parts.push(el("div", {}, el("b", {}, "detail "), detail.detail));
   if (detail.status != null) parts.push(el("div", {}, el("b", {}, "HTTP status "), detail.status));
   if (s.stdout) parts.push(el("div", {}, el("b", {}, "stdout"), el("pre", { class: "out" }, s.stdout)));
@@ -517,15 +552,23 @@ function isEscalation(run) {
   const rule = state.rules.find((x) => x.name === run.rule);
   return !!rule && !(rule.run || []).includes(run.playbook);
 }
+function runLink(id) {
+  const x = state.runs.find((y) => y.id === id) || state.runCache.get(id);
+  return el("span", { "data-related": id }, link("#run/" + id, `run #${id}`),
+    x ? el("span", {}, ` ${x.playbook} `, badge(x.outcome || x.state)) : "");
+}
+// escalations come from the journal (escalates / escalated_to); other runs of the same
+// decision are the next candidates or the ones tried before
 function relatedRuns(run) {
-  const same = state.runs.filter((x) => x.id !== run.id && x.decision_id != null && x.decision_id === run.decision_id);
   const out = [];
   if (run.resumes) out.push(["resumes", link("#run/" + run.resumes, "run #" + run.resumes)]);
   for (const x of state.runs.filter((y) => y.resumes === run.id)) out.push(["resumed by", link("#run/" + x.id, "run #" + x.id)]);
+  if (run.escalates) out.push(["escalates", runLink(run.escalates)]);
+  if (run.escalated_to) out.push(["escalated to", runLink(run.escalated_to)]);
+  const linked = new Set([run.escalates, run.escalated_to]);
+  const same = state.runs.filter((x) => x.id !== run.id && !linked.has(x.id) && x.decision_id != null && x.decision_id === run.decision_id);
   for (const x of same.sort((a, b) => a.id - b.id)) {
-    const esc = isEscalation(x);
-    const rel = x.id > run.id ? (esc ? "escalated to" : "next candidate") : (isEscalation(run) ? "escalates" : "tried before");
-    out.push([rel, el("span", {}, link("#run/" + x.id, `run #${x.id}`), ` ${x.playbook} `, badge(x.outcome || x.state))]);
+    out.push([x.id > run.id ? "next candidate" : "tried before", runLink(x.id)]);
   }
   return out;
 }
@@ -536,7 +579,8 @@ async function renderRunView(id) {
   state.runCache.set(id, run);
   const meta = [
     ["state", el("span", {}, badge(run.state), " ", run.outcome ? badge(run.outcome) : "")],
-    ["rule", run.rule], ["playbook", run.playbook + (isEscalation(run) ? " (escalation)" : "")],
+    ...(run.instance ? [["instance", el("span", { class: "mono", "data-instance": run.instance }, run.instance)]] : []),
+    ["rule", run.rule], ["playbook", run.playbook + (run.escalates || isEscalation(run) ? " (escalation)" : "")],
     ["key", el("span", { class: "mono" }, run.key || "(none)")],
     ["incident", run.incident_id ? link("#incident/" + run.incident_id, "incident #" + run.incident_id) : "–"],
     ["created", when(run.created_at)], ["started", when(run.started_at)], ["ended", when(run.ended_at)],
@@ -599,6 +643,7 @@ async function renderView() {
 // Units from the metric's name (Prometheus habits): bytes scale in 1024s, percent shows %.
 function unitOf(metric) {
   if (/(_percent|_pct|_ratio_percent)$/.test(metric)) return "percent";
+  if (/bytes_per_s(econd)?$/.test(metric)) return "bytes/s";  // the host's disk and net rates
   if (/bytes/.test(metric)) return "bytes";
   if (/_seconds$/.test(metric)) return "seconds";
   return "";
@@ -607,13 +652,34 @@ function withUnit(v, unit) {
   if (v == null || !isFinite(v)) return "–";
   if (unit === "percent") return (+v.toFixed(Math.abs(v) < 10 ? 1 : 0)) + "%";
   if (unit === "seconds") return span(v);
-  if (unit === "bytes") {
-    const names = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let x = Math.abs(v), n = 0;
-    while (x >= 1024 && n < names.length - 1) { x /= 1024; n++; }
-    return (v < 0 ? "-" : "") + (+x.toFixed(x < 10 ? 1 : 0)) + " " + names[n];
+  if (unit === "bytes" || unit === "bytes/s") {
+    const n = bytePower(v), x = Math.abs(v) / 1024 ** n;
+    return (v < 0 ? "-" : "") + (+x.toFixed(x < 10 ? 2 : x < 100 ? 1 : 0)) + " " + BYTE_NAMES[n]
+      + (unit === "bytes/s" ? "/s" : "");
   }
   return fmt(v);
+}
+const BYTE_NAMES = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+function bytePower(v) {
+  let x = Math.abs(v), n = 0;
+  while (x >= 1024 && n < BYTE_NAMES.length - 1) { x /= 1024; n++; }
+  return n;
+}
+// The value axis: ticks at round numbers of the unit's own scale (GiB for a series of
+// gigabytes), each labelled with the decimals its step needs: 3.005 GiB, 3.010 GiB, ...
+// rather than four ticks that all read "3 GiB".
+function axisTicks(lo, hi, unit) {
+  if (unit === "seconds") return niceTicks(lo, hi, 4).map((v) => [v, span(v)]);
+  const bytes = unit === "bytes" || unit === "bytes/s";
+  const scale = bytes ? 1024 ** bytePower(Math.max(Math.abs(lo), Math.abs(hi))) : 1;
+  const suffix = bytes ? " " + BYTE_NAMES[Math.round(Math.log2(scale) / 10)] + (unit === "bytes/s" ? "/s" : "")
+    : unit === "percent" ? "%" : "";
+  const ticks = niceTicks(lo / scale, hi / scale, 4);
+  const step = ticks.length > 1 ? ticks[1] - ticks[0] : 1;
+  let decimals = 0;
+  while (decimals < 6 && Math.abs(Math.round(step * 10 ** decimals) - step * 10 ** decimals) > 1e-6) decimals++;
+  return ticks.map((t) => [t * scale,
+    !unit && Math.abs(t) >= 1e5 ? fmt(t) : t.toFixed(decimals) + suffix]);
 }
 function niceTicks(lo, hi, count) {
   const raw = (hi - lo) / Math.max(1, count);
@@ -659,12 +725,12 @@ function chart(series) {
   const X = (t) => L + (W - L - R) * (t - t0) / Math.max(1e-9, t1 - t0);
   const Y = (v) => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
   const S = (s) => T + (H - T - B) * (1 - Math.min(1, Math.max(0, s)));  // score axis 0..1
-  for (const v of niceTicks(lo, hi, 4)) {
+  for (const [v, label] of axisTicks(lo, hi, unit)) {
     box.append(svg("line", { x1: L, x2: W - R, y1: Y(v), y2: Y(v), stroke: "var(--line)" }));
-    box.append(svg("text", { x: L - 4, y: Y(v) + 4, "text-anchor": "end", "font-size": 10, fill: "var(--muted)" }, withUnit(v, unit)));
+    box.append(svg("text", { x: L - 4, y: Y(v) + 4, "text-anchor": "end", "font-size": 10, fill: "var(--muted)", "data-axis": "value" }, label));
   }
   for (const s of [0, 0.5, 1]) {
-    box.append(svg("text", { x: W - R + 4, y: S(s) + 4, "font-size": 10, fill: "var(--bad)" }, s.toFixed(1)));
+    box.append(svg("text", { x: W - R + 4, y: S(s) + 4, "font-size": 10, fill: "var(--bad)", "data-axis": "score" }, s.toFixed(1)));
   }
   const ticks = 4;
   for (let k = 0; k <= ticks; k++) {
@@ -723,6 +789,124 @@ function seriesURL() {
   return API.series + (s ? "?" + s : "");
 }
 
+// -- the fleet (a central instance only) ----------------------------------------------
+// GET /api/v1/fleet answers only on a central instance (404 elsewhere: the section stays
+// hidden). Members and owners are as the database said at this instance's last heartbeat.
+const OWNER_COLOURS = ["#3578e5", "#2e9d5b", "#b28be0", "#e0902c", "#1b9aaa", "#c2417a", "#7a8b2e", "#8d6e63"];
+// An agent's last_seen is written at most once per batch_interval (at a heartbeat), so a
+// live agent's can be about two intervals old: it is drawn stale after four, or when the
+// API says so (live: false / stale: true). The interval is the view's batch_interval when
+// it has one, else the default 10 s.
+const AGENT_STALE_INTERVALS = 4;
+const DEFAULT_BATCH_INTERVAL_S = 10;
+function ownerColours(view) {
+  const names = [...new Set([...(view.members || []).map((m) => m.instance), ...Object.values(view.owners || {})])].sort();
+  return new Map(names.map((n, i) => [n, OWNER_COLOURS[i % OWNER_COLOURS.length]]));
+}
+function renderFleetSelf(view) {
+  const held = (view.held || []).map((h) => h.partition);
+  $("#fleet-self").replaceChildren(kv([
+    ["this instance", el("span", { class: "mono", "data-fleet-self": view.instance }, view.instance)],
+    ["database session", el("span", { "data-fleet-state": view.state }, badge(view.state))],
+    ["holds", `${held.length} of ${view.partitions} partitions` + (held.length ? ": " + held.join(", ") : "")],
+    ["as of", el("span", { title: when(view.as_of) }, ago(view.as_of))],
+  ]));
+}
+function renderFleetMembers(view, colours) {
+  const rows = (view.members || []).map((m) => el("tr", { "data-member": m.instance, "data-live": String(!!m.live) },
+    el("td", { class: "mono" }, el("i", { class: "swatch", style: `background:${colours.get(m.instance)}` }), " ", m.instance,
+      m.instance === view.instance ? el("small", { class: "muted" }, " (this one)") : ""),
+    el("td", { class: "mono" }, m.host || "–"),
+    el("td", { title: m.live ? "seen within the lease, its database session connected" : "not seen within the lease or its database session is gone: its partitions are not counted as its" },
+      badge(m.live ? "live" : "stale")),
+    el("td", { title: when(m.last_seen) }, ago(m.last_seen)),
+    ...memberHolds(m)));
+  $("#fleet-members tbody").replaceChildren(...rows);
+}
+// a member not live holds nothing (its locks went with its session): what it last said is muted
+function memberHolds(m) {
+  const held = m.held || [];
+  if (m.live) return [el("td", { class: "num" }, held.length), el("td", { class: "mono" }, held.join(", ") || "–")];
+  return [el("td", { class: "num" }, 0),
+    el("td", { class: "mono muted" }, held.length ? "none (last said: " + held.join(", ") + ")" : "none")];
+}
+function renderFleetMap(view, colours) {
+  const owners = view.owners || {};
+  const mine = new Set((view.held || []).map((h) => h.partition));
+  const cells = [];
+  for (let p = 0; p < view.partitions; p++) {
+    const owner = owners[String(p)];
+    const cell = el("span", {
+      class: "pcell" + (owner ? "" : " unowned") + (mine.has(p) ? " mine" : ""),
+      "data-partition": p, "data-owner": owner || "",
+      title: `partition ${p}: ` + (owner ? "owned by " + owner : "unowned (no live member holds it)"),
+      style: owner ? `background:${colours.get(owner)}` : null,
+    }, p);
+    cells.push(cell);
+  }
+  $("#fleet-map").replaceChildren(...cells);
+  const unowned = (view.unowned || []).length;
+  $("#fleet-map-note").textContent = unowned ? `${unowned} unowned: ${view.unowned.join(", ")}` : "every partition owned";
+  $("#fleet-map-note").className = unowned ? "err" : "";
+  $("#fleet-legend").replaceChildren(...[...colours].map(([name, c]) => el("span", {}, el("i", { style: `background:${c}` }), name)),
+    el("span", {}, el("i", { class: "unowned-key" }), "unowned"), el("span", {}, el("i", { class: "mine-key" }), "held by this instance"));
+}
+function agentStale(a, view) {
+  if (a.live === false || a.stale === true) return true;
+  if (a.live === true || a.stale === false) return false;
+  const interval = view.batch_interval || DEFAULT_BATCH_INTERVAL_S;
+  return a.last_seen == null || Date.now() / 1000 - a.last_seen > AGENT_STALE_INTERVALS * interval;
+}
+function renderFleetAgents(view) {
+  const box = $("#fleet-agents-box");
+  box.hidden = !Array.isArray(view.agents);
+  if (box.hidden) return;
+  const owners = view.owners || {};
+  const rows = view.agents.map((a) => {
+    const stale = agentStale(a, view);
+    return el("tr", { "data-agent": a.host, "data-stale": String(stale) },
+      el("td", { class: "mono" }, a.host, " ", stale ? badge("stale") : ""),
+      el("td", { class: "num" }, a.partition ?? "–"),
+      el("td", { class: "mono" }, owners[String(a.partition)] || "unowned"),
+      el("td", { title: when(a.last_seen) }, ago(a.last_seen)),
+      el("td", { class: "num" }, a.seq ?? "–"),
+      el("td", { class: "mono" }, labelText(a.labels)));
+  });
+  $("#fleet-agents tbody").replaceChildren(...(rows.length ? rows
+    : [el("tr", {}, el("td", { colspan: 6, class: "muted" }, "no agent seen yet"))]));
+  const stale = view.agents.filter((a) => agentStale(a, view)).length;
+  const total = view.agent_count ?? view.agents.length;
+  $("#fleet-agents-note").textContent = (total > view.agents.length
+    ? `the ${view.agents.length} most recently seen of ${total}` : `${total} seen`)
+    + (stale ? `, ${stale} of these stale` : "");
+}
+function renderFleet(view) {
+  $("#fleet").hidden = false;
+  const colours = ownerColours(view);
+  renderFleetSelf(view);
+  renderFleetMembers(view, colours);
+  renderFleetMap(view, colours);
+  renderFleetAgents(view);
+  const live = (view.members || []).filter((m) => m.live).length;
+  $("#fleet-note").textContent = `central instance ${view.instance} · ${live} live of ${(view.members || []).length} members · ${view.partitions} partitions`;
+}
+// Not a central instance (404): no section, and not a failed request either.
+async function fleetPanel() {
+  const section = $("#fleet");
+  try {
+    const resp = await fetch(API.fleet, { headers: { Accept: "application/json" }, cache: "no-store" });
+    if (resp.status === 404) { section.hidden = true; section.dataset.fleet = "none"; return true; }
+    if (!resp.ok) throw new Error(API.fleet + ": HTTP " + resp.status);
+    renderFleet(await resp.json());
+    section.dataset.fleet = "central";
+    $("#fleet [data-error]").textContent = "";
+    return true;
+  } catch (e) {
+    $("#fleet [data-error]").textContent = "unavailable: " + e.message;
+    return false;
+  }
+}
+
 // -- silences ---------------------------------------------------------------------
 function renderSilences(data) {
   const list = data.silences || [];
@@ -763,6 +947,7 @@ async function refresh() {
       panel("incidents", API.incidents, renderIncidents),
       panel("runs", API.runs, renderRuns),
       panel("silences", API.silences, renderSilences),
+      fleetPanel(),
     ]);
     results.push(await panel("series", seriesURL(), renderSeries));  // after rules: thresholds
     await renderView();

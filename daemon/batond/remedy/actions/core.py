@@ -24,6 +24,7 @@ __all__ = [
     "Denied",
     "Key",
     "Publish",
+    "RemoteAsk",
     "StepCall",
     "Tail",
 ]
@@ -32,6 +33,9 @@ __all__ = [
 TAIL_BYTES = 4096
 
 Publish = Callable[[str, bytes, int, bool], Awaitable[None]]
+#: A central instance's remote requests (batond.fleet.remote): (host, playbook, params) ->
+#: the agent's signed outcome report, verified; ActionError when it cannot be sent.
+RemoteAsk = Callable[[str, str, Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +112,7 @@ class ActionContext:
     """Resources shared by all runs; the daemon builds one and closes it at exit."""
 
     mqtt_publish: Publish | None = None  # the MQTT client's publish, when MQTT is configured
+    remote: RemoteAsk | None = None  # a central instance's requests to agents (fleet)
     systemctl: tuple[str, ...] = ("systemctl",)  # ("systemctl", "--user") for user units
     ansible_playbook: str = "ansible-playbook"
     approvals: Approvals = field(default_factory=Approvals)
