@@ -430,7 +430,8 @@ class ModelSet:
                     "detector": s.detector.to_state(),
                 }
                 for s in self._series.values()
-            ]
+            ],
+            "hosts": self._hosts.export(),
         }
         header = STATE_MAGIC + b" v%d\n" % STATE_VERSION
         return header + json.dumps(body, separators=(",", ":")).encode()
@@ -451,6 +452,32 @@ class ModelSet:
                 self._import_series(item, by_name)
             except (KeyError, TypeError, ValueError) as exc:
                 raise StateError(f"anomaly state: malformed series entry: {exc!r}") from exc
+        for item in body.get("hosts", []):
+            try:
+                self._import_host(item, by_name)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise StateError(f"anomaly state: malformed host entry: {exc!r}") from exc
+
+    def _import_host(self, item: dict[str, Any], by_name: dict[str, ModelSpec]) -> None:
+        name = item["model"]
+        spec = by_name.get(name)
+        where = f"{HOST_METRIC} {item['labels']}"
+        if spec is None or spec.detector != "host":
+            self.state_notes.append(f"{where}: host model {name!r} no longer exists; state dropped")
+            return
+        if item["fingerprint"] != spec.fingerprint():
+            self.state_notes.append(
+                f"{where}: model {name!r} changed detector, params, warmup or threshold"
+                " since this state was learned; the host learns afresh"
+            )
+            return
+
+        def release() -> None:
+            self._bytes -= series_bytes(spec)
+
+        note = self._hosts.import_host(item, spec, release)
+        if note:
+            self.state_notes.append(note)
 
     def _import_series(self, item: dict[str, Any], by_name: dict[str, ModelSpec]) -> None:
         name = item["model"]
