@@ -184,6 +184,7 @@ class DaemonProcess:
         """SIGTERM and wait; SIGKILL if it does not exit in time (then fail loudly)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGCONT)  # a test may have stopped it
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -104,8 +104,15 @@ class Fleet:
         return wait_until(lambda: balanced(self, set(names)), 60, "a fair split")
 
     def stop_all(self) -> None:
+        """Stop every instance, even when one of them fails to stop (it is reported)."""
+        failed: list[AssertionError] = []
         for proc in self.procs.values():
-            proc.stop()
+            try:
+                proc.stop()
+            except AssertionError as exc:
+                failed.append(exc)
+        if failed:
+            raise failed[0]
 
     def held(self) -> dict[str, set[int]]:
         """What each live instance's member row says it holds."""
