@@ -339,7 +339,8 @@ async def engine_pass(
                 await journal.resolve_incident(out.rule, out.key, out.ts)
         if outputs and journal is not None:
             if state == "soon":
-                journal.save_rule_state_soon(engine.export_state)
+                # as the daemon's RuleStateSaver: hosts_seen is saved apart, every 30 s
+                journal.save_rule_state_soon(lambda: engine.export_state(hosts_seen=False))
             elif state == "each":
                 await journal.save_rule_state(engine.export_state())
     if journal is not None:

@@ -385,6 +385,25 @@ def test_a_pending_for_timer_survives_sigkill(tmp_path: Path) -> None:
         d2.kill()
 
 
+def test_a_stop_saves_the_hosts_seen_apart_from_the_rule_state(tmp_path: Path) -> None:
+    d = start(tmp_path, rules=FOR_RULE)
+    try:
+        d.wait_ready()
+        assert d.post("/api/v1/events", {"metric": "temp", "value": 50, "host": "h7"}).status == 202
+        d.wait_for(
+            lambda: d.metric("batond_events_received_total", {"source": "http"}) == 1.0,
+            what="the sample to be taken in",
+        )
+        assert d.stop() == 0, d.log()
+    finally:
+        d.kill()
+    db = tmp_path / "state" / "journal.db"
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        hosts = conn.execute("SELECT value FROM kv WHERE name = 'hosts_seen'").fetchone()
+    assert hosts is not None and b'"h7"' in bytes(hosts[0])
+    assert b"hosts_seen" not in saved_rule_state(db)  # not rewritten after each decision
+
+
 QUEUE_OF_ONE = """
 rules:
   - {name: a, match: {event: a}, run: gated}

@@ -636,8 +636,9 @@ class Engine:
         return out
 
     # -- persistence -----------------------------------------------------------------
-    def export_state(self) -> dict[str, Any]:
-        """JSON-serialisable state: incidents, timers, windows, cooldowns, governor."""
+    def export_state(self, *, hosts_seen: bool = True) -> dict[str, Any]:
+        """JSON-serialisable state: incidents, timers, windows, cooldowns, governor
+        (without its hosts seen when ``hosts_seen=False``: see Governor.export_state)."""
         return {
             "version": STATE_VERSION,
             "rules": {
@@ -648,18 +649,22 @@ class Engine:
                 name: {"fingerprint": self._schedule_fp.get(name), "next": nxt}
                 for name, nxt in self._schedule_next.items()
             },
-            "governor": self.governor.export_state(),
+            "governor": self.governor.export_state(hosts_seen=hosts_seen),
         }
 
-    def import_state(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`export_state` gave; rules that changed since start afresh."""
+    def import_state(
+        self, state: Mapping[str, Any], hosts_seen: Mapping[str, Any] | None = None
+    ) -> None:
+        """Restore what :meth:`export_state` gave, with the governor's hosts seen when
+        saved apart; rules that changed since start afresh."""
         if state.get("version") != STATE_VERSION:
+            self.governor.import_hosts_seen(hosts_seen or {})
             return
         self.import_rule_states(state)
         for name, data in state.get("schedules", {}).items():
             if self._schedule_fp.get(name) == data.get("fingerprint") and data.get("next"):
                 self._schedule_next[name] = float(data["next"])
-        self.governor.import_state(state.get("governor", {}))
+        self.governor.import_state(state.get("governor", {}), hosts_seen)
 
     def import_rule_states(self, state: Mapping[str, Any], only: Collection[str] = ()) -> None:
         """The rule states of an :meth:`export_state` document (of ``only`` those rules,

@@ -543,9 +543,11 @@ class Governor:
         return _REASONS.get(reason, str(reason))
 
     # -- persistence -----------------------------------------------------------------
-    def export_state(self) -> dict[str, Any]:
-        since = self._clock - HOSTS_SEEN_S
-        return {
+    def export_state(self, *, hosts_seen: bool = True) -> dict[str, Any]:
+        """The governor's state; without ``hosts_seen`` (``hosts_seen=False``) when the
+        caller saves that on its own cadence (:meth:`export_hosts_seen`): it is nearly
+        all of the bytes and changes with every sample, not with decisions."""
+        state: dict[str, Any] = {
             "runs": list(self._runs),
             "rule_runs": {r: list(w) for r, w in self._rule_runs.items() if w},
             "scopes": {
@@ -561,13 +563,23 @@ class Governor:
             },
             "acted": dict(self._acted),
             "stats": [[r, p, c, *s] for (r, p, c), s in self._stats.items()],
-            "hosts_seen": {h: ts for h, ts in self.hosts_seen.items() if ts >= since},
         }
+        if hosts_seen:
+            state["hosts_seen"] = self.export_hosts_seen()
+        return state
 
-    def import_state(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`export_state`. State of a batond before scopes (per key only)
-        keeps its rate window, hosts and statistics; its circuits and budgets, which
-        belonged to no rule, start afresh."""
+    def export_hosts_seen(self) -> dict[str, float]:
+        """Hosts seen within the last hour (by the governor's clock), with their time."""
+        since = self._clock - HOSTS_SEEN_S
+        return {h: ts for h, ts in self.hosts_seen.items() if ts >= since}
+
+    def import_state(
+        self, state: Mapping[str, Any], hosts_seen: Mapping[str, Any] | None = None
+    ) -> None:
+        """Restore :meth:`export_state`, and :meth:`export_hosts_seen` when saved apart
+        (merged with any in ``state``: the later time of a host wins). State of a batond
+        before scopes (per key only) keeps its rate window, hosts and statistics; its
+        circuits and budgets, which belonged to no rule, start afresh."""
         self._runs = deque(float(t) for t in state.get("runs", ()))
         self._rule_runs = {
             str(r): deque(float(t) for t in w) for r, w in state.get("rule_runs", {}).items()
@@ -592,7 +604,15 @@ class Governor:
             self._stats[(str(r), str(p), str(c))] = [
                 int(resolved), int(concluded), int(ended[0] if ended else concluded),
             ]  # fmt: skip
-        saved = sorted((float(t), str(h)) for h, t in state.get("hosts_seen", {}).items())
+        self.import_hosts_seen(state.get("hosts_seen", {}), hosts_seen or {})
+
+    def import_hosts_seen(self, *docs: Mapping[str, Any]) -> None:
+        """Note the hosts of :meth:`export_hosts_seen` documents, least recent first."""
+        latest: dict[str, float] = {}
+        for doc in docs:
+            for host, ts in doc.items():
+                latest[str(host)] = max(float(ts), latest.get(str(host), float("-inf")))
+        saved = sorted((ts, host) for host, ts in latest.items())
         for ts, host in saved[-HOSTS_SEEN_MAX:]:
             self.note_host(host, ts)
 

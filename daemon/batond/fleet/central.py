@@ -69,7 +69,7 @@ _RETRY_MIN_S, _RETRY_MAX_S = 0.5, 10.0
 class RuleStates(Protocol):
     """The engine, as far as checkpoints go (batond.engine.engine.Engine)."""
 
-    def export_state(self) -> dict[str, Any]: ...
+    def export_state(self, *, hosts_seen: bool = True) -> dict[str, Any]: ...
 
     def import_rule_states(self, state: Mapping[str, Any], only: Collection[str] = ()) -> None: ...
 
@@ -295,7 +295,7 @@ class Central:
         return lambda key: key_partition(key, parts) == partition
 
     def _engine_state(self) -> dict[str, Any] | None:
-        return self._engine.export_state() if self._engine is not None else None
+        return self._engine.export_state(hosts_seen=False) if self._engine is not None else None
 
     async def _checkpoint(self, own: Ownership, partition: int, state: Any) -> None:
         """Write the partition's part of ``state`` when it changed since the last write."""
@@ -319,7 +319,7 @@ class Central:
         part = await checkpoint.load(own.conn, partition)
         if not part or not part.get("rules"):
             return
-        merged = merge_keys(self._engine.export_state(), part)
+        merged = merge_keys(self._engine.export_state(hosts_seen=False), part)
         self._engine.import_rule_states(merged, only=tuple(part["rules"]))
         keys = sum(
             len(r.get("open", {})) + len(r.get("pending", {})) for r in part["rules"].values()
@@ -331,7 +331,7 @@ class Central:
         """Drop the engine's state of the keys ``select`` takes (no longer ours)."""
         if self._engine is None:
             return
-        state = self._engine.export_state()
+        state = self._engine.export_state(hosts_seen=False)
         names = tuple(take_keys(state, select)["rules"])
         if names:
             self._engine.import_rule_states(drop_keys(state, select), only=names)

@@ -48,13 +48,17 @@ T = TypeVar("T")
 OUTPUT_TAIL = 4096
 #: Bytes of a decision's triggering input kept.
 ITEM_MAX = 16384
-#: Least time between two rule state exports by ``save_rule_state_soon`` in a burst.
-STATE_SAVE_INTERVAL_S = 0.02
+#: Least time between two rule state exports by ``save_rule_state_soon`` in a burst: a
+#: storm's saves are 10 a second at most; a SIGKILL in a storm loses at most this much
+#: of the rule state's changes (never a decision or a run: those are journaled on their
+#: own). An isolated change is still saved on the next loop turn (docs/journal.md).
+STATE_SAVE_INTERVAL_S = 0.1
 _DB_NAME = "journal.db"
 #: A fleet agent not seen for this long (or the retention, if shorter) is pruned: a host
 #: gone does not stay listed for ever.
 AGENTS_KEPT_S = 86400.0
 _RULE_STATE = "rule_state"
+_HOSTS_SEEN = "hosts_seen"
 _PAUSED = "paused"
 
 
@@ -85,6 +89,8 @@ class Journal:
         #: The kv name of the engine's rule state. Instances that share one journal
         #: (central instances of a fleet) each keep their own: see :meth:`open`.
         self.rule_state_name = _RULE_STATE
+        #: The kv name of the governor's hosts seen, saved apart on a slower cadence.
+        self.hosts_seen_name = _HOSTS_SEEN
         #: The central instance whose runs these are (runs.instance); None on one host.
         self.instance: str | None = None
         # named state documents waiting to be written; a newer save replaces the blob
@@ -131,6 +137,7 @@ class Journal:
             raise
         if instance is not None:
             journal.rule_state_name = f"{_RULE_STATE}@{instance}"
+            journal.hosts_seen_name = f"{_HOSTS_SEEN}@{instance}"
             journal.instance = instance
         return journal
 
@@ -488,8 +495,9 @@ class Journal:
         For the engine loop after each decision. An isolated decision is saved
         when the event loop next turns; in a burst (an alert storm) exports
         are at least ``STATE_SAVE_INTERVAL_S`` apart, so a storm of decisions
-        costs a few exports, not one each. Either way state (cooldowns, open
-        incidents) is committed within milliseconds of the change.
+        costs a few exports (10 a second at most), not one each. An isolated
+        change (cooldowns, open incidents) is committed within milliseconds; in a
+        burst, within ``STATE_SAVE_INTERVAL_S`` plus the commit.
         """
         if self._export_handle is not None:
             return
@@ -510,6 +518,14 @@ class Journal:
 
     async def load_rule_state(self) -> dict[str, Any] | None:
         return await self.load_state(self.rule_state_name)
+
+    async def save_hosts_seen(self, hosts: Mapping[str, float]) -> None:
+        """The governor's ``export_hosts_seen()``: saved apart from the rule state, on a
+        slower cadence (``RuleStateSaver``), since it changes with every sample."""
+        await self.save_state(self.hosts_seen_name, hosts)
+
+    async def load_hosts_seen(self) -> dict[str, Any] | None:
+        return await self.load_state(self.hosts_seen_name)
 
     async def save_state(self, name: str, state: Mapping[str, Any]) -> None:
         """Save a named JSON document (serialized now, on the caller's thread).

@@ -300,7 +300,7 @@ class Daemon:
             if now - last_prune >= PRUNE_EVERY_S:
                 last_prune = now
                 await self._prune(now)
-            parts.state.save_if_touched()
+            await parts.state.save_if_touched()
             if now - last_model_save >= MODEL_SAVE_EVERY_S:
                 last_model_save = now
                 await save_models(parts.models, parts.config.state_dir)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,8 @@ log = logging.getLogger("batond")
 
 #: How often an input re-reads the kill switch file: it acts within 0.1 s, not a second.
 KILL_SWITCH_CHECK_S = 0.1
+#: How often the governor's hosts seen are saved while inputs arrive (RuleStateSaver).
+HOSTS_SEEN_SAVE_S = 30.0
 
 
 class JournalLedger:
@@ -102,26 +104,49 @@ class RuleStateSaver:
     exports, not one each). Inputs only mark it touched: timers, count windows and
     ``absent:`` groups change without an output, and housekeeping saves those each
     second, so they survive a SIGKILL with a second's loss at most.
+
+    The governor's hosts seen (every host of the last hour: nearly all of the bytes,
+    changed by every sample) are left out of those saves and saved apart every
+    ``HOSTS_SEEN_SAVE_S`` while inputs arrive, and at stop: they only size the blast
+    radius, which a restart may see up to that much behind (docs/governor.md).
     """
 
-    def __init__(self, journal: Journal, engine: Engine) -> None:
+    def __init__(
+        self, journal: Journal, engine: Engine, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._journal = journal
         self._engine = engine
+        self._clock = clock
         self._touched = False
+        self._hosts_touched = False
+        self._hosts_saved = float("-inf")  # clock() of the last hosts seen save
 
     def touched(self) -> None:
-        self._touched = True
+        self._touched = self._hosts_touched = True
 
     def changed(self) -> None:
-        self._journal.save_rule_state_soon(self._engine.export_state)
+        self._journal.save_rule_state_soon(self._export)
 
-    def save_if_touched(self) -> None:
+    def _export(self) -> dict[str, Any]:
+        return self._engine.export_state(hosts_seen=False)
+
+    async def save_if_touched(self) -> None:
+        """Housekeeping's: the rule state when touched, the hosts seen when due."""
         if self._touched:
             self._touched = False
             self.changed()
+        if self._hosts_touched and self._clock() - self._hosts_saved >= HOSTS_SEEN_SAVE_S:
+            await self._save_hosts()
+
+    async def _save_hosts(self) -> None:
+        self._hosts_touched = False
+        self._hosts_saved = self._clock()
+        await self._journal.save_hosts_seen(self._engine.governor.export_hosts_seen())
 
     async def save(self) -> None:
-        await self._journal.save_rule_state(self._engine.export_state())
+        """Both, now (at stop)."""
+        await self._journal.save_rule_state(self._export())
+        await self._save_hosts()
 
 
 class PauseSwitch:

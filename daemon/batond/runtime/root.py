@@ -103,6 +103,7 @@ class _Restored:
     paused: bool
     interrupted: tuple[InterruptedRun, ...]
     rule_state: dict[str, Any] | None
+    hosts_seen: dict[str, Any] | None  # the governor's, saved apart (RuleStateSaver)
 
 
 async def build(config: Config, notifier: Notifier, metrics: Metrics | None = None) -> Components:
@@ -125,7 +126,7 @@ async def _wire(
     restored = await _restore(journal, config)
     recorder = _recorder(config)
     models = _models(config, definitions)
-    engine = _engine(config, definitions, restored.rule_state, metrics)
+    engine = _engine(config, definitions, restored, metrics)
     bus = Bus(metrics)
     bus.settle = journal.settled  # input is acknowledged once its decisions are journaled
     intake = _sources(config, bus, metrics, journal)
@@ -199,10 +200,15 @@ async def _restore(journal: Journal, config: Config) -> _Restored:
         # the unfinished runs in a fleet's journal are the live instances' own: marking
         # them interrupted would lie about runs in progress (docs/fleet.md, limits)
         log.info("fleet central instance: the runs of other instances are left as they are")
-        return _Restored(paused, (), await journal.load_rule_state())
-    # before anything can start a run: in-flight runs of the last life become interrupted
-    interrupted = await journal.recover_interrupted(time.time())
-    return _Restored(paused, tuple(interrupted), await journal.load_rule_state())
+        interrupted: list[InterruptedRun] = []
+    else:  # before anything can start a run: in-flight runs of the last life: interrupted
+        interrupted = await journal.recover_interrupted(time.time())
+    return _Restored(
+        paused,
+        tuple(interrupted),
+        await journal.load_rule_state(),
+        await journal.load_hosts_seen(),
+    )
 
 
 def _recorder(config: Config) -> Recorder | None:
@@ -384,11 +390,11 @@ async def _reconcile(journal: Journal, engine: Engine) -> None:
 
 
 def _engine(
-    config: Config, definitions: Definitions, rule_state: dict[str, Any] | None, metrics: Metrics
+    config: Config, definitions: Definitions, restored: _Restored, metrics: Metrics
 ) -> Engine:
     engine = Engine(definitions.rules, Governor(config.governor, shadow=config.mode == "shadow"))
-    if rule_state:
-        engine.import_state(rule_state)
+    if restored.rule_state or restored.hosts_seen:
+        engine.import_state(restored.rule_state or {}, restored.hosts_seen)
     metrics.rules_loaded.set(definitions.rules.rule_count)
     return engine
 
