@@ -346,3 +346,26 @@ def test_a_new_sqlite_journal_is_private_to_its_owner(tmp_path: Path) -> None:
         assert (tmp_path / "journal.db").stat().st_mode & 0o777 == 0o600
     finally:
         journal.close_sync()
+
+
+async def test_a_nul_character_is_journaled_on_either_backend(journal: Journal) -> None:
+    """PostgreSQL's text cannot hold NUL (SQLite's can): a command's binary output,
+    or a label sent with one, must not cost the step's result or a batch of decisions."""
+    run_id = await journal.run_created(
+        rule="r", playbook="p", key="k\x00", params={}, labels={}, created_at=1.0
+    )
+    step = await journal.step_started(run_id, "dump", "exec", 1, 1.0)
+    await journal.step_finished(step, status="ok", ended_at=2.0, stdout="a\x00b", stderr="\x00")
+    run = await journal.get_run(run_id)
+    assert run is not None
+    assert (run["steps"][0]["stdout"], run["steps"][0]["stderr"]) == ("a\ufffdb", "\ufffd")
+    nul = Decision(
+        ts=3.0, rule="r", key="host=\x00", target="host=\x00", labels={"host": "\x00"},
+        candidates=("p",), playbook="p", suppressed=None,
+    )  # fmt: skip
+    ids = [(await journal.record_decision(d))[0] for d in (decision(2.0), nul, decision(4.0))]
+    await journal.flush()
+    assert journal.trouble == ""
+    found = (await journal.list_decisions())["decisions"]
+    assert [d["id"] for d in found] == ids[::-1]  # posted in one batch: none was lost
+    assert found[1]["labels"] == {"host": "\x00"}  # (inside JSON, a NUL is an escape)

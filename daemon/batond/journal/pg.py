@@ -18,6 +18,11 @@ What differs, and why:
   fails its caller, like a full disk does on SQLite.
 - Maintenance: autovacuum does what SQLite's checkpoints and incremental
   vacuum do, so those are no-ops.
+- NUL: PostgreSQL's text cannot hold the character (SQLite's can); a text
+  parameter that has one is written with U+FFFD in its place, so that a key
+  or reason carrying one (from an input's label) is journaled, not refused
+  with the whole batch of decisions it was posted in. (A step's output
+  has it replaced on both backends: ``facade._tail``.)
 """
 
 from __future__ import annotations
@@ -70,10 +75,10 @@ class PgConn:
     def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
         if not parameters:  # no placeholders: a script may hold several statements
             return self.raw.execute(sql.encode())
-        return self.raw.execute(self._translate(sql).encode(), parameters)
+        return self.raw.execute(self._translate(sql).encode(), _without_nul(parameters))
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor:
-        rows = list(parameters)
+        rows = [_without_nul(row) for row in parameters]
         cur = self.raw.cursor()
         if rows:
             cur.executemany(self._translate(sql).encode(), rows)
@@ -82,6 +87,14 @@ class PgConn:
     @property
     def broken(self) -> bool:
         return self.raw.closed or self.raw.broken
+
+
+def _without_nul(row: Any) -> Any:
+    """``row`` with NUL in its text values as U+FFFD (the module's docstring says why);
+    ``row`` itself when there is none, the usual case."""
+    if not any(type(v) is str and "\x00" in v for v in row):
+        return row
+    return tuple(v.replace("\x00", "\ufffd") if type(v) is str else v for v in row)
 
 
 class PgBackend:
