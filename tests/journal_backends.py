@@ -51,6 +51,19 @@ class JournalFactory:
         with psycopg.connect(self.database) as pg:
             return [tuple(r) for r in pg.execute(placeholders(sql).encode(), parameters)]
 
+    def script(self, sql: str) -> None:
+        """Several statements, committed together (an old schema, say)."""
+        if self.database is None:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.state_dir / "journal.db")
+            try:
+                conn.executescript(f"BEGIN;\n{sql}\nCOMMIT;")
+            finally:
+                conn.close()
+            return
+        with psycopg.connect(self.database) as pg:
+            pg.execute(sql.encode())
+
     def execute(self, sql: str, rows: Iterable[tuple[Any, ...]] | None = None) -> None:
         """Write directly, in one transaction: ``sql`` once, or once for each of ``rows``
         (bulk history, another program's table)."""
