@@ -9,6 +9,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from batond.events import Sample
 from batond.journal.db import MIGRATIONS
 from batond.journal.facade import OUTPUT_TAIL, Journal
 from batond.journal.ids import BLOCK
+from batond.journal.queries import DecisionFilter
 from batond.remedy.records import RunStore
 from journal_backends import JournalFactory
 
@@ -369,3 +371,48 @@ async def test_a_nul_character_is_journaled_on_either_backend(journal: Journal) 
     found = (await journal.list_decisions())["decisions"]
     assert [d["id"] for d in found] == ids[::-1]  # posted in one batch: none was lost
     assert found[1]["labels"] == {"host": "\x00"}  # (inside JSON, a NUL is an escape)
+
+
+async def test_decision_filters_summary_and_the_incident_timeline(journal: Journal) -> None:
+    _, incident_id = await journal.record_decision(decision(100.0))
+    await journal.record_decision(decision(150.0, suppressed="cooldown", opens=False))
+    assert incident_id is not None
+    run_id = await journal.run_created(
+        rule="disk-full", playbook="clean-tmp", key="host=web-1", params={}, labels={},
+        created_at=110.0, incident_id=incident_id, state="running",
+    )  # fmt: skip
+    page = await journal.run_created(
+        rule="disk-full", playbook="page", key="host=web-1", params={}, labels={},
+        created_at=130.0, incident_id=incident_id, escalation=True, escalates=run_id,
+    )  # fmt: skip
+    await journal.run_finished(run_id, "failed", 120.0)
+    assert await journal.summary() == {"open_incidents": 1, "unfinished_runs": 1}
+
+    def results(**filters: Any) -> list[tuple[float, str]]:
+        return [(d["ts"], d["result"]) for d in decisions[DecisionFilter(**filters)]]
+
+    decisions = {
+        f: (await journal.list_decisions(10, f))["decisions"]
+        for f in (
+            DecisionFilter(), DecisionFilter(result="run"), DecisionFilter(result="cooldown"),
+            DecisionFilter(since=120.0), DecisionFilter(rule="disk-full", key="host=web-2"),
+        )
+    }  # fmt: skip
+    assert results() == [(150.0, "cooldown"), (100.0, "run")]
+    assert results(result="run") == [(100.0, "run")]
+    assert results(result="cooldown") == results(since=120.0) == [(150.0, "cooldown")]
+    assert results(rule="disk-full", key="host=web-2") == []
+    incident = await journal.get_incident(incident_id)
+    assert incident is not None
+    assert [(r["id"], r["escalation"], r["escalates"]) for r in incident["runs"]] == [
+        (run_id, False, None), (page, True, run_id),
+    ]  # fmt: skip
+    assert [(e["ts"], e["what"]) for e in incident["timeline"]] == [
+        (100.0, "opened"),
+        (100.0, "decision"),
+        (110.0, "run_started"),
+        (120.0, "run_ended"),
+        (130.0, "run_started"),
+    ]  # fmt: skip  (the suppressed decision opened nothing: it is not the incident's)
+    (listed,) = (await journal.list_incidents())["incidents"]
+    assert (listed["runs"], listed["last_result"]) == (2, "run")
