@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from batond.anomaly import DEFAULT_SPEC, HostParams, ModelSet
 from batond.anomaly.host import ratio_score
 from batond.engine.types import Decision
+from batond.errors import StateError
 from batond.events import Sample
+from batond.journal.model_state import load_state, save_state
 from batond.runtime.pipeline import NoRuns, Pipeline, run_now
 from engine_support import make_engine
 
@@ -167,3 +172,117 @@ def test_the_score_is_099_at_a_ratio_of_1_and_never_ties_strong_anomalies() -> N
     scores = [ratio_score(r) for r in ratios]
     assert scores[2] == 0.99 and scores[5] == 0.999
     assert all(a < b < 1.0 for a, b in itertools.pairwise(scores))
+
+
+def feed_models(models: ModelSet, vectors: list[tuple[float, ...]], start: float) -> list[Sample]:
+    """Feed vectors (a minute apart) with training jobs run inline; the host_anomaly samples."""
+    out: list[Sample] = []
+    for i, vector in enumerate(vectors):
+        ts = start + 60.0 * i
+        for metric, value in zip(METRICS, vector, strict=True):
+            models.observe(Sample(metric, value, ts, {"host": "h"}))
+        out.extend(models.take_synthetic())
+        for job in models.training_jobs(ts):
+            job()()
+    return out
+
+
+def odd_vectors(rng: random.Random, n: int) -> list[tuple[float, ...]]:
+    """Busy-host vectors, one in ten with CPU out of line with load and I/O by 5-20 %."""
+    out = []
+    for _ in range(n):
+        cpu, load, io = busy_host(rng)
+        out.append((cpu + rng.uniform(5, 20) * (rng.random() < 0.1), load, io))
+    return out
+
+
+def test_a_hosts_fit_and_history_survive_a_restart_so_it_scores_without_retraining(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(11)
+    models = ModelSet([SPEC])
+    feed_models(models, [busy_host(rng) for _ in range(1500)], 0.0)
+    save_state(models, tmp_path)
+    restored = ModelSet([SPEC])
+    load_state(restored, tmp_path)
+    assert restored.state_notes == []
+
+    # the restored host scores its very first vector with the saved fit: no job ran
+    later = odd_vectors(rng, 600)
+    first = feed_models(restored, later[:1], 90_000.0)
+    assert first[0].labels["top_metric"] in METRICS and first[0].value > 0.0
+    # and it goes on exactly as the original would (same history, reservoir, retraining)
+    original = feed_models(models, later, 90_000.0)
+    again = first + feed_models(restored, later[1:], 90_000.0 + 60.0)
+    assert [(s.value, s.labels) for s in again] == [(s.value, s.labels) for s in original]
+
+
+def test_a_host_state_of_a_changed_model_is_set_aside_with_a_note(tmp_path: Path) -> None:
+    models = ModelSet([SPEC])
+    rng = random.Random(3)
+    feed_models(models, [busy_host(rng) for _ in range(400)], 0.0)
+    save_state(models, tmp_path)
+    changed = ModelSet([replace(SPEC, host=HostParams(history=1000, variance=0.8))])
+    load_state(changed, tmp_path)
+    assert len(changed.state_notes) == 1 and "learns afresh" in changed.state_notes[0]
+    (host,) = feed_models(changed, [busy_host(rng)], 30_000.0)
+    assert host.value == 0.0 and host.labels["top_metric"] == ""  # not fitted yet
+
+
+def test_a_malformed_host_entry_is_a_state_error() -> None:
+    models, rng = ModelSet([SPEC]), random.Random(1)
+    feed_models(models, [busy_host(rng) for _ in range(400)], 0.0)
+    header, _, body = models.export_state().partition(b"\n")
+    data = json.loads(body)
+    data["hosts"][0]["history"] = data["hosts"][0]["history"][:-8]
+    with pytest.raises(StateError, match="malformed host entry"):
+        ModelSet([SPEC]).import_state(header + b"\n" + json.dumps(data).encode())
+
+
+def test_false_positive_feedback_makes_the_same_host_vectors_score_below_the_threshold() -> None:
+    rng = random.Random(7)
+    models = ModelSet([SPEC])
+    feed_models(models, [busy_host(rng) for _ in range(1500)], 0.0)
+    snapshot = models.export_state()
+    before = ModelSet([SPEC])
+    before.import_state(snapshot)
+    # two false_positive verdicts on the host's incident (labels as the decision carries them)
+    for _ in range(2):
+        assert models.feedback_false_positive("host_anomaly", {"host": "h", "top_metric": "x"})
+    assert not models.feedback_false_positive("host_anomaly", {"host": "nobody"})
+
+    replayed = odd_vectors(rng, 800)
+    scores_before = [s.value for s in feed_models(before, replayed, 90_000.0)]
+    scores_after = [s.value for s in feed_models(models, replayed, 90_000.0)]
+    alerts = [i for i, s in enumerate(scores_before) if s >= SPEC.threshold]
+    assert alerts, "the replayed vectors must alert without feedback"
+    # the mildest alert's input now scores below the threshold (a strong one still alerts:
+    # feedback scales the ratio, it does not mute the host), and fewer vectors alert
+    mildest = min(alerts, key=scores_before.__getitem__)
+    assert scores_after[mildest] < SPEC.threshold
+    assert sum(s >= SPEC.threshold for s in scores_after) < len(alerts)
+    (page,) = models.series(metric="host_anomaly")
+    assert page["sensitivity"] == SPEC.sensitivity * 0.7 * 0.7  # the page shows both
+    assert page["model_sensitivity"] == SPEC.sensitivity
+
+
+def test_an_incident_is_not_learned_but_a_lasting_change_is_learned_afresh() -> None:
+    rng = random.Random(5)
+    models = ModelSet([SPEC])  # history 1000, warmup 300, retrain 1h (every 60 vectors)
+    feed_models(models, [busy_host(rng) for _ in range(1500)], 0.0)
+
+    # an incident: the load far above its range for 500 vectors (8 h of refits)
+    def shifted() -> tuple[float, ...]:
+        cpu, load, io = busy_host(rng)
+        return cpu, load + 10.0, io
+
+    incident = feed_models(models, [shifted() for _ in range(500)], 90_000.0)
+    assert all(s.value >= SPEC.threshold for s in incident)  # never learned as normal
+    normal = feed_models(models, [busy_host(rng) for _ in range(100)], 120_000.0)
+    assert sum(s.value >= SPEC.threshold for s in normal) <= 5
+
+    # the same shift lasting: after `history` vectors in a row it is the new normal
+    lasting = feed_models(models, [shifted() for _ in range(2000)], 130_000.0)
+    assert all(s.value >= SPEC.threshold for s in lasting[:1000])
+    settled = lasting[1000 + SPEC.warmup + 60 :]
+    assert sum(s.value >= SPEC.threshold for s in settled) < 0.05 * len(settled)

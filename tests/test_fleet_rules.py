@@ -17,6 +17,8 @@ from batond.engine.fleet import (
     FleetSpec,
     FleetVerdict,
     count,
+    fleet_cause,
+    fleet_labels,
     threshold,
     verdict,
 )
@@ -69,6 +71,47 @@ def test_only_matching_hosts_seen_within_the_window_count() -> None:
     assert counted == FleetCount(matching=2, affected=("w1",))
 
 
+def anomalous_spec(at_least: float, percent: bool = False) -> FleetSpec:
+    return FleetSpec(at_least, percent, (("role", "web"),), "", 60.0, metric="cpu")
+
+
+def test_hosts_with_a_series_anomalous_within_the_window_count() -> None:
+    agents = [
+        AgentSeen("w1", 0, 100.0, 1, {"role": "web"}, {"cpu": 95.0}),  # within: counts
+        AgentSeen("w2", 0, 100.0, 1, {"role": "web"}, {"cpu": 40.0}),  # before the window
+        AgentSeen("w3", 0, 100.0, 1, {"role": "web"}, {"mem": 99.0}),  # another metric
+        AgentSeen("w4", 0, 100.0, 1, {"role": "web"}, {"cpu": 50.0}),  # at the window's start
+        AgentSeen("w5", 0, 10.0, 1, {"role": "web"}, {"cpu": 99.0}),  # not seen within
+        AgentSeen("d1", 0, 100.0, 1, {"role": "db"}, {"cpu": 99.0}),  # not of
+    ]
+    # open incidents do not matter to an anomalous count
+    counted = count(anomalous_spec(50, True), agents, {"w2", "w3"}, since=50.0)
+    assert counted == FleetCount(matching=4, affected=("w1", "w4"))
+    assert verdict(anomalous_spec(50, True), counted, is_open=False) is FleetVerdict.OPEN
+    later = count(anomalous_spec(50, True), agents, (), since=96.0)
+    assert later == FleetCount(matching=4, affected=())
+    assert verdict(anomalous_spec(50, True), later, is_open=True) is FleetVerdict.RESOLVE
+
+
+def test_an_anomalous_fleet_decision_names_the_metric() -> None:
+    spec = anomalous_spec(2)
+    counted = FleetCount(4, ("w1", "w4"))
+    assert fleet_labels(spec, counted) == {
+        "fleet_metric": "cpu", "affected": "2", "matching": "4", "hosts": "w1,w4"
+    }  # fmt: skip
+    assert fleet_cause(spec, counted).startswith(
+        "2 of 4 hosts have an anomalous series of cpu (at least 2: at least 2 of role=web"
+        " with an anomalous series of cpu)"
+    )
+
+
+def test_an_anomalous_fleet_rule_is_read_and_names_no_rule(tmp_path: Path) -> None:
+    text = FLEET_RULES.replace("incidents: {rule: web-5xx}", "anomalous: {metric: cpu}")
+    rules = load_rules([write_rules(tmp_path, text)])
+    (rule,) = [r for r in rules.rules if r.fleet is not None]
+    assert rule.fleet == FleetSpec(30.0, True, (("role", "web"),), "", 60.0, metric="cpu")
+
+
 def test_the_verdict_opens_on_crossing_and_resolves_below() -> None:
     half = spec(50, True)
     two_of_four = FleetCount(4, ("a", "b"))
@@ -95,7 +138,11 @@ def test_a_fleet_rule_is_read_through_the_vocabulary(tmp_path: Path) -> None:
         ("{at_least: 0, incidents: {rule: web-5xx}}", "8:23: at_least must be at least 1 host"),
         ("{at_least: 120%, incidents: {rule: web-5xx}}", "8:23: at_least must be a percentage"),
         ("{at_least: many, incidents: {rule: web-5xx}}", "8:23: at_least must be a count"),
-        ("{at_least: 2}", "8:12: missing required key 'incidents'"),
+        ("{at_least: 2}", "8:12: fleet needs incidents: {rule: NAME} or anomalous:"),
+        ("{at_least: 2, incidents: {rule: web-5xx}, anomalous: {metric: cpu}}",
+         "8:54: fleet takes incidents or anomalous, not both"),
+        ("{at_least: 2, anomalous: {}}", "8:37: missing required key 'metric'"),
+        ("{at_least: 2, anomalous: {metric: cpu, rule: x}}", "8:51: unknown key 'rule'"),
         ("{at_least: 2, incidents: {rule: nope}}", "8:44: fleet rule 'f' counts the incidents"
          " of unknown rule 'nope'"),
         ("{at_least: 2, incidents: {rule: f}}", "8:44: fleet rule 'f' cannot count the"

@@ -134,6 +134,11 @@ class ModelSet:
         self._due: list[tuple[float, int, _Series]] = []
         self._order = itertools.count()
         self._hosts = HostModels(self._reserve_host)
+        # host -> metric -> ts of the latest sample of one of its series that scored at or
+        # above its model's threshold: noted as samples are scored (a float comparison a
+        # sample), so a fleet's central reads a host's without a scan; at most one entry
+        # per (host, metric) with a series, so bounded as the series are
+        self._anomalous: dict[str, dict[str, float]] = {}
         #: host_anomaly samples of the ``detector: host`` models, for the rules: the
         #: pipeline takes them (:meth:`take_synthetic`) after each sample it scores
         self.synthetic = self._hosts.pending
@@ -221,10 +226,23 @@ class ModelSet:
                 return 0.0
         score = series.detector.step(value)
         series.note(sample.ts, value, score)
+        if score >= series.spec.threshold:
+            self._flag(sample)
         if series.trained_at is None and not series.training and series.detector.ready():
             series.training = True  # the first fit is due: a job, never inline
             self._ready.append(series)
         return score
+
+    def _flag(self, sample: Sample) -> None:
+        host = sample.labels.get("host")
+        if host:
+            seen = self._anomalous.setdefault(host, {})
+            seen[sample.metric] = max(sample.ts, seen.get(sample.metric, sample.ts))
+
+    def anomalous(self, host: str) -> dict[str, float]:
+        """Metric -> when a series of it on ``host`` last scored anomalous (at or above
+        its model's threshold; the sample's ``ts``): the fleet's agent rows carry it."""
+        return dict(self._anomalous.get(host, {}))
 
     def take_synthetic(self) -> list[Sample]:
         """The ``host_anomaly`` samples made since the last call (their value is the score)."""
@@ -337,6 +355,7 @@ class ModelSet:
                     "threshold": s.spec.threshold,
                     "sensitivity": s.detector.sensitivity,
                     "model_sensitivity": s.spec.sensitivity,
+                    "fitted": s.detector.warm is None,
                     "points": points,
                 }
             )
@@ -411,7 +430,8 @@ class ModelSet:
                     "detector": s.detector.to_state(),
                 }
                 for s in self._series.values()
-            ]
+            ],
+            "hosts": self._hosts.export(),
         }
         header = STATE_MAGIC + b" v%d\n" % STATE_VERSION
         return header + json.dumps(body, separators=(",", ":")).encode()
@@ -432,6 +452,32 @@ class ModelSet:
                 self._import_series(item, by_name)
             except (KeyError, TypeError, ValueError) as exc:
                 raise StateError(f"anomaly state: malformed series entry: {exc!r}") from exc
+        for item in body.get("hosts", []):
+            try:
+                self._import_host(item, by_name)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise StateError(f"anomaly state: malformed host entry: {exc!r}") from exc
+
+    def _import_host(self, item: dict[str, Any], by_name: dict[str, ModelSpec]) -> None:
+        name = item["model"]
+        spec = by_name.get(name)
+        where = f"{HOST_METRIC} {item['labels']}"
+        if spec is None or spec.detector != "host":
+            self.state_notes.append(f"{where}: host model {name!r} no longer exists; state dropped")
+            return
+        if item["fingerprint"] != spec.fingerprint():
+            self.state_notes.append(
+                f"{where}: model {name!r} changed detector, params, warmup or threshold"
+                " since this state was learned; the host learns afresh"
+            )
+            return
+
+        def release() -> None:
+            self._bytes -= series_bytes(spec)
+
+        note = self._hosts.import_host(item, spec, release)
+        if note:
+            self.state_notes.append(note)
 
     def _import_series(self, item: dict[str, Any], by_name: dict[str, ModelSpec]) -> None:
         name = item["model"]

@@ -2,7 +2,9 @@
 
 A fleet rule (``fleet: {at_least: 30%, of: {labels: {role: web}}, incidents: {rule:
 web-5xx}}``, docs/rules.md) counts, among the agents seen within ``within`` whose
-labels match ``of``, those with an open incident of ``incidents.rule``. When that count
+labels match ``of``, those with an open incident of ``incidents.rule`` (or, with
+``anomalous: {metric: cpu}`` instead, those with a series of ``cpu`` that scored
+anomalous within ``within``: the agent's row says when each metric last did). When that count
 reaches ``at_least`` (a count, or a percentage of the matching agents) the rule decides
 once for the fleet, for incident key :data:`FLEET_KEY`; when it falls below, the incident
 resolves. Pure: the central instance that owns partition 0 reads the journal and gives
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 __all__ = [
@@ -35,31 +37,43 @@ FLEET_KEY = "fleet"
 
 @dataclass(frozen=True, slots=True)
 class AgentSeen:
-    """One agent's last batch, as the journal's ``fleet_agents`` keeps it."""
+    """One agent's last batch, as the journal's ``fleet_agents`` keeps it; ``anomalous``:
+    metric -> when a series of it on this host last scored at or above its model's
+    threshold (the sample's ``ts``)."""
 
     host: str
     partition: int
     last_seen: float
     seq: int
     labels: Mapping[str, str]
+    anomalous: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class FleetSpec:
     """A rule's ``fleet:``: ``at_least`` hosts (``percent``: of the matching hosts) of
     those with labels ``of``, seen within ``within`` seconds, having an open incident of
-    ``rule``. ``within`` 0: three batch intervals (the loader's default)."""
+    ``rule`` or, when ``metric`` is set (``rule`` is then empty), a series of ``metric``
+    anomalous within ``within``. ``within`` 0: three batch intervals (the loader's
+    default)."""
 
     at_least: float
     percent: bool
     of: tuple[tuple[str, str], ...]
     rule: str
     within: float = 0.0
+    metric: str = ""
 
     def describe(self) -> str:
         n = f"{self.at_least:g}%" if self.percent else f"{self.at_least:g}"
         of = ", ".join(f"{k}={v}" for k, v in self.of) or "all hosts"
-        return f"at least {n} of {of} with an open incident of {self.rule}"
+        return f"at least {n} of {of} {self.what()}"
+
+    def what(self) -> str:
+        """What an affected host has, in words."""
+        if self.metric:
+            return f"with an anomalous series of {self.metric}"
+        return f"with an open incident of {self.rule}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,15 +106,20 @@ def count(
     spec: FleetSpec, agents: Iterable[AgentSeen], open_hosts: Iterable[str], since: float
 ) -> FleetCount:
     """The hosts ``of`` matches among ``agents`` seen at or after ``since``, and which of
-    them have an open incident (``open_hosts``: the hosts of the rule's open incidents)."""
-    want = spec.of
-    matching = sorted(
-        a.host
-        for a in agents
-        if a.last_seen >= since and all(a.labels.get(k) == v for k, v in want)
-    )
-    hosts = set(open_hosts)
-    return FleetCount(len(matching), tuple(h for h in matching if h in hosts))
+    them are affected: have an open incident (``open_hosts``: the hosts of the rule's
+    open incidents) or, for ``spec.metric``, a series of it anomalous at or after
+    ``since``."""
+    want, metric = spec.of, spec.metric
+    seen = [
+        a for a in agents if a.last_seen >= since and all(a.labels.get(k) == v for k, v in want)
+    ]
+    seen.sort(key=lambda a: a.host)
+    if metric:
+        hit = [a.host for a in seen if a.anomalous.get(metric, -math.inf) >= since]
+    else:
+        hosts = set(open_hosts)
+        hit = [a.host for a in seen if a.host in hosts]
+    return FleetCount(len(seen), tuple(hit))
 
 
 def verdict(spec: FleetSpec, counted: FleetCount, is_open: bool) -> FleetVerdict:
@@ -120,11 +139,13 @@ HOSTS_NAMED = 20
 
 def fleet_labels(spec: FleetSpec, counted: FleetCount) -> dict[str, str]:
     """The labels of a fleet decision (what its playbook's templates and silences see):
-    the counted rule, how many of how many, and the first affected hosts by name."""
+    the counted rule (or ``fleet_metric``, the anomalous metric), how many of how many,
+    and the first affected hosts by name."""
     named = counted.affected[:HOSTS_NAMED]
     more = counted.n - len(named)
+    counted_what = {"fleet_metric": spec.metric} if spec.metric else {"fleet_rule": spec.rule}
     return {
-        "fleet_rule": spec.rule,
+        **counted_what,
         "affected": str(counted.n),
         "matching": str(counted.matching),
         "hosts": ",".join(named) + (f",... ({more} more)" if more else ""),
@@ -135,6 +156,12 @@ def fleet_cause(spec: FleetSpec, counted: FleetCount) -> str:
     """Why the fleet rule decided, in words (the decision's ``cause``)."""
     need = threshold(spec, counted.matching)
     return (
-        f"{counted.n} of {counted.matching} hosts have an open incident of {spec.rule}"
+        f"{counted.n} of {counted.matching} hosts {_have(spec)}"
         f" (at least {need}: {spec.describe()})"
     )
+
+
+def _have(spec: FleetSpec) -> str:
+    if spec.metric:
+        return f"have an anomalous series of {spec.metric}"
+    return f"have an open incident of {spec.rule}"

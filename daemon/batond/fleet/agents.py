@@ -4,12 +4,15 @@ The owner of a partition notes every batch it takes (host, partition, seq, the l
 its samples share) in memory, and writes a host's row to the journal's
 ``fleet_agents`` table at most once per ``batch_interval`` (docs/fleet.md, "Agents last
 seen"): a fleet of 10,000 hosts costs about one row write per host per interval, batched
-into one statement per heartbeat. Pure: the caller gives the clock and does the writing.
+into one statement per heartbeat. Each row carries the host's anomalous metrics as the
+instance's models noted them (``anomalous``: the ModelSet's, read per row written, not
+per batch). Pure: the caller gives the clock and does the writing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 
 from batond.engine.fleet import AgentSeen
 from batond.events import Input, Sample
@@ -39,6 +42,8 @@ class SeenAgents:
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
+        #: host -> metric -> when a series of it last scored anomalous (none: no models)
+        self.anomalous: Callable[[str], Mapping[str, float]] | None = None
         self._seen: dict[str, AgentSeen] = {}
         self._written: dict[str, float] = {}  # host -> when its row was last written
         self._labels: dict[str, dict[str, str]] = {}  # host -> the labels last seen
@@ -56,9 +61,10 @@ class SeenAgents:
         """The rows to write now: hosts seen whose row is at least ``interval`` old
         (a new host at once). They count as written; :meth:`failed` puts them back."""
         out: list[AgentSeen] = []
+        anomalous = self.anomalous
         for host, seen in list(self._seen.items()):
             if now - self._written.get(host, float("-inf")) >= self.interval:
-                out.append(seen)
+                out.append(seen if anomalous is None else replace(seen, anomalous=anomalous(host)))
                 self._written[host] = now
                 del self._seen[host]
         return out

@@ -121,6 +121,11 @@ class Central:
         most once per ``batch_interval`` per host, at each heartbeat."""
         self._agent_log = write
 
+    def anomalies_from(self, anomalous: Callable[[str], Mapping[str, float]]) -> None:
+        """Where a host's anomalous metrics come from (the models' ``anomalous``): each
+        agent row written carries them, for fleet rules with ``anomalous:``."""
+        self._agents.anomalous = anomalous
+
     def on_claim(self, hook: Callable[[int, frozenset[str]], Awaitable[None]]) -> None:
         """``hook(partition, gone)`` runs when a partition is claimed, before its first
         batch: the daemon recovers the runs that the instances ``gone`` left unfinished

@@ -3,7 +3,9 @@
 The instance that holds partition 0 (:data:`batond.fleet.central.FLEET_PARTITION`, as
 for schedules) counts, every ``heartbeat``, for each fleet rule the agents seen within
 its window (the journal's ``fleet_agents``) and which of them have an open incident of
-the counted rule (the journal's ``incidents``, the whole fleet's); the engine decides
+the counted rule (the journal's ``incidents``, the whole fleet's) or, for ``anomalous:``,
+a series of the metric anomalous within the window (the agents' rows carry when each
+metric last scored anomalous, noted by the partitions' owners); the engine decides
 (:mod:`batond.engine.fleet`, pure) and the pipeline records and acts as for any decision
 (fenced on partition 0). The other instances count nothing: exactly one decision for the
 fleet. Its incident (key ``fleet``) moves with partition 0's checkpoint.
@@ -34,7 +36,10 @@ WINDOW_INTERVALS = 3
 class FleetView(Protocol):
     """The fleet's journal, as fleet rules read it (batond.journal.facade.Journal)."""
 
-    async def fleet_view(self, rule: str, since: float) -> tuple[list[AgentSeen], set[str]]: ...
+    async def fleet_view(self, rule: str, since: float) -> tuple[list[AgentSeen], set[str]]:
+        """The agents seen since ``since`` and the hosts with an open incident of ``rule``
+        (``rule`` empty: no incidents are read)."""
+        ...
 
 
 class Holder(Protocol):

@@ -183,9 +183,15 @@ CREATE TABLE fleet_agents (
 CREATE INDEX fleet_agents_last_seen ON fleet_agents (last_seen);
 """
 
+# Anomalous metrics of each agent (docs/fleet.md#fleet-rules): JSON metric -> when a
+# series of it on the host last scored at or above its model's threshold.
+_V7 = """
+ALTER TABLE fleet_agents ADD COLUMN anomalous TEXT NOT NULL DEFAULT '{}';
+"""
+
 #: Schema migrations; entry N-1 takes the schema from version N-1 to N. Append only.
 #: Written once for both backends: ``journal.backend.render_schema`` fills in the types.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 
 
 class DbLock:

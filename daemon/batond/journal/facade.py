@@ -51,6 +51,9 @@ ITEM_MAX = 16384
 #: Least time between two rule state exports by ``save_rule_state_soon`` in a burst.
 STATE_SAVE_INTERVAL_S = 0.02
 _DB_NAME = "journal.db"
+#: A fleet agent not seen for this long (or the retention, if shorter) is pruned: a host
+#: gone does not stay listed for ever.
+AGENTS_KEPT_S = 86400.0
 _RULE_STATE = "rule_state"
 _PAUSED = "paused"
 
@@ -569,16 +572,20 @@ class Journal:
 
     async def note_agents(self, rows: Iterable[AgentSeen]) -> None:
         """Agents last seen (``fleet.agents``): one upsert per host."""
-        params = [(r.host, r.partition, r.last_seen, r.seq, _dumps(dict(r.labels))) for r in rows]
+        params = [
+            (r.host, r.partition, r.last_seen, r.seq, _dumps(dict(r.labels)),
+             _dumps(dict(r.anomalous)))
+            for r in rows
+        ]  # fmt: skip
         if not params:
             return
 
         def job(conn: Conn) -> None:
             conn.executemany(
-                "INSERT INTO fleet_agents (host, partition, last_seen, seq, labels)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (host) DO UPDATE SET"
+                "INSERT INTO fleet_agents (host, partition, last_seen, seq, labels, anomalous)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (host) DO UPDATE SET"
                 " partition = excluded.partition, last_seen = excluded.last_seen,"
-                " seq = excluded.seq, labels = excluded.labels",
+                " seq = excluded.seq, labels = excluded.labels, anomalous = excluded.anomalous",
                 params,
             )
 
@@ -595,17 +602,19 @@ class Journal:
 
     # -- retention -------------------------------------------------------------
     async def prune(self, retention_s: float, now: float) -> dict[str, int]:
-        """Delete finished records older than ``retention_s``, in short batches.
+        """Delete finished records older than ``retention_s``, in short batches; and the
+        fleet's agents not seen for :data:`AGENTS_KEPT_S` (or ``retention_s`` if shorter).
 
         Open incidents and unfinished runs are kept whatever their age. Each
         batch is its own writer job, so runner writes interleave with pruning.
         """
         cutoff = now - retention_s
         counts: dict[str, int] = {}
-        for table, where in q.PRUNE_RULES:
+        for table, where, key in q.PRUNE_RULES:
             counts[table] = 0
+            before = now - min(retention_s, AGENTS_KEPT_S) if table == "fleet_agents" else cutoff
             while True:
-                deleted = await self._write(q.prune_batch(table, where, cutoff))
+                deleted = await self._write(q.prune_batch(table, where, before, key))
                 counts[table] += deleted
                 if deleted < q.PRUNE_BATCH:
                     break

@@ -442,18 +442,20 @@ def _results(steps: list[tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
 
 
 # table -> which rows retention may delete (finished ones only)
+#: What pruning deletes: table, which rows (before the cutoff), the table's key.
 PRUNE_RULES = (
-    ("runs", "state = 'done' AND coalesce(ended_at, created_at) < ?"),
-    ("decisions", "ts < ?"),
-    ("incidents", "state = 'resolved' AND resolved_at < ?"),
-    ("silences", "ends_at < ?"),
+    ("runs", "state = 'done' AND coalesce(ended_at, created_at) < ?", "id"),
+    ("decisions", "ts < ?", "id"),
+    ("incidents", "state = 'resolved' AND resolved_at < ?", "id"),
+    ("silences", "ends_at < ?", "id"),
+    ("fleet_agents", "last_seen < ?", "host"),  # hosts gone (their own, shorter cutoff)
 )
 
 
-def prune_batch(table: str, where: str, cutoff: float) -> Callable[[Conn], int]:
+def prune_batch(table: str, where: str, cutoff: float, key: str = "id") -> Callable[[Conn], int]:
     def job(conn: Conn) -> int:
         cur = conn.execute(
-            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {where} LIMIT ?)",
+            f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {where} LIMIT ?)",
             (cutoff, PRUNE_BATCH),
         )
         return cur.rowcount
@@ -483,8 +485,10 @@ def open_incidents(conn: Conn) -> dict[tuple[str, str], int]:
 
 # -- fleet: agents last seen ------------------------------------------------------
 def _agent(row: Any) -> AgentSeen:
-    host, partition, last_seen, seq, labels = row
-    return AgentSeen(host, int(partition), float(last_seen), int(seq), _labels(labels))
+    host, partition, last_seen, seq, labels, anomalous = row
+    return AgentSeen(
+        host, int(partition), float(last_seen), int(seq), _labels(labels), _times(anomalous)
+    )
 
 
 def _labels(text: str) -> dict[str, str]:
@@ -495,9 +499,19 @@ def _labels(text: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
+def _times(text: str) -> dict[str, float]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): float(v) for k, v in value.items() if isinstance(v, (int, float))}
+
+
 def agents(conn: Conn, limit: int) -> dict[str, Any]:
     rows = conn.execute(
-        "SELECT host, partition, last_seen, seq, labels FROM fleet_agents"
+        "SELECT host, partition, last_seen, seq, labels, anomalous FROM fleet_agents"
         " ORDER BY last_seen DESC, host LIMIT ?",
         (limit,),
     ).fetchall()
@@ -505,7 +519,7 @@ def agents(conn: Conn, limit: int) -> dict[str, Any]:
     return {
         "agents": [
             {"host": a.host, "partition": a.partition, "last_seen": a.last_seen,
-             "seq": a.seq, "labels": dict(a.labels)}
+             "seq": a.seq, "labels": dict(a.labels), "anomalous": dict(a.anomalous)}
             for a in map(_agent, rows)
         ],
         "agent_count": int(count),
@@ -514,13 +528,17 @@ def agents(conn: Conn, limit: int) -> dict[str, Any]:
 
 def fleet_view(conn: Conn, rule: str, since: float) -> tuple[list[AgentSeen], set[str]]:
     rows = conn.execute(
-        "SELECT host, partition, last_seen, seq, labels FROM fleet_agents WHERE last_seen >= ?",
+        "SELECT host, partition, last_seen, seq, labels, anomalous FROM fleet_agents"
+        " WHERE last_seen >= ?",
         (since,),
     ).fetchall()
     hosts: set[str] = set()
-    for key, labels in conn.execute(
-        "SELECT key, labels FROM incidents WHERE rule = ? AND state = 'open'", (rule,)
-    ):
+    incidents = (
+        conn.execute("SELECT key, labels FROM incidents WHERE rule = ? AND state = 'open'", (rule,))
+        if rule
+        else ()
+    )
+    for key, labels in incidents:
         host = split_key(key).get("host") or _labels(labels).get("host")
         if host:
             hosts.add(host)

@@ -1,9 +1,9 @@
 """The ``fleet:`` key of a rule (docs/rules.md#fleet-rules): its sections and checks.
 
 ``fleet: {at_least: 30%, of: {labels: {role: web}}, incidents: {rule: web-5xx},
-within: 5m}`` reads into a :class:`batond.engine.fleet.FleetSpec`; the rule it names
-must be another rule, not a fleet rule, which :func:`fleet_ref_problems` checks once
-every file is read.
+within: 5m}`` (or ``anomalous: {metric: cpu}`` instead of ``incidents:``) reads into a
+:class:`batond.engine.fleet.FleetSpec`; the rule it names must be another rule, not a
+fleet rule, which :func:`fleet_ref_problems` checks once every file is read.
 """
 
 from __future__ import annotations
@@ -65,6 +65,17 @@ class _Labels(Kind):
         return {"type": "object", "additionalProperties": value}
 
 
+class _MetricName(Kind):
+    """The metric whose anomalous series are counted."""
+
+    def read(self, r: Reader, node: Node, key: str) -> Any:
+        name = r.name(node, "metric name")
+        return INVALID if name is None else name
+
+    def schema(self, s: SchemaBuilder) -> dict[str, Any]:
+        return {"type": "string", "minLength": 1}
+
+
 class _RuleName(Kind):
     """The name of the rule whose open incidents are counted (checked once all is read)."""
 
@@ -77,23 +88,40 @@ class _RuleName(Kind):
 
 
 def _fleet(f: Fields) -> Any:
-    if not f.valid() or "at_least" not in f or "incidents" not in f:
+    if not f.valid() or "at_least" not in f or not _one_counted(f):
         return INVALID  # a problem was recorded
     within = f.get("within", 0.0)
     if "within" in f and within <= 0:
         f.reader.error(f.nodes["within"], "within must be longer than 0s")
         return INVALID
     at_least, percent = f.read("at_least")
+    of = f.get("of", ())
+    if "anomalous" in f:
+        spec = FleetSpec(at_least, percent, of, "", within, metric=f.read("anomalous"))
+        return FleetRef(spec, None)
     ref: At[str] = f.read("incidents")
-    return FleetRef(FleetSpec(at_least, percent, f.get("of", ()), ref.value, within), ref.mark)
+    return FleetRef(FleetSpec(at_least, percent, of, ref.value, within), ref.mark)
+
+
+def _one_counted(f: Fields) -> bool:
+    """Exactly one of ``incidents:`` and ``anomalous:`` (what an affected host has)."""
+    given = [k for k in ("incidents", "anomalous") if k in f]
+    if len(given) == 1:
+        return True
+    if given:
+        f.reader.error(f.key_node("anomalous"), "fleet takes incidents or anomalous, not both")
+    else:
+        f.reader.error(f.node, "fleet needs incidents: {rule: NAME} or anomalous: {metric: NAME}")
+    return False
 
 
 @dataclass(frozen=True, slots=True)
 class FleetRef:
-    """A read ``fleet:``: the spec, and where the counted rule was named."""
+    """A read ``fleet:``: the spec, and where the counted rule was named (None: it
+    counts anomalous series, no rule)."""
 
     spec: FleetSpec
-    mark: Mark
+    mark: Mark | None
 
 
 def _of(f: Fields) -> Any:
@@ -102,6 +130,10 @@ def _of(f: Fields) -> Any:
 
 def _incidents(f: Fields) -> Any:
     return f.read("rule") if f.valid() and "rule" in f else INVALID
+
+
+def _anomalous(f: Fields) -> Any:
+    return f.read("metric") if f.valid() and "metric" in f else INVALID
 
 
 OF_FIELDS = Section(
@@ -114,12 +146,18 @@ INCIDENTS_FIELDS = Section(
     (Field("rule", _RuleName(), True, "the rule whose open incidents are counted"),),
     build=_incidents,
 )
+ANOMALOUS_FIELDS = Section(
+    "mapping {metric}",
+    (Field("metric", _MetricName(), True, "the metric whose anomalous series are counted"),),
+    build=_anomalous,
+)
 FLEET_FIELDS = Section(
-    "mapping {at_least, of, incidents, within}",
+    "mapping {at_least, of, incidents, anomalous, within}",
     (
         Field("at_least", _AtLeast(), True, "how many hosts: a count (3) or a percentage (30%)"),
         Field("of", Nested(OF_FIELDS), doc="which hosts count (default: every agent)"),
-        Field("incidents", Nested(INCIDENTS_FIELDS), True, "hosts with an open incident of"),
+        Field("incidents", Nested(INCIDENTS_FIELDS), doc="hosts with an open incident of"),
+        Field("anomalous", Nested(ANOMALOUS_FIELDS), doc="hosts with an anomalous series of"),
         Field("within", Duration(), doc="hosts seen within (default 3 batch intervals)"),
     ),
     ref="fleet",
@@ -134,6 +172,8 @@ def fleet_ref_problems(rules: Sequence[Rule], refs: Sequence[tuple[Rule, Mark]])
     for rule, mark in refs:
         assert rule.fleet is not None
         name = rule.fleet.rule
+        if rule.fleet.metric:
+            continue  # it counts anomalous series: no rule to check
         why = None
         if name not in kinds:
             why = f"fleet rule {rule.name!r} counts the incidents of unknown rule {name!r}"

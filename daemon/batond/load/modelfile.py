@@ -124,6 +124,7 @@ _HOST_LIMITS: dict[str, tuple[float, float]] = {
     "history": (10, 1_000_000),
     "min_std": (0.0, 1e12),
     "top": (1, 50),
+    "learn_below": (0.0, 1e12),  # a ratio; 1e12 learns every vector
 }
 
 

@@ -462,7 +462,7 @@ class _FileReader:
             if rule is not None:
                 loader.rules.append(rule)
                 ref: FleetRef | None = fields.get("fleet")
-                if rule.fleet is not None and ref is not None:
+                if rule.fleet is not None and ref is not None and ref.mark is not None:
                     loader.fleet_refs.append((rule, ref.mark))
         for fields in f.get("schedules", ()):
             schedule = self.schedule(fields)

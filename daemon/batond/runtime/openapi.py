@@ -233,6 +233,7 @@ _SERIES = _obj(
     threshold=NUM,
     sensitivity=NUM,
     model_sensitivity=NUM,
+    fitted={"type": "boolean", "description": "its first fit is made (scores were 0 before)"},
     points={
         "type": "array",
         "description": "[time, value, anomaly score]",
@@ -266,7 +267,7 @@ _MEMBER = _obj(
     held={"type": "array", "items": INT, "description": "the partitions it says it holds"},
 )
 _AGENT = _obj(
-    ["host", "partition", "last_seen", "seq", "labels"],
+    ["host", "partition", "last_seen", "seq", "labels", "anomalous"],
     host=STR,
     partition=INT,
     last_seen={**TIME, "description": "when its last batch was taken (written at most once"
@@ -274,6 +275,9 @@ _AGENT = _obj(
     seq=INT,
     labels={"type": "object", "additionalProperties": STR,
             "description": "the labels all samples of its batches carry"},
+    anomalous={"type": "object", "additionalProperties": NUM,
+               "description": "metric -> when a series of it on the host last scored at or"
+               " above its model's threshold (the sample's ts)"},
 )  # fmt: skip
 _FLEET = _obj(
     ["instance", "state", "partitions", "held", "owners", "unowned", "members", "as_of",

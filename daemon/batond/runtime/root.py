@@ -158,6 +158,7 @@ async def _wire(
     if central is not None:
         central.on_claim(_run_recovery(config, journal, runner, engine))
         central.agents_to(journal.note_agents)
+        central.anomalies_from(models.anomalous)
         intake.sources["fleet_rules"] = _fleet_rules(config, central, engine, journal, pipeline)
     if agent is not None:
         _take_requests(agent, config, engine, pipeline, journal, after_run, metrics)
