@@ -14,8 +14,9 @@ placeholders.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,3 +84,23 @@ class JournalFactory:
                 cur.execute(sql.encode())
             else:
                 cur.executemany(placeholders(sql).encode(), list(rows))
+
+    @contextlib.contextmanager
+    def writes_held(self) -> Iterator[None]:
+        """Another session that keeps the journal's writes waiting until the block ends
+        (reads go on)."""
+        if self.database is None:
+            conn = sqlite3.connect(self.state_dir / "journal.db", isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # the journal's writer waits for this lock
+                yield
+                conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+            return
+        with psycopg.connect(self.database) as pg:  # a transaction until the block ends
+            pg.execute(
+                b"LOCK TABLE incidents, decisions, runs, steps, kv IN SHARE ROW EXCLUSIVE MODE"
+            )
+            yield
+            pg.rollback()

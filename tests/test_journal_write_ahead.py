@@ -1,9 +1,10 @@
 """Write-ahead records: committed on the loop's thread when the writer is free, in order.
 
-A failing write-ahead record fails alone on both backends (``journal_factory``).
-The other tests are SQLite's only: they are about committing inline on the
-loop's thread and about SQLite's file lock; on PostgreSQL a write-ahead
-record always goes through the writer thread (``journal.pg`` says why).
+A failing write-ahead record fails alone, and ``settled`` waits for what was
+posted before it, on both backends (``journal_factory``). The other tests are
+SQLite's only: they are about committing inline on the loop's thread, and use
+the writer directly on a SQLite file; on PostgreSQL a write-ahead record always
+goes through the writer thread (``journal.pg`` says why).
 """
 
 from __future__ import annotations
@@ -145,3 +146,22 @@ async def test_settled_calls_back_once_everything_submitted_has_committed(
     await asyncio.wait_for(called.wait(), 10)
     rows = await db.read(lambda c: [w for (w,) in c.execute("SELECT what FROM log")])
     assert "a" in rows
+
+
+async def test_settled_waits_for_what_was_posted_before(journal_factory: JournalFactory) -> None:
+    """What acknowledges input after its decision (MQTT QoS 1, http.ack: decided)
+    waits on, on both backends: the callback comes once the decision has committed."""
+    j = journal_factory.open()
+    try:
+        await j.flush()
+        called = asyncio.Event()
+        with journal_factory.writes_held():
+            decision_id, _ = await j.record_decision(a_decision())  # posted
+            j.settled(called.set)
+            await asyncio.sleep(0.1)
+            assert not called.is_set()  # the decision has not committed
+            assert journal_factory.rows("SELECT id FROM decisions") == []
+        await asyncio.wait_for(called.wait(), 10)
+        assert journal_factory.rows("SELECT id FROM decisions") == [(decision_id,)]
+    finally:
+        await j.close()
