@@ -1,10 +1,11 @@
 """Write-ahead records: committed on the loop's thread when the writer is free, in order.
 
-A failing write-ahead record fails alone, and ``settled`` waits for what was
-posted before it, on both backends (``journal_factory``). The other tests are
-SQLite's only: they are about committing inline on the loop's thread, and use
-the writer directly on a SQLite file; on PostgreSQL a write-ahead record always
-goes through the writer thread (``journal.pg`` says why).
+Every test runs on both backends (``journal_factory``; ``db`` is the writer
+alone on the test's database). What differs by design: on SQLite a write-ahead
+record commits on the loop's thread when the writer is free; on PostgreSQL it
+always goes through the writer thread (``journal.pg`` says why). The
+Database-level ``settled`` test holds SQLite's file lock and stays SQLite's;
+the journal-level one below holds either backend's writes.
 """
 
 from __future__ import annotations
@@ -20,42 +21,54 @@ import pytest
 
 from batond.engine.types import Decision
 from batond.errors import StateError
-from batond.journal.backend import SqliteBackend
-from batond.journal.db import connect, open_database
+from batond.journal.backend import Conn, SqliteBackend, render_schema
+from batond.journal.db import open_database
+from batond.journal.pg import open_pg_database
 from batond.journal.writer import Database
 from journal_backends import JournalFactory
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    path = tmp_path / "journal.db"
-    database = Database(SqliteBackend(path), open_database(path))
-    database.run_sync(lambda c: c.execute("CREATE TABLE log (n INTEGER PRIMARY KEY, what TEXT)"))
+async def db(journal_factory: JournalFactory) -> AsyncIterator[Database]:
+    if journal_factory.database is None:
+        journal_factory.state_dir.mkdir()
+        database = sqlite_database(journal_factory.state_dir / "journal.db")
+    else:
+        database = Database(*open_pg_database(journal_factory.database))
+        database.run_sync(lambda c: c.execute(render_schema(LOG, "postgresql")))
     yield database
     await asyncio.to_thread(database.close)
 
 
-def logging_job(what: str, threads: list[int] | None = None) -> Callable[[sqlite3.Connection], int]:
-    def job(conn: sqlite3.Connection) -> int:
+LOG = "CREATE TABLE log (n $id, what TEXT)"
+
+
+def sqlite_database(path: Path) -> Database:
+    database = Database(SqliteBackend(path), open_database(path))
+    database.run_sync(lambda c: c.execute(render_schema(LOG, "sqlite")))
+    return database
+
+
+@pytest.fixture
+def committed(journal_factory: JournalFactory) -> Callable[[], list[str]]:
+    """What another connection sees: only committed rows."""
+    return lambda: [r[0] for r in journal_factory.rows("SELECT what FROM log ORDER BY n")]
+
+
+def logging_job(what: str, threads: list[int] | None = None) -> Callable[[Conn], int]:
+    def job(conn: Conn) -> int:
         if threads is not None:
             threads.append(threading.get_ident())
-        cur = conn.execute("INSERT INTO log (what) VALUES (?)", (what,))
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+        return int(
+            conn.execute("INSERT INTO log (what) VALUES (?) RETURNING n", (what,)).fetchone()[0]
+        )
 
     return job
 
 
-def committed(path: Path) -> list[str]:
-    """What another connection sees: only committed rows."""
-    conn = connect(path)
-    try:
-        return [r[0] for r in conn.execute("SELECT what FROM log ORDER BY n")]
-    finally:
-        conn.close()
-
-
-async def test_write_ahead_commits_on_the_loop_thread_after_what_was_posted(db: Database) -> None:
+async def test_write_ahead_commits_on_the_loop_thread_after_what_was_posted(
+    db: Database, committed: Callable[[], list[str]]
+) -> None:
     loop_thread = threading.get_ident()
     seen: list[str] = []
     inline = 0
@@ -66,17 +79,22 @@ async def test_write_ahead_commits_on_the_loop_thread_after_what_was_posted(db: 
         db.post(logging_job(f"posted{i}"))
         await db.write_ahead(logging_job(f"ahead{i}", threads))
         seen += [f"posted{i}", f"ahead{i}"]
-        assert committed(Path(db.where)) == seen  # durable, and behind what was posted first
+        assert committed() == seen  # durable, and behind what was posted first
         inline += threads == [loop_thread]
-    assert inline > 0
+    if db.backend.inline_write_ahead:  # SQLite
+        assert inline > 0
+    else:  # PostgreSQL: a commit is a round trip, never on the loop
+        assert inline == 0
 
 
-async def test_write_ahead_does_not_hold_the_loop_behind_a_long_write(db: Database) -> None:
+async def test_write_ahead_does_not_hold_the_loop_behind_a_long_write(
+    db: Database, committed: Callable[[], list[str]]
+) -> None:
     started, release = threading.Event(), threading.Event()
     safety = threading.Timer(20.0, release.set)  # a blocked loop could not set it
     safety.start()
 
-    def long_job(conn: sqlite3.Connection) -> None:
+    def long_job(conn: Conn) -> None:
         started.set()
         release.wait()
         conn.execute("INSERT INTO log (what) VALUES ('long')")
@@ -97,7 +115,7 @@ async def test_write_ahead_does_not_hold_the_loop_behind_a_long_write(db: Databa
         safety.cancel()
     assert held < 5.0  # the loop went on while the writer was busy
     assert threads and threads != [threading.get_ident()]  # it went through the writer
-    assert committed(Path(db.where)) == ["long", "ahead"]
+    assert committed() == ["long", "ahead"]
 
 
 def a_decision() -> Decision:
@@ -126,10 +144,16 @@ async def test_a_failing_write_ahead_fails_alone(journal_factory: JournalFactory
         await j.close()
 
 
-async def test_settled_calls_back_once_everything_submitted_has_committed(
-    db: Database, tmp_path: Path
-) -> None:
+async def test_settled_calls_back_once_everything_submitted_has_committed(tmp_path: Path) -> None:
     """What acknowledges input after its decision (MQTT QoS 1, http.ack: decided) waits on."""
+    db = sqlite_database(tmp_path / "journal.db")
+    try:
+        await settled_in_order(db, tmp_path)
+    finally:
+        await asyncio.to_thread(db.close)
+
+
+async def settled_in_order(db: Database, tmp_path: Path) -> None:
     now: list[str] = []
     db.settled(lambda: now.append("idle"))
     assert now == ["idle"]  # nothing pending: at once
