@@ -3,7 +3,9 @@
 The same facade calls as on SQLite: a decision opens an incident, a run is written ahead
 with its step, state is saved and loaded, an unfinished run is recovered as interrupted
 after a "restart" (a second Journal on the same database), nonces refuse a replay, and a
-second open migrates nothing.
+second open migrates nothing. And what only PostgreSQL has, in place of SQLite's file
+troubles (disk full, unusable paths): sessions the server drops, a server not there.
+The journal tests that hold for both backends run on both (tests/journal_backends.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from batond.journal.backend import render_schema
 from batond.journal.db import MIGRATIONS
 from batond.journal.facade import Journal
 from batond.remedy.run import RunState, StepStatus
-from support import pg_database
+from support import free_port, pg_database
 
 private_database = pg_database  # (a name the tests below use)
 
@@ -164,3 +166,14 @@ async def lost_sessions(journal: Journal, url: str) -> None:
     assert [r["id"] for r in (await journal.list_runs())["runs"]] == [second, first]
     assert drop_sessions() == 2  # the writer's and the reader's (new ones)
     assert (await journal.get_run(first)) is not None  # a read first, this time
+
+
+def test_an_unreachable_server_is_a_clear_error_without_the_password(tmp_path: Path) -> None:
+    """SQLite's unusable paths' analogue (test_journal_errors.py): nothing listens there."""
+    from batond.errors import StateError
+
+    url = f"postgresql://batond:s3cret@127.0.0.1:{free_port()}/fleet"
+    with pytest.raises(StateError, match="cannot open the journal") as failed:
+        Journal.open(tmp_path, url)
+    assert "s3cret" not in str(failed.value) and "batond:***@127.0.0.1" in str(failed.value)
+    Journal.open(tmp_path).close_sync()  # the state directory's lock went with the failure
