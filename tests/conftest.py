@@ -1,4 +1,4 @@
-"""Suite-wide rules.
+"""Suite-wide rules, and fixtures several test files share.
 
 The crash-safety test (SIGKILL the real daemon mid-playbook, count every run)
 may never be skipped: a skip of it, for whatever reason, is reported as a
@@ -7,10 +7,14 @@ failure. It was once skipped in silence for a whole restructuring.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from journal_backends import BACKENDS, JournalFactory
+from support import pg_database
 
 NEVER_SKIPPED = ("test_crash_safety.py",)
 
@@ -22,3 +26,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.skipped and item.path.name in NEVER_SKIPPED:  # an xfail is a skip too
         report.outcome = "failed"
         report.longrepr = f"{item.nodeid} may never be skipped (it was: {report.longrepr})"
+
+
+@pytest.fixture(params=BACKENDS)
+def journal_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JournalFactory]:
+    """The test's journal on SQLite, then on PostgreSQL (tests/journal_backends.py)."""
+    state_dir = tmp_path / "state"
+    if request.param == "sqlite":
+        yield JournalFactory("sqlite", state_dir, None)
+        return
+    with pg_database() as url:  # a private database for the test, dropped after it
+        yield JournalFactory("postgresql", state_dir, url)

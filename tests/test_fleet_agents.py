@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,7 @@ from batond.engine.fleet import AgentSeen
 from batond.events import Event, Sample
 from batond.fleet.agents import SeenAgents, host_labels
 from batond.journal.facade import Journal
-from support import pg_database
+from journal_backends import JournalFactory
 
 
 def sample(**labels: str) -> Sample:
@@ -54,17 +53,11 @@ def test_a_failed_write_is_due_again_and_a_released_partition_forgotten() -> Non
     assert [r.host for r in seen.due(20.0)] == ["a"]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal]:
-    if request.param == "sqlite":
-        j = Journal.open(tmp_path)
-        yield j
-        j.close_sync()
-        return
-    with pg_database() as url:
-        j = Journal.open(tmp_path, url)
-        yield j
-        j.close_sync()
+@pytest.fixture
+def journal(journal_factory: JournalFactory) -> Iterator[Journal]:
+    j = journal_factory.open()  # on SQLite, then on PostgreSQL
+    yield j
+    j.close_sync()
 
 
 async def test_agents_are_upserted_listed_newest_first_and_counted(journal: Journal) -> None:

@@ -1,11 +1,15 @@
-"""A journal batond cannot use gives a clear StateError and is never modified."""
+"""A journal batond cannot use gives a clear StateError and is never modified.
+
+A newer schema and another program's database are refused on both backends
+(``journal_factory``); the rest is about SQLite's file (corruption, not a
+database, paths, the state directory's lock, file modes), and stays on SQLite.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ import pytest
 from batond.errors import StateError
 from batond.journal.db import MIGRATIONS
 from batond.journal.facade import Journal
+from journal_backends import JournalFactory
 
 
 def digest(path: Path) -> str:
@@ -57,27 +62,40 @@ async def test_not_a_database_is_reported_and_untouched(tmp_path: Path) -> None:
     assert digest(tmp_path / "journal.db") == before
 
 
-async def test_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
-    path = await make_journal(tmp_path, runs=3)
-    conn = sqlite3.connect(path)
-    conn.execute("INSERT INTO schema_version VALUES (?, 0, 'future')", (len(MIGRATIONS) + 1,))
-    conn.commit()
-    conn.close()
-    before = digest(path)
+def untouched(journal_factory: JournalFactory) -> object:
+    """What must not change: the file's bytes (SQLite), the tables and versions (PostgreSQL)."""
+    if journal_factory.backend == "sqlite":
+        return digest(journal_factory.state_dir / "journal.db")
+    tables = journal_factory.rows(
+        "SELECT table_name FROM information_schema.tables"
+        " WHERE table_schema = current_schema() ORDER BY table_name"
+    )
+    versions = []
+    if ("schema_version",) in tables:
+        versions = journal_factory.rows("SELECT * FROM schema_version ORDER BY version")
+    return tables, versions
+
+
+async def test_newer_schema_is_refused_untouched(journal_factory: JournalFactory) -> None:
+    j = journal_factory.open()
+    await j.run_created(rule="r", playbook="p", key="k", params={}, labels={}, created_at=1.0)
+    await j.close()
+    journal_factory.execute(
+        "INSERT INTO schema_version VALUES (?, 0, 'future')", [(len(MIGRATIONS) + 1,)]
+    )
+    before = untouched(journal_factory)
     with pytest.raises(StateError, match=rf"schema version {len(MIGRATIONS) + 1} is newer"):
-        Journal.open(tmp_path)
-    assert digest(path) == before
+        journal_factory.open()
+    assert untouched(journal_factory) == before
 
 
-async def test_database_of_another_program_is_refused(tmp_path: Path) -> None:
-    conn = sqlite3.connect(tmp_path / "journal.db")
-    conn.execute("CREATE TABLE photos (id INTEGER PRIMARY KEY, name TEXT)")
-    conn.commit()
-    conn.close()
-    before = digest(tmp_path / "journal.db")
+async def test_database_of_another_program_is_refused(journal_factory: JournalFactory) -> None:
+    journal_factory.state_dir.mkdir()
+    journal_factory.execute("CREATE TABLE photos (id INTEGER PRIMARY KEY, name TEXT)")
+    before = untouched(journal_factory)
     with pytest.raises(StateError, match="another program"):
-        Journal.open(tmp_path)
-    assert digest(tmp_path / "journal.db") == before
+        journal_factory.open()
+    assert untouched(journal_factory) == before
 
 
 async def test_unusable_paths_give_clear_errors(tmp_path: Path) -> None:

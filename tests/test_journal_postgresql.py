@@ -3,13 +3,16 @@
 The same facade calls as on SQLite: a decision opens an incident, a run is written ahead
 with its step, state is saved and loaded, an unfinished run is recovered as interrupted
 after a "restart" (a second Journal on the same database), nonces refuse a replay, and a
-second open migrates nothing.
+second open migrates nothing. And what only PostgreSQL has, in place of SQLite's file
+troubles (disk full, unusable paths): sessions the server drops, a server not there.
+The journal tests that hold for both backends run on both (tests/journal_backends.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -19,7 +22,7 @@ from batond.journal.backend import render_schema
 from batond.journal.db import MIGRATIONS
 from batond.journal.facade import Journal
 from batond.remedy.run import RunState, StepStatus
-from support import pg_database
+from support import free_port, pg_database
 
 private_database = pg_database  # (a name the tests below use)
 
@@ -120,3 +123,57 @@ async def test_a_version_3_journal_migrates_and_keeps_args_and_escalations(tmp_p
         with psycopg.connect(url) as conn:
             top = conn.execute("SELECT max(version) FROM schema_version").fetchone()
         assert top == (len(MIGRATIONS),)
+
+
+async def test_a_lost_server_connection_shows_as_trouble_and_the_journal_reconnects(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL's analogue of SQLite's full disk (test_journal_full.py): the server
+    drops the journal's sessions (a restart, a failover). The write that meets the
+    broken connection fails its caller and shows as trouble; the next one reconnects
+    at once (the server is there); a read runs again on a new session, never failing."""
+    with private_database() as url:
+        journal = Journal.open(tmp_path, url)
+        try:
+            await lost_sessions(journal, url)
+        finally:
+            await journal.close()
+
+
+async def lost_sessions(journal: Journal, url: str) -> None:
+    from batond.errors import StateError
+
+    def run(at: float) -> Coroutine[Any, Any, int]:
+        return journal.run_created(
+            rule="r", playbook="p", key="k", params={}, labels={}, created_at=at
+        )
+
+    def drop_sessions() -> int:
+        with psycopg.connect(url, autocommit=True) as admin:
+            (killed,) = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = 'batond-journal'"
+            ).fetchone()
+        return int(killed)
+
+    first = await run(1.0)
+    assert drop_sessions() == 3  # the writer's, the reader's and the checkpointer's
+    with pytest.raises(StateError, match="journal error"):
+        await run(2.0)
+    assert "journal cannot write" in journal.trouble
+    second = await run(3.0)
+    assert journal.trouble == ""
+    assert [r["id"] for r in (await journal.list_runs())["runs"]] == [second, first]
+    assert drop_sessions() == 2  # the writer's and the reader's (new ones)
+    assert (await journal.get_run(first)) is not None  # a read first, this time
+
+
+def test_an_unreachable_server_is_a_clear_error_without_the_password(tmp_path: Path) -> None:
+    """SQLite's unusable paths' analogue (test_journal_errors.py): nothing listens there."""
+    from batond.errors import StateError
+
+    url = f"postgresql://batond:s3cret@127.0.0.1:{free_port()}/fleet"
+    with pytest.raises(StateError, match="cannot open the journal") as failed:
+        Journal.open(tmp_path, url)
+    assert "s3cret" not in str(failed.value) and "batond:***@127.0.0.1" in str(failed.value)
+    Journal.open(tmp_path).close_sync()  # the state directory's lock went with the failure

@@ -1,11 +1,14 @@
-"""Recovery after a crash: unfinished runs become interrupted, nothing committed is lost."""
+"""Recovery after a crash: unfinished runs become interrupted, nothing committed is lost.
+
+Every test runs on SQLite and on PostgreSQL (``journal_factory``): the writer
+and decider processes below open the journal the test's backend names.
+"""
 
 from __future__ import annotations
 
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from batond.engine.types import Decision
-from batond.journal.facade import Journal
 from batond.remedy.records import InterruptedRun
+from journal_backends import JournalFactory
 
 
-async def test_recovery_marks_unfinished_runs_and_steps(tmp_path: Path) -> None:
-    j = Journal.open(tmp_path)
+async def test_recovery_marks_unfinished_runs_and_steps(journal_factory: JournalFactory) -> None:
+    j = journal_factory.open()
     done = await j.run_created(rule="r", playbook="p", key="a", params={}, labels={}, created_at=1)
     await j.run_finished(done, "resolved", 2.0)
     queued = await j.run_created(
@@ -38,7 +41,7 @@ async def test_recovery_marks_unfinished_runs_and_steps(tmp_path: Path) -> None:
     await j.run_state(waiting, "waiting_approval", 9.0)
     await j.close()  # as if the process died here: nothing ended these runs
 
-    j = Journal.open(tmp_path)
+    j = journal_factory.open()
     try:
         found = await j.recover_interrupted(now=50.0)
         assert [r.run_id for r in found] == [queued, running, waiting]
@@ -69,14 +72,14 @@ async def test_recovery_marks_unfinished_runs_and_steps(tmp_path: Path) -> None:
         await j.close()
 
 
-async def test_cooldown_state_survives_restart(tmp_path: Path) -> None:
+async def test_cooldown_state_survives_restart(journal_factory: JournalFactory) -> None:
     """What the engine exports at a decision is what it gets back after a restart."""
-    j = Journal.open(tmp_path)
+    j = journal_factory.open()
     exported = {"rules": {"disk-full@3f2a": {"cooldowns": {"host=web-1": 1000.0}, "for": {}}}}
     await j.save_rule_state(exported)
     await j.save_rule_state({**exported, "saved_at": 1300.0})  # replaced whole, not merged
     j.close_sync()
-    j = Journal.open(tmp_path)
+    j = journal_factory.open()
     try:
         assert await j.load_rule_state() == {**exported, "saved_at": 1300.0}
     finally:
@@ -89,7 +92,6 @@ WRITER = r"""
 import asyncio, sys, time
 from pathlib import Path
 from batond.engine.types import Decision
-from batond.engine.types import Decision
 from batond.journal.facade import Journal
 
 def say(*words):
@@ -97,7 +99,7 @@ def say(*words):
     sys.stdout.flush()
 
 async def main():
-    j = Journal.open(Path(sys.argv[1]))
+    j = Journal.open(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)
     await j.recover_interrupted(time.time())
     say("ready")
     while True:
@@ -133,15 +135,18 @@ def read_reports(proc: subprocess.Popen[str]) -> list[tuple[str, int]]:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_loses_no_committed_record(tmp_path: Path) -> None:
+def test_sigkill_at_random_points_loses_no_committed_record(
+    journal_factory: JournalFactory, tmp_path: Path
+) -> None:
     rng = random.Random(20261126)
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    state = tmp_path / "state"
     reported: list[tuple[str, int]] = []
     for _ in range(25):
         proc = subprocess.Popen(
-            [sys.executable, str(script), str(state)], stdout=subprocess.PIPE, text=True
+            [sys.executable, str(script), *backend_args(journal_factory)],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
@@ -150,13 +155,9 @@ def test_sigkill_at_random_points_loses_no_committed_record(tmp_path: Path) -> N
         proc.wait(timeout=30)
         reported += read_reports(proc)
 
-    conn = sqlite3.connect(f"file:{state / 'journal.db'}?mode=ro", uri=True)
-    try:
-        runs = dict(conn.execute("SELECT id, outcome FROM runs").fetchall())
-        decisions = {r[0] for r in conn.execute("SELECT id FROM decisions")}
-        steps = dict(conn.execute("SELECT id, status FROM steps").fetchall())
-    finally:
-        conn.close()
+    runs = dict(journal_factory.rows("SELECT id, outcome FROM runs"))
+    decisions = {r[0] for r in journal_factory.rows("SELECT id FROM decisions")}
+    steps = dict(journal_factory.rows("SELECT id, status FROM steps"))
     assert sum(1 for w, _ in reported if w == "done") > 10  # the writer did make progress
     for word, num in reported:
         if word == "decision":
@@ -172,7 +173,7 @@ def test_sigkill_at_random_points_loses_no_committed_record(tmp_path: Path) -> N
 
     # the last kill left its run unfinished; a restart accounts for it
     async def recover() -> list[InterruptedRun]:
-        j = Journal.open(state)
+        j = journal_factory.open()
         try:
             return await j.recover_interrupted(time.time())
         finally:
@@ -181,15 +182,17 @@ def test_sigkill_at_random_points_loses_no_committed_record(tmp_path: Path) -> N
     import asyncio
 
     asyncio.run(recover())
-    conn = sqlite3.connect(f"file:{state / 'journal.db'}?mode=ro", uri=True)
-    try:
-        outcomes = {r[0] for r in conn.execute("SELECT DISTINCT outcome FROM runs")}
-        unfinished = conn.execute("SELECT count(*) FROM runs WHERE state != 'done'").fetchone()
-        running = conn.execute("SELECT count(*) FROM steps WHERE status = 'running'").fetchone()
-    finally:
-        conn.close()
+    outcomes = {r[0] for r in journal_factory.rows("SELECT DISTINCT outcome FROM runs")}
+    unfinished = journal_factory.rows("SELECT count(*) FROM runs WHERE state != 'done'")
+    running = journal_factory.rows("SELECT count(*) FROM steps WHERE status = 'running'")
     assert outcomes <= {"resolved", "interrupted"} and "interrupted" in outcomes
-    assert unfinished == (0,) and running == (0,)
+    assert unfinished == [(0,)] and running == [(0,)]
+
+
+def backend_args(journal_factory: JournalFactory) -> list[str]:
+    """The state directory, and the database URL for PostgreSQL (argv of the scripts)."""
+    database = [] if journal_factory.database is None else [journal_factory.database]
+    return [str(journal_factory.state_dir), *database]
 
 
 RULES = """
@@ -217,9 +220,9 @@ from batond.journal.facade import Journal
 from batond.load.rulefiles import load_rules
 
 async def main():
-    state, rules = Path(sys.argv[1]), Path(sys.argv[2])
+    rules, state = Path(sys.argv[1]), Path(sys.argv[2])
     engine = Engine(load_rules([rules]), Governor())
-    j = Journal.open(state)
+    j = Journal.open(state, sys.argv[3] if len(sys.argv) > 3 else None)
     event = {"event": "process.exited", "name": "nginx", "host": "w1"}
     for out in engine.evaluate(item_from_json(event, 1000.0, "http"), 1000.0):
         await j.record_decision(out)
@@ -236,7 +239,9 @@ asyncio.run(main())
 """
 
 
-def test_cooldown_survives_sigkill_with_the_real_engine(tmp_path: Path) -> None:
+def test_cooldown_survives_sigkill_with_the_real_engine(
+    journal_factory: JournalFactory, tmp_path: Path
+) -> None:
     from batond.engine.engine import Engine
     from batond.engine.governor import Governor
     from batond.events import item_from_json
@@ -246,9 +251,10 @@ def test_cooldown_survives_sigkill_with_the_real_engine(tmp_path: Path) -> None:
     rules.write_text(RULES)
     script = tmp_path / "decider.py"
     script.write_text(DECIDER)
-    state = tmp_path / "state"
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(state), str(rules)], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(script), str(rules), *backend_args(journal_factory)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "saved"
@@ -256,7 +262,7 @@ def test_cooldown_survives_sigkill_with_the_real_engine(tmp_path: Path) -> None:
     proc.wait(timeout=30)
 
     async def restart() -> tuple[list[object], list[object]]:
-        j = Journal.open(state)
+        j = journal_factory.open()
         try:
             saved = await j.load_rule_state()
         finally:

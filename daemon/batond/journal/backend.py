@@ -56,6 +56,10 @@ class Backend(Protocol):
         """``conn``, or a new connection when it broke (raises the driver's error)."""
         ...
 
+    def broken(self, conn: Conn) -> bool:
+        """Whether ``conn`` is lost (the server dropped its session): ``usable`` replaces it."""
+        ...
+
     def begin(self, conn: Conn, *, write: bool) -> None: ...
 
     def in_transaction(self, conn: Conn) -> bool: ...
@@ -109,6 +113,9 @@ class SqliteBackend:
 
     def usable(self, conn: Conn) -> Conn:
         return conn
+
+    def broken(self, conn: Conn) -> bool:
+        return False  # a file: there is no session to lose
 
     def begin(self, conn: Conn, *, write: bool) -> None:
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")

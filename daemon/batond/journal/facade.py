@@ -68,6 +68,9 @@ def _dumps(value: Any) -> str:
 
 
 def _tail(text: str) -> str:
+    # NUL as U+FFFD: PostgreSQL's text cannot hold it, and a step's output reads the
+    # same on either backend (binary output is text only so far anyway)
+    text = text.replace("\x00", "\ufffd")
     return text[-OUTPUT_TAIL:] if len(text) > OUTPUT_TAIL else text
 
 

@@ -13,11 +13,19 @@ What differs, and why:
   processes may share one journal without handing out the same id.
 - Unreachable server: a statement fails, the writer reports trouble
   (``journal_unavailable`` for runs), and the next transaction reconnects;
-  attempts are at least ``RECONNECT_EVERY_S`` apart so a dead server is not
-  hammered. Nothing is retried behind the caller's back: a failed write
-  fails its caller, like a full disk does on SQLite.
+  after a failed attempt the next is at least ``RECONNECT_EVERY_S`` later so
+  a dead server is not hammered. Nothing is written again behind the
+  caller's back: a failed write fails its caller, like a full disk does on
+  SQLite. A read that meets a session the server dropped (a restart, a
+  failover) runs again once on a new one (``writer.Database``): a read
+  changes nothing, and on SQLite a read never fails that way.
 - Maintenance: autovacuum does what SQLite's checkpoints and incremental
   vacuum do, so those are no-ops.
+- NUL: PostgreSQL's text cannot hold the character (SQLite's can); a text
+  parameter that has one is written with U+FFFD in its place, so that a key
+  or reason carrying one (from an input's label) is journaled, not refused
+  with the whole batch of decisions it was posted in. (A step's output
+  has it replaced on both backends: ``facade._tail``.)
 """
 
 from __future__ import annotations
@@ -70,10 +78,10 @@ class PgConn:
     def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
         if not parameters:  # no placeholders: a script may hold several statements
             return self.raw.execute(sql.encode())
-        return self.raw.execute(self._translate(sql).encode(), parameters)
+        return self.raw.execute(self._translate(sql).encode(), _without_nul(parameters))
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor:
-        rows = list(parameters)
+        rows = [_without_nul(row) for row in parameters]
         cur = self.raw.cursor()
         if rows:
             cur.executemany(self._translate(sql).encode(), rows)
@@ -84,6 +92,14 @@ class PgConn:
         return self.raw.closed or self.raw.broken
 
 
+def _without_nul(row: Any) -> Any:
+    """``row`` with NUL in its text values as U+FFFD (the module's docstring says why);
+    ``row`` itself when there is none, the usual case."""
+    if not any(type(v) is str and "\x00" in v for v in row):
+        return row
+    return tuple(v.replace("\x00", "\ufffd") if type(v) is str else v for v in row)
+
+
 class PgBackend:
     errors: tuple[type[Exception], ...] = (psycopg.Error,)
     inline_write_ahead = False
@@ -91,28 +107,36 @@ class PgBackend:
     def __init__(self, url: str) -> None:
         self.url = url
         self.where = public_url(url)
-        self._last_attempt = float("-inf")
+        self._failed_at = float("-inf")  # the last connection attempt that failed
 
     def connect(self) -> PgConn:
-        self._last_attempt = time.monotonic()
-        raw = psycopg.connect(
-            self.url,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT_S,
-            options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
-            application_name="batond-journal",
-            keepalives=1,
-            keepalives_idle=5,
-            keepalives_interval=2,
-            keepalives_count=3,
-        )
+        try:
+            raw = psycopg.connect(
+                self.url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+                application_name="batond-journal",
+                keepalives=1,
+                keepalives_idle=5,
+                keepalives_interval=2,
+                keepalives_count=3,
+            )
+        except psycopg.Error:
+            self._failed_at = time.monotonic()
+            raise
         return PgConn(raw)
+
+    def broken(self, conn: Conn) -> bool:
+        return _pg(conn).broken
 
     def usable(self, conn: Conn) -> Conn:
         pg = _pg(conn)
         if not pg.broken:
             return conn
-        if time.monotonic() - self._last_attempt < RECONNECT_EVERY_S:
+        # throttled only while the server refuses: the writer's reconnection a moment
+        # ago must not keep the reader (or the checkpointer) from reconnecting too
+        if time.monotonic() - self._failed_at < RECONNECT_EVERY_S:
             raise psycopg.OperationalError("the journal database is unreachable (retrying)")
         pg.raw.close()
         return self.connect()

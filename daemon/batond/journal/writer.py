@@ -316,7 +316,16 @@ class Database:
     # -- both ------------------------------------------------------------------------
     def _read(self, job: Job[T]) -> T:
         self._rconn = self._usable(self._rconn)
-        return self._run(self._rconn, job, True)
+        try:
+            return self._run(self._rconn, job, True)
+        except StateError:
+            # the server dropped the session (PostgreSQL restarted, failed over): the
+            # connection knows only once a statement fails; a read changes nothing,
+            # so it runs again once on a new session instead of failing its caller
+            if not self.backend.broken(self._rconn):
+                raise
+            self._rconn = self._usable(self._rconn)
+            return self._run(self._rconn, job, True)
 
     def _run(self, conn: Conn, job: Job[T], snapshot: bool) -> T:
         """A read in one snapshot (``snapshot``), or a job with no transaction around it."""
