@@ -7,9 +7,14 @@ database, paths, the state directory's lock, file modes), and stays on SQLite.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import pwd
 import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -117,14 +122,69 @@ async def test_second_process_on_the_same_state_dir_is_refused(tmp_path: Path) -
     await Journal.open(tmp_path).close()  # the lock went with the first journal
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes whatever the mode says")
-async def test_unreadable_journal_is_reported(tmp_path: Path) -> None:
-    path = await make_journal(tmp_path, runs=1)
+# Root reads whatever the mode says, so as root the open runs in a child process
+# as ``nobody``, on a state dir nobody owns: only the mode bits keep it from the file.
+OPEN_JOURNAL = """
+import asyncio, sys
+from pathlib import Path
+from batond.errors import StateError
+from batond.journal.facade import Journal
+try:
+    journal = Journal.open(Path(sys.argv[1]))
+except StateError as exc:
+    sys.exit(f"StateError: {exc}")
+asyncio.run(journal.close())
+print("opened")
+"""
+
+
+async def open_as_nobody(state: Path) -> tuple[int | None, str]:
+    nobody = pwd.getpwnam("nobody")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", OPEN_JOURNAL, str(state),
+        user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[],
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    return proc.returncode, out.decode()
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    """tmp_path, or as root a directory nobody can reach (pytest-of-root is 0700)."""
+    if os.geteuid() != 0:
+        yield tmp_path
+        return
+    with tempfile.TemporaryDirectory(prefix="batond-nobody-") as top:
+        os.chmod(top, 0o755)
+        state = Path(top) / "state"
+        state.mkdir()
+        yield state
+
+
+def give_to_nobody(state: Path) -> None:
+    nobody = pwd.getpwnam("nobody")
+    for path in [state, *state.iterdir()]:
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+
+
+async def test_unreadable_journal_is_reported(state_dir: Path) -> None:
+    path = await make_journal(state_dir, runs=1)
     before = digest(path)
     path.chmod(0o200)
     try:
-        with pytest.raises(StateError, match="cannot read the journal"):
-            Journal.open(tmp_path)
+        if os.geteuid() == 0:
+            give_to_nobody(state_dir)
+            status, out = await open_as_nobody(state_dir)
+            assert status == 1, out
+            assert "StateError: " in out
+            assert f"{path}: cannot read the journal: Permission denied" in out
+        else:
+            with pytest.raises(StateError, match="cannot read the journal: Permission denied"):
+                Journal.open(state_dir)
     finally:
         path.chmod(0o600)
     assert digest(path) == before
+    if os.geteuid() == 0:  # the control: with the mode back, the same child opens it
+        assert await open_as_nobody(state_dir) == (0, "opened\n")
