@@ -13,12 +13,18 @@ committed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 
 from batond.events import Input
 from batond.metrics import Metrics
+
+log = logging.getLogger("batond.bus")
+
+#: A full queue logs what it dropped at most this often (every drop is counted at once).
+DROP_LOG_S = 10.0
 
 __all__ = ["Bus", "Settle"]
 
@@ -42,6 +48,8 @@ class Bus:
         self._evaluated = 0  # items ever taken and evaluated (the engine loop says)
         self._waiting: deque[tuple[int, Callable[[], None]]] = deque()
         self._flushing = False
+        self._unlogged: dict[str, int] = {}  # dropped by source since the last log line
+        self._logged_at = float("-inf")
 
     def when_decided(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (on the loop) once every item queued so far is evaluated and
@@ -90,12 +98,12 @@ class Bus:
     def offer(self, item: Input) -> bool:
         """Queue one accepted item; False (and counted as dropped) when full."""
         if self.closed:
-            self._metrics.events_dropped.labels(item.source or "unknown").inc()
+            self._dropped(item.source or "unknown", 1)
             return False
         try:
             self._queue.put_nowait((item, time.monotonic()))
         except asyncio.QueueFull:
-            self._metrics.events_dropped.labels(item.source or "unknown").inc()
+            self._dropped(item.source or "unknown", 1)
             return False
         self._queued += 1
         self._metrics.events_received.labels(item.source or "unknown").inc()
@@ -105,7 +113,7 @@ class Bus:
         """All or nothing: False (nothing queued, all counted dropped) when they do not fit."""
         if self.closed or (self._queue.maxsize > 0 and len(items) > self.free()):
             for source, n in _by_source(items).items():  # one update per source, not per item
-                self._metrics.events_dropped.labels(source).inc(n)
+                self._dropped(source, n)
             return False
         now = time.monotonic()
         for item in items:
@@ -133,8 +141,21 @@ class Bus:
             self._queued += queued
             self._metrics.events_received.labels(source).inc(queued)
         if queued < len(items):
-            self._metrics.events_dropped.labels(source).inc(len(items) - queued)
+            self._dropped(source, len(items) - queued)
         return queued
+
+    def _dropped(self, source: str, n: int) -> None:
+        """Counted at once; logged at most once per DROP_LOG_S, with what it summarises."""
+        self._metrics.events_dropped.labels(source).inc(n)
+        self._unlogged[source] = self._unlogged.get(source, 0) + n
+        now = time.monotonic()
+        if now - self._logged_at < DROP_LOG_S:
+            return
+        what = ", ".join(f"{k} {v}" for k, v in sorted(self._unlogged.items()))
+        state = "stopping" if self.closed else f"input queue full ({self.capacity} items)"
+        log.warning("%s: dropped %s (batond_events_dropped_total)", state, what)
+        self._unlogged.clear()
+        self._logged_at = now
 
     async def get(self) -> tuple[Input, float]:
         return await self._queue.get()
