@@ -52,6 +52,9 @@ playbooks:
 """
 
 
+_LOST = ("batond_events_dropped_total", "batond_events_rejected_total")
+
+
 @dataclass
 class Tick:
     at: float
@@ -60,11 +63,15 @@ class Tick:
     lag: float
     buckets: dict[float, float] = field(default_factory=dict)
     received: float = 0.0
+    dropped: float = 0.0  # queue full, or rejected as invalid
     runs: float = 0.0
+    cpu: float = 0.0  # the daemon's CPU seconds so far
 
 
 def scrape(daemon: DaemonProcess, proc: psutil.Process, t0: float) -> Tick:
     tick = Tick(time.monotonic() - t0, proc.memory_info().rss, proc.num_fds(), 0.0)
+    times = proc.cpu_times()
+    tick.cpu = times.user + times.system
     for family in text_string_to_metric_families(daemon.get("/metrics", timeout=30).text):
         for s in family.samples:
             if s.name == "batond_loop_lag_seconds":
@@ -73,6 +80,8 @@ def scrape(daemon: DaemonProcess, proc: psutil.Process, t0: float) -> Tick:
                 tick.buckets[float(s.labels["le"])] = s.value
             elif s.name == "batond_events_received_total" and s.labels.get("source") == "mqtt":
                 tick.received = s.value
+            elif s.name in _LOST and s.labels.get("source") == "mqtt":
+                tick.dropped += s.value
             elif s.name == "batond_runs_total":
                 tick.runs += s.value
     return tick
@@ -116,10 +125,12 @@ def report(name: str, window: list[Tick]) -> tuple[float, int]:
     a, b = window[0], window[-1]
     lag99 = statistics.quantiles([t.lag for t in window], n=100)[98] if len(window) > 1 else a.lag
     e2a = p99_between(a, b)
-    rate = (b.received - a.received) / max(1e-9, b.at - a.at)
+    span = max(1e-9, b.at - a.at)
+    rate = (b.received - a.received) / span
     print(
         f"{name:<6} t={a.at:6.0f}-{b.at:4.0f}s rss={b.rss / 1e6:7.1f} MB fds={b.fds:4d} "
-        f"loop_lag_p99={lag99:.3f}s event_to_action_p99<={e2a}s in={rate:,.0f}/s"
+        f"loop_lag_p99={lag99:.3f}s event_to_action_p99<={e2a}s in={rate:,.0f}/s "
+        f"dropped={(b.dropped - a.dropped) / span:,.0f}/s cpu={(b.cpu - a.cpu) / span:.2f} core"
     )
     return b.rss, b.fds
 
