@@ -459,3 +459,65 @@ def test_a_batch_in_flight_to_a_killed_owner_is_decided_by_the_next(
         survivor.wait_for(lambda: decisions_of(survivor) == 1.0, 30, "the next owner's decision")
     finally:
         fleet.stop_all()
+
+
+FLAKY_RULES = """
+rules:
+  - name: flaky
+    match: {metric: err}
+    when: value > 90
+    run: noop
+    limits: {per_target: {count: 1, per: 10m}}
+playbooks:
+  - name: noop
+    steps:
+      - {name: pause, action: wait, with: {duration: 0s}}
+"""
+
+
+def circuit_checkpointed(database: str, partition: int, host: str) -> bool:
+    with psycopg.connect(database, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT state FROM fleet_checkpoints WHERE partition = %s", (partition,)
+        ).fetchone()
+    circuits = orjson.loads(bytes(row[0])).get("scopes", {}).get("circuits", []) if row else []
+    return ["flaky", f"host={host}"] in [c[:2] for c in circuits]
+
+
+def open_circuits(proc: DaemonProcess) -> list[tuple[str, str]]:
+    status = proc.get("/api/v1/status").json()
+    return [(c["rule"], c["key"]) for c in status["open_circuits"]]
+
+
+def test_an_open_circuit_of_a_host_moves_with_its_partition(
+    tmp_path: Path, broker: Mosquitto, database: str
+) -> None:
+    fleet = Fleet(tmp_path, broker, database, timing="  heartbeat: 500ms\n  lease: 2s\n")
+    fleet.rules = FLAKY_RULES
+    try:
+        split = fleet.split("c0", "c1")
+        partition = min(split["c0"])
+        host = host_in(partition)
+        owner = fleet.procs["c0"]
+        publish_batch(broker, host, 95.0, metric="err")  # the one run per_target allows
+        owner.wait_for(lambda: decisions_of(owner, "flaky") == 1.0, 30, "the run")
+        publish_batch(broker, host, 10.0, metric="err")  # resolved
+        publish_batch(broker, host, 96.0, metric="err")  # again: the budget is spent
+        owner.wait_for(lambda: ("flaky", f"host={host}") in open_circuits(owner), 30,
+                       "the circuit to open on the owner")  # fmt: skip
+        wait_until(lambda: circuit_checkpointed(database, partition, host), 5, "it saved")
+        owner.kill()
+        survivor = fleet.procs["c1"]
+        assert ("flaky", f"host={host}") not in open_circuits(survivor)
+        survivor.wait_for(lambda: ("flaky", f"host={host}") in open_circuits(survivor), 30,
+                          "the circuit on the new owner")  # fmt: skip
+        assert "1 open circuits" in survivor.log()
+        # and it holds there: the host's next firing is suppressed, not run
+        publish_batch(broker, host, 10.0, metric="err")
+        publish_batch(broker, host, 97.0, metric="err")
+        suppressed = {"rule": "flaky", "result": "circuit_open"}
+        survivor.wait_for(lambda: survivor.metric("batond_decisions_total", suppressed), 30,
+                          "the new owner's suppression")  # fmt: skip
+        assert decisions_of(survivor, "flaky") == 0.0
+    finally:
+        fleet.stop_all()

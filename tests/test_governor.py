@@ -369,3 +369,53 @@ def test_schedule_runs_are_outside_the_blast_radius(tmp_path: Path) -> None:
     g.admit("backup", "nightly", "schedule=nightly", 0.0, "")
     g.admit("backup", "weekly", "schedule=weekly", 0.0, "")
     assert g.check({"host": "web-1"}, "r", "host=web-1", "fix", 1.0) is None
+
+
+def _streak_circuit(g: Governor, key: str, at: float) -> None:
+    for _ in range(CIRCUIT_STREAK):
+        g.record_outcome("r", "fix", key, "", "failed", at)
+
+
+def test_scopes_of_some_keys_round_trip_into_another_governor() -> None:
+    """A partition's checkpoint carries its keys' circuits, budgets and streaks only."""
+    g = Governor(GovernorSettings(per_target_per=100.0, min_fleet=1000))
+    _streak_circuit(g, "mine", 10.0)
+    _streak_circuit(g, "theirs", 5.0)
+    g.admit("fix", "r", "mine", 11.0)
+    g.record_outcome("r", "fix", "mine-too", "", "failed", 12.0)
+    assert g.take_escalation("r", "mine")
+    part = g.export_scopes(lambda key: key.startswith("mine"))
+    assert [c[1] for c in part["circuits"]] == ["mine"]
+    h = Governor(GovernorSettings(per_target_per=100.0, min_fleet=1000))
+    h.merge_scopes(part)
+    assert [c["target"] for c in h.open_circuits(20.0)] == ["mine"]
+    assert h.next_change() == 110.0
+    assert h.check(LABELS, "r", "mine", "fix", 20.0) == "circuit_open"
+    assert not h.take_escalation("r", "mine")  # escalated once already, on the old owner
+    assert h.export_scopes(lambda key: True) == part
+    g.drop_scopes(lambda key: key.startswith("mine"))
+    assert [c["target"] for c in g.open_circuits(20.0)] == ["theirs"]
+    assert g.export_scopes(lambda key: key.startswith("mine"))["streaks"] == []
+    assert g.next_change() == 105.0
+
+
+def test_merging_scopes_keeps_the_others_and_the_later_state() -> None:
+    settings = GovernorSettings(per_target_per=100.0, min_fleet=1000)
+    old, new = Governor(settings), Governor(settings)
+    _streak_circuit(new, "other", 50.0)
+    _streak_circuit(new, "shared", 30.0)
+    _streak_circuit(old, "shared", 20.0)  # an older opening of the same scope
+    _streak_circuit(old, "moved", 1.0)  # the soonest close: 101
+    old.admit("fix", "r", "moved", 2.0)
+    new.admit("fix", "r", "moved", 3.0)
+    assert new.next_change() == 130.0
+    new.merge_scopes(old.export_scopes(lambda key: True))
+    circuits = {c["target"]: c for c in new.open_circuits(40.0)}
+    assert sorted(circuits) == ["moved", "other", "shared"]
+    assert new.export_scopes(lambda key: key == "shared")["circuits"][0][2] == 30.0
+    assert new.export_scopes(lambda key: key == "moved")["target_runs"] == [
+        ["r", "moved", [2.0, 3.0]]
+    ]
+    assert new.next_change() == 101.0  # the merged circuit's close, not the cached 130
+    new.expire_circuits(101.0)
+    assert new.next_change() == 130.0

@@ -45,7 +45,7 @@ import math
 import random
 import re
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -567,6 +567,57 @@ class Governor:
         if hosts_seen:
             state["hosts_seen"] = self.export_hosts_seen()
         return state
+
+    def export_scopes(self, select: Callable[[str], bool]) -> dict[str, Any]:
+        """The scope state (per-target run windows, open circuits, escalations, unresolved
+        streaks) of the keys ``select`` takes, as in :meth:`export_state`'s ``scopes``:
+        a fleet partition's checkpoint carries its hosts' part (:meth:`merge_scopes`)."""
+        return {
+            "target_runs": [
+                [r, k, list(w)] for (r, k), w in self._target_runs.items() if w and select(k)
+            ],
+            "circuits": [
+                [r, k, c.opened_at, c.per, c.why]
+                for (r, k), c in self._circuits.items()
+                if select(k)
+            ],
+            "escalated": [[r, k, at] for (r, k), at in self._escalated.items() if select(k)],
+            "streaks": [
+                [r, k, n, self._streak_at.get((r, k), 0.0)]
+                for (r, k), n in self._streaks.items()
+                if select(k)
+            ],
+        }
+
+    def merge_scopes(self, scopes: Mapping[str, Any]) -> None:
+        """Merge :meth:`export_scopes` into this governor. For a scope both hold, the later
+        state wins: the later circuit opening, escalation and streak; run windows join."""
+        for r, k, w in scopes.get("target_runs", ()):
+            mine = self._target_runs.get((str(r), str(k)), ())
+            times = sorted({*mine, *(float(t) for t in w)})
+            self._target_runs[(str(r), str(k))] = deque(times)
+        for r, k, at, per, why in scopes.get("circuits", ()):
+            held = self._circuits.get((str(r), str(k)))
+            if held is None or held.opened_at < float(at):
+                self._circuits[(str(r), str(k))] = _Circuit(float(at), float(per), str(why))
+        self._reckon_next_close()
+        for r, k, at in scopes.get("escalated", ()):
+            scope = (str(r), str(k))
+            self._escalated[scope] = max(float(at), self._escalated.get(scope, float("-inf")))
+        for r, k, n, at in scopes.get("streaks", ()):
+            scope = (str(r), str(k))
+            if float(at) >= self._streak_at.get(scope, float("-inf")):
+                self._streaks[scope], self._streak_at[scope] = int(n), float(at)
+
+    def drop_scopes(self, select: Callable[[str], bool]) -> None:
+        """Forget the scope state of the keys ``select`` takes (a partition given up)."""
+        maps: tuple[dict[Scope, Any], ...] = (
+            self._target_runs, self._circuits, self._escalated, self._streaks, self._streak_at,
+        )  # fmt: skip
+        for held in maps:
+            for scope in [s for s in held if select(s[1])]:
+                del held[scope]
+        self._reckon_next_close()
 
     def export_hosts_seen(self) -> dict[str, float]:
         """Hosts seen within the last hour (by the governor's clock), with their time."""

@@ -6,7 +6,8 @@ own engine; an instance that gives a partition up drops those keys. These are
 pure functions over :meth:`Engine.export_state` documents: what is keyed by
 incident key (open incidents, ``for:`` timers pending, windows, cooldowns, the
 last inputs) is selected key by key; what belongs to a rule as a whole (its
-counters) and the governor's state stay with the instance.
+counters) stays with the instance. The governor's scopes of the same keys travel
+beside it (``Governor.export_scopes``/``merge_scopes``).
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ import orjson
 import psycopg
 
 from batond.engine.fleet import AgentSeen
+from batond.engine.governor import Governor
 from batond.engine.keys import split_key
 from batond.engine.partial import drop_keys, merge_keys, take_keys
 from batond.engine.types import Decision
@@ -68,6 +69,8 @@ _RETRY_MIN_S, _RETRY_MAX_S = 0.5, 10.0
 
 class RuleStates(Protocol):
     """The engine, as far as checkpoints go (batond.engine.engine.Engine)."""
+
+    governor: Governor
 
     def export_state(self, *, hosts_seen: bool = True) -> dict[str, Any]: ...
 
@@ -303,6 +306,8 @@ class Central:
         if state is None or epoch is None:
             return
         part = take_keys(state, self._of(partition))
+        if self._engine is not None:  # the governor's circuits, budgets, streaks of those keys
+            part["scopes"] = self._engine.governor.export_scopes(self._of(partition))
         blob = orjson.dumps(part, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS)
         if self._saved.get(partition) == blob:
             return
@@ -317,20 +322,26 @@ class Central:
         if self._engine is None:
             return
         part = await checkpoint.load(own.conn, partition)
-        if not part or not part.get("rules"):
+        if not part:
             return
-        merged = merge_keys(self._engine.export_state(hosts_seen=False), part)
-        self._engine.import_rule_states(merged, only=tuple(part["rules"]))
-        keys = sum(
-            len(r.get("open", {})) + len(r.get("pending", {})) for r in part["rules"].values()
-        )
-        log.info("fleet: partition %d resumed from its checkpoint (%d open or pending keys)",
-                 partition, keys)  # fmt: skip
+        scopes = part.get("scopes") or {}
+        self._engine.governor.merge_scopes(scopes)
+        rules = part.get("rules") or {}
+        if rules:
+            merged = merge_keys(self._engine.export_state(hosts_seen=False), part)
+            self._engine.import_rule_states(merged, only=tuple(rules))
+        keys = sum(len(r.get("open", {})) + len(r.get("pending", {})) for r in rules.values())
+        circuits = len(scopes.get("circuits", ()))
+        if keys or circuits:
+            log.info("fleet: partition %d resumed from its checkpoint"
+                     " (%d open or pending keys, %d open circuits)",
+                     partition, keys, circuits)  # fmt: skip
 
     def _forget(self, select: Callable[[str], bool]) -> None:
         """Drop the engine's state of the keys ``select`` takes (no longer ours)."""
         if self._engine is None:
             return
+        self._engine.governor.drop_scopes(select)
         state = self._engine.export_state(hosts_seen=False)
         names = tuple(take_keys(state, select)["rules"])
         if names:

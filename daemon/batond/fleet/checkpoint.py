@@ -2,7 +2,8 @@
 
 The owner of a partition writes the part of its engine's rule state that belongs
 to the partition's hosts (``engine.partial``: open incidents, pending ``for:``
-timers, windows, cooldowns) every heartbeat when it changed, and once more when
+timers, windows, cooldowns; and the governor's scopes of those keys: circuits,
+``per_target`` windows, streaks) every heartbeat when it changed, and once more when
 it gives the partition up; a new owner merges it into its engine before it takes
 the partition's first batch, so a pending timer fires there at its time.
 
