@@ -5,9 +5,10 @@
 
 A private Mosquitto; batond subscribed to ``soak/#``; a publisher in this
 process sends ``--rate`` samples/s as JSON arrays of ``--batch`` samples, spread
-evenly over each second. Each of ``--hosts`` hosts spikes above the rule's threshold once every 10 s, so the
-rule decides and a playbook (``exec true``) runs about ``hosts / 10`` times a
-second. Every second the daemon's RSS, open fds and ``/metrics`` are read.
+evenly over each second. Each of ``--hosts`` hosts spikes above the rule's
+threshold once every 10 s, so the rule decides and a playbook (``exec true``)
+runs about ``hosts / 10`` times a second. Every second the daemon's RSS, open
+fds and ``/metrics`` are read.
 
 Printed for the first and the last minute (or tenth, for short runs): RSS,
 fds, the p99 of ``batond_loop_lag_seconds`` and the p99 of
