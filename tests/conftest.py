@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from journal_backends import BACKENDS, JournalFactory
+from mqtt_broker import Mosquitto
 from support import pg_database
 
 NEVER_SKIPPED = ("test_crash_safety.py",)
@@ -37,3 +38,17 @@ def journal_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
         return
     with pg_database() as url:  # a private database for the test, dropped after it
         yield JournalFactory("postgresql", state_dir, url)
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[str]:
+    """A private PostgreSQL database for the test module, dropped after it."""
+    with pg_database() as url:
+        yield url
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A private Mosquitto on a free loopback port, for the test."""
+    with Mosquitto(tmp_path / "broker") as b:
+        yield b

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiomqtt
 import orjson
-import pytest
 
 from daemon_proc import DaemonProcess, HttpResult, http, write_config
 from mqtt_broker import Mosquitto
@@ -37,12 +35,6 @@ playbooks:
     steps:
       - {name: nothing, action: exec, with: {argv: ["true"]}}
 """
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path / "broker") as b:
-        yield b
 
 
 def mqtt_config(tmp: Path, port: int, broker: Mosquitto) -> Path:

@@ -41,12 +41,6 @@ playbooks:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path / "broker") as b:
-        yield b
-
-
-@pytest.fixture
 def central(broker: Mosquitto) -> Iterator[Subscriber]:
     """What a central instance sees of this agent (batches and outcome reports)."""
     sub = Subscriber(broker, (f"batond/fleet/+/{HOST}", OUTCOMES), "test-central")

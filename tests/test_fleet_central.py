@@ -16,20 +16,18 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
-import pytest
 
 from batond.fleet.ownership import LOCK_CLASS
 from batond.fleet.partition import batch_topic, partition_of
 from daemon_proc import BATOND, DaemonProcess, write_config
 from mqtt_broker import Mosquitto
-from support import free_port, pg_database, wait_until
+from support import free_port, wait_until
 from test_openapi import Checker as ApiChecker
 
 PARTITIONS = 12
@@ -58,18 +56,6 @@ playbooks:
     steps:
       - {name: pause, action: wait, with: {duration: 0s}}
 """
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    with pg_database() as url:
-        yield url
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path / "broker") as b:
-        yield b
 
 
 @dataclass

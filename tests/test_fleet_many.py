@@ -12,18 +12,17 @@ within 10 s.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
-import pytest
 
 from batond.fleet.partition import partition_of
 from daemon_proc import DaemonProcess, write_config
 from mqtt_broker import Mosquitto
-from support import free_port, pg_database
+from support import free_port
 from test_fleet_central import PARTITIONS, PREFIX, Fleet, agent_seen
 
 RULES = """
@@ -42,18 +41,6 @@ playbooks:
       - {name: pause, action: wait, with: {duration: 0s}}
 """
 TIMING = "  heartbeat: 500ms\n  lease: 2s\n"
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    with pg_database() as url:
-        yield url
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path / "broker") as b:
-        yield b
 
 
 def pick_hosts(split: dict[str, set[int]]) -> dict[str, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from batond.fleet.assignment import fair_share, plan, preference
 from batond.fleet.membership import Member, beat, ensure_schema, members
 from batond.fleet.ownership import Ownership, connect
 from batond.fleet.partition import partition_of
-from support import pg_database, until
+from support import until
 from test_pipeline import Ended, Parts, nginx_exited
 
 
@@ -66,12 +66,6 @@ def test_a_dead_member_is_not_counted() -> None:
 
 
 # -- the locks, epochs and rows (PostgreSQL) ----------------------------------------------
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    with pg_database() as url:
-        yield url
-
-
 @pytest.fixture
 async def sessions(database: str) -> AsyncIterator[list[Ownership]]:
     conns = [await connect(database, f"i{n}") for n in range(2)]

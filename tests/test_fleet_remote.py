@@ -74,12 +74,6 @@ def database() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path / "broker") as b:
-        yield b
-
-
 def start_central(root: Path, broker: Mosquitto, database: str, timeout: str) -> DaemonProcess:
     folder = root / "central"
     (folder / "keys").mkdir(parents=True)

@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
-import pytest
 
 from batond.fleet.partition import batch_topic, partition_of
 from mqtt_broker import Mosquitto
-from support import pg_database, wait_until
+from support import wait_until
 from test_fleet_central import PARTITIONS, PREFIX, Fleet, balanced
 from test_openapi import Checker as ApiChecker
 
@@ -49,18 +47,6 @@ playbooks:
       - {name: pause, action: wait, with: {duration: 0s}}
 """
 TIMING = "  heartbeat: 500ms\n  lease: 2s\n  batch_interval: 1s\n"
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    with pg_database() as url:
-        yield url
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path / "broker") as b:
-        yield b
 
 
 class Agents:

@@ -10,7 +10,7 @@ The journal tests that hold for both backends run on both (tests/journal_backend
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,6 @@ from batond.remedy.run import RunState, StepStatus
 from support import free_port, pg_database
 
 private_database = pg_database  # (a name the tests below use)
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    with pg_database() as url:
-        yield url
 
 
 def decision(key: str) -> Decision:

@@ -14,8 +14,7 @@ published afterwards arrives after every message the session still owes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import aiomqtt
 import orjson
@@ -31,12 +30,6 @@ from support import until
 from test_mqtt_source import make_source, running, take, value
 
 SUBS = (Subscription("metrics/#", "json", 1),)
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path / "broker") as b:
-        yield b
 
 
 async def publish(port: int, values: range | list[int], topic: str = "metrics/a") -> None:

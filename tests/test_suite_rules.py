@@ -12,7 +12,7 @@ HERE = Path(__file__).resolve().parent
 
 def test_a_skipped_crash_safety_test_fails_the_run(tmp_path: Path) -> None:
     # the suite's conftest.py and the modules it imports
-    for name in ("conftest.py", "journal_backends.py", "support.py"):
+    for name in ("conftest.py", "journal_backends.py", "mqtt_broker.py", "support.py"):
         shutil.copy(HERE / name, tmp_path / name)
     (tmp_path / "test_crash_safety.py").write_text(
         "import pytest\n\n"
