@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -17,7 +17,13 @@ from journal_backends import BACKENDS, JournalFactory
 from mqtt_broker import Mosquitto
 from support import pg_database
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
 NEVER_SKIPPED = ("test_crash_safety.py",)
+CHROMIUM = "/usr/bin/chromium"  # Debian's; scripts/bootstrap test installs it (no download)
+#: How long a browser test awaits a page state (5 s, the default, is short on 2 cores).
+WAIT_MS = 30_000
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -52,3 +58,33 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A private Mosquitto on a free loopback port, for the test."""
     with Mosquitto(tmp_path / "broker") as b:
         yield b
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium through Playwright, for the page tests of a module."""
+    from playwright.sync_api import expect, sync_playwright  # only where a page is tested
+
+    expect.set_options(timeout=WAIT_MS)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Browser, tmp_path: Path) -> Iterator[Page]:
+    """A fresh tab; its screenshot is saved as ``page.png`` in the test's folder, and an
+    error thrown by the page's script fails the test."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield pg
+    finally:
+        pg.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        context.close()
+    assert errors == [], errors  # the page's script threw

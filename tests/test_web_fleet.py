@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import Page, Route, expect
 
 from daemon_proc import DaemonProcess, write_config
 from mqtt_broker import Mosquitto
@@ -28,35 +28,7 @@ from test_fleet_central import PARTITIONS, Fleet, balanced, fleet_view, host_in,
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's; scripts/bootstrap test installs it (no download)
-WAIT_MS = 30_000
 FAST = "  heartbeat: 500ms\n  lease: 2s\n"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    # every page state is awaited; on a loaded 2-core machine 5 s (the default) is short
-    expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def page(browser: Browser, tmp_path: Path) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield pg
-    finally:
-        pg.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-        context.close()
-    assert errors == [], errors  # the page's script threw
 
 
 @pytest.fixture

@@ -23,16 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from daemon_proc import DaemonProcess, http, write_config
 from support import free_port
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's; scripts/bootstrap test installs it (no download)
 TOKEN = "page-token-for-tests"
-WAIT_MS = 30_000
 
 RULES = """
 rules:
@@ -115,32 +113,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         d.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    # every page state is awaited; on a loaded 2-core machine 5 s (the default) is short
-    expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def page(browser: Browser, tmp_path: Path) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield pg
-    finally:
-        pg.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-        context.close()
-    assert errors == [], errors  # the page's script threw
-
-
 def waiting_run(daemon: DaemonProcess, host: str) -> dict[str, Any]:
     def find() -> dict[str, Any] | None:
         for run in daemon.get("/api/v1/runs").json()["runs"]:
@@ -165,7 +137,7 @@ def test_approve_a_waiting_run_with_a_click(
     run = waiting_run(daemon, "web-7")
     page.goto(daemon.url + "/")
     row = page.locator(f"[data-run-row='{run['id']}']")
-    expect(row).to_contain_text("waiting_approval", timeout=WAIT_MS)
+    expect(row).to_contain_text("waiting_approval")
     expect(row).to_contain_text("host=web-7")  # rows say which key they are about
     # the approval gate is drawn as waiting, in the waiting colour of the legend
     gate = row.locator("svg rect[style*='--wait']")
@@ -180,11 +152,11 @@ def test_approve_a_waiting_run_with_a_click(
     enter_token(page)
     row.locator("a", has_text=f"#{run['id']}").click()
     view = page.locator("#view")
-    expect(view).to_have_attribute("data-view", f"run/{run['id']}", timeout=WAIT_MS)
+    expect(view).to_have_attribute("data-view", f"run/{run['id']}")
     expect(view.locator("[data-step=ask]")).to_contain_text("waiting_approval")
     view.locator("button[data-act=approve]").click()
 
-    expect(view).to_contain_text("resolved", timeout=WAIT_MS)
+    expect(view).to_contain_text("resolved")
     expect(view.locator("[data-step=deploy]")).to_contain_text("deployed")  # stored stdout
     expect(view).to_contain_text("approve")
     expect(page.locator("#toast")).to_contain_text(f"run #{run['id']} approved")
@@ -202,7 +174,7 @@ def test_silence_from_an_incident(daemon: DaemonProcess, page: Page) -> None:
     page.goto(daemon.url + "/")
     enter_token(page)
     incident = page.locator(f"#incidents tr[data-incident='{run['incident_id']}']")
-    expect(incident).to_contain_text("host=web-9", timeout=WAIT_MS)
+    expect(incident).to_contain_text("host=web-9")
     incident.locator("button[data-act=silence]").click()
 
     dialog = page.locator("#silence-dialog")
@@ -215,7 +187,7 @@ def test_silence_from_an_incident(daemon: DaemonProcess, page: Page) -> None:
     expect(dialog).to_be_hidden()
 
     silences = page.locator("#silences tbody")
-    expect(silences).to_contain_text("web-9 is being rebuilt", timeout=WAIT_MS)
+    expect(silences).to_contain_text("web-9 is being rebuilt")
     expect(silences).to_contain_text("host=web-9")
     stored = daemon.get("/api/v1/silences").json()["silences"]
     mine = [s for s in stored if s["reason"] == "web-9 is being rebuilt"]
@@ -228,26 +200,24 @@ def test_silence_from_an_incident(daemon: DaemonProcess, page: Page) -> None:
 
     # and expire it again from its row
     silences.locator(f"tr[data-silence='{mine[0]['id']}'] button[data-act=expire-silence]").click()
-    expect(silences).not_to_contain_text("web-9 is being rebuilt", timeout=WAIT_MS)
+    expect(silences).not_to_contain_text("web-9 is being rebuilt")
     expect(page.locator("#toast")).to_contain_text(f"silence #{mine[0]['id']} expired")
     in_force = [s["id"] for s in daemon.get("/api/v1/silences").json()["silences"]]
     assert mine[0]["id"] not in in_force
     # the waiting run is cancelled from the page: nothing is left waiting
     page.locator(f"[data-run-row='{run['id']}'] summary").click()
     page.locator(f"[data-run-row='{run['id']}'] button[data-act=cancel]").click()
-    expect(page.locator(f"[data-run-row='{run['id']}']")).to_contain_text(
-        "cancelled", timeout=WAIT_MS
-    )
+    expect(page.locator(f"[data-run-row='{run['id']}']")).to_contain_text("cancelled")
 
 
 def test_pause_and_resume_from_the_header(daemon: DaemonProcess, page: Page) -> None:
     page.goto(daemon.url + "/")
     enter_token(page)
     page.click("#h-acts button[data-act=pause]")
-    expect(page.locator("#h-mode")).to_contain_text("paused", timeout=WAIT_MS)
+    expect(page.locator("#h-mode")).to_contain_text("paused")
     assert daemon.get("/api/v1/status").json()["paused"] is True
     page.click("#h-acts button[data-act=resume]")
-    expect(page.locator("#h-mode")).not_to_contain_text("paused", timeout=WAIT_MS)
+    expect(page.locator("#h-mode")).not_to_contain_text("paused")
     assert daemon.get("/api/v1/status").json()["paused"] is False
 
 
@@ -289,7 +259,7 @@ def viewed_run(page: Page) -> int:
 def open_run_view(page: Page, run_id: int) -> Any:
     page.locator(f"[data-run-row='{run_id}'] a", has_text=f"#{run_id}").click()
     view = page.locator("#view")
-    expect(view).to_have_attribute("data-view", f"run/{run_id}", timeout=WAIT_MS)
+    expect(view).to_have_attribute("data-view", f"run/{run_id}")
     return view
 
 
@@ -303,7 +273,7 @@ def test_deny_a_waiting_run(daemon: DaemonProcess, page: Page) -> None:
     view.locator("button[data-act=deny]").click()
 
     expect(page.locator("#toast")).to_contain_text(f"run #{run['id']} denied")
-    expect(view.locator(".kv")).to_contain_text("denied", timeout=WAIT_MS)
+    expect(view.locator(".kv")).to_contain_text("denied")
     expect(view).to_contain_text("deny by")  # the approval record, in words
     expect(view.locator("button[data-act=approve]")).to_be_disabled()
     done = daemon.get(f"/api/v1/runs/{run['id']}").json()
@@ -318,12 +288,12 @@ def test_cancel_a_running_run(daemon: DaemonProcess, page: Page) -> None:
     page.goto(daemon.url + "/")
     enter_token(page)
     row = page.locator(f"[data-run-row='{run['id']}']")
-    expect(row).to_contain_text("running", timeout=WAIT_MS)
+    expect(row).to_contain_text("running")
     expect(row).to_contain_text("host=batch-1")
     row.locator("button[data-act=cancel]").click()
 
     expect(page.locator("#toast")).to_contain_text(f"run #{run['id']} cancelled")
-    expect(row.locator(".badge").first).to_have_text("cancelled", timeout=WAIT_MS)
+    expect(row.locator(".badge").first).to_have_text("cancelled")
     done = finished(daemon, run["id"])
     assert done["outcome"] == "cancelled"
     # the sleep was stopped, not waited for
@@ -355,13 +325,13 @@ def test_reset_an_open_circuit(daemon: DaemonProcess, page: Page) -> None:
     page.goto(daemon.url + "/")
     enter_token(page)
     circuit = page.locator("#circuit-list .circuit", has_text=key)
-    expect(circuit).to_be_visible(timeout=WAIT_MS)
+    expect(circuit).to_be_visible()
     incident = page.locator(f"#incidents tr[data-incident='{first['incident_id']}']")
     expect(incident).to_contain_text("no run: circuit_open")  # the incident says why
     circuit.locator("button[data-act=reset-circuit]").click()
 
     expect(page.locator("#toast")).to_contain_text(f"circuit of {key} reset")
-    expect(circuit).to_have_count(0, timeout=WAIT_MS)
+    expect(circuit).to_have_count(0)
     expect(page.locator("#circuits")).to_be_hidden()
     assert key not in open_circuit_keys(daemon)
     # with the circuit closed the fix runs again on the next input
@@ -371,9 +341,9 @@ def test_reset_an_open_circuit(daemon: DaemonProcess, page: Page) -> None:
     # the incident view shows each decision, the suppressed one with its reason
     page.goto(f"{daemon.url}/#incident/{first['incident_id']}")
     page.reload()  # (a new hash alone would not load the page again)
-    expect(page.locator(f"[data-run-row='{again['id']}']")).to_contain_text(key, timeout=WAIT_MS)
+    expect(page.locator(f"[data-run-row='{again['id']}']")).to_contain_text(key)
     decisions = page.locator("#view [data-decision]")
-    expect(decisions).to_have_count(2, timeout=WAIT_MS)
+    expect(decisions).to_have_count(2)
     expect(decisions.nth(0)).to_contain_text("a run was started")
     expect(decisions.nth(1).locator(".badge")).to_have_text("circuit_open")
     expect(decisions.nth(1)).to_contain_text("circuit of flaky-fix host=db-3 open")
@@ -387,11 +357,11 @@ def test_close_an_incident(daemon: DaemonProcess, page: Page) -> None:
     page.goto(daemon.url + "/")
     enter_token(page)
     row = page.locator(f"#incidents tr[data-incident='{run['incident_id']}']")
-    expect(row).to_contain_text("open", timeout=WAIT_MS)
+    expect(row).to_contain_text("open")
     row.locator("button[data-act=resolve]").click()
 
     expect(page.locator("#toast")).to_contain_text(f"incident #{run['incident_id']} closed")
-    expect(row.locator(".badge", has_text="resolved")).to_be_visible(timeout=WAIT_MS)
+    expect(row.locator(".badge", has_text="resolved")).to_be_visible()
     expect(row.locator("button[data-act=resolve]")).to_be_disabled()
     expect(row.locator("button[data-act=resolve]")).to_have_attribute("title", "already resolved")
     closed = incident_of(daemon, run)
@@ -413,22 +383,22 @@ def test_run_a_playbook_by_hand_and_run_it_again(daemon: DaemonProcess, page: Pa
 
     # the page opens the run it started
     view = page.locator("#view")
-    expect(view).to_have_attribute("data-view", re.compile(r"^run/\d+$"), timeout=WAIT_MS)
+    expect(view).to_have_attribute("data-view", re.compile(r"^run/\d+$"))
     first_id = viewed_run(page)
-    expect(view.locator("[data-step=write]")).to_contain_text("report 7", timeout=WAIT_MS)
+    expect(view.locator("[data-step=write]")).to_contain_text("report 7")
     expect(view.locator(".kv")).to_contain_text('{"n":7}')
     first = finished(daemon, first_id)
     assert (first["playbook"], first["rule"]) == ("report", "run-playbook")
     assert first["params"] == {"n": 7}
-    expect(view.locator(".kv")).to_contain_text(first["outcome"], timeout=WAIT_MS)
+    expect(view.locator(".kv")).to_contain_text(first["outcome"])
 
     view.locator("button[data-act=rerun]").click()
-    expect(view).not_to_have_attribute("data-view", f"run/{first_id}", timeout=WAIT_MS)
+    expect(view).not_to_have_attribute("data-view", f"run/{first_id}")
     second_id = viewed_run(page)
     assert second_id > first_id
     toast = f"re-run of #{first_id} started as run #{second_id}"
     expect(page.locator("#toast")).to_contain_text(toast)
-    expect(view.locator("[data-step=write]")).to_contain_text("report 7", timeout=WAIT_MS)
+    expect(view.locator("[data-step=write]")).to_contain_text("report 7")
     expect(view.locator(".kv")).to_contain_text('{"n":7}')
     second = finished(daemon, second_id)
     assert (second["playbook"], second["params"]) == ("report", first["params"])
@@ -458,7 +428,7 @@ def test_without_the_token_every_lever_says_why(daemon: DaemonProcess, page: Pag
     run = a_run(daemon, "host=db-ro", "done")
     silence_id = add_silence(daemon, "host=nowhere-ro", "kept while the page is read-only")
     page.goto(daemon.url + "/")
-    expect(page.locator("#readonly-note")).to_contain_text("Read-only", timeout=WAIT_MS)
+    expect(page.locator("#readonly-note")).to_contain_text("Read-only")
     expect(page.locator("#token-state")).to_have_text("")
     incident = f"#incidents tr[data-incident='{run['incident_id']}']"
     levers = [
@@ -470,7 +440,7 @@ def test_without_the_token_every_lever_says_why(daemon: DaemonProcess, page: Pag
         page.locator(f"[data-run-row='{run['id']}'] button[data-act=rerun]"),
     ]
     for button in levers:
-        expect(button).to_be_disabled(timeout=WAIT_MS)
+        expect(button).to_be_disabled()
         expect(button).to_have_attribute("title", NO_TOKEN)
     # a disabled lever does nothing, even when clicked anyway
     levers[0].click(force=True)
@@ -482,7 +452,7 @@ def test_without_the_token_every_lever_says_why(daemon: DaemonProcess, page: Pag
 def test_the_token_is_kept_for_the_tab_only(daemon: DaemonProcess, page: Page) -> None:
     page.goto(daemon.url + "/")
     pause = page.locator("#h-acts button[data-act=pause]")
-    expect(pause).to_be_disabled(timeout=WAIT_MS)
+    expect(pause).to_be_disabled()
     # a wrong token: the daemon refuses it, the page forgets it and says so
     page.fill("#token-box input[name=token]", "not-the-token")
     page.click("#token-box button:has-text('use token')")
@@ -496,7 +466,7 @@ def test_the_token_is_kept_for_the_tab_only(daemon: DaemonProcess, page: Page) -
     enter_token(page)
     page.reload()
     expect(page.locator("#token-state")).to_have_text("token set for this tab")
-    expect(pause).to_be_enabled(timeout=WAIT_MS)
+    expect(pause).to_be_enabled()
     expect(page.locator("#readonly-note")).to_be_hidden()
     assert page.evaluate("sessionStorage.getItem('batond.token')") == TOKEN
     assert page.evaluate("localStorage.length") == 0  # nothing outlives the tab
@@ -504,7 +474,7 @@ def test_the_token_is_kept_for_the_tab_only(daemon: DaemonProcess, page: Page) -
     other = page.context.new_page()  # another tab of the same browser asks again
     try:
         other.goto(daemon.url + "/")
-        expect(other.locator("#readonly-note")).to_contain_text("Read-only", timeout=WAIT_MS)
+        expect(other.locator("#readonly-note")).to_contain_text("Read-only")
         expect(other.locator("#h-acts button[data-act=pause]")).to_be_disabled()
     finally:
         other.close()
@@ -532,10 +502,10 @@ def test_an_incident_shows_why_a_decision_was_suppressed(daemon: DaemonProcess, 
     assert runs_for(daemon, "host=web-quiet") == []  # nothing ran
     page.goto(daemon.url + "/")
     row = page.locator(f"#incidents tr[data-incident='{incident['id']}']")
-    expect(row).to_contain_text("no run: silenced", timeout=WAIT_MS)
+    expect(row).to_contain_text("no run: silenced")
     row.locator("a", has_text=f"#{incident['id']}").click()
     view = page.locator("#view")
-    expect(view).to_have_attribute("data-view", f"incident/{incident['id']}", timeout=WAIT_MS)
+    expect(view).to_have_attribute("data-view", f"incident/{incident['id']}")
     decision = view.locator("[data-decision]")
     expect(decision).to_have_count(1)
     expect(decision.locator(".badge")).to_have_text("silenced")
@@ -574,7 +544,7 @@ def test_charts_draw_units_and_rule_thresholds(daemon: DaemonProcess, page: Page
     page.fill("#series-filter [name=host]", "chart-1")
     page.click("#series-filter button")
     disk = page.locator("#charts .chart[data-metric=disk_used_percent]")
-    expect(disk.locator(".title")).to_contain_text("disk_used_percent (%)", timeout=WAIT_MS)
+    expect(disk.locator(".title")).to_contain_text("disk_used_percent (%)")
     expect(disk.locator(".title")).to_contain_text("now 78%")
     ticks = disk.locator("svg text[data-axis=value]").all_text_contents()
     assert "50%" in ticks, ticks  # the value axis in percent
@@ -607,7 +577,7 @@ def test_the_run_view_shows_rendered_args_and_the_steps_not_reached(
     assert run["outcome"] == "failed" and run["not_reached"] == ["confirm"], run
     page.goto(daemon.url + f"/#run/{run['id']}")
     view = page.locator("#view")
-    expect(view).to_have_attribute("data-view", f"run/{run['id']}", timeout=WAIT_MS)
+    expect(view).to_have_attribute("data-view", f"run/{run['id']}")
     args = view.locator("[data-step=probe] .step-args")
     expect(args).to_contain_text("probing probed-1")  # rendered, as the step got it
     expect(args).to_contain_text("<redacted>")
