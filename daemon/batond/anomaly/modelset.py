@@ -458,18 +458,28 @@ class ModelSet:
             except (KeyError, TypeError, ValueError) as exc:
                 raise StateError(f"anomaly state: malformed host entry: {exc!r}") from exc
 
-    def _import_host(self, item: dict[str, Any], by_name: dict[str, ModelSpec]) -> None:
+    def _spec_of(
+        self, item: dict[str, Any], by_name: dict[str, ModelSpec], where: str, host: bool
+    ) -> ModelSpec | None:
+        """The model a saved entry was learned by, if it still exists unchanged (else a
+        note says why the entry is set aside)."""
         name = item["model"]
         spec = by_name.get(name)
-        where = f"{HOST_METRIC} {item['labels']}"
-        if spec is None or spec.detector != "host":
-            self.state_notes.append(f"{where}: host model {name!r} no longer exists; state dropped")
-            return
+        if spec is None or (host and spec.detector != "host"):
+            what = "host model" if host else "model"
+            self.state_notes.append(f"{where}: {what} {name!r} no longer exists; state dropped")
+            return None
         if item["fingerprint"] != spec.fingerprint():
             self.state_notes.append(
                 f"{where}: model {name!r} changed detector, params, warmup or threshold"
-                " since this state was learned; the host learns afresh"
+                f" since this state was learned; the {'host' if host else 'series'} learns afresh"
             )
+            return None
+        return spec
+
+    def _import_host(self, item: dict[str, Any], by_name: dict[str, ModelSpec]) -> None:
+        spec = self._spec_of(item, by_name, f"{HOST_METRIC} {item['labels']}", host=True)
+        if spec is None:
             return
 
         def release() -> None:
@@ -480,18 +490,11 @@ class ModelSet:
             self.state_notes.append(note)
 
     def _import_series(self, item: dict[str, Any], by_name: dict[str, ModelSpec]) -> None:
-        name = item["model"]
-        spec = by_name.get(name)
         where = f"{item['metric']} {item['labels']}"
+        spec = self._spec_of(item, by_name, where, host=False)
         if spec is None:
-            self.state_notes.append(f"{where}: model {name!r} no longer exists; state dropped")
             return
-        if item["fingerprint"] != spec.fingerprint():
-            self.state_notes.append(
-                f"{where}: model {name!r} changed detector, params, warmup or threshold"
-                " since this state was learned; the series learns afresh"
-            )
-            return
+        name = spec.name
         labels = {str(k): str(v) for k, v in item["labels"].items()}
         if tuple(labels) != spec.series_by:
             self.state_notes.append(
