@@ -32,8 +32,11 @@ def test_aiomqtt_still_opens_sockets_through_the_overridden_callback() -> None:
     params = list(inspect.signature(aiomqtt.Client._on_socket_open).parameters)
     assert params == ["self", "client", "userdata", "sock"]
     source = inspect.getsource(aiomqtt.Client._on_socket_open)
-    # the reader callback keeps reading while the socket says bytes are pending
+    # the reader callback keeps reading while the socket says bytes are pending, and a
+    # failure ends the connection: what mqtt_compat's copy of it (_readable) does too
     assert "loop_read()" in source and "_sock.pending()" in source
+    assert "self._disconnected.set_exception(exc)" in source
+    assert "self._loop.add_reader, sock.fileno(), callback" in source  # (replaced after)
 
 
 async def test_aiomqtt_hands_each_message_to_the_put_nowait_of_its_queue_type() -> None:
