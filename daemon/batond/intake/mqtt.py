@@ -330,7 +330,7 @@ class MqttSource:
         """Keep what the full bus could not take and stop reading until it has room; where
         reading cannot stop (the plain path), what does not fit is dropped and counted."""
         client = self._current
-        if self._paused is not client and not (client is not None and pause_reading(client)):
+        if client is None or (self._paused is not client and not pause_reading(client)):
             self._bus.offer_many(items, "mqtt")  # never blocks: the drops are counted, logged
             return
         if self._paused is None:
