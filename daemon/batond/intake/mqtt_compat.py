@@ -49,6 +49,9 @@ There are two ways to build batond's MQTT client (:class:`ClientPath`):
 - acknowledgement after the decision: paho acknowledges each QoS 1 message
   as it is read, so a crash before its decision is journaled loses it
   (at-most-once after receipt, whatever ``mqtt.ack`` says).
+- backpressure: aiomqtt's client reads (and paho acknowledges) whatever the
+  session loop does, into an unbounded queue, so a full bus cannot stop
+  reading; what does not fit is dropped and counted.
 
 ``buffered`` is chosen when :func:`internals_problems` finds nothing (the
 installed versions are in the window below and the private names have the
