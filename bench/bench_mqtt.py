@@ -29,8 +29,14 @@ so settling is immediate); ``--ack received`` lets paho acknowledge on receipt.
 no bound; Mosquitto's own default is 20): with acknowledgement after the
 decision it bounds how many messages are on their way at once.
 
+``--bus N`` bounds the input queue at N items (default 10,000, the daemon's):
+a small one makes the buffered path pause reading again and again
+(backpressure; ``paused_s`` is ``batond_mqtt_paused_seconds_total``), and the
+plain path drop (shown as lost).
+
 Run: .venv/bin/python bench/bench_mqtt.py [--messages N] [--batch-messages M]
      [--client-path buffered|plain] [--ack decided|received] [--broker-inflight N]
+     [--bus N]
 """
 
 from __future__ import annotations
@@ -135,7 +141,7 @@ async def run_case(
     total = messages * batch
     data = payload_lines(messages, batch)
     metrics = Metrics(CollectorRegistry())
-    bus = Bus(metrics)  # the daemon's default bound: a drop would show as lost
+    bus = Bus(metrics, opts.bus)  # by default the daemon's bound; a drop shows as lost
     cfg = MqttConfig(
         url="",
         client_id=f"batond-bench-{mode}-{batch}",
@@ -178,6 +184,8 @@ async def run_case(
         "samples_per_cpu_s": total / cpu,
         "lost": total - sum(seen),
         "duplicates": dupes,
+        # the bus full: reading paused (backpressure), never dropped on the buffered path
+        "paused_s": metrics.registry.get_sample_value("batond_mqtt_paused_seconds_total") or 0.0,
     }
 
 
@@ -198,12 +206,13 @@ async def main() -> None:
     parser.add_argument("--client-path", choices=list(ClientPath), default=ClientPath.BUFFERED)
     parser.add_argument("--ack", choices=[Ack.DECIDED, Ack.RECEIVED], default=Ack.DECIDED)
     parser.add_argument("--broker-inflight", type=int, default=0)
+    parser.add_argument("--bus", type=int, default=10_000)
     args = parser.parse_args()
     path = ClientPath(args.client_path)
     print(
         f"python {sys.version.split()[0]}, one asyncio thread; mosquitto + mosquitto_pub "
         f"in other processes; QoS 1, payload JSON; {path} client; ack {args.ack}; "
-        f"broker max_inflight_messages {args.broker_inflight}"
+        f"broker max_inflight_messages {args.broker_inflight}; input queue {args.bus} items"
     )
     figures: dict[str, object] = {"client": str(path), "ack": str(args.ack)}
     lost = duplicates = 0
@@ -227,7 +236,7 @@ async def main() -> None:
                     f"messages_per_s={r['messages_per_s']:,.0f} "
                     f"samples_per_s={r['samples_per_s']:,.0f} cpu_s={r['cpu_s']:.2f} "
                     f"samples_per_cpu_s={r['samples_per_cpu_s']:,.0f} lost={r['lost']:.0f} "
-                    f"duplicates={r['duplicates']:.0f}",
+                    f"duplicates={r['duplicates']:.0f} paused_s={r['paused_s']:.2f}",
                     flush=True,
                 )
     emit("mqtt", {**figures, "lost": lost, "duplicated": duplicates})

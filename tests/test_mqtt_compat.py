@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import socket
 from typing import Any
 
 import aiomqtt
@@ -19,6 +20,7 @@ from paho.mqtt import client as paho
 
 from batond.intake import mqtt_compat
 from batond.intake.mqtt_compat import ClientPath, ReadBuffer
+from support import until
 
 
 def test_the_installed_libraries_are_the_ones_the_buffered_path_is_written_for() -> None:
@@ -30,8 +32,11 @@ def test_aiomqtt_still_opens_sockets_through_the_overridden_callback() -> None:
     params = list(inspect.signature(aiomqtt.Client._on_socket_open).parameters)
     assert params == ["self", "client", "userdata", "sock"]
     source = inspect.getsource(aiomqtt.Client._on_socket_open)
-    # the reader callback keeps reading while the socket says bytes are pending
+    # the reader callback keeps reading while the socket says bytes are pending, and a
+    # failure ends the connection: what mqtt_compat's copy of it (_readable) does too
     assert "loop_read()" in source and "_sock.pending()" in source
+    assert "self._disconnected.set_exception(exc)" in source
+    assert "self._loop.add_reader, sock.fileno(), callback" in source  # (replaced after)
 
 
 async def test_aiomqtt_hands_each_message_to_the_put_nowait_of_its_queue_type() -> None:
@@ -85,6 +90,58 @@ def test_read_buffer_serves_small_reads_from_one_kernel_read_per_callback() -> N
         buffered.recv(1)
     assert buffered.recv(1) == b"i" and buffered.pending() == 1
     assert buffered.fileno() == 42  # everything else is the socket's
+
+
+def test_a_paused_read_buffer_keeps_what_it_read_and_serves_nothing() -> None:
+    sock = FakeSocket([b"abcdefgh", b"ij"])
+    buffered = ReadBuffer(sock)
+    assert buffered.recv(3) == b"abc"
+    buffered.pause()
+    assert buffered.pending() == 0  # aiomqtt's reader stops asking
+    with pytest.raises(BlockingIOError):  # and paho's next packet read gets nothing
+        buffered.recv(1)
+    with pytest.raises(BlockingIOError):  # however often it tries: the socket is not read
+        buffered.recv(1)
+    assert sock.reads == 1
+    buffered.resume()
+    assert buffered.pending() == 5
+    assert buffered.recv(10) == b"defgh"  # what was read before the pause, not lost
+    assert buffered.recv(10) == b"ij" and sock.reads == 2
+
+
+async def test_pausing_a_buffered_client_removes_its_reader_and_resuming_reads_again() -> None:
+    """pause_reading/resume_reading on a real socket pair, through the loop's reader."""
+    taken: list[aiomqtt.Message] = []
+    client = mqtt_compat.new_client(
+        ClientPath.BUFFERED, taken.append, hostname="127.0.0.1", identifier="t"
+    )
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    inner = client._client
+    inner._sock = ours  # (what paho's connect does) then the socket-open callback
+    client._on_socket_open(inner, None, ours)
+    await asyncio.sleep(0)  # (the callbacks are scheduled thread-safe)
+    assert mqtt_compat.read_buffered(client)
+    publish = b"\x30\x0c\x00\x03t/a" + b'{"v":1}'  # QoS 0 PUBLISH t/a {"v":1}
+    try:
+        theirs.sendall(publish)
+        await until(lambda: len(taken) == 1)
+        assert mqtt_compat.pause_reading(client)
+        theirs.sendall(publish * 2)
+        for _ in range(20):  # the loop turns: nothing is read
+            await asyncio.sleep(0.005)
+        assert len(taken) == 1
+        # no reader left (else the readable socket would call it at every loop turn)
+        assert not asyncio.get_running_loop().remove_reader(ours.fileno())
+        mqtt_compat.resume_reading(client)
+        await until(lambda: len(taken) == 3)
+        assert [m.topic.value for m in taken] == ["t/a"] * 3
+    finally:
+        asyncio.get_running_loop().remove_reader(ours.fileno())
+        ours.close()
+        theirs.close()
+    plain = mqtt_compat.new_client(ClientPath.PLAIN, lambda m: None, hostname="127.0.0.1")
+    assert not mqtt_compat.pause_reading(plain)  # the fallback cannot: it says so
 
 
 def test_a_guard_failure_selects_the_plain_path_and_says_why(

@@ -154,14 +154,24 @@ async def test_malformed_messages_are_counted_and_never_stop_intake(
     assert rejected == {"bad_json": 3, "bad_value": 2, "not_object": 2}
 
 
-async def test_full_bus_drops_and_counts(broker: Mosquitto, path: ClientPath) -> None:
+async def test_full_bus_pauses_the_buffered_path_and_drops_on_the_plain_one(
+    broker: Mosquitto, path: ClientPath
+) -> None:
+    """(More in test_mqtt_backpressure.py.)"""
     cfg = MqttConfig(url=broker.url, client_id="batond-t3", subscribe=SUBS)
     source, bus, metrics = make_source(cfg, path, maxsize=2)
+    dropped = ("batond_events_dropped_total", {"source": "mqtt"})
     async with running(source), aiomqtt.Client("127.0.0.1", broker.port) as pub:
         payload = orjson.dumps([{"metric": "m", "value": i} for i in range(5)])
         await pub.publish("metrics/x", payload, 1)
-        await until(lambda: value(metrics, "batond_events_dropped_total", {"source": "mqtt"}) == 3)
-    assert bus.depth() == 2
+        if path is ClientPath.PLAIN:
+            await until(lambda: value(metrics, *dropped) == 3)
+            assert bus.depth() == 2
+            return
+        await until(lambda: value(metrics, "batond_mqtt_reading_paused") == 1)
+        assert bus.depth() == 2  # three held
+        assert [getattr(i, "value", None) for i in await take(bus, 5)] == [0, 1, 2, 3, 4]
+    assert value(metrics, *dropped) == 0
 
 
 async def test_password_authentication(tmp_path: Path, path: ClientPath) -> None:

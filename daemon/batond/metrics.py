@@ -97,6 +97,16 @@ class Metrics:
         self.mqtt_reconnects = _counter(
             r, "batond_mqtt_reconnects", "MQTT connections made after the first"
         )
+        self.mqtt_reading_paused = _gauge(
+            r,
+            "batond_mqtt_reading_paused",
+            "MQTT connections not read because the input queue is full (backpressure)",
+        )
+        self.mqtt_paused_seconds = _counter(
+            r,
+            "batond_mqtt_paused_seconds",
+            "Seconds MQTT reading was paused because the input queue was full (at each end)",
+        )
         self.anomaly_series = _gauge(r, "batond_anomaly_series", "Series the anomaly model scores")
         self.anomaly_refused_series = _gauge(
             r, "batond_anomaly_refused_series", "Series refused (series cap or memory budget)"

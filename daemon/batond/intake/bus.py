@@ -1,7 +1,10 @@
 """The bounded queue between the sources and the engine.
 
 Sources never block on it: ``offer`` returns False when it is full, and the
-source decides (MQTT drops and counts, HTTP answers 503).
+source decides (HTTP answers 503, host input drops and counts). MQTT on its
+buffered path takes what fits (:meth:`Bus.offer_upto`), holds the rest, stops
+reading its socket and asks :meth:`Bus.when_room` to be told once the queue
+has drained to half (:data:`ROOM_AT`): backpressure to the broker, nothing dropped.
 
 A source that acknowledges input only once it is decided (MQTT QoS 1, HTTP with
 ``http.ack: decided``) asks :meth:`Bus.when_decided`: the engine loop says how
@@ -25,6 +28,9 @@ log = logging.getLogger("batond.bus")
 
 #: A full queue logs what it dropped at most this often (every drop is counted at once).
 DROP_LOG_S = 10.0
+#: :meth:`Bus.when_room` calls back once the queue holds at most this share of its
+#: capacity: a paused reader resumes with room for a burst, not one slot at a time.
+ROOM_AT = 0.5
 
 __all__ = ["Bus", "Settle"]
 
@@ -50,6 +56,9 @@ class Bus:
         self._flushing = False
         self._unlogged: dict[str, int] = {}  # dropped by source since the last log line
         self._logged_at = float("-inf")
+        # who waits for room (a paused MQTT reader); the getters look only while there is
+        self._room_waiters: list[Callable[[], None]] = []
+        self._room_depth = int(maxsize * ROOM_AT)
 
     def when_decided(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (on the loop) once every item queued so far is evaluated and
@@ -83,6 +92,22 @@ class Bus:
     def close(self) -> None:
         """Stop intake (shutdown): every further offer is refused and counted dropped."""
         self.closed = True
+        self._room_now()  # who holds items offers them again: they are dropped and counted
+
+    def when_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once, soon, on the loop) when the queue has drained to
+        :data:`ROOM_AT` of its capacity, or is closed. Costs the getters one test of an
+        empty list while nobody waits."""
+        self._room_waiters.append(callback)
+        if self.closed or self._queue.qsize() <= self._room_depth:
+            self._room_now()
+
+    def _room_now(self) -> None:
+        waiters, self._room_waiters = self._room_waiters, []
+        loop = asyncio.get_running_loop() if waiters else None
+        for callback in waiters:
+            assert loop is not None
+            loop.call_soon(callback)  # not inside the getter: the engine takes its item first
 
     @property
     def capacity(self) -> int:
@@ -123,15 +148,28 @@ class Bus:
             self._metrics.events_received.labels(source).inc(n)
         return True
 
+    def offer_upto(self, items: list[Input], source: str) -> int:
+        """Queue as many of ``items`` (all from ``source``) as fit and say how many; the rest
+        stays with the caller, nothing is dropped. A closed bus (shutdown) takes them all:
+        dropped and counted, nothing left to hold."""
+        if self.closed:
+            self._dropped(source, len(items))
+            return len(items)
+        return self._put_upto(items, source)
+
     def offer_many(self, items: list[Input], source: str) -> int:
         """Queue as many of ``items`` (all from ``source``) as fit, drop and count the rest.
 
         The MQTT hot path: one arrival time and one metric update per message
         instead of per item. Returns how many were queued.
         """
-        room = 0
-        if not self.closed:
-            room = self.free() if self._queue.maxsize > 0 else len(items)
+        queued = 0 if self.closed else self._put_upto(items, source)
+        if queued < len(items):
+            self._dropped(source, len(items) - queued)
+        return queued
+
+    def _put_upto(self, items: list[Input], source: str) -> int:
+        room = self.free() if self._queue.maxsize > 0 else len(items)
         queued = min(len(items), max(0, room))
         if queued:
             now = time.monotonic()
@@ -140,8 +178,6 @@ class Bus:
                 put((item, now))
             self._queued += queued
             self._metrics.events_received.labels(source).inc(queued)
-        if queued < len(items):
-            self._dropped(source, len(items) - queued)
         return queued
 
     def _dropped(self, source: str, n: int) -> None:
@@ -158,13 +194,19 @@ class Bus:
         self._logged_at = now
 
     async def get(self) -> tuple[Input, float]:
-        return await self._queue.get()
+        got = await self._queue.get()
+        if self._room_waiters and self._queue.qsize() <= self._room_depth:
+            self._room_now()
+        return got
 
     def get_nowait(self) -> tuple[Input, float] | None:
         try:
-            return self._queue.get_nowait()
+            got = self._queue.get_nowait()
         except asyncio.QueueEmpty:
             return None
+        if self._room_waiters and self._queue.qsize() <= self._room_depth:
+            self._room_now()
+        return got
 
 
 def _call_all(callbacks: list[Callable[[], None]]) -> None:

@@ -11,6 +11,13 @@
   could throw away after the broker already has its PUBACK. That, and reading
   through a buffer, takes private internals of aiomqtt 2.x: they live in
   ``mqtt_compat``, behind a version check, with a plain fallback.
+- Backpressure: a message whose items do not all fit in the bus is held (what
+  fits is queued), reading stops (``pause_reading``) and resumes once the bus
+  has drained to half (``Bus.when_room``) and the held items are queued. The
+  broker keeps the rest (TCP flow control; for QoS 1 also its in-flight window):
+  nothing is dropped. Messages taken while something is held (the first of a new
+  connection) wait behind it, so items and acknowledgements keep their order.
+  The plain path cannot stop reading through aiomqtt's API: it drops and counts.
 - With ``mqtt.ack: decided`` (the default) a QoS 1 message is acknowledged only
   once the bus says its items are decided and journaled (:class:`_Acks`, in
   arrival order per connection): a crash before that makes the broker deliver
@@ -40,7 +47,9 @@ from batond.intake.mqtt_compat import (
     ClientPath,
     choose_path,
     new_client,
+    pause_reading,
     read_buffered,
+    resume_reading,
     send_ack,
     session_present,
 )
@@ -54,6 +63,8 @@ log = logging.getLogger("batond.mqtt")
 _Parser = Callable[[bytes, float, str], tuple[list[Input], list[InputError]]]
 _PARSERS: dict[str, _Parser] = {"json": parse_json_payload, "influx": parse_influx}
 _TOPIC_CACHE_MAX = 4096
+#: A pause of reading (the bus full) is logged at most this often.
+PAUSE_LOG_S = 10.0
 #: Takes a message of a routed topic (not input): the topic and the payload.
 Handler = Callable[[str, bytes], None]
 
@@ -114,6 +125,14 @@ class MqttSource:
         # what the last connection still owed an acknowledgement: mid -> (topic, payload)
         self._owed: dict[int, tuple[str, bytes]] = {}
         self._resumed: Callable[[], bool] = lambda: False  # the CONNACK's session flag
+        self._current: aiomqtt.Client | None = None  # the connection reading (or connecting)
+        # taken and not yet queued, the bus being full, in arrival order: while there is
+        # any, reading is paused (self._paused, since self._paused_at)
+        self._held: deque[_Held] = deque()
+        self._paused: aiomqtt.Client | None = None
+        self._paused_at = 0.0
+        self._pause_logged_at = float("-inf")
+        self._pauses_unlogged = 0
         # read when scraped: a gauge update per message cost a fifth of the intake's CPU
         if counts_connection:
             metrics.mqtt_unacked.set_function(lambda: len(self._acks or ()))
@@ -190,7 +209,7 @@ class MqttSource:
         return cap / 2 + random.uniform(0, cap / 2)  # equal jitter: never 0, never in step
 
     async def _session(self, started: asyncio.Event) -> None:
-        client = self._new_client()
+        client = self._current = self._new_client()
         async with client:
             self.connections += 1
             if self.connections > 1 and self._counts:
@@ -253,13 +272,21 @@ class MqttSource:
 
     def _take(self, message: aiomqtt.Message) -> None:
         acks = self._acks if message.qos == 1 else None
-        if acks is None:
-            self._handle(message)
-            return
-        acks.add(message.mid, message.topic.value, _raw(message.payload))
-        # a message delivered again: its first copy is in the bus, or decided already
-        if not (self._owed and self._again(message)):
-            self._handle(message)  # what it queued, if anything, is decided before its ack
+        pending = None
+        if acks is not None:
+            pending = acks.add(message.mid, message.topic.value, _raw(message.payload))
+            # a message delivered again: its first copy is in the bus (or held), or decided
+            if self._owed and self._again(message):
+                if self._held:  # its first copy waits for room: its acknowledgement too
+                    self._hold([], acks, pending)
+                return
+        items = self._handle(message)  # what it queues is decided before its ack, if any
+        if self._held:
+            self._hold(items, acks, pending)  # behind what waits already: in order
+        elif items:
+            queued = self._bus.offer_upto(items, "mqtt")
+            if queued < len(items):
+                self._hold(items[queued:], acks, pending)
 
     def _again(self, message: aiomqtt.Message) -> bool:
         """Whether ``message`` is one the last connection took and still owed a PUBACK.
@@ -275,28 +302,81 @@ class MqttSource:
         self._metrics.mqtt_redelivered.inc()
         return True
 
-    def _handle(self, message: aiomqtt.Message) -> None:
+    def _handle(self, message: aiomqtt.Message) -> list[Input]:
         try:
-            self._on_message(message)
+            return self._on_message(message)
         except Exception:  # a bug must not stop the socket callback nor the session
             log.exception("MQTT message on %s could not be handled", message.topic)
+            return []
 
-    def _on_message(self, message: aiomqtt.Message) -> None:
+    def _on_message(self, message: aiomqtt.Message) -> list[Input]:
+        """The items of ``message`` for the bus (none: routed, refused, or not input)."""
         topic = message.topic.value
         if self._routes and self._routed(topic, message.payload):
-            return
+            return []
         parser = self._parser(topic)
         if parser is None:
-            return  # a message for a subscription of an earlier configuration
+            return []  # a message for a subscription of an earlier configuration
         refused = oversized(message.payload, self._cfg.max_payload)
         if refused is not None:
             self._rejections.reject(refused, f"topic {topic}")
-            return
+            return []
         items, errors = parser(message.payload, self._clock(), "mqtt")
         if errors:
             self._rejections.reject_all(errors, f"topic {topic}")
-        if items:
-            self._bus.offer_many(items, "mqtt")  # a full bus drops and counts; never blocks
+        return items
+
+    def _hold(self, items: list[Input], acks: _Acks | None, pending: _Pending | None) -> None:
+        """Keep what the full bus could not take and stop reading until it has room; where
+        reading cannot stop (the plain path), what does not fit is dropped and counted."""
+        client = self._current
+        if client is None or (self._paused is not client and not pause_reading(client)):
+            self._bus.offer_many(items, "mqtt")  # never blocks: the drops are counted, logged
+            return
+        if self._paused is None:
+            self._paused_now()
+        self._paused = client
+        if acks is not None and pending is not None:
+            acks.defer(pending)  # its acknowledgement waits until its items are queued
+        self._held.append(_Held(items, acks, pending))
+        if len(self._held) == 1:
+            self._bus.when_room(self._drain)
+
+    def _paused_now(self) -> None:
+        self._paused_at = time.monotonic()
+        self._metrics.mqtt_reading_paused.inc()
+        self._pauses_unlogged += 1
+        if self._paused_at - self._pause_logged_at < PAUSE_LOG_S:
+            return
+        log.warning(
+            "input queue full (%d items): MQTT %s: reading paused until it drains to half, "
+            "the broker keeps the rest (%d pause(s) since the last line; "
+            "batond_mqtt_reading_paused)",
+            self._bus.capacity,
+            self._cfg.url,
+            self._pauses_unlogged,
+        )
+        self._pause_logged_at, self._pauses_unlogged = self._paused_at, 0
+
+    def _drain(self) -> None:
+        """The bus has room: queue what is held, in order; read again once all is queued."""
+        held = self._held
+        while held:
+            first = held[0]
+            if first.items:
+                queued = self._bus.offer_upto(first.items, "mqtt")
+                if queued < len(first.items):
+                    first.items = first.items[queued:]
+                    self._bus.when_room(self._drain)
+                    return
+            held.popleft()
+            if first.acks is not None and first.pending is not None:
+                first.acks.settle(first.pending)
+        client, self._paused = self._paused, None
+        if client is not None:
+            self._metrics.mqtt_paused_seconds.inc(time.monotonic() - self._paused_at)
+            self._metrics.mqtt_reading_paused.dec()
+            resume_reading(client)  # (nothing if that connection ended meanwhile)
 
     def _routed(self, topic: str, payload: object) -> bool:
         for pattern, (_, handler) in self._routes.items():
@@ -327,6 +407,17 @@ class MqttSource:
             await client.publish(topic, payload, qos=qos, retain=retain, timeout=self._timeout)
         except aiomqtt.MqttError as exc:
             raise ActionError(f"MQTT publish to {topic!r} failed: {exc}") from None
+
+
+class _Held:
+    """Items of one message the full bus could not take yet (none: only its ack waits)."""
+
+    __slots__ = ("acks", "items", "pending")
+
+    def __init__(self, items: list[Input], acks: _Acks | None, pending: _Pending | None) -> None:
+        self.items = items
+        self.acks = acks
+        self.pending = pending
 
 
 class _Pending:
@@ -374,8 +465,19 @@ class _Acks:
 
     def _wait_for_burst(self) -> None:
         burst, self._burst = self._burst, []
-        if self._open:
+        if self._open and burst:
             self._when_decided(lambda: self.ready(*burst))
+
+    def defer(self, pending: _Pending) -> None:
+        """Not with its burst: ``pending``'s items are not all queued yet (the bus is full);
+        :meth:`settle` once they are. (Its turn in the order is kept.)"""
+        if pending in self._burst:
+            self._burst.remove(pending)
+
+    def settle(self, pending: _Pending) -> None:
+        """The items of a deferred message are queued: acknowledge it once decided."""
+        if self._open:
+            self._when_decided(lambda: self.ready(pending))
 
     def ready(self, *decided: _Pending) -> None:
         """These are decided: acknowledge them and what follows them, once nothing before
@@ -383,7 +485,7 @@ class _Acks:
         for pending in decided:
             pending.decided = True
         queue = self._pending
-        if not self._open or not queue[0].decided:
+        if not self._open or not queue or not queue[0].decided:
             return  # closed: the broker delivers them again; else an earlier one waits
         send = self._send
         while queue and queue[0].decided:

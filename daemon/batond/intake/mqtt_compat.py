@@ -17,6 +17,14 @@ There are two ways to build batond's MQTT client (:class:`ClientPath`):
   there instead of storing it. That saves a task hop per message and, more
   important, nothing waits in memory between paho's PUBACK and batond's bus.
 
+- Stops reading when batond's queue is full (:func:`pause_reading`,
+  :func:`resume_reading`): the loop's reader for the socket is removed and the
+  :class:`ReadBuffer` keeps what it read but serves nothing and reports
+  nothing pending, so neither aiomqtt's loop nor paho parses another packet;
+  the kernel's receive buffer fills and TCP flow control holds the broker
+  back. The reader put back on resumption is this module's copy of aiomqtt's
+  (:meth:`_BufferedClient._readable`, which replaces it from the start, so one
+  reader is in use throughout): aiomqtt's is a closure nothing can reach.
 - Acknowledges QoS 1 messages when batond says so (``mqtt.ack: decided``, the
   default): aiomqtt has no API for it, so the paho client it wraps (its
   private ``_client``) is put in paho's documented manual-acknowledgement
@@ -41,6 +49,9 @@ There are two ways to build batond's MQTT client (:class:`ClientPath`):
 - acknowledgement after the decision: paho acknowledges each QoS 1 message
   as it is read, so a crash before its decision is journaled loses it
   (at-most-once after receipt, whatever ``mqtt.ack`` says).
+- backpressure: aiomqtt's client reads (and paho acknowledges) whatever the
+  session loop does, into an unbounded queue, so a full bus cannot stop
+  reading; what does not fit is dropped and counted.
 
 ``buffered`` is chosen when :func:`internals_problems` finds nothing (the
 installed versions are in the window below and the private names have the
@@ -69,7 +80,9 @@ __all__ = [
     "choose_path",
     "internals_problems",
     "new_client",
+    "pause_reading",
     "read_buffered",
+    "resume_reading",
     "send_ack",
     "session_present",
 ]
@@ -123,6 +136,8 @@ def _shape_problems() -> list[str]:
         problems.append("aiomqtt.Client() takes no queue_type")
     if not callable(getattr(paho.Client, "_sock_recv", None)):
         problems.append("paho.mqtt.client.Client._sock_recv is gone")
+    if not _reads_like_ours():
+        problems.append("aiomqtt's socket reader is not loop_read() while _sock.pending()")
     if _parameters(getattr(aiomqtt.Client, "_on_connect", None)) != _ON_CONNECT:
         problems.append("aiomqtt.Client._on_connect(self, client, userdata, flags, ...) is gone")
     if _parameters(getattr(paho.Client, "manual_ack_set", None)) != ["self", "on"]:
@@ -133,6 +148,19 @@ def _shape_problems() -> list[str]:
 
 
 _ON_CONNECT = ["self", "client", "userdata", "flags", "reason_code", "properties"]
+
+
+def _reads_like_ours() -> bool:
+    """Whether aiomqtt's reader callback is the one :meth:`_BufferedClient._readable`
+    copies (it is replaced by that copy) and reports failures to ``_disconnected``."""
+    try:
+        source = inspect.getsource(aiomqtt.Client._on_socket_open)
+    except (OSError, TypeError):
+        return True  # no source installed: the version window above decides alone
+    return all(
+        part in source
+        for part in ("client.loop_read()", "_sock.pending()", "_disconnected.set_exception")
+    )
 
 
 @functools.cache
@@ -201,6 +229,22 @@ def session_present(client: aiomqtt.Client) -> bool:
     return bool(getattr(client, "resumed", False))
 
 
+def pause_reading(client: aiomqtt.Client) -> bool:
+    """Stop reading the connected ``client``'s socket (what it read already stays in its
+    buffer) until :func:`resume_reading`; False when this client cannot (the plain path,
+    no :class:`ReadBuffer`, no connection): then nothing changed.
+
+    Call it on the loop's thread, for instance from the message handler: the packet
+    being handled is the last one parsed."""
+    return isinstance(client, _BufferedClient) and client.pause_reading()
+
+
+def resume_reading(client: aiomqtt.Client) -> None:
+    """Read again what :func:`pause_reading` stopped; nothing if the connection is gone."""
+    if isinstance(client, _BufferedClient):
+        client.resume_reading()
+
+
 def read_buffered(client: aiomqtt.Client) -> bool:
     """Whether the connected ``client`` reads through a :class:`ReadBuffer`."""
     return isinstance(getattr(getattr(client, "_client", None), "_sock", None), ReadBuffer)
@@ -224,6 +268,41 @@ class _BufferedClient(aiomqtt.Client):
             sock = ReadBuffer(sock)
             client._sock = sock
         super()._on_socket_open(client, userdata, sock)
+        if isinstance(sock, ReadBuffer):  # (from paho's connecting thread, as aiomqtt does)
+            # after aiomqtt's add_reader (same queue): its reader replaced by this one
+            self._loop.call_soon_threadsafe(self._loop.add_reader, sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        """aiomqtt's reader callback: read packets while the socket says bytes are pending
+        (a failure is the connection's end)."""
+        client = self._client
+        try:
+            while True:
+                client.loop_read()
+                sock = client._sock  # (None once the connection is lost)
+                if not isinstance(sock, ReadBuffer) or sock.pending() <= 0:
+                    break
+        except Exception as exc:  # (aiomqtt's: BrokenPipe and friends end the connection)
+            if not self._disconnected.done():
+                self._disconnected.set_exception(exc)
+
+    def pause_reading(self) -> bool:
+        sock = self._client._sock
+        if not isinstance(sock, ReadBuffer) or sock.fileno() < 0:
+            return False
+        if not sock.paused:
+            sock.pause()
+            self._loop.remove_reader(sock.fileno())
+        return True
+
+    def resume_reading(self) -> None:
+        sock = self._client._sock
+        if not isinstance(sock, ReadBuffer) or not sock.paused or sock.fileno() < 0:
+            return  # (a connection that ended: the next one reads from the start)
+        sock.resume()
+        self._loop.add_reader(sock.fileno(), self._readable)
+        if sock.pending():  # what the buffer kept: the socket may never be readable again
+            self._loop.call_soon(self._readable)
 
 
 class ReadBuffer:
@@ -232,19 +311,37 @@ class ReadBuffer:
     One kernel read per readiness callback: the next refill pretends the socket
     is drained (BlockingIOError, as a real non-blocking socket would), so a
     broker streaming a backlog never starves the event loop.
+
+    :meth:`pause` sets the unread rest of the buffer aside: ``recv`` then
+    serves nothing (BlockingIOError) and :meth:`pending` says 0, so whoever
+    reads stops at once; :meth:`resume` serves it again. The test costs only
+    the refill, not the reads served from the buffer.
     """
 
-    __slots__ = ("_buffer", "_pos", "_refilled", "_sock")
+    __slots__ = ("_aside", "_buffer", "_pos", "_refilled", "_sock", "paused")
 
     def __init__(self, sock: Any) -> None:
         self._sock = sock
         self._buffer = b""
         self._pos = 0
         self._refilled = False
+        self.paused = False
+        self._aside = b""
+
+    def pause(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self._aside, self._buffer, self._pos = self._buffer[self._pos :], b"", 0
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            self._buffer, self._pos, self._aside = self._aside, 0, b""
+            self._refilled = False  # a new readiness callback follows
 
     def recv(self, size: int) -> bytes:
         if self._pos >= len(self._buffer):
-            if self._refilled:
+            if self._refilled or self.paused:
                 self._refilled = False
                 raise BlockingIOError  # back to the event loop; the socket stays readable
             self._refilled = True
@@ -257,6 +354,8 @@ class ReadBuffer:
         return self._buffer[start : self._pos]
 
     def pending(self) -> int:
+        if self.paused:
+            return 0  # (what TLS decrypted waits in the SSL socket, unread)
         inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
         return len(self._buffer) - self._pos + int(inner)
 
