@@ -222,3 +222,46 @@ def test_one_episode_alerts_once_however_long_it_lasts() -> None:
     # a rest counted from the alert alone would have alerted a second time: the
     # data holds the case this test is about
     assert any(above[i] for i in range(1200 + rest + 1, 1300))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=9), min_size=1, max_size=300),
+    st.sampled_from([1, 2, 7, 10]),
+)
+def test_the_baseline_holds_the_older_sums_not_the_newest_half_window(
+    values: list[int], short: int
+) -> None:
+    """The likelihood's baseline: up to ``long`` sums before the ``short // 2`` newest."""
+    params = ContextParams(short=short, long=30, history=40)
+    detector = ContextDetector(params, warmup=10, threshold=0.99, sensitivity=0.5)
+    for value in values:
+        detector.step(float(value))
+        if detector.ready():
+            detector.apply(detector.fit(detector.training_input()))
+        sums = list(detector.long)
+        baseline = sums[: max(len(sums) - short // 2, 0)][-30:]
+        squares = sum(x * x for x in baseline)
+        assert (detector.long_sum, detector.long_sq) == (sum(baseline), squares)
+        assert len(sums) <= 30 + short // 2
+
+
+def test_a_burst_is_judged_against_the_time_before_it_not_against_its_own_start() -> None:
+    """The sums of a burst's first points join the baseline only ``short // 2`` points later.
+
+    Before v2.2 they joined at once, so a burst building up over a few points raised
+    its own baseline's mean and spread while it was being judged.
+    """
+    detector = ContextDetector(ContextParams(rest=0), warmup=200, threshold=0.99, sensitivity=0.5)
+    for i in range(600):
+        detector.step(float(i % 2))  # two levels, perfectly predictable: no novelty
+        if detector.ready():
+            detector.apply(detector.fit(detector.training_input()))
+    assert detector.long_sum == 0
+    assert detector.step(0.5) >= 0.99  # a level never seen: novel, alerts
+    gap = detector.params.short // 2
+    for value in [0.0, 1.0, 0.0, 1.0, 0.0][: gap - 1]:
+        detector.step(value)
+    assert detector.long_sum == 0  # the burst's sums wait: the baseline is the quiet past
+    detector.step(1.0)
+    assert detector.long_sum > 0  # and join it `gap` points after the burst began

@@ -66,6 +66,11 @@ class Ring:
         head = self._head
         return self._buf[head - 1 if head > 0 else -1]
 
+    def back(self, k: int) -> Any:
+        """The value ``k`` places before the newest (``back(0)`` is the newest); 0 <= k < len."""
+        buf, head = self._buf, self._head
+        return buf[(head if head > 0 else len(buf)) - 1 - k]
+
     def to_array(self) -> array[Any]:
         """A chronological copy (a memcpy, not a Python loop)."""
         buf, head = self._buf, self._head
