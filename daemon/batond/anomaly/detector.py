@@ -235,14 +235,11 @@ class ContextDetector:
         n = len(long) - gap  # sums in the baseline: all but the newest `gap`
         # no more novelty than usual (most points): nothing to report
         score = self._tail_score(total, n) if total and total * n > self.long_sum else 0.0
-        old = long.append(total)
-        if old is not None:  # the oldest sum left the baseline
-            self.long_sum -= old
-            self.long_sq -= old * old
-        if len(long) > gap:  # and the sum `gap` places back joined it
-            joined = long.back(gap)
-            self.long_sum += joined
-            self.long_sq += joined * joined
+        # the oldest sum leaves the baseline, the one `gap` places back joins it
+        old, joined = long.slide(total, gap)
+        if old != joined:
+            self.long_sum += joined - old
+            self.long_sq += joined * joined - old * old
         if self.resting > 0:
             # a point that would alert while resting is the same episode: the rest
             # restarts, so one episode alerts once (NAB: fewer false positives, 72.14
