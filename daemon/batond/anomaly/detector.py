@@ -20,7 +20,8 @@ Per point, in O(1) and pure Python (a few microseconds):
    series does not.  The baseline leaves out the ``short // 2`` newest sums,
    which share half or more of their points with the current one, so a burst
    building up over a few points does not raise its own baseline (NAB
-   cross-validated 70.39 -> 71.66, in-sample unchanged; docs/anomaly.md).
+   in-sample unchanged, 72.57; cross-validated 70.39 -> 71.66, a selection
+   effect: docs/anomaly.md).
    The tail probability is log-scaled into [0, 1].
 3. *Sensitivity and calibration.*  ``sensitivity`` scales the deviation
    (0.5 leaves it alone; 0.25 needs twice the deviation for the same score);
