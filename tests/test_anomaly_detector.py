@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+from array import array
 from dataclasses import replace
 
 from hypothesis import given, settings
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from anomaly_series import points, wave
 from batond.anomaly import DEFAULT_SPEC, ContextParams, ModelSet, ModelSpec
-from batond.anomaly.detector import ContextDetector, _unit
+from batond.anomaly.detector import ContextDetector, _encode, _unit
 from batond.commands.backtest import score_rows
 from batond.events import Sample
 
@@ -222,3 +223,75 @@ def test_one_episode_alerts_once_however_long_it_lasts() -> None:
     # a rest counted from the alert alone would have alerted a second time: the
     # data holds the case this test is about
     assert any(above[i] for i in range(1200 + rest + 1, 1300))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=9), min_size=1, max_size=300),
+    st.sampled_from([1, 2, 7, 10]),
+)
+def test_the_baseline_holds_the_older_sums_not_the_newest_half_window(
+    values: list[int], short: int
+) -> None:
+    """The likelihood's baseline: up to ``long`` sums before the ``short // 2`` newest."""
+    params = ContextParams(short=short, long=30, history=40)
+    detector = ContextDetector(params, warmup=10, threshold=0.99, sensitivity=0.5)
+    for value in values:
+        detector.step(float(value))
+        if detector.ready():
+            detector.apply(detector.fit(detector.training_input()))
+        sums = list(detector.long)
+        baseline = sums[: max(len(sums) - short // 2, 0)][-30:]
+        squares = sum(x * x for x in baseline)
+        assert (detector.long_sum, detector.long_sq) == (sum(baseline), squares)
+        assert len(sums) <= 30 + short // 2
+
+
+def test_a_burst_is_judged_against_the_time_before_it_not_against_its_own_start() -> None:
+    """The sums of a burst's first points join the baseline only ``short // 2`` points later.
+
+    Before v2.2 they joined at once, so a burst building up over a few points raised
+    its own baseline's mean and spread while it was being judged.
+    """
+    detector = ContextDetector(ContextParams(rest=0), warmup=200, threshold=0.99, sensitivity=0.5)
+    for i in range(600):
+        detector.step(float(i % 2))  # two levels, perfectly predictable: no novelty
+        if detector.ready():
+            detector.apply(detector.fit(detector.training_input()))
+    assert detector.long_sum == 0
+    assert detector.step(0.5) >= 0.99  # a level never seen: novel, alerts
+    gap = detector.params.short // 2
+    for value in [0.0, 1.0, 0.0, 1.0, 0.0][: gap - 1]:
+        detector.step(value)
+    assert detector.long_sum == 0  # the burst's sums wait: the baseline is the quiet past
+    detector.step(1.0)
+    assert detector.long_sum > 0  # and join it `gap` points after the burst began
+
+
+def test_a_state_saved_before_the_baseline_gap_loads_with_its_newest_sums_waiting() -> None:
+    """v2.1 saved ``long`` sums, all in the baseline; v2.2 reads the newest as waiting."""
+    params = ContextParams()
+    gap = params.short // 2
+    rng = random.Random(7)
+    detector = ContextDetector(params, warmup=200, threshold=0.99, sensitivity=0.5)
+    for i in range(1500):
+        detector.step(rng.gauss(10.0, 1.0) + (30.0 if i % 97 == 0 else 0.0))
+        if detector.ready():
+            detector.apply(detector.fit(detector.training_input()))
+    state = detector.to_state()
+    sums = list(detector.long)
+    assert len(sums) == params.long + gap
+    restored = ContextDetector(params, warmup=200, threshold=0.99, sensitivity=0.5)
+    restored.load_state(state)
+    legacy = ContextDetector(params, warmup=200, threshold=0.99, sensitivity=0.5)
+    legacy_state = dict(state)  # as v2.1 wrote it: only the newest `long` sums
+    legacy_state["long"] = _encode(array(detector.long.typecode, sums[-params.long :]))
+    legacy.load_state(legacy_state)
+    baseline = sums[-params.long : -gap]
+    assert sum(baseline) > 0  # the spikes left novelty in the window: a sum to get wrong
+    assert legacy.long_sum == sum(baseline) and len(legacy.long) == params.long
+    assert restored.long_sum == detector.long_sum  # a v2.2 state continues exactly
+    value = 42.0
+    assert restored.step(value) == detector.step(value)
+    legacy.step(value)  # and the v2.1 one goes on scoring
+    assert len(legacy.long) == params.long + 1

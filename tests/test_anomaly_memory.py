@@ -132,6 +132,14 @@ def test_a_ring_holds_the_newest_values_in_order(
     assert dropped == [values[i - capacity] if i >= capacity else None for i in range(len(values))]
     if kept:
         assert ring.oldest() == kept[0] and ring.newest() == kept[-1]
+    slid = Ring(capacity, typecode=typecode)
+    for i, v in enumerate(values):
+        k = i % capacity
+        assert slid.slide(v, k) == (
+            values[i - capacity] if i >= capacity else 0,
+            values[i - k] if i - k >= 0 else 0,
+        )
+    assert list(slid) == kept
     assert list(Ring(capacity, ring.to_array(), typecode)) == kept
 
 

@@ -14,10 +14,15 @@ Per point, in O(1) and pure Python (a few microseconds):
    beyond counts ``_FAR_WEIGHT`` (3): such a spike is evidence on its own,
    scored on its own sample.
 2. *Likelihood.*  The units of the last ``short`` points are summed and
-   compared with the mean and spread of that sum over the last ``long``
+   compared with the mean and spread of that sum over ``long`` earlier
    points (as HTM's anomaly likelihood does): a burst of novelty in a series
    that is usually predictable scores high, the same novelty in a noisy
-   series does not.  The tail probability is log-scaled into [0, 1].
+   series does not.  The baseline leaves out the ``short // 2`` newest sums,
+   which share half or more of their points with the current one, so a burst
+   building up over a few points does not raise its own baseline (NAB
+   in-sample unchanged, 72.57; cross-validated 70.39 -> 71.66, a selection
+   effect: docs/anomaly.md).
+   The tail probability is log-scaled into [0, 1].
 3. *Sensitivity and calibration.*  ``sensitivity`` scales the deviation
    (0.5 leaves it alone; 0.25 needs twice the deviation for the same score);
    the result is mapped so the default threshold 0.99 means a tail
@@ -102,8 +107,8 @@ class ContextDetector:
     """Scores one series, point by point; state is plain data (persistable)."""
 
     __slots__ = (
-        "_clamp", "_levels", "_span_l", "beyond", "bitmap", "contexts", "high", "high_at",
-        "history", "lo", "long", "long_sq", "long_sum", "low", "low_at", "memories",
+        "_clamp", "_levels", "_span_l", "beyond", "bitmap", "contexts", "gap", "high",
+        "high_at", "history", "lo", "long", "long_sq", "long_sum", "low", "low_at", "memories",
         "params", "resting", "seen", "sensitivity", "short", "short_sum", "span",
         "threshold", "warm", "warmup",
     )  # fmt: skip
@@ -133,7 +138,10 @@ class ContextDetector:
         most = _FAR_WEIGHT * len(params.offsets)  # units of one point at most
         self.short = Ring(params.short, typecode="B")
         self.short_sum = 0
-        self.long = Ring(params.long, typecode="B" if most * params.short < 256 else "I")
+        # the newest `gap` sums wait in the ring before they count in the baseline
+        self.gap = params.short // 2
+        typecode = "B" if most * params.short < 256 else "I"
+        self.long = Ring(params.long + self.gap, typecode=typecode)
         self.long_sum = 0
         self.long_sq = 0
         self.resting = 0
@@ -224,16 +232,15 @@ class ContextDetector:
             self.short_sum += units - old
             total = self.short_sum
         long = self.long
-        n = len(long)
+        gap = self.gap
+        n = len(long) - gap  # sums in the baseline: all but the newest `gap`
         # no more novelty than usual (most points): nothing to report
         score = self._tail_score(total, n) if total and total * n > self.long_sum else 0.0
-        old = long.append(total)
-        if old is not None:
-            self.long_sum += total - old
-            self.long_sq += total * total - old * old
-        else:
-            self.long_sum += total
-            self.long_sq += total * total
+        # the oldest sum leaves the baseline, the one `gap` places back joins it
+        old, joined = long.slide(total, gap)
+        if old != joined:
+            self.long_sum += joined - old
+            self.long_sq += joined * joined - old * old
         if self.resting > 0:
             # a point that would alert while resting is the same episode: the rest
             # restarts, so one episode alerts once (NAB: fewer false positives, 72.14
@@ -414,8 +421,9 @@ class ContextDetector:
         self.short_sum = sum(self.short)
         typecode = self.long.typecode
         self.long = Ring(self.long.capacity, _decode(state["long"], typecode), typecode)
-        self.long_sum = sum(self.long)
-        self.long_sq = sum(x * x for x in self.long)
+        baseline = self.long.to_array()[: max(len(self.long) - self.gap, 0)]
+        self.long_sum = sum(baseline)
+        self.long_sq = sum(x * x for x in baseline)
         self.resting = int(state["resting"])
 
 

@@ -560,7 +560,7 @@ def series_bytes(spec: ModelSpec) -> int:
     params = spec.params
     probe = _new_detector(spec)
     history = max(2 * history_capacity(spec), 8 * 2 * probe.warmup)
-    windows = params.short + params.long * (1 if probe.long.typecode == "B" else 4)
+    windows = params.short + probe.long.capacity * (1 if probe.long.typecode == "B" else 4)
     if probe.bitmap:
         memories = len(probe.memories) * (len(probe.memories[0]) + 57)
     else:  # a set of at most _MAX_TRANSITIONS ints: ~36 bytes an entry, table included

@@ -66,6 +66,28 @@ class Ring:
         head = self._head
         return self._buf[head - 1 if head > 0 else -1]
 
+    def slide(self, value: int, k: int) -> tuple[int, int]:
+        """Append ``value``; return (the value it pushed out, the value ``k`` places before it).
+
+        Each is 0 where there is none (not full yet; fewer than ``k + 1`` values). One call
+        for a window that trails the newest ``k`` values: what leaves it, what joins it.
+        """
+        buf = self._buf
+        head = self._head
+        if head < 0:  # still filling
+            buf.append(value)
+            size = len(buf)
+            if size == self.capacity:
+                self._buf = array(buf.typecode, buf)
+                self._head = 0
+            return 0, buf[size - 1 - k] if size > k else 0
+        old = buf[head]
+        buf[head] = value
+        joined = buf[head - k]  # a negative index wraps round: k < capacity
+        head += 1
+        self._head = head if head < self.capacity else 0
+        return old, joined
+
     def to_array(self) -> array[Any]:
         """A chronological copy (a memcpy, not a Python loop)."""
         buf, head = self._buf, self._head
