@@ -5,12 +5,14 @@ the broker would let far more QoS 1 items wait unacknowledged than the (small) b
 holds: every item must still reach the bus, in order, nothing dropped, the pause
 visible in its metrics and one log line; acknowledgements go out in arrival order.
 The plain path (aiomqtt's public API only) cannot stop reading: it drops and counts.
+A routed topic's items (a fleet partition session's batches) are held the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +20,7 @@ import aiomqtt
 import orjson
 import pytest
 
-from batond.events import Input
+from batond.events import Input, parse_json_payload
 from batond.intake import mqtt as mqtt_module
 from batond.intake.bus import Bus
 from batond.intake.mqtt import _Acks
@@ -135,6 +137,33 @@ async def test_a_qos1_burst_larger_than_the_queue_pauses_reading_and_loses_nothi
         await publish_batches(broker.port, 1, 1, qos=1)
         assert numbers(await take(bus, 1)) == [0]
         assert bus.depth() == 0
+
+
+async def test_the_items_a_route_hands_back_are_held_and_acknowledged_the_same_way(
+    broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A route's handler (a fleet partition session's) returns the items it wants queued:
+    counted under the route's source, held while the bus is full (reading paused), each
+    message acknowledged once its items are decided; nothing dropped."""
+    log = AckLog(monkeypatch)
+    cfg = MqttConfig(url=broker.url, client_id="batond-bp-route", ack=Ack.DECIDED)
+    source, bus, metrics = make_source(cfg, ClientPath.BUFFERED, maxsize=BUS)
+    source.route("metrics/#", 1, lambda _t, p: parse_json_payload(p, time.time(), "fleet")[0],
+                 source="fleet")  # fmt: skip
+    async with running(source):
+        await publish_batches(broker.port, 40, 30, qos=1)
+        await until(lambda: value(metrics, "batond_mqtt_reading_paused") == 1)
+        assert bus.depth() == BUS
+        assert numbers(await log.drain(bus, 1200)) == list(range(1200))
+        await until(lambda: value(metrics, "batond_mqtt_unacked") == 0)
+        assert value(metrics, "batond_mqtt_reading_paused") == 0
+    fleet = {"source": "fleet"}
+    assert value(metrics, "batond_events_dropped_total", fleet) == 0
+    assert value(metrics, "batond_events_received_total", fleet) == 1200
+    assert value(metrics, "batond_events_received_total", {"source": "mqtt"}) == 0
+    assert value(metrics, "batond_mqtt_paused_seconds_total") > 0
+    assert len(log.arrived) == 40 and log.acked == log.arrived
+    assert log.early(30) == []
 
 
 async def test_qos0_input_is_paused_too(broker: Mosquitto) -> None:

@@ -18,16 +18,20 @@ MQTT session, then writing the member row without it, then unlocking; it is
 claimed by locking (bumping the epoch), then connecting. A broken database
 session means every lock is gone: every partition session is closed at once.
 
-Batches are unpacked (``fleet.wire``) into the bus, each item one input; a batch
-for a partition this instance does not hold (in flight while it was released),
-on a topic that does not match its host, or malformed, is refused, counted and
-logged (``batond_events_rejected_total{source="fleet"}``).
+Batches are unpacked (``fleet.wire``) into the bus, each item one input, by the
+partition session's :class:`MqttSource` (``Central.take`` hands it the items): a
+full bus pauses that session's reading instead of dropping, and a batch is
+acknowledged once its items are queued and decided, as for ``mqtt.subscribe``. A
+batch for a partition this instance does not hold (in flight while it was
+released), on a topic that does not match its host, or malformed, is refused,
+counted and logged (``batond_events_rejected_total{source="fleet"}``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -43,6 +47,7 @@ from batond.engine.keys import split_key
 from batond.engine.partial import drop_keys, merge_keys, take_keys
 from batond.engine.types import Decision
 from batond.errors import InputError
+from batond.events import Input
 from batond.fleet import checkpoint, membership
 from batond.fleet.agents import SeenAgents, host_labels
 from batond.fleet.assignment import plan
@@ -115,7 +120,6 @@ class Central:
         self.members: tuple[Member, ...] = ()
         self.seen_at = 0.0  # when the members were last read (epoch seconds)
         self._state = "connecting"
-        self._feed_metrics = Metrics()  # the partition sessions' connection counters
         self._agents = SeenAgents(cfg.batch_interval)
         self._agent_log: Callable[[list[AgentSeen]], Awaitable[None]] | None = None
 
@@ -357,10 +361,12 @@ class Central:
             own = self._own
             return own is not None and partition in own.held
 
+        # the daemon's metrics: its pauses and redeliveries count (not its connection)
         source = MqttSource(
-            cfg, self._bus, self._feed_metrics, keep_going=still_mine, counts_connection=False
+            cfg, self._bus, self._metrics, keep_going=still_mine, counts_connection=False
         )
-        source.route(partition_filter(self.cfg.prefix, partition), 1, self._handler(partition))
+        topic = partition_filter(self.cfg.prefix, partition)
+        source.route(topic, 1, functools.partial(self.take, partition), source="fleet")
         task = asyncio.create_task(source.run(asyncio.Event()), name=f"fleet-p{partition}")
         self._feeds[partition] = task
 
@@ -386,39 +392,33 @@ class Central:
                 "fleet: dropped partitions %s (%s)", held, why
             )
 
-    def _handler(self, partition: int) -> Callable[[str, bytes], None]:
-        def take(topic: str, payload: bytes) -> None:
-            self.take(partition, topic, payload)
-
-        return take
-
-    def take(self, partition: int, topic: str, payload: bytes) -> None:
-        """One batch off partition ``partition``'s session: its items onto the bus."""
+    def take(self, partition: int, topic: str, payload: bytes) -> list[Input]:
+        """One batch off partition ``partition``'s session: the items for its session to
+        queue (which holds them and pauses reading while the bus is full)."""
         where = f"topic {topic}"
         own = self._own
         if own is None or partition not in own.held:
             self._rejections.reject(InputError("not_owner", f"partition {partition}"), where)
-            return
+            return []
         parsed = partition_topic_host(self.cfg.prefix, topic)
         refused = oversized(payload, self._mqtt.max_payload)
         if refused is not None or parsed is None or parsed[0] != partition:
             error = refused or InputError("bad_topic", f"not a topic of partition {partition}")
             self._rejections.reject(error, where)
-            return
+            return []
         try:
             batch = decode_batch(payload, time.time(), "fleet")
         except InputError as exc:
             self._rejections.reject(exc, where)
-            return
+            return []
         if batch.host != parsed[1]:
             error = InputError("host_mismatch", f"a batch of {batch.host!r} on {parsed[1]!r}")
             self._rejections.reject(error, where)
-            return
+            return []
         self._agents.note(batch.host, partition, batch.seq, time.time(), host_labels(batch.items))
         if batch.errors:
             self._rejections.reject_all(batch.errors, where)
-        if batch.items:
-            self._bus.offer_many(batch.items, "fleet")
+        return batch.items
 
 
 def _member_json(m: Member) -> dict[str, Any]:

@@ -18,6 +18,8 @@
   nothing is dropped. Messages taken while something is held (the first of a new
   connection) wait behind it, so items and acknowledgements keep their order.
   The plain path cannot stop reading through aiomqtt's API: it drops and counts.
+  A routed topic's handler (the fleet's partition batches) hands back the items
+  it wants queued: they are queued, held and acknowledged the same way.
 - With ``mqtt.ack: decided`` (the default) a QoS 1 message is acknowledged only
   once the bus says its items are decided and journaled (:class:`_Acks`, in
   arrival order per connection): a crash before that makes the broker deliver
@@ -65,8 +67,10 @@ _PARSERS: dict[str, _Parser] = {"json": parse_json_payload, "influx": parse_infl
 _TOPIC_CACHE_MAX = 4096
 #: A pause of reading (the bus full) is logged at most this often.
 PAUSE_LOG_S = 10.0
-#: Takes a message of a routed topic (not input): the topic and the payload.
-Handler = Callable[[str, bytes], None]
+#: Takes a message of a routed topic (not parsed as input): the topic and the payload;
+#: returns the items it wants queued (None or []: none). They are queued like parsed
+#: input (backpressure, acknowledgement after their decision), under the route's source.
+Handler = Callable[[str, bytes], list[Input] | None]
 
 
 def topic_matches(topic: str, pattern: str) -> bool:
@@ -115,7 +119,8 @@ class MqttSource:
         self._rejections = Rejections(metrics, "mqtt")
         self._client: aiomqtt.Client | None = None
         self._formats: dict[str, _Parser | None] = {}
-        self._routes: dict[str, tuple[int, Handler]] = {}  # topic filter -> (qos, handler)
+        # topic filter -> (qos, handler, the source its items are counted under)
+        self._routes: dict[str, tuple[int, Handler, str]] = {}
         self.connections = 0
         self._attempted = False
         self.client_path = choose_path(client_path)
@@ -137,11 +142,12 @@ class MqttSource:
         if counts_connection:
             metrics.mqtt_unacked.set_function(lambda: len(self._acks or ()))
 
-    def route(self, topic: str, qos: int, handler: Handler) -> None:
+    def route(self, topic: str, qos: int, handler: Handler, source: str = "mqtt") -> None:
         """Subscribe to ``topic`` too (on every connection) and hand its messages to
-        ``handler`` instead of parsing them as input (the fleet's requests and outcome
-        reports). Called by the composition root before :meth:`run`."""
-        self._routes[topic] = (qos, handler)
+        ``handler`` instead of parsing them as input (the fleet's requests, outcome
+        reports and partition batches). What it returns is queued as input, counted
+        under ``source``. Called before :meth:`run`."""
+        self._routes[topic] = (qos, handler, source)
 
     @property
     def connected(self) -> bool:
@@ -215,7 +221,7 @@ class MqttSource:
             if self.connections > 1 and self._counts:
                 self._metrics.mqtt_reconnects.inc()
             wanted = [(sub.topic, sub.qos) for sub in self._cfg.subscribe]
-            wanted += [(topic, qos) for topic, (qos, _) in self._routes.items()]
+            wanted += [(topic, qos) for topic, (qos, _, _) in self._routes.items()]
             for topic, qos in wanted:
                 granted = await client.subscribe(topic, qos=qos, timeout=self._timeout)
                 codes = [code if isinstance(code, int) else code.value for code in granted]
@@ -278,15 +284,15 @@ class MqttSource:
             # a message delivered again: its first copy is in the bus (or held), or decided
             if self._owed and self._again(message):
                 if self._held:  # its first copy waits for room: its acknowledgement too
-                    self._hold([], acks, pending)
+                    self._hold([], "mqtt", acks, pending)
                 return
-        items = self._handle(message)  # what it queues is decided before its ack, if any
+        items, source = self._handle(message)  # decided before its ack, if any
         if self._held:
-            self._hold(items, acks, pending)  # behind what waits already: in order
+            self._hold(items, source, acks, pending)  # behind what waits already: in order
         elif items:
-            queued = self._bus.offer_upto(items, "mqtt")
+            queued = self._bus.offer_upto(items, source)
             if queued < len(items):
-                self._hold(items[queued:], acks, pending)
+                self._hold(items[queued:], source, acks, pending)
 
     def _again(self, message: aiomqtt.Message) -> bool:
         """Whether ``message`` is one the last connection took and still owed a PUBACK.
@@ -302,43 +308,49 @@ class MqttSource:
         self._metrics.mqtt_redelivered.inc()
         return True
 
-    def _handle(self, message: aiomqtt.Message) -> list[Input]:
+    def _handle(self, message: aiomqtt.Message) -> tuple[list[Input], str]:
         try:
             return self._on_message(message)
         except Exception:  # a bug must not stop the socket callback nor the session
             log.exception("MQTT message on %s could not be handled", message.topic)
-            return []
+            return [], "mqtt"
 
-    def _on_message(self, message: aiomqtt.Message) -> list[Input]:
-        """The items of ``message`` for the bus (none: routed, refused, or not input)."""
+    def _on_message(self, message: aiomqtt.Message) -> tuple[list[Input], str]:
+        """The items of ``message`` for the bus (none: refused, not input, or a route's
+        handler wanted none) and the source they count under."""
         topic = message.topic.value
-        if self._routes and self._routed(topic, message.payload):
-            return []
+        if self._routes:
+            route = self._route_of(topic)
+            if route is not None:
+                _, handler, source = route
+                return handler(topic, _raw(message.payload)) or [], source
         parser = self._parser(topic)
         if parser is None:
-            return []  # a message for a subscription of an earlier configuration
+            return [], "mqtt"  # a message for a subscription of an earlier configuration
         refused = oversized(message.payload, self._cfg.max_payload)
         if refused is not None:
             self._rejections.reject(refused, f"topic {topic}")
-            return []
+            return [], "mqtt"
         items, errors = parser(message.payload, self._clock(), "mqtt")
         if errors:
             self._rejections.reject_all(errors, f"topic {topic}")
-        return items
+        return items, "mqtt"
 
-    def _hold(self, items: list[Input], acks: _Acks | None, pending: _Pending | None) -> None:
+    def _hold(
+        self, items: list[Input], source: str, acks: _Acks | None, pending: _Pending | None
+    ) -> None:
         """Keep what the full bus could not take and stop reading until it has room; where
         reading cannot stop (the plain path), what does not fit is dropped and counted."""
         client = self._current
         if client is None or (self._paused is not client and not pause_reading(client)):
-            self._bus.offer_many(items, "mqtt")  # never blocks: the drops are counted, logged
+            self._bus.offer_many(items, source)  # never blocks: the drops are counted, logged
             return
         if self._paused is None:
             self._paused_now()
         self._paused = client
         if acks is not None and pending is not None:
             acks.defer(pending)  # its acknowledgement waits until its items are queued
-        self._held.append(_Held(items, acks, pending))
+        self._held.append(_Held(items, source, acks, pending))
         if len(self._held) == 1:
             self._bus.when_room(self._drain)
 
@@ -349,11 +361,12 @@ class MqttSource:
         if self._paused_at - self._pause_logged_at < PAUSE_LOG_S:
             return
         log.warning(
-            "input queue full (%d items): MQTT %s: reading paused until it drains to half, "
-            "the broker keeps the rest (%d pause(s) since the last line; "
+            "input queue full (%d items): MQTT %s as %s: reading paused until it drains to "
+            "half, the broker keeps the rest (%d pause(s) since the last line; "
             "batond_mqtt_reading_paused)",
             self._bus.capacity,
             self._cfg.url,
+            self._cfg.client_id,  # (a fleet instance has a connection per partition)
             self._pauses_unlogged,
         )
         self._pause_logged_at, self._pauses_unlogged = self._paused_at, 0
@@ -364,7 +377,7 @@ class MqttSource:
         while held:
             first = held[0]
             if first.items:
-                queued = self._bus.offer_upto(first.items, "mqtt")
+                queued = self._bus.offer_upto(first.items, first.source)
                 if queued < len(first.items):
                     first.items = first.items[queued:]
                     self._bus.when_room(self._drain)
@@ -378,13 +391,11 @@ class MqttSource:
             self._metrics.mqtt_reading_paused.dec()
             resume_reading(client)  # (nothing if that connection ended meanwhile)
 
-    def _routed(self, topic: str, payload: object) -> bool:
-        for pattern, (_, handler) in self._routes.items():
+    def _route_of(self, topic: str) -> tuple[int, Handler, str] | None:
+        for pattern, route in self._routes.items():
             if topic_matches(topic, pattern):
-                raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-                handler(topic, bytes(raw))
-                return True
-        return False
+                return route
+        return None
 
     def _parser(self, topic: str) -> _Parser | None:
         try:
@@ -410,12 +421,16 @@ class MqttSource:
 
 
 class _Held:
-    """Items of one message the full bus could not take yet (none: only its ack waits)."""
+    """Items of one message the full bus could not take yet (none: only its ack waits),
+    and the source they count under."""
 
-    __slots__ = ("acks", "items", "pending")
+    __slots__ = ("acks", "items", "pending", "source")
 
-    def __init__(self, items: list[Input], acks: _Acks | None, pending: _Pending | None) -> None:
+    def __init__(
+        self, items: list[Input], source: str, acks: _Acks | None, pending: _Pending | None
+    ) -> None:
         self.items = items
+        self.source = source
         self.acks = acks
         self.pending = pending
 
