@@ -158,11 +158,14 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Mosquitto(Path(tmp) / "broker") as broker:
         port = free_port()
+        # The rate windows hold a timestamp per run within `per`, state by design that each
+        # save of the rule state writes: with `per: 1h` they would fill for an hour (36k
+        # timestamps at 10 runs/s) and pass for growth; a minute's window fills in the warm-up.
         extra = (
             f"mqtt:\n  url: mqtt://127.0.0.1:{broker.port}\n"
             '  subscribe: [{topic: "soak/#", format: json, qos: 0}]\n'
-            "governor:\n  max_concurrent_runs: 8\n  max_runs: {count: 1000000, per: 1h}\n"
-            "  per_target: {count: 1000000, per: 1h}\n  max_targets_fraction: 1.0\n"
+            "governor:\n  max_concurrent_runs: 8\n  max_runs: {count: 1000000, per: 1m}\n"
+            "  per_target: {count: 1000000, per: 1m}\n  max_targets_fraction: 1.0\n"
         )
         daemon = DaemonProcess(write_config(Path(tmp), port, rules=RULES, extra=extra), port)
         try:
