@@ -395,13 +395,20 @@ def test_a_killed_instances_unfinished_run_is_interrupted_by_the_new_owner(
 
         def escalated() -> list[tuple[Any, ...]] | None:
             rows = runs_of(database, "heavy")
-            return rows if len(rows) == 2 and rows[1][2] is not None else None
+            ended = [r for r in rows if r[4] and r[2] is not None]
+            return rows if ended and rows[0][2] is not None else None
 
         rows = survivor.wait_for(escalated, 30, "the run interrupted and escalated by c1")
-        assert rows[0][1:4] == ("done", "interrupted", "c0")
+        first, later = rows[0], rows[1:]
+        assert first[1:4] == ("done", "interrupted", "c0")
         # the escalation (on_interrupt: escalate) ran on the new owner, naming the run
-        assert rows[1][3:] == ("c1", 1, rows[0][0])
-        assert f"run {rows[0][0]} of heavy on partition" in survivor.log()
+        assert [r[3:] for r in later if r[4]] == [("c1", 1, first[0])]
+        assert f"run {first[0]} of heavy on partition" in survivor.log()
+        # c0 killed between its decision's commit and the batch's PUBACK leaves the batch
+        # with the broker, and the new owner decides it again (at-least-once, fleet.md):
+        # at most that one run more, c1's own
+        again = [r for r in later if not r[4]]
+        assert len(again) <= 1 and all(r[3] == "c1" for r in again), rows
     finally:
         fleet.stop_all()
 
