@@ -37,7 +37,7 @@ __all__ = [
     "fit_host",
     "fit_to_state",
     "ratio_score",
-    "score_vector",
+    "sensitive_score",
     "vector_ratio",
 ]
 
@@ -127,10 +127,9 @@ def vector_ratio(fit: HostFit, vector: Floats) -> tuple[float, Floats]:
     return max(float(squared.sum()) / fit.pca_scale, float(parts.max())), parts
 
 
-def score_vector(fit: HostFit, vector: Floats, sensitivity: float) -> tuple[float, Floats]:
-    """(score in [0, 1], per-metric contribution) of one vector."""
-    ratio, parts = vector_ratio(fit, vector)
-    return ratio_score(ratio * sensitivity / 0.5), parts
+def sensitive_score(ratio: float, sensitivity: float) -> float:
+    """A :func:`vector_ratio` as the score in [0, 1) under ``sensitivity`` (0.5 leaves it)."""
+    return ratio_score(ratio * sensitivity / 0.5)
 
 
 def ratio_score(ratio: float) -> float:

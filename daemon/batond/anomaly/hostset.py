@@ -44,7 +44,7 @@ from batond.anomaly.host import (
     fit_from_state,
     fit_host,
     fit_to_state,
-    ratio_score,
+    sensitive_score,
     vector_ratio,
 )
 from batond.anomaly.spec import ModelSpec, SeriesKey
@@ -184,7 +184,7 @@ class HostModels:
         ranked: list[str] = []
         if host.fit is not None:
             ratio, parts = vector_ratio(host.fit, vector)
-            score = ratio_score(ratio * host.sensitivity / 0.5)
+            score = sensitive_score(ratio, host.sensitivity)
             order = np.argsort(-parts)[: host.spec.host.top]
             ranked = [names[int(i)] for i in order]
             top = ranked[0]
