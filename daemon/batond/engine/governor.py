@@ -550,17 +550,7 @@ class Governor:
         state: dict[str, Any] = {
             "runs": list(self._runs),
             "rule_runs": {r: list(w) for r, w in self._rule_runs.items() if w},
-            "scopes": {
-                "target_runs": [[r, k, list(w)] for (r, k), w in self._target_runs.items() if w],
-                "circuits": [
-                    [r, k, c.opened_at, c.per, c.why] for (r, k), c in self._circuits.items()
-                ],
-                "escalated": [[r, k, at] for (r, k), at in self._escalated.items()],
-                "streaks": [
-                    [r, k, n, self._streak_at.get((r, k), 0.0)]
-                    for (r, k), n in self._streaks.items()
-                ],
-            },
+            "scopes": self.export_scopes(_every_key),
             "acted": dict(self._acted),
             "stats": [[r, p, c, *s] for (r, p, c), s in self._stats.items()],
         }
@@ -570,8 +560,8 @@ class Governor:
 
     def export_scopes(self, select: Callable[[str], bool]) -> dict[str, Any]:
         """The scope state (per-target run windows, open circuits, escalations, unresolved
-        streaks) of the keys ``select`` takes, as in :meth:`export_state`'s ``scopes``:
-        a fleet partition's checkpoint carries its hosts' part (:meth:`merge_scopes`)."""
+        streaks) of the keys ``select`` takes: :meth:`export_state`'s ``scopes`` for every
+        key, and a fleet partition's checkpoint for its hosts' (:meth:`merge_scopes`)."""
         return {
             "target_runs": [
                 [r, k, list(w)] for (r, k), w in self._target_runs.items() if w and select(k)
@@ -694,3 +684,7 @@ def _host_of(target: str) -> str:
 def _prune(times: deque[float], before: float) -> None:
     while times and times[0] <= before:
         times.popleft()
+
+
+def _every_key(key: str) -> bool:
+    return True  # export_scopes for all of them
