@@ -7,7 +7,8 @@ awaited, tests await it instead (runner_support's ``ObservedStore.until``).
 
 - :func:`poll` / :func:`apoll`: the first truthy value of ``check()`` within
   ``within`` seconds, or None (for "this must *not* happen" checks as well);
-- :func:`wait_until` / :func:`until`: the same, failing the test on timeout.
+- :func:`wait_until` / :func:`until`: the same, failing the test on timeout;
+- :class:`ManualClock`: a clock that moves only when the test sets ``now``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,29 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["PG_SERVER", "apoll", "free_port", "pg_database", "poll", "until", "wait_until"]
+__all__ = [
+    "PG_SERVER",
+    "ManualClock",
+    "apoll",
+    "free_port",
+    "pg_database",
+    "poll",
+    "until",
+    "wait_until",
+]
 
 #: The machine's PostgreSQL (trust, user postgres); the test command starts it.
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+class ManualClock:
+    """A clock for code that takes one: it reads ``now``, which the test moves."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @contextlib.contextmanager

@@ -12,15 +12,7 @@ from batond.events import Event, Sample, item_from_json
 from batond.intake import recorder
 from batond.intake.recorder import Recorder, recorded_files
 from batond.load.config import RecordConfig
-from support import until
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from support import ManualClock, until
 
 
 def lines(directory: Path) -> list[dict[str, object]]:
@@ -55,7 +47,7 @@ def test_records_inputs_as_received_with_ts(tmp_path: Path) -> None:
 
 
 def test_rotates_by_size_and_keeps_total_under_max_size(tmp_path: Path) -> None:
-    clock = Clock(1_000_000.0)
+    clock = ManualClock(1_000_000.0)
     directory = tmp_path / "record"
     rec = Recorder(directory, RecordConfig(max_age=86400, max_size=400_000), clock=clock)
     assert rec.file_size == 64 * 1024
@@ -86,7 +78,7 @@ def test_deletes_files_older_than_max_age(tmp_path: Path) -> None:
     os.utime(fresh, (99_000.0, 99_000.0))
     other = directory / "notes.txt"
     other.write_text("not ours")
-    Recorder(directory, RecordConfig(max_age=7200, max_size=1 << 30), clock=Clock(100_000.0))
+    Recorder(directory, RecordConfig(max_age=7200, max_size=1 << 30), clock=ManualClock(100_000.0))
     assert not old.exists()
     assert fresh.exists() and other.exists()
 
@@ -108,7 +100,9 @@ def test_ages_are_enforced_between_rotations(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(recorder, "ENFORCE_SECONDS", 0.0)
-    rec = Recorder(tmp_path, RecordConfig(max_age=60, max_size=1 << 30), clock=Clock(100_000.0))
+    rec = Recorder(
+        tmp_path, RecordConfig(max_age=60, max_size=1 << 30), clock=ManualClock(100_000.0)
+    )
     old = tmp_path / "inputs-0000000001000.jsonl"  # e.g. left by a previous run
     old.write_text('{"event": "e", "ts": 1.0}\n')
     os.utime(old, (1000.0, 1000.0))

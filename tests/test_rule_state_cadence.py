@@ -21,6 +21,7 @@ from batond.engine.governor import Governor
 from batond.journal.facade import STATE_SAVE_INTERVAL_S, Journal
 from batond.runtime.ports import HOSTS_SEEN_SAVE_S, RuleStateSaver
 from engine_support import GENEROUS, drive, make_engine, sample
+from support import ManualClock
 
 RULES = """
 rules:
@@ -30,14 +31,6 @@ rules:
     for: 30s
     run: fix
 """
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -70,7 +63,7 @@ async def test_the_save_after_a_decision_leaves_hosts_seen_out(
     tmp_path: Path, journal: Journal
 ) -> None:
     engine = engine_with_hosts(tmp_path, "h1", "h2")
-    saver = RuleStateSaver(journal, engine, FakeClock())
+    saver = RuleStateSaver(journal, engine, ManualClock())
     saver.changed()
     await settle(journal)
     saved = committed(tmp_path / "state", "rule_state")
@@ -83,7 +76,7 @@ async def test_hosts_seen_are_saved_on_their_own_slower_cadence(
     tmp_path: Path, journal: Journal
 ) -> None:
     engine = engine_with_hosts(tmp_path, "h1")
-    clock = FakeClock()
+    clock = ManualClock()
     saver = RuleStateSaver(journal, engine, clock)
     state = tmp_path / "state"
     saver.touched()
@@ -108,7 +101,7 @@ async def test_no_input_since_the_last_save_writes_no_hosts_seen(
     tmp_path: Path, journal: Journal
 ) -> None:
     engine = engine_with_hosts(tmp_path, "h1")
-    clock = FakeClock()
+    clock = ManualClock()
     saver = RuleStateSaver(journal, engine, clock)
     saver.touched()
     await saver.save_if_touched()
@@ -123,7 +116,7 @@ async def test_stop_saves_both_and_a_restart_restores_both(
     tmp_path: Path, journal: Journal
 ) -> None:
     engine = engine_with_hosts(tmp_path, "h1", "h2")
-    saver = RuleStateSaver(journal, engine, FakeClock())
+    saver = RuleStateSaver(journal, engine, ManualClock())
     await saver.save()
     await journal.close()
     again = Journal.open(tmp_path / "state")
