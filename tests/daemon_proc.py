@@ -16,12 +16,13 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from support import poll
 
-__all__ = ["BATOND", "DaemonProcess", "HttpResult", "http", "write_config"]
+__all__ = ["BATOND", "DaemonProcess", "HttpResult", "http", "stop_each", "write_config"]
 
 #: the console script of the environment running the tests
 BATOND = str(Path(sys.executable).with_name("batond"))
@@ -203,3 +204,15 @@ class DaemonProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def stop_each(procs: Iterable[DaemonProcess]) -> None:
+    """Stop every process, even when one of them fails to stop (the first is reported)."""
+    failed: list[AssertionError] = []
+    for proc in procs:
+        try:
+            proc.stop()
+        except AssertionError as exc:
+            failed.append(exc)
+    if failed:
+        raise failed[0]

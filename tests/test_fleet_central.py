@@ -25,7 +25,7 @@ import psycopg
 
 from batond.fleet.ownership import LOCK_CLASS
 from batond.fleet.partition import batch_topic, partition_of
-from daemon_proc import BATOND, DaemonProcess, write_config
+from daemon_proc import BATOND, DaemonProcess, stop_each, write_config
 from mqtt_broker import Mosquitto
 from support import free_port, wait_until
 from test_openapi import Checker as ApiChecker
@@ -91,14 +91,7 @@ class Fleet:
 
     def stop_all(self) -> None:
         """Stop every instance, even when one of them fails to stop (it is reported)."""
-        failed: list[AssertionError] = []
-        for proc in self.procs.values():
-            try:
-                proc.stop()
-            except AssertionError as exc:
-                failed.append(exc)
-        if failed:
-            raise failed[0]
+        stop_each(self.procs.values())
 
     def held(self) -> dict[str, set[int]]:
         """What each live instance's member row says it holds."""

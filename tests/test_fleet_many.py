@@ -12,7 +12,6 @@ within 10 s.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import orjson
 import psycopg
 
 from batond.fleet.partition import partition_of
-from daemon_proc import DaemonProcess, write_config
+from daemon_proc import DaemonProcess, stop_each, write_config
 from mqtt_broker import Mosquitto
 from support import free_port
 from test_fleet_central import PARTITIONS, PREFIX, Fleet, agent_seen
@@ -153,15 +152,3 @@ def test_agents_are_decided_by_their_partitions_owner_and_the_survivor_takes_ove
             stop_each(agents.values())
         finally:
             fleet.stop_all()
-
-
-def stop_each(procs: Iterable[DaemonProcess]) -> None:
-    """Stop every process, even when one of them fails to stop (the first is reported)."""
-    failed: list[AssertionError] = []
-    for proc in procs:
-        try:
-            proc.stop()
-        except AssertionError as exc:
-            failed.append(exc)
-    if failed:
-        raise failed[0]
